@@ -1,0 +1,1 @@
+"""Feldspar app package."""

@@ -1,0 +1,1 @@
+"""Feldspar bench package."""
