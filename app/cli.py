@@ -12,7 +12,9 @@ import sys
 from app.cli_root import app
 from app.errors import user_error_types
 
-COMMAND_MODULES = ("app.cli_models", "app.cli_model", "app.cli_retrieval", "app.cli_packs", "app.cli_bench")
+COMMAND_MODULES = (
+    "app.cli_models", "app.cli_model", "app.cli_retrieval", "app.cli_packs", "app.cli_bench", "app.cli_demo",
+)
 
 
 def _register_commands() -> None:

@@ -46,6 +46,7 @@ _ROOT_OVERRIDES: dict[str, Any] = {}
 @app.callback()
 def _root(home: HomeOpt = None) -> None:
     """Feldspar: Granite 4.0 with hybrid state reuse, retrieval and agents."""
+    _ROOT_OVERRIDES.clear()
     if home is not None:
         _ROOT_OVERRIDES["home"] = home
 

@@ -32,4 +32,33 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
 
 def build_retrieval(settings: Settings):
     """Build the retrieval service (ingest + search) for ``settings.collection``."""
-    raise NotImplementedError("filled in by the retrieval layer")
+    from retrieval.ingest import IngestOptions
+    from retrieval.service import RetrievalConfig, RetrievalService
+    from retrieval.store import StoreLocation
+
+    if settings.chroma_host:
+        location = StoreLocation(host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl)
+        manifest_path = settings.home / f"manifest-{location.slug}.sqlite"
+    else:
+        location = StoreLocation(path=settings.chroma_dir)
+        manifest_path = settings.manifest_path
+    options = IngestOptions(
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        max_file_bytes=settings.max_file_bytes,
+        parse_timeout_s=settings.parse_timeout_s,
+        parse_memory_bytes=settings.parse_memory_mb * 1024**2,
+        parse_workers=settings.parse_workers,
+        flush_chunks=max(settings.embed_batch_size * 4, 64),
+    )
+    config = RetrievalConfig(
+        home=settings.home,
+        location=location,
+        manifest_path=manifest_path,
+        collection=settings.collection,
+        embedding_model=settings.embedding_model,
+        embed_batch_size=settings.embed_batch_size,
+        reranker=settings.reranker,
+        ingest=options,
+    )
+    return RetrievalService(config)

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(50 * 1024**2, ge=1)
     parse_timeout_s: float = Field(60.0, gt=0)
     embed_batch_size: int = Field(64, ge=1)
+    parse_workers: int = Field(2, ge=1, description="parser subprocesses during ingest")
+    parse_memory_mb: int = Field(2048, ge=64, description="address-space limit of a parser subprocess")
 
     @classmethod
     def settings_customise_sources(

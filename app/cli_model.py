@@ -1,0 +1,182 @@
+"""CLI commands that talk to the Granite engine: chat, generate, prompt, demo.
+
+Turns flags into Settings and GenerationParams, streams deltas to the terminal and prints
+reuse statistics with --verbose or as JSON with --json. Knows nothing about how the
+engine works inside.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from app.cli_inputs import documents_from_files, read_json_list, read_text_file
+from app.cli_root import HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, settings_from
+from app.compose import build_engine
+from model.errors import PromptError
+
+MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", help="tokens to generate")]
+TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", help="0 = greedy")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="print token counts, reuse and timings")]
+NoReuseOpt = Annotated[bool, typer.Option("--no-reuse", help="compute the whole prompt (no state reuse)")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", help="system prompt")]
+ToolsOpt = Annotated[Optional[Path], typer.Option("--tools", help="JSON file: list of OpenAI function schemas")]
+DocsOpt = Annotated[Optional[Path], typer.Option("--documents", help="JSON file: list of documents (dicts)")]
+DocFilesOpt = Annotated[Optional[list[Path]], typer.Option("--doc", help="text file to pass as a document (repeatable)")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, bfloat16 or float16")]
+
+
+def _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse):
+    from model.engine import GenerationParams
+
+    return GenerationParams(
+        max_new_tokens=max_new_tokens or settings.max_new_tokens,
+        temperature=settings.temperature if temperature is None else temperature,
+        top_p=top_p or settings.top_p,
+        seed=settings.seed if seed is None else seed,
+        reuse=False if no_reuse else None,
+    )
+
+
+def _documents(documents: Path | None, doc_files: list[Path] | None) -> list[dict[str, Any]] | None:
+    docs = (read_json_list(documents, "documents") or []) + documents_from_files(doc_files or [])
+    return docs or None
+
+
+def _messages(text: str, system: str | None) -> list[dict[str, Any]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
+def print_stats(result) -> None:
+    err_console.print(
+        f"[dim]prompt {result.prompt_tokens} tok (reused {result.reused_tokens}, computed {result.computed_tokens}) · "
+        f"{result.completion_tokens} new tok · finish {result.finish_reason} · restore {result.restore_s * 1000:.1f} ms · "
+        f"prefill {result.prefill_s:.2f} s ({result.prefill_tokens_per_s:.0f} tok/s) · "
+        f"TTFT {result.ttft_s:.2f} s · decode {result.decode_tokens_per_s:.1f} tok/s[/dim]"
+    )
+
+
+def stream_to_terminal(stream, show: bool = True):
+    for delta in stream:
+        if show:
+            console.out(delta, end="", highlight=False)
+    if show:
+        console.out("")
+    return stream.result
+
+
+def _prompt_text(text: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        return read_text_file(file, "prompt")
+    if text is None:
+        raise PromptError("give the prompt as an argument or with --file")
+    return text
+
+
+@app.command()
+def generate(
+    text: Annotated[Optional[str], typer.Argument(help="prompt text")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="read the prompt from a UTF-8 file")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="plain completion even for a chat model")] = False,
+    fim_prefix: Annotated[Optional[str], typer.Option("--fim-prefix", help="fill-in-the-middle: text before")] = None,
+    fim_suffix: Annotated[Optional[str], typer.Option("--fim-suffix", help="fill-in-the-middle: text after")] = None,
+    fim_prefix_file: Annotated[Optional[Path], typer.Option("--fim-prefix-file")] = None,
+    fim_suffix_file: Annotated[Optional[Path], typer.Option("--fim-suffix-file")] = None,
+    system: SystemOpt = None, tools: ToolsOpt = None, documents: DocsOpt = None, doc: DocFilesOpt = None,
+    model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
+    seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False, json_out: JsonOpt = False,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
+) -> None:
+    """One-shot generation: a chat turn (instruct models), plain completion (--raw, base models) or FIM."""
+    settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    fim = any(x is not None for x in (fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file))
+    prefix = read_text_file(fim_prefix_file, "FIM prefix") if fim_prefix_file else (fim_prefix or "")
+    suffix = read_text_file(fim_suffix_file, "FIM suffix") if fim_suffix_file else (fim_suffix or "")
+    prompt = None if fim else _prompt_text(text, file)
+    tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
+    engine = build_engine(settings)
+    params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
+    if fim:
+        stream = engine.fill_in_middle(prefix, suffix, params)
+    elif raw or not engine.is_chat:
+        stream = engine.complete(prompt, params)
+    else:
+        stream = engine.chat(_messages(prompt, system), tool_list, docs, params)
+    result = stream_to_terminal(stream, show=not json_out)
+    if json_out:
+        turn = result.tool_turn()
+        print_json({**result.to_dict(), "model": engine.name,
+                    "tool_calls": [c.to_openai() for c in turn.calls],
+                    "tool_call_errors": [e.message for e in turn.errors]})
+    elif verbose:
+        print_stats(result)
+
+
+@app.command()
+def prompt(
+    text: Annotated[Optional[str], typer.Argument(help="user message")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="read the user message from a file")] = None,
+    messages: Annotated[Optional[Path], typer.Option("--messages", help="JSON file: full message list")] = None,
+    system: SystemOpt = None, tools: ToolsOpt = None, documents: DocsOpt = None, doc: DocFilesOpt = None,
+    raw: Annotated[bool, typer.Option("--raw", help="no chat template: the text as given")] = False,
+    model: ModelOpt = None, json_out: JsonOpt = False, home: HomeOpt = None,
+) -> None:
+    """Print the exact prompt the model would see, and its token count."""
+    from model.loader import load_tokenizer, resolve
+    from model.prompts import encode, render_chat
+
+    settings = settings_from(home=home, model=model)
+    tokenizer = load_tokenizer(resolve(settings.model))
+    if raw:
+        rendered = _prompt_text(text, file)
+    else:
+        msgs = read_json_list(messages, "messages") if messages else _messages(_prompt_text(text, file), system)
+        rendered = render_chat(tokenizer, msgs, read_json_list(tools, "tools"), _documents(documents, doc))
+    count = len(encode(tokenizer, rendered))
+    if json_out:
+        print_json({"prompt": rendered, "tokens": count})
+        return
+    console.out(rendered, highlight=False)
+    err_console.print(f"[dim]{count} tokens[/dim]")
+
+
+@app.command()
+def chat(
+    system: SystemOpt = None, tools: ToolsOpt = None, documents: DocsOpt = None, doc: DocFilesOpt = None,
+    model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
+    seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
+) -> None:
+    """Interactive multi-turn chat with streaming. /reset clears the history, /exit quits."""
+    from app.chat_session import ChatSession
+
+    settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    engine = build_engine(settings)
+    session = ChatSession(engine, system, read_json_list(tools, "tools"), _documents(documents, doc),
+                          _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse))
+    err_console.print(f"[dim]{engine.name} · /reset clears the history, /exit or Ctrl-D quits[/dim]")
+    while True:
+        try:
+            line = console.input("[bold]you>[/bold] ")
+        except EOFError:
+            console.out("")
+            return
+        if line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip() == "/reset":
+            session.reset()
+            continue
+        if not line.strip():
+            continue
+        console.print("[bold]granite>[/bold] ", end="")
+        result = stream_to_terminal(session.send(line))
+        session.record(result)
+        for err in result.tool_turn().errors:
+            err_console.print(f"[yellow]malformed tool call:[/yellow] {err.message}")
+        if verbose:
+            print_stats(result)

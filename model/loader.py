@@ -1,0 +1,174 @@
+"""Find and load a Granite checkpoint: catalog name, hub id or local directory.
+
+Resolves the name, honours HF_HUB_OFFLINE and the Hugging Face cache, picks device and
+dtype, and turns every failure a user can fix into one ``ModelError`` line that names the
+fixes. Knows checkpoints and files; nothing of prompts, generation or state reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import torch
+
+from model.errors import CheckpointError, ModelError, ModelNotFoundError
+
+GRANITE_MODEL_TYPE = "granitemoehybrid"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a model name points: a local directory or a hub id (and its catalog name)."""
+
+    source: str
+    local: bool
+    catalog_name: str | None = None
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve(name: str) -> Resolved:
+    """Map a user-given model name to a local dir or a hub id, or raise with suggestions."""
+    from model.catalog import find_spec, get_spec
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{name} is a file; a checkpoint is a directory with config.json and weights")
+        spec = find_spec(path.name)
+        return Resolved(str(path.resolve()), True, spec.name if spec else None)
+    spec = find_spec(name)
+    if spec is not None:
+        return Resolved(spec.hub_id, False, spec.name)
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return Resolved(name, False, None)
+    get_spec(name)  # raises ModelNotFoundError with close matches
+    raise ModelNotFoundError(f"unknown model {name!r}")  # pragma: no cover
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise CheckpointError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:
+    hub_id = resolved.source
+    return ModelNotFoundError(
+        f"cannot load {hub_id}: it is not in the local Hugging Face cache"
+        f"{' and HF_HUB_OFFLINE is set' if offline() else ' and the hub could not be reached'} ({detail}). "
+        f"Fixes: pass a local checkpoint directory (--model /path/to/{hub_id.split('/')[-1]}); "
+        f"or, on a machine with network, run `huggingface-cli download {hub_id}` to fill the cache, "
+        f"then use it here with HF_HUB_OFFLINE=1; or connect to the network and unset HF_HUB_OFFLINE"
+    )
+
+
+def _check_local_dir(path: Path) -> dict[str, Any]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file} does not hold a JSON object")
+    return config
+
+
+def _check_model_type(config: Any, where: str) -> None:
+    model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    if model_type != GRANITE_MODEL_TYPE:
+        raise CheckpointError(
+            f"{where} is a {model_type or 'unknown'} model; Feldspar runs Granite 4.0 ({GRANITE_MODEL_TYPE}) checkpoints"
+        )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so a machine without network fails in seconds, not minutes."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _fetch(load: Callable[..., Any], resolved: Resolved, what: str) -> Any:
+    """Run ``load(local_files_only=...)``: cache first, then the hub if allowed and reachable."""
+    try:
+        return load(local_files_only=True)
+    except OSError as exc:
+        if resolved.local:
+            raise CheckpointError(f"cannot read the {what} in {resolved.source}: {_first_line(exc)}") from None
+        if offline():
+            raise _not_found(resolved, f"no cached {what}") from None
+    if not hub_reachable():
+        raise _not_found(resolved, "no network connection to the hub") from None
+    try:
+        return load(local_files_only=False)
+    except OSError as exc:
+        raise _not_found(resolved, _first_line(exc)) from None
+
+
+def load_tokenizer(resolved: Resolved):
+    from transformers import AutoTokenizer
+
+    try:
+        return _fetch(lambda **kw: AutoTokenizer.from_pretrained(resolved.source, **kw), resolved, "tokenizer")
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"the tokenizer of {resolved.source} is corrupt: {_first_line(exc)}") from None
+
+
+def load_model(resolved: Resolved, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    def load(**kw: Any) -> torch.nn.Module:
+        config = AutoConfig.from_pretrained(resolved.source, **kw)
+        _check_model_type(config, resolved.source)
+        return AutoModelForCausalLM.from_pretrained(resolved.source, config=config, dtype=dtype, **kw)
+
+    try:
+        model = _fetch(load, resolved, "weights")
+    except ModelError:
+        raise
+    except Exception as exc:  # safetensors, torch and transformers raise many classes for bad files
+        raise CheckpointError(f"the checkpoint {resolved.source} is corrupt or incomplete: {_first_line(exc)}") from None
+    return model.to(device).eval()
+
+
+def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto"):
+    """Return (model, tokenizer, resolved) ready for inference on the chosen device."""
+    resolved = resolve(name)
+    if resolved.local:
+        _check_model_type(_check_local_dir(Path(resolved.source)), resolved.source)
+    torch_device = pick_device(device)
+    tokenizer = load_tokenizer(resolved)
+    model = load_model(resolved, torch_device, pick_dtype(dtype, torch_device))
+    return model, tokenizer, resolved
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,88 @@
+"""Prompt rendering through the checkpoint's own chat template, and FIM prompts.
+
+Production code never re-implements Granite's format: chat prompts come from
+``tokenizer.apply_chat_template`` with ``tools=`` and ``documents=`` passed natively. This
+module also knows where message boundaries fall in rendered token ids (each message ends
+with ``<|end_of_text|>`` and a newline), which state reuse uses as snapshot points.
+Knows tokenizers and message dicts; nothing of models or generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from model.errors import PromptError
+
+FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+END_OF_TEXT = "<|end_of_text|>"
+
+Message = dict[str, Any]
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def validate_messages(messages: Sequence[Message]) -> None:
+    if not messages:
+        raise PromptError("no messages to render")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise PromptError(f"message {i} has no 'role'")
+        if message["role"] not in ("system", "user", "assistant", "tool"):
+            raise PromptError(f"message {i} has unknown role {message['role']!r}")
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: Sequence[dict[str, Any]] | None = None,
+    documents: Sequence[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """The exact prompt text the checkpoint's template produces."""
+    if not has_chat_template(tokenizer):
+        raise PromptError(
+            "this checkpoint has no chat template (a -base model): use plain completion "
+            "(`feldspar generate`) or fill-in-the-middle instead of chat"
+        )
+    validate_messages(messages)
+    try:
+        return tokenizer.apply_chat_template(
+            list(messages),
+            tools=list(tools) if tools else None,
+            documents=list(documents) if documents else None,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+        )
+    except Exception as exc:  # jinja errors come in many classes
+        raise PromptError(f"the chat template could not render these messages: {exc}") from None
+
+
+def fim_prompt(prefix: str, suffix: str) -> str:
+    """Fill-in-the-middle prompt: the model generates the text between prefix and suffix."""
+    return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"
+
+
+def check_fim_support(tokenizer: Any) -> None:
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE) if t not in vocab]
+    if missing:
+        raise PromptError(f"this tokenizer has no fill-in-the-middle tokens ({', '.join(missing)})")
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` exactly as written: no BOS or other tokens added."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def message_boundaries(ids: Sequence[int], end_of_text_id: int, newline_ids: frozenset[int]) -> list[int]:
+    """Positions just after each ``<|end_of_text|>`` (and its trailing newline token)."""
+    cuts = []
+    for i, token in enumerate(ids):
+        if token == end_of_text_id:
+            cut = i + 1
+            if cut < len(ids) and ids[cut] in newline_ids:
+                cut += 1
+            cuts.append(cut)
+    return cuts
