@@ -8,6 +8,7 @@ fixes. Knows checkpoints and files; nothing of prompts, generation or state reus
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -158,12 +159,27 @@ def load_model(resolved: Resolved, device: torch.device, dtype: torch.dtype) -> 
     return model.to(device).eval()
 
 
+class _CpuKernelAdviceFilter(logging.Filter):
+    """On CPU the Mamba CUDA kernels cannot help, so transformers' advice to install them is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "falling back to its reference PyTorch implementation" not in record.getMessage()
+
+
+def quiet_cpu_kernel_advice() -> None:
+    hub_logger = logging.getLogger("transformers.integrations.hub_kernels")
+    if not any(isinstance(f, _CpuKernelAdviceFilter) for f in hub_logger.filters):
+        hub_logger.addFilter(_CpuKernelAdviceFilter())
+
+
 def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto"):
     """Return (model, tokenizer, resolved) ready for inference on the chosen device."""
     resolved = resolve(name)
     if resolved.local:
         _check_model_type(_check_local_dir(Path(resolved.source)), resolved.source)
     torch_device = pick_device(device)
+    if torch_device.type == "cpu":
+        quiet_cpu_kernel_advice()
     tokenizer = load_tokenizer(resolved)
     model = load_model(resolved, torch_device, pick_dtype(dtype, torch_device))
     return model, tokenizer, resolved

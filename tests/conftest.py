@@ -30,3 +30,42 @@ def feldspar_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # ---- model fixtures (catalog / tokenizer / tiny checkpoints) ---------------------------
+
+
+def _fixture_chat_template() -> str | None:
+    """Text of the file named by FELDSPAR_TEST_CHAT_TEMPLATE, else None (bundled template)."""
+    path = os.environ.get("FELDSPAR_TEST_CHAT_TEMPLATE")
+    return Path(path).read_text(encoding="utf-8") if path else None
+
+
+def _tiny(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    from model.checkpoint_random import write_random_checkpoint
+
+    out = tmp_path_factory.mktemp(f"tiny-{name}")
+    return write_random_checkpoint(name, out, tiny=True, seed=0, chat_template=_fixture_chat_template())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random h-tiny instruct: MoE hybrid with Mamba2 + attention + experts, chat template."""
+    return _tiny(tmp_path_factory, "granite-4.0-h-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random 350m instruct: dense, all attention, RoPE."""
+    return _tiny(tmp_path_factory, "granite-4.0-350m")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random h-350m-base: hybrid, no chat template."""
+    return _tiny(tmp_path_factory, "granite-4.0-h-350m-base")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_checkpoint: Path):
+    """The tokenizer of ``tiny_checkpoint``, loaded the way the app loads one."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_checkpoint)

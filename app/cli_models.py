@@ -1,0 +1,121 @@
+"""`feldspar models` (the Granite 4.0 catalog) and `feldspar models random` (random checkpoints).
+
+Knows how to present the catalog and call the checkpoint writer; it does not load models,
+download weights or know where the app keeps checkpoints. Heavy imports (torch,
+transformers) happen only inside `models random` so listing the catalog stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from app.cli_root import JsonOpt, console, models_app, print_json
+from model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec
+
+TABLE_COLUMNS = ["name", "kind", "params", "active", "context", "attn/mamba", "type", "hub id"]
+NARROW_DROP = ("type", "hub id")
+NUMERIC = ("params", "active", "context", "attn/mamba")
+
+
+def human_count(n: int) -> str:
+    """340332224 -> "340.3M", 6939037248 -> "6.9B"."""
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def spec_record(spec: ModelSpec) -> dict[str, Any]:
+    """The JSON object for one catalog entry."""
+    return {
+        "name": spec.name,
+        "hub_id": spec.hub_id,
+        "kind": spec.kind,
+        "base": spec.base,
+        "params": spec.params,
+        "active_params": spec.active_params,
+        "context": spec.context,
+        "layers": spec.num_layers,
+        "attention_layers": spec.attention_layers,
+        "mamba_layers": spec.mamba_layers,
+        "experts": spec.num_experts,
+        "experts_per_token": spec.experts_per_token,
+        "hidden_size": spec.hidden_size,
+        "position_embedding_type": spec.position_embedding_type,
+        "card_size": spec.card_size,
+        "default": spec.name == DEFAULT_MODEL,
+    }
+
+
+def _table_row(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name + (" *" if spec.name == DEFAULT_MODEL else ""),
+        "kind": spec.kind,
+        "params": human_count(spec.params),
+        "active": human_count(spec.active_params),
+        "context": f"{spec.context // 1024}K",
+        "attn/mamba": f"{spec.attention_layers}/{spec.mamba_layers}",
+        "type": "base" if spec.base else "instruct",
+        "hub id": spec.hub_id,
+    }
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the Granite 4.0 language models (table, or --json)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    print_catalog(as_json=as_json)
+
+
+def print_catalog(as_json: bool = False) -> None:
+    """Print the catalog as a table, or as a JSON list of spec records."""
+    if as_json:
+        print_json([spec_record(spec) for spec in CATALOG])
+        return
+    _print_catalog_table([_table_row(spec) for spec in CATALOG])
+
+
+def _print_catalog_table(rows: list[dict[str, Any]]) -> None:
+    # On narrow terminals drop the columns the name already implies (hub id, -base suffix).
+    columns = TABLE_COLUMNS if console.width >= 120 else [c for c in TABLE_COLUMNS if c not in NARROW_DROP]
+    table = Table(title="Granite 4.0 language models (* = default)", box=box.SIMPLE_HEAD, show_edge=False)
+    for col in columns:
+        table.add_column(col, no_wrap=True, justify="right" if col in NUMERIC else "left")
+    for row in rows:
+        table.add_row(*(str(row[col]) for col in columns))
+    console.print(table)
+
+
+@models_app.command("random")
+def random_checkpoint(
+    name: Annotated[str, typer.Argument(help="catalog name, e.g. h-350m or granite-4.0-h-tiny")],
+    directory: Annotated[Path, typer.Argument(help="output directory (must be empty)")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="miniature with the same layer kinds")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")] = "float32",
+    force: Annotated[bool, typer.Option("--force", help="write into a non-empty directory")] = False,
+    allow_large: Annotated[bool, typer.Option("--allow-large", help="allow checkpoints over 8 GiB")] = False,
+) -> None:
+    """Write a RANDOM-WEIGHT checkpoint of a catalog model (for tests and benchmarks)."""
+    from model.catalog import get_spec
+    from model.checkpoint_random import write_random_checkpoint
+    from model.errors import CheckpointError
+
+    spec = get_spec(name)
+    if dtype not in ("float32", "bfloat16"):
+        raise CheckpointError(f"unsupported --dtype {dtype!r}: use float32 or bfloat16")
+    out = write_random_checkpoint(
+        spec, directory, tiny=tiny, seed=seed, dtype=dtype,
+        overwrite=force, allow_large=allow_large, progress=_say,
+    )
+    _say(f"RANDOM WEIGHTS written to {out}")
+
+
+def _say(message: str) -> None:
+    console.print(message, markup=False, highlight=False)
