@@ -49,7 +49,7 @@ def build_retrieval(settings: Settings):
         parse_timeout_s=settings.parse_timeout_s,
         parse_memory_bytes=settings.parse_memory_mb * 1024**2,
         parse_workers=settings.parse_workers,
-        flush_chunks=max(settings.embed_batch_size * 4, 64),
+        flush_chunks=max(settings.embed_batch_size * 4, 4),
     )
     config = RetrievalConfig(
         home=settings.home,

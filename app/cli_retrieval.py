@@ -1,0 +1,194 @@
+"""Retrieval commands: ingest, search, sources, collections, eval retrieval, bench retrieval.
+
+Knows flags, progress bars, tables and JSON; builds the service through the composition
+root and raises nothing but RetrievalError subclasses for user mistakes. Knows nothing
+of how files are parsed, stored or searched. ``demo_retrieval`` is the `make demo` step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from app.cli_root import HomeOpt, JsonOpt, app, bench_app, console, err_console, eval_app, print_json, print_table
+from app.cli_root import settings_from
+from app.settings import Settings
+
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
+EmbeddingOpt = Annotated[Optional[str], typer.Option("--embedding-model", help="sentence-transformers model id or path")]
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
+DEMO_QUERY = "How does hybrid search combine BM25 and vector similarity?"
+
+
+def _service(home: Path | None, collection: str | None = None, embedding_model: str | None = None):
+    from app.compose import build_retrieval
+
+    return build_retrieval(settings_from(home=home, collection=collection, embedding_model=embedding_model))
+
+
+class _RichProgress:
+    """Adapts the ingest progress protocol to a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def start(self, total: int, label: str) -> None:
+        self.task = self.progress.add_task(f"ingest {label}", total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+def _progress_bar(out: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=out, transient=False)
+
+
+def _print_summary(summary, reasons: bool, out: Console) -> None:
+    counts = summary.counts()
+    out.print(" · ".join(f"{name} {value}" for name, value in counts.items())
+              + f" · {summary.chunks_written} chunks written in {summary.seconds:.1f}s")
+    if reasons and summary.problems:
+        print_table(summary.problems, ["path", "status", "reason"], title="not indexed")
+    elif summary.problems:
+        out.print(f"{len(summary.problems)} file(s) not indexed; --reasons lists why")
+    if summary.interrupted:
+        out.print("interrupted after the current batch; run the same command again to resume")
+
+
+@app.command("ingest")
+def ingest_command(
+    paths: Annotated[list[Path], typer.Argument(help="folders or files to index")],
+    collection: CollectionOpt = None,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="remove files gone from the same root")] = True,
+    reindex: Annotated[bool, typer.Option("--reindex", help="drop the collection and index from scratch")] = False,
+    reasons: Annotated[bool, typer.Option("--reasons", help="list skipped/failed files with reasons")] = False,
+    embedding_model: EmbeddingOpt = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Index folders into a collection; re-running syncs only what changed."""
+    service = _service(home, collection, embedding_model)
+    with _progress_bar(err_console) as bar:
+        summary = service.ingest(paths, prune=prune, reindex=reindex, progress=_RichProgress(bar))
+    if json_out:
+        print_json({**summary.counts(), "chunks_written": summary.chunks_written, "interrupted": summary.interrupted,
+                    "seconds": round(summary.seconds, 3), "problems": summary.problems})
+    else:
+        _print_summary(summary, reasons, console)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _hit_rows(hits) -> list[dict]:
+    return [{"#": rank, "score": f"{hit.score:.4f}", "path": hit.path, "page": hit.page, "heading": hit.heading,
+             "span": f"{hit.start}-{hit.end}", "text": " ".join(hit.text.split())[:120]}
+            for rank, hit in enumerate(hits, start=1)]
+
+
+def print_hits(hits, out: Console) -> None:
+    if not hits:
+        out.print("no results")
+        return
+    print_table(_hit_rows(hits), ["#", "score", "path", "page", "heading", "span", "text"])
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="what to look for")],
+    k: Annotated[int, typer.Option("-k", help="number of results", min=1)] = 5,
+    collection: CollectionOpt = None,
+    path_glob: Annotated[Optional[str], typer.Option("--path", help="only paths matching this glob")] = None,
+    file_type: Annotated[Optional[list[str]], typer.Option("--type", help="only this file type (repeatable)")] = None,
+    embedding_model: EmbeddingOpt = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Hybrid (vector + BM25) search with citations: path, page, character span, heading."""
+    hits = _service(home, collection, embedding_model).search(query, k, path_glob=path_glob, file_types=file_type)
+    if json_out:
+        print_json([hit.to_dict() for hit in hits])
+    else:
+        print_hits(hits, console)
+
+
+@app.command("sources")
+def sources_command(
+    collection: CollectionOpt = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="indexed, skipped, failed or pending")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Files known to a collection, with status and reason."""
+    rows = _service(home, collection).sources(status=status)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(rows, ["path", "status", "chunks", "size", "reason", "root"])
+
+
+@app.command("collections")
+def collections_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Collections in the store with their embedding model, chunk and file counts."""
+    rows = _service(home).collections()
+    if json_out:
+        print_json(rows)
+    else:
+        table = [{**row, "files": ", ".join(f"{k} {v}" for k, v in sorted(row["files"].items()))} for row in rows]
+        print_table(table, ["name", "embedding_model", "chunks", "files"])
+
+
+@eval_app.command("retrieval")
+def eval_retrieval_command(
+    questions: Annotated[Path, typer.Argument(help="JSONL: question, path, optional page")],
+    collection: CollectionOpt = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Recall@1/5/10 and MRR of search over a questions file."""
+    from retrieval.evaluation import evaluate, load_questions
+
+    service = _service(home, collection)
+    report = evaluate(load_questions(questions), lambda q, k: service.search(q, k))
+    if json_out:
+        print_json(report)
+        return
+    metrics = [{"metric": name, "value": report[name]} for name in ("recall@1", "recall@5", "recall@10", "mrr")]
+    print_table(metrics, ["metric", "value"], title=f"retrieval over {report['questions']} questions")
+
+
+@bench_app.command("retrieval")
+def bench_retrieval_command(
+    json_out: JsonOpt = False,
+    search_chunks: Annotated[int, typer.Option("--search-chunks", help="chunks for the latency test")] = 100_000,
+    sync_files: Annotated[int, typer.Option("--sync-files", help="files for the re-sync test")] = 10_000,
+) -> None:
+    """Ingest throughput, no-change re-sync time and search latency against targets."""
+    from bench.retrieval import run_benchmark
+
+    rows = run_benchmark(settings_from(), search_chunks=search_chunks, sync_files=sync_files,
+                         log=None if json_out else err_console.print)
+    if json_out:
+        print_json(rows)
+    else:
+        print_table(rows, ["measure", "value", "target", "met", "note"], title="retrieval benchmark")
+
+
+def demo_retrieval(settings: Settings, console: Console) -> None:
+    """Ingest the repository's docs folder into the "docs" collection and run one search."""
+    from app.compose import build_retrieval
+
+    service = build_retrieval(settings.model_copy(update={"collection": "docs"}))
+    console.print(f"[bold]Ingesting {REPO_DOCS} into collection 'docs'[/bold]")
+    with _progress_bar(console) as bar:
+        summary = service.ingest([REPO_DOCS], progress=_RichProgress(bar))
+    _print_summary(summary, reasons=False, out=console)
+    console.print(f"[bold]Search:[/bold] {DEMO_QUERY}")
+    print_hits(service.search(DEMO_QUERY, k=3), console)
+    service.close()

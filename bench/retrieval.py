@@ -1,0 +1,133 @@
+"""`feldspar bench retrieval`: ingest throughput, no-change re-sync, search latency.
+
+Three measurements, each in its own temporary data home so nothing of the user's is
+touched: (1) ingest of generated markdown files with the real embedder (files/s,
+chunks/s, share of wall time inside the model; model load excluded); (2) a re-sync of
+``sync_files`` unchanged files after a real first ingest; (3) search latency p50/p95
+over ``search_chunks`` chunks whose vectors are synthetic (random, normalised) and
+texts generated, while every query is embedded for real. This is a benchmark, not a
+test: it reports numbers beside targets and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+WORDS = ("granite model state cache prefix token chunk search vector index manifest sync folder file page "
+         "heading citation embed query answer agent tool graph memory store collection server lock batch "
+         "parse loader retry timeout limit score rank fusion rerank latency throughput bench table").split()
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def _write_corpus(folder: Path, files: int, sentences: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    for i in range(files):
+        sub = folder / f"part{i % 20:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        body = "\n\n".join(_sentence(rng, rng.randint(8, 20)) for _ in range(sentences))
+        (sub / f"doc{i:05d}.md").write_text(f"# Document {i}\n\n{body}\n", encoding="utf-8")
+
+
+def _service(settings, home: Path, collection: str):
+    from app.compose import build_retrieval
+
+    return build_retrieval(settings.model_copy(update={"home": home, "collection": collection, "chroma_host": None}))
+
+
+def _row(measure: str, value: float, unit: str, target: str, met: bool | None, note: str = "") -> dict:
+    shown = f"{value:.1f} {unit}" if value >= 10 else f"{value:.3g} {unit}"
+    return {"measure": measure, "value": shown, "raw": round(value, 4), "target": target,
+            "met": "-" if met is None else ("yes" if met else "NO"), "note": note}
+
+
+def bench_ingest(settings, home: Path, files: int = 300) -> list[dict]:
+    corpus = home / "corpus"
+    _write_corpus(corpus, files, sentences=40)
+    service = _service(settings, home, "bench-ingest")
+    service.embedder.embed(["warm up the model"])
+    service.embedder.seconds = 0.0
+    summary = service.ingest([corpus])
+    share = summary.embed_seconds / summary.seconds
+    return [
+        _row("ingest files/s", files / summary.seconds, "files/s", "-", None, f"{files} markdown files"),
+        _row("ingest chunks/s", summary.chunks_written / summary.seconds, "chunks/s", "-", None,
+             f"{summary.chunks_written} chunks"),
+        _row("ingest time in embedder", 100 * share, "%", ">= 80 %", share >= 0.8, "model load excluded"),
+    ]
+
+
+def bench_resync(settings, home: Path, files: int) -> list[dict]:
+    corpus = home / "many"
+    _write_corpus(corpus, files, sentences=1)
+    service = _service(settings, home, "bench-sync")
+    first = service.ingest([corpus])
+    again = service.ingest([corpus])
+    assert again.unchanged == files, again.counts()
+    return [
+        _row("first ingest (tiny files)", first.seconds, "s", "-", None, f"{files} files, real embeddings"),
+        _row(f"no-change re-sync, {files} files", again.seconds, "s", "<= 2 s", again.seconds <= 2.0,
+             "stat + manifest only"),
+    ]
+
+
+def bench_search(settings, home: Path, chunks: int, queries: int = 100) -> list[dict]:
+    service = _service(settings, home, "bench-search")
+    collection = service.store.open("bench-search", service.embedder.name, create=True)
+    _fill_synthetic(collection, chunks, service.embedder.dimension)
+    service.manifest.mark_changed("bench-search")
+    started = time.perf_counter()
+    service.search("warm up", k=5)
+    first = time.perf_counter() - started
+    rng = random.Random(11)
+    latencies = []
+    for _ in range(queries):
+        query = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        started = time.perf_counter()
+        service.search(query, k=10)
+        latencies.append(1000 * (time.perf_counter() - started))
+    p50 = statistics.median(latencies)
+    p95 = float(np.percentile(latencies, 95))
+    note = f"{chunks} synthetic vectors, real query embedding"
+    return [
+        _row("first search (builds BM25 cache)", first, "s", "-", None, note),
+        _row(f"search p50 at {chunks} chunks", p50, "ms", "-", None, note),
+        _row(f"search p95 at {chunks} chunks", p95, "ms", "<= 50 ms", p95 <= 50.0, note),
+    ]
+
+
+def _fill_synthetic(collection, chunks: int, dimension: int, batch: int = 5000) -> None:
+    rng = np.random.default_rng(3)
+    words = random.Random(5)
+    for at in range(0, chunks, batch):
+        n = min(batch, chunks - at)
+        vectors = rng.standard_normal((n, dimension)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        ids = [f"synthetic-{at + i}" for i in range(n)]
+        texts = [_sentence(words, 40) for _ in range(n)]
+        metas = [{"path": f"synthetic/file{(at + i) // 10}.txt", "ext": "txt", "start": 0, "end": len(t),
+                  "heading": "", "root": "synthetic"} for i, t in enumerate(texts)]
+        collection.upsert(ids, vectors, texts, metas)
+
+
+def run_benchmark(settings, search_chunks: int = 100_000, sync_files: int = 10_000,
+                  log: Callable[[str], None] | None = None) -> list[dict]:
+    say = log or (lambda message: None)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="feldspar-bench-") as temp:
+        say("ingest throughput …")
+        rows += bench_ingest(settings, Path(temp) / "ingest")
+        say(f"no-change re-sync of {sync_files} files …")
+        rows += bench_resync(settings, Path(temp) / "sync", sync_files)
+        say(f"search latency at {search_chunks} chunks …")
+        rows += bench_search(settings, Path(temp) / "search", search_chunks)
+    return rows

@@ -1,0 +1,51 @@
+"""User-facing retrieval errors: each one is a single clear line for the CLI/UI.
+
+Everything here derives from ``RetrievalError`` so the app turns it into ``error: …``
+and exit code 1. Per-file problems during ingest are not errors: they become a
+manifest status (skipped/failed) with a reason, and never stop a run.
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base of every retrieval error a user can cause and fix."""
+
+
+class EmbeddingModelMismatch(RetrievalError):
+    """The collection was indexed with a different embedding model than configured."""
+
+    def __init__(self, collection: str, indexed_with: str, configured: str) -> None:
+        super().__init__(
+            f"collection {collection!r} was indexed with embedding model {indexed_with!r} but "
+            f"{configured!r} is configured; use --embedding-model {indexed_with!r}, or re-index with "
+            f"`feldspar ingest PATH --collection {collection} --reindex`"
+        )
+
+
+class StoreBusy(RetrievalError):
+    """Another ingest already holds the single-writer lock of this store."""
+
+
+class UnknownCollection(RetrievalError):
+    """The named collection does not exist in the store."""
+
+
+class InvalidCollectionName(RetrievalError):
+    """A collection name Chroma cannot accept."""
+
+
+class StoreUnavailable(RetrievalError):
+    """The Chroma store (local directory or server) cannot be opened or reached."""
+
+
+class EmbeddingModelUnavailable(RetrievalError):
+    """The configured sentence-transformers model cannot be loaded."""
+
+
+class InvalidSource(RetrievalError):
+    """An ingest path that does not exist or is not a directory/file."""
+
+
+class InvalidQuestions(RetrievalError):
+    """An evaluation questions file that cannot be read or parsed."""

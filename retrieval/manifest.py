@@ -1,0 +1,175 @@
+"""The SQLite manifest: one row per source file and collection, plus collection records.
+
+A file row holds path (relative to its root), size, mtime, sha256, status
+(indexed/skipped/failed) with a reason, the chunk ids written for it, and ``pending``
+ids announced before a write (so a crash never leaves unknown chunks behind). Each
+collection keeps its chunking settings and a ``generation`` number bumped around every
+write, which keys the on-disk BM25 cache.
+
+This module does not know about Chroma, files on disk or embeddings; it only stores
+what ``ingest`` tells it, one short transaction at a time (WAL, durable across kill -9).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    collection TEXT NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT,
+    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    chunk_ids TEXT NOT NULL DEFAULT '[]', pending_ids TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (collection, root, path)
+);
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY, chunking TEXT NOT NULL DEFAULT '', generation INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass
+class FileRecord:
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str
+    reason: str = ""
+    chunk_ids: list[str] = field(default_factory=list)
+    pending_ids: list[str] | None = None
+
+    @property
+    def known_ids(self) -> set[str]:
+        """Every chunk id this file may have in the store (written or announced)."""
+        return set(self.chunk_ids) | set(self.pending_ids or ())
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    # ---- collections -------------------------------------------------------------------
+    def generation(self, collection: str) -> int:
+        row = self._db.execute("SELECT generation FROM collections WHERE name=?", (collection,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def chunking(self, collection: str) -> str | None:
+        row = self._db.execute("SELECT chunking FROM collections WHERE name=?", (collection,)).fetchone()
+        return row[0] if row else None
+
+    def set_chunking(self, collection: str, chunking: str) -> None:
+        with self._transaction():
+            self._ensure(collection)
+            self._db.execute("UPDATE collections SET chunking=? WHERE name=?", (chunking, collection))
+
+    def _ensure(self, collection: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO collections(name) VALUES (?)", (collection,))
+
+    def _bump(self, collection: str) -> None:
+        self._ensure(collection)
+        self._db.execute("UPDATE collections SET generation=generation+1 WHERE name=?", (collection,))
+
+    def mark_changed(self, collection: str) -> None:
+        """Invalidate caches of a collection written outside ``announce``/``commit``."""
+        with self._transaction():
+            self._bump(collection)
+
+    def drop_collection(self, collection: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM files WHERE collection=?", (collection,))
+            self._bump(collection)
+            self._db.execute("UPDATE collections SET chunking='' WHERE name=?", (collection,))
+
+    # ---- files -------------------------------------------------------------------------
+    def files_under(self, collection: str, root: str) -> dict[str, FileRecord]:
+        """All rows of ``root`` in ``collection`` keyed by path: one query."""
+        cursor = self._db.execute(
+            "SELECT root, path, size, mtime_ns, sha256, status, reason, chunk_ids, pending_ids "
+            "FROM files WHERE collection=? AND root=?", (collection, root))
+        return {row[1]: _record(row) for row in cursor}
+
+    def announce(self, collection: str, records: Iterable[FileRecord]) -> None:
+        """Write-ahead: remember ids about to be written, so a crash cannot orphan them."""
+        with self._transaction():
+            self._bump(collection)
+            for record in records:
+                self._db.execute(
+                    "INSERT INTO files(collection, root, path, size, mtime_ns, sha256, status, chunk_ids, "
+                    "pending_ids, updated_at) VALUES (?,?,?,-1,-1,NULL,'pending','[]',?,?) "
+                    "ON CONFLICT(collection, root, path) DO UPDATE SET pending_ids=excluded.pending_ids",
+                    (collection, record.root, record.path, json.dumps(record.pending_ids or []), time.time()))
+
+    def commit(self, collection: str, records: Iterable[FileRecord]) -> None:
+        """Final state of files whose chunks are written and stale chunks deleted."""
+        with self._transaction():
+            self._bump(collection)
+            for r in records:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                    (collection, r.root, r.path, r.size, r.mtime_ns, r.sha256, r.status, r.reason,
+                     json.dumps(r.chunk_ids), time.time()))
+
+    def touch(self, collection: str, records: Iterable[FileRecord]) -> None:
+        """Content unchanged, only size/mtime moved: update the stat fields."""
+        with self._transaction():
+            for r in records:
+                self._db.execute("UPDATE files SET size=?, mtime_ns=? WHERE collection=? AND root=? AND path=?",
+                                 (r.size, r.mtime_ns, collection, r.root, r.path))
+
+    def forget(self, collection: str, records: Iterable[FileRecord]) -> None:
+        with self._transaction():
+            self._bump(collection)
+            for r in records:
+                self._db.execute("DELETE FROM files WHERE collection=? AND root=? AND path=?",
+                                 (collection, r.root, r.path))
+
+    def sources(self, collection: str, status: str | None = None) -> list[dict]:
+        query = ("SELECT root, path, size, status, reason, chunk_ids, updated_at FROM files "
+                 "WHERE collection=?" + (" AND status=?" if status else "") + " ORDER BY root, path")
+        args = (collection, status) if status else (collection,)
+        return [{"root": root, "path": path, "size": size, "status": st, "reason": reason,
+                 "chunks": len(json.loads(ids)), "updated_at": updated}
+                for root, path, size, st, reason, ids, updated in self._db.execute(query, args)]
+
+    def status_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for collection, status, n in self._db.execute(
+                "SELECT collection, status, COUNT(*) FROM files GROUP BY collection, status"):
+            counts.setdefault(collection, {})[status] = n
+        return counts
+
+
+def _record(row: tuple) -> FileRecord:
+    root, path, size, mtime_ns, sha, status, reason, ids, pending = row
+    return FileRecord(root, path, size, mtime_ns, sha, status, reason, json.loads(ids),
+                      None if pending is None else json.loads(pending))
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,114 @@
+"""Hybrid search: vector similarity (Chroma) plus BM25, fused by reciprocal rank fusion.
+
+Filters by path glob and file type apply to both sides (a Chroma ``where`` and a BM25
+weight mask). When a cross-encoder reranker is given, the fused candidates are
+re-scored by it. Every hit carries what a citation needs: path, root, page, character
+span, heading path, chunk text and score.
+
+This module does not know how chunks got into the store or where settings come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from retrieval.bm25 import Bm25Cache
+from retrieval.embeddings import Embedder
+from retrieval.store import ChunkCollection
+
+RRF_K = 60
+
+
+@dataclass
+class SearchHit:
+    score: float
+    path: str
+    page: int | None
+    start: int
+    end: int
+    heading: str
+    text: str
+    root: str
+    chunk_id: str
+    vector_rank: int | None = None
+    bm25_rank: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Ids sorted by sum of 1/(k + rank) over the rankings (rank starts at 1)."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+class HybridSearcher:
+    def __init__(self, embedder: Embedder, bm25: Bm25Cache, reranker: Any = None, candidates: int = 50) -> None:
+        self.embedder = embedder
+        self.bm25 = bm25
+        self.reranker = reranker
+        self.candidates = candidates
+
+    def search(self, collection: ChunkCollection, generation: int, query: str, k: int = 5,
+               path_glob: str | None = None, file_types: list[str] | None = None) -> list[SearchHit]:
+        if k <= 0 or not query.strip() or collection.count() == 0:
+            return []
+        types = {t.lower().lstrip(".") for t in file_types} if file_types else None
+        index = self.bm25.get(collection, generation)
+        where = self._where(index, path_glob, types)
+        if where == "nothing":
+            return []
+        n = max(self.candidates, k)
+        vector_hits = collection.query(self.embedder.embed_query(query), min(n, collection.count()), where)
+        bm25_ids = index.top(query, n, index.mask(path_glob, types))
+        vector_ids = [hit[0] for hit in vector_hits]
+        fused = reciprocal_rank_fusion([vector_ids, bm25_ids])
+        pool = fused[: n if self.reranker is not None else k]
+        hits = self._hits(collection, pool, vector_hits, vector_ids, bm25_ids)
+        return self._rerank(query, hits)[:k] if self.reranker is not None else hits
+
+    @staticmethod
+    def _where(index, path_glob: str | None, types: set[str] | None) -> dict | str | None:
+        clauses = []
+        if types:
+            clauses.append({"ext": {"$in": sorted(types)}})
+        if path_glob:
+            paths = index.matching_paths(path_glob)
+            if not paths:
+                return "nothing"
+            clauses.append({"path": {"$in": paths}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    @staticmethod
+    def _hits(collection: ChunkCollection, pool: list[tuple[str, float]], vector_hits: list,
+              vector_ids: list[str], bm25_ids: list[str]) -> list[SearchHit]:
+        known = {hit[0]: (hit[2], hit[3]) for hit in vector_hits}
+        known.update(collection.get([i for i, _ in pool if i not in known]))
+        vector_rank = {i: r for r, i in enumerate(vector_ids, start=1)}
+        bm25_rank = {i: r for r, i in enumerate(bm25_ids, start=1)}
+        hits = []
+        for chunk_id, score in pool:
+            if chunk_id not in known:  # deleted between the BM25 cache and now
+                continue
+            text, meta = known[chunk_id]
+            hits.append(SearchHit(
+                score=round(score, 6), path=meta.get("path", ""), page=meta.get("page"),
+                start=int(meta.get("start", 0)), end=int(meta.get("end", 0)), heading=meta.get("heading", ""),
+                text=text or "", root=meta.get("root", ""), chunk_id=chunk_id,
+                vector_rank=vector_rank.get(chunk_id), bm25_rank=bm25_rank.get(chunk_id)))
+        return hits
+
+    def _rerank(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:
+        if not hits:
+            return hits
+        scores = self.reranker.predict([(query, hit.text) for hit in hits], show_progress_bar=False)
+        for hit, score in zip(hits, scores):
+            hit.score = round(float(score), 6)
+        return sorted(hits, key=lambda hit: -hit.score)

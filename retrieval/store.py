@@ -1,0 +1,173 @@
+"""Chroma access: an embedded PersistentClient or a Chroma server, a collection per corpus.
+
+Each collection records the embedding model (name and dimension) in its metadata;
+opening it with another model raises ``EmbeddingModelMismatch`` before any model loads.
+Writes are upserts by caller-chosen deterministic ids, split into batches Chroma
+accepts. Telemetry is always off (Feldspar runs offline).
+
+This module does not know how ids are made, about files, the manifest or BM25.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from retrieval.errors import (
+    EmbeddingModelMismatch,
+    InvalidCollectionName,
+    StoreUnavailable,
+    UnknownCollection,
+)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+MODEL_KEY = "embedding_model"
+
+
+def check_collection_name(name: str) -> str:
+    if not COLLECTION_NAME.match(name) or ".." in name:
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: use 3-63 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the chunks live: a local directory, or a server (host, port, ssl)."""
+
+    path: Path | None = None
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.host:
+            return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+        return str(self.path)
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe id of the store (``local`` or ``host_port``)."""
+        return "local" if not self.host else re.sub(r"[^A-Za-z0-9.-]", "_", f"{self.host}_{self.port}")
+
+
+class ChromaStore:
+    def __init__(self, location: StoreLocation) -> None:
+        self.location = location
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        try:
+            if self.location.host:
+                client = chromadb.HttpClient(host=self.location.host, port=self.location.port,
+                                             ssl=self.location.ssl, settings=chroma_settings)
+                client.heartbeat()
+                return client
+            self.location.path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(self.location.path), settings=chroma_settings)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open the Chroma store at {self.location.label}: {exc}") from None
+
+    def open(self, name: str, model: str, create: bool) -> "ChunkCollection":
+        """The collection ``name`` checked against ``model``; created when ``create``."""
+        check_collection_name(name)
+        existing = self._get(name)
+        if existing is None and not create:
+            raise UnknownCollection(f"no collection {name!r} in {self.location.label}; ingest something first "
+                                    f"(`feldspar ingest PATH --collection {name}`)")
+        if existing is None:
+            existing = self.client.get_or_create_collection(
+                name, metadata={MODEL_KEY: model}, embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        indexed_with = (existing.metadata or {}).get(MODEL_KEY)
+        if indexed_with and indexed_with != model:
+            raise EmbeddingModelMismatch(name, indexed_with, model)
+        return ChunkCollection(existing)
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise StoreUnavailable(f"cannot read collection {name!r}: {exc}") from None
+
+    def model_of(self, name: str) -> str | None:
+        found = self._get(check_collection_name(name))
+        return None if found is None else (found.metadata or {}).get(MODEL_KEY)
+
+    def drop(self, name: str) -> None:
+        if self._get(check_collection_name(name)) is not None:
+            self.client.delete_collection(name)
+
+    def list(self) -> list[dict[str, Any]]:
+        rows = []
+        for item in self.client.list_collections():
+            collection = item if hasattr(item, "count") else self.client.get_collection(item)
+            rows.append({"name": collection.name, "embedding_model": (collection.metadata or {}).get(MODEL_KEY),
+                         "chunks": collection.count()})
+        return sorted(rows, key=lambda row: row["name"])
+
+
+class ChunkCollection:
+    """One Chroma collection of chunks: upsert, delete, query and page through it."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.name: str = collection.name
+        self._batch = 1000
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict]) -> None:
+        for at in range(0, len(ids), self._batch):
+            part = slice(at, at + self._batch)
+            self._collection.upsert(ids=ids[part], embeddings=vectors[part], documents=texts[part],
+                                    metadatas=metadatas[part])
+
+    def delete(self, ids: list[str]) -> None:
+        for at in range(0, len(ids), self._batch):
+            self._collection.delete(ids=ids[at : at + self._batch])
+
+    def query(self, vector: np.ndarray, n: int, where: dict | None) -> list[tuple[str, float, str, dict]]:
+        """``(id, cosine distance, text, metadata)`` of the ``n`` nearest chunks."""
+        if n <= 0:
+            return []
+        result = self._collection.query(query_embeddings=[vector], n_results=n, where=where,
+                                        include=["documents", "metadatas", "distances"])
+        return list(zip(result["ids"][0], result["distances"][0], result["documents"][0], result["metadatas"][0]))
+
+    def get(self, ids: list[str]) -> dict[str, tuple[str, dict]]:
+        if not ids:
+            return {}
+        result = self._collection.get(ids=ids, include=["documents", "metadatas"])
+        return {i: (d, m) for i, d, m in zip(result["ids"], result["documents"], result["metadatas"])}
+
+    def iterate(self, page: int = 5000) -> Iterator[tuple[list[str], list[str], list[dict]]]:
+        """Every chunk as pages of ``(ids, texts, metadatas)``."""
+        offset = 0
+        while True:
+            result = self._collection.get(limit=page, offset=offset, include=["documents", "metadatas"])
+            if not result["ids"]:
+                return
+            yield result["ids"], result["documents"], result["metadatas"]
+            offset += len(result["ids"])

@@ -1,0 +1,40 @@
+"""Parser subprocesses: results come back, and hangs, crashes and memory hogs become failures."""
+
+from __future__ import annotations
+
+import hostile_parsers as hostile
+
+from retrieval.sandbox import ParserPool
+
+
+def run_all(pool: ParserPool, tasks) -> dict:
+    return {key: outcome for key, outcome in pool.run(tasks)}
+
+
+def test_results_come_back_for_every_task():
+    with ParserPool(workers=2, timeout_s=30) as pool:
+        results = run_all(pool, [(i, hostile.echo, (f"item{i}",)) for i in range(6)])
+    assert {k: (o.status, o.value) for k, o in results.items()} == {i: ("ok", f"ITEM{i}") for i in range(6)}
+
+
+def test_hanging_parser_times_out_and_the_pool_keeps_working():
+    tasks = [("hang", hostile.hang, ("x",)), ("after", hostile.echo, ("fine",)), ("more", hostile.echo, ("ok",))]
+    with ParserPool(workers=1, timeout_s=1.5) as pool:
+        results = run_all(pool, tasks)
+    assert results["hang"].status == "failed" and "timed out" in results["hang"].reason
+    assert (results["after"].status, results["after"].value) == ("ok", "FINE")
+    assert results["more"].value == "OK"
+
+
+def test_dying_parser_is_a_failure_not_a_crash():
+    with ParserPool(workers=1, timeout_s=30) as pool:
+        results = run_all(pool, [("die", hostile.die, ("x",)), ("next", hostile.echo, ("y",))])
+    assert results["die"].status == "failed" and "died" in results["die"].reason
+    assert results["next"].value == "Y"
+
+
+def test_memory_hog_is_stopped_by_the_address_space_limit():
+    with ParserPool(workers=1, timeout_s=30, memory_bytes=1024**3) as pool:
+        results = run_all(pool, [("hog", hostile.allocate, ("x",)), ("next", hostile.echo, ("z",))])
+    assert results["hog"].status == "failed" and "memory" in results["hog"].reason
+    assert results["next"].value == "Z"
