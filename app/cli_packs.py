@@ -1,0 +1,212 @@
+"""CLI for state packs and questions: `pack create|list|show|rm`, `ask`, `bench reuse`.
+
+Turns flags into Settings and calls model.packs / the engine / bench.reuse; shows a
+progress bar on stderr while a long prompt is prefilled; prints tables, or JSON with
+--json. Knows nothing of how states are cached, saved or checked.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from app.cli_model import (
+    DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt, _params, print_stats,
+    stream_to_terminal,
+)
+from app.cli_root import (
+    HomeOpt, JsonOpt, ModelOpt, app, bench_app, console, err_console, pack_app, print_json, print_table,
+    settings_from,
+)
+from app.compose import build_engine
+
+PROGRESS_MIN_TOKENS = 1024  # shorter prefills finish before a bar is worth drawing
+PackOpt = Annotated[Optional[str], typer.Option("--pack", "-p", help="answer against this state pack")]
+
+
+@contextmanager
+def prefill_progress(enabled: bool = True) -> Iterator[Any]:
+    """A (done, total) callback drawing a transient progress bar on stderr for long prefills."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("prefill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=err_console, transient=True, disable=not enabled)
+    task: list[int] = []
+
+    def report(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_TOKENS:
+            return
+        if not task:
+            task.append(bar.add_task("prefill", total=total))
+        bar.update(task[0], completed=done, total=total)
+
+    with bar:
+        yield report
+
+
+def _human_bytes(count: int | None) -> str:
+    if count is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""
+
+
+# ---- pack ------------------------------------------------------------------------------
+@pack_app.command("create")
+def pack_create(
+    name: Annotated[str, typer.Argument(help="pack name (letters, digits, . _ -)")],
+    paths: Annotated[list[Path], typer.Argument(help="files or directories: text, markdown, code, PDF, …")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing pack of that name")] = False,
+    model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
+    json_out: JsonOpt = False, home: HomeOpt = None,
+) -> None:
+    """Read files as Granite documents, prefill them once and save the state to disk."""
+    from model.packs import check_new_pack, create_pack, expand_paths
+
+    settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    check_new_pack(settings.packs_dir, name, force)
+    expand_paths(paths)  # missing files fail before the model loads
+    engine = build_engine(settings)
+    with prefill_progress(not json_out) as progress:
+        meta = create_pack(engine, settings.packs_dir, name, [str(p) for p in paths], force=force,
+                           progress=progress, max_file_bytes=settings.max_file_bytes)
+    if json_out:
+        print_json(meta)
+        return
+    console.print(f"pack {name!r}: {meta['tokens']:,} tokens from {meta['documents']} file(s), "
+                  f"{_human_bytes(meta['state_bytes'])} of state, prefill {meta['prefill_s']:.1f} s, model {meta['model']}")
+
+
+@pack_app.command("list")
+def pack_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """The saved state packs."""
+    from model.packs import list_packs
+
+    rows = list_packs(settings_from(home=home).packs_dir)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no packs yet; make one with `feldspar pack create NAME FILE…`")
+        return
+    for row in rows:
+        row["size"] = _human_bytes(row.get("state_bytes"))
+    print_table(rows, ["name", "model", "dtype", "tokens", "documents", "size", "created", "error"], title="state packs")
+
+
+@pack_app.command("show")
+def pack_show(name: Annotated[str, typer.Argument(help="pack name")], json_out: JsonOpt = False,
+              home: HomeOpt = None) -> None:
+    """Everything recorded about one pack: model, fingerprint, versions, sources, sizes."""
+    from model.packs import read_meta
+
+    meta = read_meta(settings_from(home=home).packs_dir, name)
+    if json_out:
+        print_json(meta)
+        return
+    rows = [{"field": k, "value": v} for k, v in meta.items() if k != "sources"]
+    rows += [{"field": "source", "value": f"{s['path']} ({_human_bytes(s['bytes'])})"} for s in meta.get("sources", [])]
+    print_table(rows, ["field", "value"], title=f"pack {name}")
+
+
+@pack_app.command("rm")
+def pack_rm(name: Annotated[str, typer.Argument(help="pack name")], home: HomeOpt = None) -> None:
+    """Delete a pack."""
+    from model.packs import remove_pack
+
+    remove_pack(settings_from(home=home).packs_dir, name)
+    console.print(f"removed pack {name!r}")
+
+
+# ---- ask -------------------------------------------------------------------------------
+def _engine_for_pack(settings_flags: dict[str, Any], pack: str | None):
+    """Settings and engine; a pack's own model and dtype are the default when not given."""
+    from model.packs import read_meta
+
+    flags = dict(settings_flags)
+    if pack is not None:
+        meta = read_meta(settings_from(home=flags.get("home")).packs_dir, pack)
+        flags["model"] = flags.get("model") or meta.get("model_source")
+        flags["dtype"] = flags.get("dtype") or meta.get("dtype")
+    settings = settings_from(**flags)
+    return settings, build_engine(settings)
+
+
+def _answer(engine, documents, question: str, params, show: bool, label: bool):
+    from model.packs import question_ids
+
+    if documents is None:
+        ids = engine.encode(engine.render([{"role": "user", "content": question}]))
+    else:
+        ids = question_ids(engine, documents, question)
+    with prefill_progress(show) as progress:
+        stream = engine.stream(ids, params, progress)
+        if show and label:
+            console.print(f"[bold]Q:[/bold] {question}")
+        return stream_to_terminal(stream, show=show)
+
+
+@app.command()
+def ask(
+    questions: Annotated[list[str], typer.Argument(help="one or more questions; each is answered separately")],
+    pack: PackOpt = None, model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None,
+    top_p: TopPOpt = None, seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False,
+    json_out: JsonOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
+) -> None:
+    """Answer questions, optionally against a state pack; all questions reuse the loaded state."""
+    from model.packs import install_pack, load_pack
+
+    settings, engine = _engine_for_pack({"home": home, "model": model, "device": device, "dtype": dtype}, pack)
+    params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
+    loaded = load_pack(engine, settings.packs_dir, pack) if pack else None
+    if loaded is not None:
+        install_pack(engine, loaded)
+        if verbose and not json_out:
+            err_console.print(f"[dim]pack {pack!r}: {len(loaded.token_ids):,} tokens loaded in {loaded.load_s:.2f} s[/dim]")
+    answers = []
+    for question in questions:
+        result = _answer(engine, loaded.documents if loaded else None, question, params, show=not json_out,
+                         label=len(questions) > 1)
+        answers.append({"question": question, **result.to_dict()})
+        if verbose and not json_out:
+            print_stats(result)
+    if json_out:
+        print_json({"model": engine.name, "pack": pack, "pack_load_s": round(loaded.load_s, 4) if loaded else None,
+                    "answers": answers})
+
+
+# ---- bench reuse -----------------------------------------------------------------------
+@bench_app.command("reuse")
+def bench_reuse(
+    preset: Annotated[str, typer.Option("--preset", help="catalog model built with random weights")]
+    = "granite-4.0-h-350m",
+    contexts: Annotated[str, typer.Option("--contexts", help="context lengths, comma-separated")] = "2048,8192,32768",
+    pack_contexts: Annotated[Optional[str], typer.Option("--pack-contexts", help="lengths for pack reload vs re-prefill (default: contexts >= 8192)")] = None,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", min=1, help="tokens in the follow-up question")] = 30,
+    tiny_context: Annotated[int, typer.Option("--tiny-context", min=0, help="long-context run on the tiny preset (0: skip)")] = 131072,
+    peak_context: Annotated[int, typer.Option("--peak-context", min=0, help="also prefill the preset to this length in a child process and record peak memory (0: skip)")] = 0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="time (a), the model.generate recompute")] = True,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=16, help="prefill chunk (tokens)")] = 2048,
+    tiny: Annotated[bool, typer.Option("--tiny", help="main rows on the preset's miniature (smoke runs)")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Time to first token of a follow-up: recompute vs Feldspar reuse vs the bare forward; packs; state bytes."""
+    from app.cli_bench import check_names, parse_lengths
+    from bench.reuse import ReuseBenchConfig, print_reuse_report, run_reuse_bench
+
+    lengths = parse_lengths(contexts)
+    packs = parse_lengths(pack_contexts) if pack_contexts else tuple(n for n in lengths if n >= 8192)
+    cfg = ReuseBenchConfig(preset=check_names(preset, "float32"), contexts=lengths, pack_contexts=packs,
+                           new_tokens=new_tokens, tiny_context=tiny_context, peak_context=peak_context,
+                           chunk_size=chunk_size, baseline=baseline, tiny=tiny)
+    report = run_reuse_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    if json_out:
+        print_json(report)
+    else:
+        print_reuse_report(report)

@@ -1,0 +1,342 @@
+"""State packs: documents prefilled once as Granite ``documents`` and saved as model state.
+
+A pack is a directory ``<packs_dir>/<name>/`` with ``state.safetensors`` (the snapshot
+after the system turn plus its exact token ids), ``documents.json`` (what was rendered)
+and ``pack.json`` (model id, weights fingerprint, dtype, torch/transformers versions,
+token count and hash, file hashes, sources, sizes). The pack's token ids are the rendered
+prompt up to the end of the system turn, so any question asked with the same documents
+shares that prefix; loading a pack inserts its snapshot, pinned, into the engine's
+``PrefixStateCache`` and the normal prepare() path resumes from it.
+
+Packs are written to a temporary directory and renamed into place, so a pack is either
+complete or absent. Loading checks compatibility before reading the state, then the
+file hash, then every tensor's shape: a pack from another model, dtype or torch /
+transformers major.minor, or a truncated or corrupt file, is refused whole.
+
+Knows the engine's public surface (model, tokenizer, render/encode, options, states) and
+files; nothing of the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from model.errors import PromptError, StateError
+from model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
+from model.state_source import FreshState, Progress
+
+PACK_FORMAT = 1
+STATE_FILE, META_FILE, DOCS_FILE = "state.safetensors", "pack.json", "documents.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_MAX_FILE_BYTES = 50 * 1024**2
+PROBE_QUESTION = "?"
+
+
+@dataclass
+class LoadedPack:
+    """A pack read from disk and checked against the engine's model."""
+
+    name: str
+    meta: dict[str, Any]
+    documents: list[dict[str, Any]]
+    token_ids: list[int]
+    snapshot: Snapshot
+    load_s: float
+
+
+# ---- names, fingerprints, versions ----------------------------------------------------
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise StateError(f"invalid pack name {name!r}: use letters, digits, '.', '_' or '-' (max 64), starting with a letter or digit")
+    return name
+
+
+def pack_dir(packs_dir: Path, name: str) -> Path:
+    return Path(packs_dir) / check_name(name)
+
+
+def major_minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def runtime_versions() -> dict[str, str]:
+    import transformers
+
+    return {"torch": major_minor(torch.__version__), "transformers": major_minor(transformers.__version__)}
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of the architecture config plus samples of a few parameter tensors (dtype-independent)."""
+    config = model.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
+        config.pop(volatile, None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    params = list(model.named_parameters())
+    for name, param in [params[0], params[len(params) // 2], params[-1]]:
+        sample = param.detach().flatten()[:4096].to(device="cpu", dtype=torch.float32)
+        digest.update(name.encode() + sample.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def dtype_name(model: torch.nn.Module) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ids_sha256(ids: Sequence[int]) -> str:
+    return hashlib.sha256(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes()).hexdigest()
+
+
+# ---- sources -----------------------------------------------------------------------------
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files named directly, plus every supported file under named directories (sorted)."""
+    from retrieval.loaders import file_kind
+
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise PromptError(f"no such file or directory: {raw}")
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and file_kind(p.name)
+                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            found.append(path)
+    if not found:
+        raise PromptError("no readable files in " + ", ".join(str(p) for p in paths))
+    return found
+
+
+def read_documents(paths: Sequence[str | Path], max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[list[dict], list[dict]]:
+    """Granite documents (doc_id, title, text, source) and source records (path, bytes, sha256)."""
+    from retrieval.loaders import Unreadable, load_file
+
+    documents, sources = [], []
+    for index, path in enumerate(expand_paths(paths), start=1):
+        try:
+            text = load_file(str(path), str(path.parent), max_bytes).text
+        except Unreadable as exc:
+            raise PromptError(f"cannot use {path}: {exc.reason}") from None
+        except OSError as exc:
+            raise PromptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        documents.append({"doc_id": index, "title": path.name, "text": text, "source": str(path.resolve())})
+        sources.append({"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+    return documents, sources
+
+
+def prefix_ids(engine, documents: list[dict]) -> list[int]:
+    """Token ids of the rendered prompt up to the end of the system turn (before any user turn)."""
+    ids = engine.encode(engine.render([{"role": "user", "content": PROBE_QUESTION}], documents=documents))
+    cuts = engine.boundaries(ids)
+    if not cuts:
+        raise PromptError("the chat template put no message boundary after the documents; cannot make a pack")
+    return ids[: cuts[0]]
+
+
+def question_ids(engine, documents: list[dict], question: str) -> list[int]:
+    return engine.encode(engine.render([{"role": "user", "content": question}], documents=documents))
+
+
+# ---- create ------------------------------------------------------------------------------
+def check_new_pack(packs_dir: Path, name: str, force: bool = False) -> Path:
+    """The directory a new pack would take; refuses a taken name unless ``force``."""
+    target = pack_dir(packs_dir, name)
+    if target.exists() and not force:
+        raise StateError(f"pack {name!r} already exists; pick another name, pass --force, or run `feldspar pack rm {name}`")
+    return target
+
+
+def create_pack(engine, packs_dir: Path, name: str, paths: Sequence[str | Path], *, force: bool = False,
+                progress: Progress | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
+    """Read ``paths``, prefill them as documents and save the state; returns the metadata."""
+    target = check_new_pack(packs_dir, name, force)
+    documents, sources = read_documents(paths, max_file_bytes)
+    ids = prefix_ids(engine, documents)
+    if len(ids) >= engine.context_window:
+        raise StateError(
+            f"pack {name!r} would need {len(ids):,} tokens but {engine.name} has a {engine.context_window:,}-token "
+            f"context window (and questions need room too); use fewer or shorter files")
+    prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk, progress=progress)
+    snapshot = take_snapshot(prepared.state, prepared.logits)
+    meta = _metadata(engine, name, ids, sources, documents, prepared.prefill_s)
+    _write_atomically(target, snapshot, ids, documents, meta)
+    return read_meta(packs_dir, name)
+
+
+def _metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str, Any]:
+    return {
+        "format": PACK_FORMAT, "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": engine.name, "model_source": engine.resolved.source,
+        "fingerprint": weights_fingerprint(engine.model), "dtype": dtype_name(engine.model),
+        **runtime_versions(), "tokens": len(ids), "token_ids_sha256": ids_sha256(ids),
+        "documents": len(documents), "sources": sources, "prefill_s": round(prefill_s, 3),
+    }
+
+
+def write_state_file(path: Path, snapshot: Snapshot, ids: Sequence[int]) -> None:
+    """The snapshot's tensors plus its token ids as one safetensors file."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.cpu() for k, v in to_tensors(snapshot).items()}
+    tensors["token_ids"] = torch.tensor(list(ids), dtype=torch.int64)
+    save_file(tensors, str(path), metadata={"format": str(PACK_FORMAT), "tokens": str(len(ids))})
+
+
+def _write_atomically(target: Path, snapshot: Snapshot, ids: list[int], documents: list[dict], meta: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    try:
+        write_state_file(temp / STATE_FILE, snapshot, ids)
+        (temp / DOCS_FILE).write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
+        meta.update(state_file_sha256=file_sha256(temp / STATE_FILE), state_bytes=(temp / STATE_FILE).stat().st_size)
+        (temp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        _swap_into_place(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(temp: Path, target: Path) -> None:
+    old = target.parent / f".old-{target.name}-{os.getpid()}"
+    if target.exists():
+        os.rename(target, old)
+    os.rename(temp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- list / show / rm --------------------------------------------------------------------
+def read_meta(packs_dir: Path, name: str) -> dict[str, Any]:
+    path = pack_dir(packs_dir, name) / META_FILE
+    if not path.parent.is_dir():
+        raise StateError(f"no pack named {name!r}; see `feldspar pack list`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(f"pack {name!r} is corrupt ({path.name}: {exc}); remove it with `feldspar pack rm {name}`") from None
+    if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
+        raise StateError(f"pack {name!r} has an unknown format; re-create it with `feldspar pack create {name} … --force`")
+    return meta
+
+
+def list_packs(packs_dir: Path) -> list[dict[str, Any]]:
+    """One summary per pack directory; unreadable packs are listed with their error."""
+    rows = []
+    root = Path(packs_dir)
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            meta = read_meta(root, path.name)
+        except StateError as exc:
+            rows.append({"name": path.name, "error": str(exc)})
+            continue
+        rows.append({key: meta.get(key) for key in ("name", "model", "dtype", "tokens", "documents", "state_bytes", "created")})
+    return rows
+
+
+def remove_pack(packs_dir: Path, name: str) -> None:
+    target = pack_dir(packs_dir, name)
+    if not target.is_dir():
+        raise StateError(f"no pack named {name!r}; see `feldspar pack list`")
+    shutil.rmtree(target)
+
+
+# ---- load --------------------------------------------------------------------------------
+def check_compatible(meta: dict[str, Any], engine) -> None:
+    """Refuse a pack made with another model, dtype or torch/transformers major.minor."""
+    name = meta.get("name", "?")
+    if meta.get("dtype") != dtype_name(engine.model):
+        raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}; "
+                         f"pass --dtype {meta.get('dtype')} or re-create the pack")
+    for lib, version in runtime_versions().items():
+        if meta.get(lib) != version:
+            raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}; re-create the pack")
+    if meta.get("fingerprint") != weights_fingerprint(engine.model):
+        raise StateError(f"pack {name!r} was made with model {meta.get('model')!r} (other weights); "
+                         f"it cannot be used with {engine.name!r}: run `feldspar ask --model {meta.get('model_source')}` "
+                         f"or re-create the pack with this model")
+
+
+def load_pack(engine, packs_dir: Path, name: str) -> LoadedPack:
+    """Read and verify a pack for ``engine``; nothing is half-loaded on any error."""
+    started = time.perf_counter()
+    meta = read_meta(packs_dir, name)
+    check_compatible(meta, engine)
+    directory = pack_dir(packs_dir, name)
+    ids, snapshot = read_state_file(directory / STATE_FILE, meta, engine.model)
+    documents = _read_documents(directory / DOCS_FILE, name)
+    return LoadedPack(name, meta, documents, ids, snapshot, time.perf_counter() - started)
+
+
+def read_state_file(path: Path, meta: dict[str, Any], model: torch.nn.Module) -> tuple[list[int], Snapshot]:
+    """Token ids and snapshot from a verified state file, on the model's device."""
+    tensors = _read_state(path, meta)
+    ids = tensors.pop("token_ids").tolist()
+    if len(ids) != meta.get("tokens") or ids_sha256(ids) != meta.get("token_ids_sha256"):
+        raise StateError(f"pack {meta.get('name', '?')!r} is corrupt: its token ids do not match pack.json")
+    snapshot = from_tensors(tensors, len(ids), layer_kinds(model))
+    check_shapes(snapshot, model.config)
+    return ids, _to_device(snapshot, next(model.parameters()).device)
+
+
+def _read_state(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    name = meta.get("name", "?")
+    if not path.is_file() or path.stat().st_size != meta.get("state_bytes"):
+        raise StateError(f"pack {name!r} is truncated or incomplete ({path.name} is missing or has the wrong size); re-create it")
+    if file_sha256(path) != meta.get("state_file_sha256"):
+        raise StateError(f"pack {name!r} is corrupt ({path.name} does not match its checksum); re-create it")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several error types for bad files
+        raise StateError(f"pack {name!r} is corrupt ({path.name}: {exc}); re-create it") from None
+
+
+def _read_documents(path: Path, name: str) -> list[dict[str, Any]]:
+    try:
+        documents = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(f"pack {name!r} is corrupt ({path.name}: {exc}); re-create it") from None
+    if not isinstance(documents, list):
+        raise StateError(f"pack {name!r} is corrupt ({path.name} is not a list)")
+    return documents
+
+
+def _to_device(snapshot: Snapshot, device: torch.device) -> Snapshot:
+    from model.snapshot import LayerState
+
+    layers = [LayerState(l.kind, *(t.to(device) if t is not None else None for t in (l.first, l.second)))
+              for l in snapshot.layers]
+    logits = snapshot.logits.to(device) if snapshot.logits is not None else None
+    return Snapshot(snapshot.length, layers, logits)
+
+
+def install_pack(engine, pack: LoadedPack) -> None:
+    """Pin the pack's state in the engine's prefix cache (creating the cache if reuse was off)."""
+    from model.state_cache import PrefixStateCache
+
+    if not isinstance(engine.states, PrefixStateCache):
+        engine.states = PrefixStateCache(budget_bytes=engine.options.cache_budget_bytes,
+                                         snapshot_interval=engine.options.snapshot_interval)
+    engine.states.insert(pack.token_ids, pack.snapshot, pinned=True)
