@@ -28,6 +28,7 @@ import torch
 from model.generation import forward
 from model.snapshot import kv_bytes_per_token, mamba_bytes, restore
 from model.state_cache import PrefixStateCache
+from model.loader import quiet_cpu_kernel_advice
 
 Log = Callable[[str], None]
 BIG_BUDGET = 1 << 40
@@ -172,6 +173,7 @@ def state_sizes(model) -> dict[str, int]:
 def run_reuse_bench(cfg: ReuseBenchConfig, log: Log = lambda _msg: None) -> dict[str, Any]:
     from model.presets import build_random_model
 
+    quiet_cpu_kernel_advice()  # CPU benchmarks: the CUDA-kernel install advice is noise
     started = time.perf_counter()
     long_run = None
     if cfg.tiny_context:

@@ -1,0 +1,217 @@
+"""Engine benchmark: Feldspar's prefill/decode against plain ``model.generate``, on a roofline.
+
+Builds a random-weight Granite preset at its real shape (``model.presets``), measures the
+machine (``bench.roofline``), then times, on random token ids:
+  * Feldspar prefill (``generation.prefill`` with chunking) at each prompt length;
+  * Feldspar decode (a greedy ``decode_one`` loop after the shortest prompt);
+  * the model-card baseline, ``model.generate(..., do_sample=False)``: time to first token
+    is ``generate`` with one new token, its decode rate is (t(N) - t(1)) / (N - 1).
+Each timing is the best of ``repeats`` runs (fewer once a row has used ``row_budget_s``).
+Prefill rows are compared with matmul FLOP/s, decode rows with memory bandwidth. ``min_new_tokens`` keeps ``generate`` from stopping at
+an end-of-text that random weights may pick; the Feldspar loop never stops early either.
+
+It knows nothing about tokenizers, chat templates, trained weights or the CLI, and a
+number is only as steady as the machine: other processes on it show up in every timing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from bench import roofline
+from bench.roofline import Machine, ModelCost
+from model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
+from model.loader import quiet_cpu_kernel_advice
+
+Log = Callable[[str], None]
+FELDSPAR, BASELINE = "feldspar", "model.generate"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str = "granite-4.0-h-350m"
+    dtype: str = "float32"
+    prefill_lengths: tuple[int, ...] = (1024, 4096)
+    decode_tokens: int = 64
+    repeats: int = 2
+    row_budget_s: float = 20.0  # stop repeating a row once its runs took this long
+    chunk_size: int = 2048
+    baseline: bool = True
+    tiny: bool = False
+    seed: int = 0
+
+    @property
+    def decode_prompt(self) -> int:
+        return min(self.prefill_lengths)
+
+
+@dataclass
+class Timing:
+    """One measured row before it is put on the roofline."""
+
+    row: str
+    impl: str
+    kind: str  # "prefill" | "decode"
+    tokens: int
+    seconds: float
+    work: float  # useful FLOPs (prefill) or bytes read (decode), for all ``tokens``
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def random_ids(count: int, vocab_size: int, seed: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (count,), generator=generator).tolist()
+
+
+def best_of(fn: Callable[[], Any], repeats: int, budget_s: float = float("inf")) -> tuple[float, Any]:
+    """(fastest seconds, result of the last call) over up to ``repeats`` calls, fewer once
+    the calls so far took ``budget_s`` in all."""
+    best, spent, result = float("inf"), 0.0, None
+    for _ in range(max(repeats, 1)):
+        started = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - started
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent >= budget_s:
+            break
+    return best, result
+
+
+def feldspar_prefill(model, ids: Sequence[int], chunk_size: int) -> tuple[ModelState, torch.Tensor]:
+    state = new_state(model)
+    logits = prefill(model, state, ids, chunk_size)
+    return state, logits
+
+
+def feldspar_decode(model, state: ModelState, logits: torch.Tensor, steps: int) -> None:
+    """Greedy decode of ``steps`` tokens from a copy of ``state`` (one forward each)."""
+    state = ModelState(cache=copy.deepcopy(state.cache), length=state.length)
+    for _ in range(steps):
+        logits = decode_one(model, state, int(torch.argmax(logits)))
+
+
+@torch.inference_mode()
+def generate(model, ids: Sequence[int], new_tokens: int) -> int:
+    """The model-card way; returns how many tokens it generated."""
+    input_ids = torch.tensor([list(ids)], dtype=torch.long)
+    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                         max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return int(out.shape[-1] - input_ids.shape[-1])
+
+
+def warm_up(model, vocab_size: int, baseline: bool) -> None:
+    """Run every code path once at a small size so first-call costs stay out of timings."""
+    ids = random_ids(128, vocab_size, seed=1)
+    state, logits = feldspar_prefill(model, ids, chunk_size=64)
+    feldspar_decode(model, state, logits, steps=2)
+    if baseline:
+        generate(model, ids, new_tokens=2)
+
+
+def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig) -> tuple[list[Timing], Any]:
+    """Feldspar and baseline prefill rows for one prompt; also the last Feldspar state+logits."""
+    n = len(ids)
+    seconds, prepared = best_of(lambda: feldspar_prefill(model, ids, cfg.chunk_size), cfg.repeats, cfg.row_budget_s)
+    ends = chunk_ends(0, n, cfg.chunk_size)
+    flops = roofline.prefill_flops(cost, ends)
+    rows = [Timing(f"prefill {n}", FELDSPAR, "prefill", n, seconds, sum(flops.values()),
+                   {"forwards": len(ends), "gflop_by_part": {k: round(v / 1e9, 3) for k, v in flops.items()}})]
+    if cfg.baseline:
+        seconds, _ = best_of(lambda: generate(model, ids, 1), cfg.repeats, cfg.row_budget_s)
+        flops = roofline.prefill_flops(cost, [n])
+        rows.append(Timing(f"prefill {n}", BASELINE, "prefill", n, seconds, sum(flops.values()),
+                           {"forwards": 1, "note": "generate(max_new_tokens=1): time to first token"}))
+    return rows, prepared
+
+
+def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float | None,
+                cfg: BenchConfig) -> list[Timing]:
+    """Feldspar and baseline decode rows after the prompt ``ids``."""
+    state, logits = prepared
+    steps = cfg.decode_tokens
+    per_token = roofline.decode_bytes(cost, roofline.tensor_bytes(state.cache))
+    label = f"decode after {len(ids)}"
+    seconds, _ = best_of(lambda: feldspar_decode(model, state, logits, steps), cfg.repeats, cfg.row_budget_s)
+    rows = [Timing(label, FELDSPAR, "decode", steps, seconds, per_token * steps,
+                   {"state_bytes": int(per_token - cost.active_bytes)})]
+    if cfg.baseline and ttft_s is not None and steps > 1:
+        total, made = best_of(lambda: generate(model, ids, steps), cfg.repeats, cfg.row_budget_s)
+        if made != steps:
+            raise RuntimeError(f"model.generate made {made} tokens, expected {steps}")
+        rows.append(Timing(label, BASELINE, "decode", steps - 1, max(total - ttft_s, 1e-6),
+                           per_token * (steps - 1), {"note": "(t(N) - t(1)) / (N - 1)", "generate_s": total}))
+    return rows
+
+
+def place(timing: Timing, machine: Machine) -> dict[str, Any]:
+    """A JSON row: rate, achieved FLOP/s or bytes/s and its share of the roofline."""
+    rate = timing.work / timing.seconds
+    roof = machine.matmul_flops if timing.kind == "prefill" else machine.bandwidth
+    row = {
+        "row": timing.row, "impl": timing.impl, "kind": timing.kind, "tokens": timing.tokens,
+        "seconds": round(timing.seconds, 6), "tokens_per_s": round(timing.tokens / timing.seconds, 2),
+        "achieved": round(rate / 1e9, 2), "achieved_unit": "GFLOP/s" if timing.kind == "prefill" else "GB/s",
+        "roofline_pct": round(100 * rate / roof, 1), "vs_baseline": None,
+    }
+    row.update(timing.extra)
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Feldspar tokens/s over baseline tokens/s, on the Feldspar row of each pair."""
+    base = {r["row"]: r["tokens_per_s"] for r in rows if r["impl"] == BASELINE}
+    for r in rows:
+        if r["impl"] == FELDSPAR and base.get(r["row"]):
+            r["vs_baseline"] = round(r["tokens_per_s"] / base[r["row"]], 2)
+
+
+def build_model(cfg: BenchConfig):
+    from model.presets import build_random_model, count_params
+
+    model = build_random_model(cfg.preset, tiny=cfg.tiny, dtype=cfg.dtype, seed=cfg.seed)
+    model.generation_config.pad_token_id = model.config.pad_token_id
+    return model, roofline.model_cost(model, count_params(cfg.preset, tiny=cfg.tiny)[1])
+
+
+def measure_rows(model, cost: ModelCost, cfg: BenchConfig, log: Log) -> list[Timing]:
+    vocab = model.config.vocab_size
+    timings: list[Timing] = []
+    for n in sorted(set(cfg.prefill_lengths)):
+        log(f"prefill {n} tokens (chunk {cfg.chunk_size}{', and model.generate' if cfg.baseline else ''})")
+        ids = random_ids(n, vocab, cfg.seed)
+        rows, prepared = time_prefill(model, cost, ids, cfg)
+        timings += rows
+        if n == cfg.decode_prompt and cfg.decode_tokens > 0:
+            log(f"decode {cfg.decode_tokens} tokens after {n}")
+            ttft = rows[1].seconds if cfg.baseline else None
+            timings += time_decode(model, cost, ids, prepared, ttft, cfg)
+    return timings
+
+
+def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
+    """Measure the machine and the model; return the report (see ``docs/benchmarks.md``)."""
+    log = log or (lambda _msg: None)
+    quiet_cpu_kernel_advice()  # CPU benchmarks: the CUDA-kernel install advice is noise
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    from model.presets import resolve_dtype
+
+    dtype = resolve_dtype(cfg.dtype)
+    log(f"measuring matmul ({dtype}) and memory bandwidth on {torch.get_num_threads()} threads")
+    machine = roofline.measure_machine(dtype, quick=cfg.tiny)
+    log(f"building random {cfg.preset}{' (tiny)' if cfg.tiny else ''} in {cfg.dtype}")
+    model, cost = build_model(cfg)
+    warm_up(model, model.config.vocab_size, cfg.baseline)
+    rows = [place(t, machine) for t in measure_rows(model, cost, cfg, log)]
+    add_ratios(rows)
+    return {
+        "preset": cfg.preset, "tiny": cfg.tiny, "dtype": cfg.dtype, "config": asdict(cfg),
+        "machine": machine.to_dict(), "model": cost.to_dict(), "rows": rows,
+        "torch": torch.__version__, "elapsed_s": round(time.perf_counter() - started, 1),
+    }
