@@ -69,3 +69,25 @@ def tiny_tokenizer(tiny_checkpoint: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def sensitive_model():
+    """Tiny h-tiny (Mamba2 + attention + experts) with slow Mamba decay and large logits.
+
+    At the preset's own init the SSM state decays within a few tokens and logits are ~0.1,
+    so a broken state restore would change logits by less than a 1e-4 tolerance; with
+    these weights the same error fails loudly. Module-scoped: tests may not share it.
+    """
+    import torch
+
+    from model.presets import build_random_model
+
+    model = build_random_model("granite-4.0-h-tiny", tiny=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            if getattr(layer, "mamba", None) is not None:
+                layer.mamba.A_log.fill_(-3.0)
+                layer.mamba.dt_bias.fill_(-2.0)
+    model.config.logits_scaling = 0.01
+    return model
