@@ -23,10 +23,10 @@ class ChatSession:
     def reset(self) -> None:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
-    def send(self, text: str):
+    def send(self, text: str, progress=None):
         """Add a user turn and return the engine's stream for the reply."""
         self.messages.append({"role": "user", "content": text})
-        return self.engine.chat(self.messages, self.tools, self.documents, self.params)
+        return self.engine.chat(self.messages, self.tools, self.documents, self.params, progress)
 
     def record(self, result) -> None:
         """Add the finished reply (with its parsed tool calls) to the history."""

@@ -14,6 +14,7 @@ import typer
 
 from app.cli_inputs import documents_from_files, read_json_list, read_text_file
 from app.cli_root import HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, settings_from
+from app.cli_progress import prefill_progress
 from app.compose import build_engine
 from model.errors import PromptError
 
@@ -101,13 +102,14 @@ def generate(
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
     engine = build_engine(settings)
     params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
-    if fim:
-        stream = engine.fill_in_middle(prefix, suffix, params)
-    elif raw or not engine.is_chat:
-        stream = engine.complete(prompt, params)
-    else:
-        stream = engine.chat(_messages(prompt, system), tool_list, docs, params)
-    result = stream_to_terminal(stream, show=not json_out)
+    with prefill_progress(not json_out) as progress:
+        if fim:
+            stream = engine.fill_in_middle(prefix, suffix, params, progress)
+        elif raw or not engine.is_chat:
+            stream = engine.complete(prompt, params, progress)
+        else:
+            stream = engine.chat(_messages(prompt, system), tool_list, docs, params, progress)
+        result = stream_to_terminal(stream, show=not json_out)
     if json_out:
         turn = result.tool_turn()
         print_json({**result.to_dict(), "model": engine.name,
@@ -174,7 +176,8 @@ def chat(
         if not line.strip():
             continue
         console.print("[bold]granite>[/bold] ", end="")
-        result = stream_to_terminal(session.send(line))
+        with prefill_progress() as progress:
+            result = stream_to_terminal(session.send(line, progress))
         session.record(result)
         for err in result.tool_turn().errors:
             err_console.print(f"[yellow]malformed tool call:[/yellow] {err.message}")

@@ -7,9 +7,8 @@ progress bar on stderr while a long prompt is prefilled; prints tables, or JSON 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -21,32 +20,10 @@ from app.cli_root import (
     HomeOpt, JsonOpt, ModelOpt, app, bench_app, console, err_console, pack_app, print_json, print_table,
     settings_from,
 )
+from app.cli_progress import prefill_progress
 from app.compose import build_engine
 
-PROGRESS_MIN_TOKENS = 1024  # shorter prefills finish before a bar is worth drawing
 PackOpt = Annotated[Optional[str], typer.Option("--pack", "-p", help="answer against this state pack")]
-
-
-@contextmanager
-def prefill_progress(enabled: bool = True) -> Iterator[Any]:
-    """A (done, total) callback drawing a transient progress bar on stderr for long prefills."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("prefill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=err_console, transient=True, disable=not enabled)
-    task: list[int] = []
-
-    def report(done: int, total: int) -> None:
-        if total < PROGRESS_MIN_TOKENS:
-            return
-        if not task:
-            task.append(bar.add_task("prefill", total=total))
-        bar.update(task[0], completed=done, total=total)
-
-    with bar:
-        yield report
-
-
 def _human_bytes(count: int | None) -> str:
     if count is None:
         return ""

@@ -185,9 +185,10 @@ class Engine:
     def complete(self, text: str, params: GenerationParams | None = None, progress: Progress | None = None) -> Stream:
         return self.stream(text, params, progress)
 
-    def fill_in_middle(self, prefix: str, suffix: str, params: GenerationParams | None = None) -> Stream:
+    def fill_in_middle(self, prefix: str, suffix: str, params: GenerationParams | None = None,
+                       progress: Progress | None = None) -> Stream:
         prompts.check_fim_support(self.tokenizer)
-        return self.stream(prompts.fim_prompt(prefix, suffix), params)
+        return self.stream(prompts.fim_prompt(prefix, suffix), params, progress)
 
     def stream(self, prompt: str | Sequence[int], params: GenerationParams | None = None,
                progress: Progress | None = None) -> Stream:
