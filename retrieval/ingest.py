@@ -203,7 +203,8 @@ class _Run:
         scanned = [scan_entry(root, only, max_bytes)] if only else scan_root(root, max_bytes)
         known = self.manifest.files_under(self.name, root)
         if prune:
-            self._remove([r for key, r in known.items() if key not in {f.key for f in scanned}])
+            present = {f.key for f in scanned}
+            self._remove([r for key, r in known.items() if key not in present])
         self.progress.start(len(scanned), os.path.basename(root) or root)
         to_parse = [f for f in scanned if self._needs_work(root, f, known.get(f.key))]
         tasks = ((f, load_file, (f.path, root, max_bytes)) for f in to_parse)

@@ -4,7 +4,9 @@ Each file becomes a ``ScannedFile`` keyed by its path relative to the root ('/'
 separators; bytes that are not UTF-8 shown as ``\\xNN``). Symlinks whose target leaves
 the root, broken links, symlinked directories, special files, unsupported types and
 files over the size limit get a skip reason here and are never opened. Well-known tool
-folders (.git, .venv, node_modules, __pycache__ …) are not walked.
+folders (.git, .venv, node_modules, __pycache__ …) are not walked. A walked entry costs
+one lstat (``scandir``'s, reused) and string slicing for its key, so re-syncing a large
+unchanged folder stays cheap.
 
 This module reads no file contents and knows nothing of the manifest or parsing.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 from dataclasses import dataclass
 
 from retrieval.loaders import file_kind, unsupported_reason
@@ -59,8 +62,17 @@ def scan_root(root: str, max_bytes: int) -> list[ScannedFile]:
                 if entry.name not in IGNORED_DIRS:
                     stack.append(entry.path)
                 continue
-            found.append(scan_entry(root, entry.path, max_bytes))
+            found.append(_scan_dir_entry(root, entry, max_bytes))
     return sorted(found, key=lambda f: f.key)
+
+
+def _scan_dir_entry(root: str, entry: os.DirEntry, max_bytes: int) -> ScannedFile:
+    """Like ``scan_entry``, reusing the type and stat ``scandir`` already has (one lstat)."""
+    try:
+        link_stat = entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        return _skipped(root, entry.path, None, f"cannot stat: {exc.strerror}")
+    return _scan_stat(root, entry.path, link_stat, max_bytes)
 
 
 def scan_entry(root: str, path: str, max_bytes: int) -> ScannedFile:
@@ -69,11 +81,22 @@ def scan_entry(root: str, path: str, max_bytes: int) -> ScannedFile:
         link_stat = os.lstat(path)
     except OSError as exc:
         return _skipped(root, path, None, f"cannot stat: {exc.strerror}")
-    if os.path.islink(path):
+    return _scan_stat(root, path, link_stat, max_bytes)
+
+
+def _scan_stat(root: str, path: str, link_stat: os.stat_result, max_bytes: int) -> ScannedFile:
+    if stat_module.S_ISLNK(link_stat.st_mode):
         return _scan_symlink(root, path, link_stat, max_bytes)
     if not _is_regular(link_stat):
         return _skipped(root, path, link_stat, "not a regular file")
     return _classify(root, path, path, link_stat, max_bytes)
+
+
+def relative_key(root: str, path: str) -> str:
+    """The key of ``path`` under ``root``: plain slicing for paths built from ``root``."""
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    simple = path.startswith(prefix) and not path.endswith(os.sep) and len(path) > len(prefix)
+    return display_key(path[len(prefix):] if simple else os.path.relpath(path, root))
 
 
 def _scan_symlink(root: str, path: str, link_stat: os.stat_result, max_bytes: int) -> ScannedFile:
@@ -92,14 +115,12 @@ def _scan_symlink(root: str, path: str, link_stat: os.stat_result, max_bytes: in
 
 
 def _is_regular(stat: os.stat_result) -> bool:
-    import stat as stat_module
-
     return stat_module.S_ISREG(stat.st_mode)
 
 
 def _classify(root: str, path: str, target: str, stat: os.stat_result, max_bytes: int) -> ScannedFile:
     name = os.path.basename(path)
-    scanned = ScannedFile(display_key(os.path.relpath(path, root)), target, stat.st_size, stat.st_mtime_ns)
+    scanned = ScannedFile(relative_key(root, path), target, stat.st_size, stat.st_mtime_ns)
     if file_kind(name) is None:
         scanned.skip_reason = unsupported_reason(name)
     elif stat.st_size > max_bytes:
@@ -111,7 +132,7 @@ def _classify(root: str, path: str, target: str, stat: os.stat_result, max_bytes
 
 def _skipped(root: str, path: str, stat: os.stat_result | None, reason: str) -> ScannedFile:
     size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
-    return ScannedFile(display_key(os.path.relpath(path, root)), path, size, mtime, reason)
+    return ScannedFile(relative_key(root, path), path, size, mtime, reason)
 
 
 def sha256_file(path: str) -> str:

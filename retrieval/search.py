@@ -56,15 +56,15 @@ class HybridSearcher:
 
     def search(self, collection: ChunkCollection, generation: int, query: str, k: int = 5,
                path_glob: str | None = None, file_types: list[str] | None = None) -> list[SearchHit]:
-        if k <= 0 or not query.strip() or collection.count() == 0:
+        if k <= 0 or not query.strip():
             return []
         types = {t.lower().lstrip(".") for t in file_types} if file_types else None
-        index = self.bm25.get(collection, generation)
+        index = self.bm25.get(collection, generation)  # its size stands in for a (slow) Chroma count
         where = self._where(index, path_glob, types)
-        if where == "nothing":
+        if not index.ids or where == "nothing":
             return []
         n = max(self.candidates, k)
-        vector_hits = collection.query(self.embedder.embed_query(query), min(n, collection.count()), where)
+        vector_hits = collection.query(self.embedder.embed_query(query), min(n, len(index.ids)), where)
         bm25_ids = index.top(query, n, index.mask(path_glob, types))
         vector_ids = [hit[0] for hit in vector_hits]
         fused = reciprocal_rank_fusion([vector_ids, bm25_ids])
