@@ -70,19 +70,24 @@ def state(service) -> dict:
     return {path: (status, ids) for path, (status, ids, _) in manifest_rows(service.config.home).items()}
 
 
+def assert_resume_matches_a_clean_run(make_service, root, home, clean_home):
+    """Re-running ingest on a killed home ends exactly where a clean run does."""
+    resumed = make_service(home=home)
+    resumed.ingest([root])
+    clean = make_service(home=clean_home)
+    clean.ingest([root])
+    assert state(resumed) == state(clean)
+    assert store_ids(resumed) == store_ids(clean)
+    assert_consistent(resumed)
+
+
 def test_ingest_killed_at_several_points_converges_to_a_clean_run(make_service, tmp_path):
     root = tmp_path / "corpus"
     write_files(root, 30)
     home = tmp_path / "killed-home"
     for condition in (any_row, committed_at_least(6), committed_at_least(16)):
         kill_at(root, home, condition)
-    resumed = make_service(home=home)
-    resumed.ingest([root])
-    clean = make_service(home=tmp_path / "clean-home")
-    clean.ingest([root])
-    assert state(resumed) == state(clean)
-    assert store_ids(resumed) == store_ids(clean)
-    assert_consistent(resumed)
+    assert_resume_matches_a_clean_run(make_service, root, home, tmp_path / "clean-home")
 
 
 def test_sync_killed_midway_converges(make_service, tmp_path):
@@ -98,13 +103,7 @@ def test_sync_killed_midway_converges(make_service, tmp_path):
     write_files(root, 10, start=10, flavour="basalt")
     write_files(root, 10, start=30, flavour="obsidian")
     kill_at(root, home, generation_above(generation + 2))
-    resumed = make_service(home=home)
-    resumed.ingest([root])
-    clean = make_service(home=tmp_path / "clean-home")
-    clean.ingest([root])
-    assert state(resumed) == state(clean)
-    assert store_ids(resumed) == store_ids(clean)
-    assert_consistent(resumed)
+    assert_resume_matches_a_clean_run(make_service, root, home, tmp_path / "clean-home")
 
 
 def test_ctrl_c_stops_after_the_current_batch(make_service, tmp_path):
