@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-from app.cli_root import app
-from app.errors import user_error_types
+from feldspar.cli_root import app
+from feldspar.errors import user_error_types, user_message
 
 COMMAND_MODULES = (
-    "app.cli_models", "app.cli_model", "app.cli_retrieval", "app.cli_packs", "app.cli_bench", "app.cli_demo",
+    "feldspar.cli_models", "feldspar.cli_model", "feldspar.cli_retrieval", "feldspar.cli_packs", "feldspar.cli_bench", "feldspar.cli_demo",
 )
 
 
@@ -29,9 +29,9 @@ def _register_commands() -> None:
 def main() -> None:
     _register_commands()
     try:
-        app()
+        app(prog_name="feldspar")
     except user_error_types() as exc:  # type: ignore[misc]
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

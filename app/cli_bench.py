@@ -1,4 +1,4 @@
-"""`feldspar bench engine`: Feldspar prefill/decode vs `model.generate`, against the roofline.
+"""`feldspar bench engine` and `bench reuse`: engine speed vs the roofline, and state reuse vs recompute.
 
 Parses flags into a ``bench.engine.BenchConfig``, reports progress on stderr and prints the
 result as a table (or ``--json``). Knows nothing of how timings are taken or counted; see
@@ -7,11 +7,11 @@ bench/engine.py, bench/roofline.py and docs/benchmarks.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
-from app.cli_root import JsonOpt, bench_app, console, err_console, print_json, print_table
+from feldspar.cli_root import JsonOpt, bench_app, console, err_console, print_json, print_table
 
 TABLE_COLUMNS = ["row", "impl", "tokens", "seconds", "tokens/s", "achieved", "% of roofline", "vs baseline"]
 
@@ -29,8 +29,8 @@ def parse_lengths(text: str) -> tuple[int, ...]:
 
 def check_names(preset: str, dtype: str) -> str:
     """The catalog name of ``preset`` (errors are user errors) after checking ``dtype``."""
-    from model.catalog import get_spec
-    from model.presets import resolve_dtype
+    from feldspar.model.catalog import get_spec
+    from feldspar.model.presets import resolve_dtype
 
     try:
         resolve_dtype(dtype)
@@ -80,7 +80,7 @@ def bench_engine(
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
-    from bench.engine import BenchConfig, run_bench
+    from feldspar.bench.engine import BenchConfig, run_bench
 
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
@@ -90,3 +90,53 @@ def bench_engine(
         print_json(report)
     else:
         print_report(report)
+
+
+def print_reuse_report(report: dict[str, Any]) -> None:
+    from feldspar.bench.reuse import ratio_rows as reuse_rows
+
+    cfg = report["config"]
+    columns = list(reuse_rows(report)[0]) if report["rows"] else []
+    print_table(reuse_rows(report), columns, title=f"{cfg['preset']}{' (tiny)' if cfg['tiny'] else ''} fp32 CPU, follow-up of {cfg['new_tokens']} tokens")
+    sizes = report["sizes"]
+    console.print(f"state: Mamba {sizes['mamba_state_bytes'] / 2**20:.1f} MiB fixed + KV "
+                  f"{sizes['kv_bytes_per_1k_tokens'] / 2**20:.2f} MiB per 1K tokens (fp32); bf16: "
+                  f"{sizes['bf16_mamba_state_bytes'] / 2**20:.1f} MiB + {sizes['bf16_kv_bytes_per_1k_tokens'] / 2**20:.2f} MiB/1K")
+    for long_run in (report.get("long_context"), report.get("peak_run")):
+        if not long_run:
+            continue
+        label = "tiny preset" if long_run["tiny"] else long_run["preset"]
+        console.print(f"{label}, {long_run['tokens']:,} tokens: prefill {long_run['prefill_s']:.1f} s, follow-up "
+                      f"{long_run['follow_up_s']:.3f} s, peak RSS {long_run['peak_rss_bytes'] / 2**20:.0f} MiB "
+                      f"({long_run['peak_over_model_bytes'] / 2**20:.0f} MiB over the loaded model)")
+    console.print(f"{report['threads']} threads, {report['elapsed_s']:.0f} s in all")
+
+
+# ---- bench reuse -----------------------------------------------------------------------
+@bench_app.command("reuse")
+def bench_reuse(
+    preset: Annotated[str, typer.Option("--preset", help="catalog model built with random weights")]
+    = "granite-4.0-h-350m",
+    contexts: Annotated[str, typer.Option("--contexts", help="context lengths, comma-separated")] = "2048,8192,32768",
+    pack_contexts: Annotated[Optional[str], typer.Option("--pack-contexts", help="lengths for pack reload vs re-prefill (default: contexts >= 8192)")] = None,
+    new_tokens: Annotated[int, typer.Option("--new-tokens", min=1, help="tokens in the follow-up question")] = 30,
+    tiny_context: Annotated[int, typer.Option("--tiny-context", min=0, help="long-context run on the tiny preset (0: skip)")] = 131072,
+    peak_context: Annotated[int, typer.Option("--peak-context", min=0, help="also prefill the preset to this length in a child process and record peak memory (0: skip)")] = 0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="time (a), the model.generate recompute")] = True,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=16, help="prefill chunk (tokens)")] = 2048,
+    tiny: Annotated[bool, typer.Option("--tiny", help="main rows on the preset's miniature (smoke runs)")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Time to first token of a follow-up: recompute vs Feldspar reuse vs the bare forward; packs; state bytes."""
+    from feldspar.bench.reuse import ReuseBenchConfig, run_reuse_bench
+
+    lengths = parse_lengths(contexts)
+    packs = parse_lengths(pack_contexts) if pack_contexts else tuple(n for n in lengths if n >= 8192)
+    cfg = ReuseBenchConfig(preset=check_names(preset, "float32"), contexts=lengths, pack_contexts=packs,
+                           new_tokens=new_tokens, tiny_context=tiny_context, peak_context=peak_context,
+                           chunk_size=chunk_size, baseline=baseline, tiny=tiny)
+    report = run_reuse_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    if json_out:
+        print_json(report)
+    else:
+        print_reuse_report(report)

@@ -12,20 +12,20 @@ from typing import Optional
 
 import typer
 
-from app.cli_root import HomeOpt, ModelOpt, app, console, err_console, settings_from
+from feldspar.cli_root import HomeOpt, ModelOpt, app, console, err_console, settings_from
 
 QUESTION = "How does Feldspar reuse the state of a hybrid Granite model?"
 
 
 def _catalog() -> None:
-    from app.cli_models import print_catalog
+    from feldspar.cli_models import print_catalog
 
     print_catalog()
 
 
 def _retrieval(settings):
     try:
-        from app.cli_retrieval import demo_retrieval
+        from feldspar.cli_retrieval import demo_retrieval
     except ImportError:
         console.print("[dim]retrieval is not available in this build[/dim]")
         return []
@@ -33,11 +33,11 @@ def _retrieval(settings):
 
 
 def _answer(settings, passages) -> None:
-    from app.cli_model import stream_to_terminal
-    from app.compose import build_engine
-    from model.checkpoint_random import is_random_checkpoint
-    from model.engine import GenerationParams
-    from model.errors import ModelError
+    from feldspar.cli_model import stream_to_terminal
+    from feldspar.compose import build_engine
+    from feldspar.model.checkpoint_random import is_random_checkpoint
+    from feldspar.model.engine import GenerationParams
+    from feldspar.model.errors import ModelError
 
     try:
         engine = build_engine(settings)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model.errors import PromptError
+from feldspar.model.errors import PromptError
 
 
 def read_text_file(path: Path, what: str = "input") -> str:

@@ -12,11 +12,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from app.cli_inputs import documents_from_files, read_json_list, read_text_file
-from app.cli_root import HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, settings_from
-from app.cli_progress import prefill_progress
-from app.compose import build_engine
-from model.errors import PromptError
+from feldspar.cli_inputs import documents_from_files, read_json_list, read_text_file
+from feldspar.cli_root import HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, settings_from
+from feldspar.cli_progress import prefill_progress
+from feldspar.compose import build_engine
+from feldspar.model.errors import PromptError
 
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", help="tokens to generate")]
 TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", help="0 = greedy")]
@@ -33,7 +33,7 @@ DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32,
 
 
 def _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse):
-    from model.engine import GenerationParams
+    from feldspar.model.engine import GenerationParams
 
     return GenerationParams(
         max_new_tokens=max_new_tokens or settings.max_new_tokens,
@@ -129,8 +129,8 @@ def prompt(
     model: ModelOpt = None, json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Print the exact prompt the model would see, and its token count."""
-    from model.loader import load_tokenizer, resolve
-    from model.prompts import encode, render_chat
+    from feldspar.model.loader import load_tokenizer, resolve
+    from feldspar.model.prompts import encode, render_chat
 
     settings = settings_from(home=home, model=model)
     tokenizer = load_tokenizer(resolve(settings.model))
@@ -155,7 +155,7 @@ def chat(
     device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Interactive multi-turn chat with streaming. /reset clears the history, /exit quits."""
-    from app.chat_session import ChatSession
+    from feldspar.chat_session import ChatSession
 
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
     engine = build_engine(settings)

@@ -14,8 +14,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from app.cli_root import JsonOpt, console, models_app, print_json
-from model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec
+from feldspar.cli_root import JsonOpt, console, models_app, print_json
+from feldspar.model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec
 
 TABLE_COLUMNS = ["name", "kind", "params", "active", "context", "attn/mamba", "type", "hub id"]
 NARROW_DROP = ("type", "hub id")
@@ -103,9 +103,9 @@ def random_checkpoint(
     allow_large: Annotated[bool, typer.Option("--allow-large", help="allow checkpoints over 8 GiB")] = False,
 ) -> None:
     """Write a RANDOM-WEIGHT checkpoint of a catalog model (for tests and benchmarks)."""
-    from model.catalog import get_spec
-    from model.checkpoint_random import write_random_checkpoint
-    from model.errors import CheckpointError
+    from feldspar.model.catalog import get_spec
+    from feldspar.model.checkpoint_random import write_random_checkpoint
+    from feldspar.model.errors import CheckpointError
 
     spec = get_spec(name)
     if dtype not in ("float32", "bfloat16"):

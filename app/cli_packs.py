@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
-from app.cli_model import (
+from feldspar.cli_model import (
     DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt, _params, print_stats,
     stream_to_terminal,
 )
-from app.cli_root import (
-    HomeOpt, JsonOpt, ModelOpt, app, bench_app, console, err_console, pack_app, print_json, print_table,
+from feldspar.cli_root import (
+    HomeOpt, JsonOpt, ModelOpt, app, console, err_console, pack_app, print_json, print_table,
     settings_from,
 )
-from app.cli_progress import prefill_progress
-from app.compose import build_engine
+from feldspar.cli_progress import prefill_progress
+from feldspar.compose import build_engine
 
 PackOpt = Annotated[Optional[str], typer.Option("--pack", "-p", help="answer against this state pack")]
 def _human_bytes(count: int | None) -> str:
@@ -44,17 +45,20 @@ def pack_create(
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Read files as Granite documents, prefill them once and save the state to disk."""
-    from model.packs import check_new_pack, create_pack, expand_paths
+    from feldspar.model.packs import check_new_pack, create_pack
+    from feldspar.pack_documents import read_pack_documents
 
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
     check_new_pack(settings.packs_dir, name, force)
-    expand_paths(paths)  # missing files fail before the model loads
+    read = read_pack_documents(paths, settings.max_file_bytes)  # unreadable input fails before the model loads
+    for skipped in read.skipped:
+        err_console.print(f"[yellow]{skipped['status']}[/yellow] {escape(skipped['path'])}: {escape(skipped['reason'])}")
     engine = build_engine(settings)
     with prefill_progress(not json_out) as progress:
-        meta = create_pack(engine, settings.packs_dir, name, [str(p) for p in paths], force=force,
-                           progress=progress, max_file_bytes=settings.max_file_bytes)
+        meta = create_pack(engine, settings.packs_dir, name, read.documents, read.sources, force=force,
+                           progress=progress)
     if json_out:
-        print_json(meta)
+        print_json({**meta, "skipped": read.skipped})
         return
     console.print(f"pack {name!r}: {meta['tokens']:,} tokens from {meta['documents']} file(s), "
                   f"{_human_bytes(meta['state_bytes'])} of state, prefill {meta['prefill_s']:.1f} s, model {meta['model']}")
@@ -63,7 +67,7 @@ def pack_create(
 @pack_app.command("list")
 def pack_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
     """The saved state packs."""
-    from model.packs import list_packs
+    from feldspar.model.packs import list_packs
 
     rows = list_packs(settings_from(home=home).packs_dir)
     if json_out:
@@ -81,7 +85,7 @@ def pack_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
 def pack_show(name: Annotated[str, typer.Argument(help="pack name")], json_out: JsonOpt = False,
               home: HomeOpt = None) -> None:
     """Everything recorded about one pack: model, fingerprint, versions, sources, sizes."""
-    from model.packs import read_meta
+    from feldspar.model.packs import read_meta
 
     meta = read_meta(settings_from(home=home).packs_dir, name)
     if json_out:
@@ -95,7 +99,7 @@ def pack_show(name: Annotated[str, typer.Argument(help="pack name")], json_out: 
 @pack_app.command("rm")
 def pack_rm(name: Annotated[str, typer.Argument(help="pack name")], home: HomeOpt = None) -> None:
     """Delete a pack."""
-    from model.packs import remove_pack
+    from feldspar.model.packs import remove_pack
 
     remove_pack(settings_from(home=home).packs_dir, name)
     console.print(f"removed pack {name!r}")
@@ -104,7 +108,7 @@ def pack_rm(name: Annotated[str, typer.Argument(help="pack name")], home: HomeOp
 # ---- ask -------------------------------------------------------------------------------
 def _engine_for_pack(settings_flags: dict[str, Any], pack: str | None):
     """Settings and engine; a pack's own model and dtype are the default when not given."""
-    from model.packs import read_meta
+    from feldspar.model.packs import read_meta
 
     flags = dict(settings_flags)
     if pack is not None:
@@ -116,7 +120,7 @@ def _engine_for_pack(settings_flags: dict[str, Any], pack: str | None):
 
 
 def _answer(engine, documents, question: str, params, show: bool, label: bool):
-    from model.packs import question_ids
+    from feldspar.model.packs import question_ids
 
     if documents is None:
         ids = engine.encode(engine.render([{"role": "user", "content": question}]))
@@ -137,7 +141,7 @@ def ask(
     json_out: JsonOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Answer questions, optionally against a state pack; all questions reuse the loaded state."""
-    from model.packs import install_pack, load_pack
+    from feldspar.model.packs import install_pack, load_pack
 
     settings, engine = _engine_for_pack({"home": home, "model": model, "device": device, "dtype": dtype}, pack)
     params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
@@ -156,34 +160,3 @@ def ask(
     if json_out:
         print_json({"model": engine.name, "pack": pack, "pack_load_s": round(loaded.load_s, 4) if loaded else None,
                     "answers": answers})
-
-
-# ---- bench reuse -----------------------------------------------------------------------
-@bench_app.command("reuse")
-def bench_reuse(
-    preset: Annotated[str, typer.Option("--preset", help="catalog model built with random weights")]
-    = "granite-4.0-h-350m",
-    contexts: Annotated[str, typer.Option("--contexts", help="context lengths, comma-separated")] = "2048,8192,32768",
-    pack_contexts: Annotated[Optional[str], typer.Option("--pack-contexts", help="lengths for pack reload vs re-prefill (default: contexts >= 8192)")] = None,
-    new_tokens: Annotated[int, typer.Option("--new-tokens", min=1, help="tokens in the follow-up question")] = 30,
-    tiny_context: Annotated[int, typer.Option("--tiny-context", min=0, help="long-context run on the tiny preset (0: skip)")] = 131072,
-    peak_context: Annotated[int, typer.Option("--peak-context", min=0, help="also prefill the preset to this length in a child process and record peak memory (0: skip)")] = 0,
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="time (a), the model.generate recompute")] = True,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=16, help="prefill chunk (tokens)")] = 2048,
-    tiny: Annotated[bool, typer.Option("--tiny", help="main rows on the preset's miniature (smoke runs)")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Time to first token of a follow-up: recompute vs Feldspar reuse vs the bare forward; packs; state bytes."""
-    from app.cli_bench import check_names, parse_lengths
-    from bench.reuse import ReuseBenchConfig, print_reuse_report, run_reuse_bench
-
-    lengths = parse_lengths(contexts)
-    packs = parse_lengths(pack_contexts) if pack_contexts else tuple(n for n in lengths if n >= 8192)
-    cfg = ReuseBenchConfig(preset=check_names(preset, "float32"), contexts=lengths, pack_contexts=packs,
-                           new_tokens=new_tokens, tiny_context=tiny_context, peak_context=peak_context,
-                           chunk_size=chunk_size, baseline=baseline, tiny=tiny)
-    report = run_reuse_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-    if json_out:
-        print_json(report)
-    else:
-        print_reuse_report(report)

@@ -14,9 +14,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.cli_root import HomeOpt, JsonOpt, app, bench_app, console, err_console, eval_app, print_json, print_table
-from app.cli_root import settings_from
-from app.settings import Settings
+from feldspar.cli_root import HomeOpt, JsonOpt, app, bench_app, console, err_console, eval_app, print_json, print_table
+from feldspar.cli_root import settings_from
+from feldspar.settings import Settings
 
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
 EmbeddingOpt = Annotated[Optional[str], typer.Option("--embedding-model", help="sentence-transformers model id or path")]
@@ -25,7 +25,7 @@ DEMO_QUERY = "How does hybrid search combine BM25 and vector similarity?"
 
 
 def _service(home: Path | None, collection: str | None = None, embedding_model: str | None = None):
-    from app.compose import build_retrieval
+    from feldspar.compose import build_retrieval
 
     return build_retrieval(settings_from(home=home, collection=collection, embedding_model=embedding_model))
 
@@ -152,7 +152,7 @@ def eval_retrieval_command(
     home: HomeOpt = None,
 ) -> None:
     """Recall@1/5/10 and MRR of search over a questions file."""
-    from retrieval.evaluation import evaluate, load_questions
+    from feldspar.retrieval.evaluation import evaluate, load_questions
 
     service = _service(home, collection)
     report = evaluate(load_questions(questions), lambda q, k: service.search(q, k))
@@ -170,9 +170,16 @@ def bench_retrieval_command(
     sync_files: Annotated[int, typer.Option("--sync-files", help="files for the re-sync test")] = 10_000,
 ) -> None:
     """Ingest throughput, no-change re-sync time and search latency against targets."""
-    from bench.retrieval import run_benchmark
+    from feldspar.bench.retrieval import run_benchmark
 
-    rows = run_benchmark(settings_from(), search_chunks=search_chunks, sync_files=sync_files,
+    from feldspar.compose import build_retrieval
+
+    settings = settings_from()
+
+    def make_service(home, collection):
+        return build_retrieval(settings.model_copy(update={"home": home, "collection": collection, "chroma_host": None}))
+
+    rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print)
     if json_out:
         print_json(rows)
@@ -182,7 +189,7 @@ def bench_retrieval_command(
 
 def demo_retrieval(settings: Settings, console: Console) -> None:
     """Ingest the repository's docs folder into the "docs" collection and run one search."""
-    from app.compose import build_retrieval
+    from feldspar.compose import build_retrieval
 
     service = build_retrieval(settings.model_copy(update={"collection": "docs"}))
     console.print(f"[bold]Ingesting {REPO_DOCS} into collection 'docs'[/bold]")

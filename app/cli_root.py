@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import Settings, load_settings
+from feldspar.settings import Settings, load_settings
 
 app = typer.Typer(
     name="feldspar",
@@ -43,8 +43,20 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 _ROOT_OVERRIDES: dict[str, Any] = {}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from feldspar import __version__
+
+        console.print(f"feldspar {__version__}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")]
+
+
 @app.callback()
-def _root(home: HomeOpt = None) -> None:
+def _root(home: HomeOpt = None, version: VersionOpt = False) -> None:
     """Feldspar: Granite 4.0 with hybrid state reuse, retrieval and agents."""
     _ROOT_OVERRIDES.clear()
     if home is not None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.settings import Settings
+from feldspar.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from model.engine import Engine
+    from feldspar.model.engine import Engine
 
 
 def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     """Load the Granite engine named by ``model`` or ``settings.model``."""
-    from model.engine import Engine, EngineOptions
+    from feldspar.model.engine import Engine, EngineOptions
 
     options = EngineOptions(
         device=settings.device,
@@ -32,9 +32,9 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
 
 def build_retrieval(settings: Settings):
     """Build the retrieval service (ingest + search) for ``settings.collection``."""
-    from retrieval.ingest import IngestOptions
-    from retrieval.service import RetrievalConfig, RetrievalService
-    from retrieval.store import StoreLocation
+    from feldspar.retrieval.ingest import IngestOptions
+    from feldspar.retrieval.service import RetrievalConfig, RetrievalService
+    from feldspar.retrieval.store import StoreLocation
 
     if settings.chroma_host:
         location = StoreLocation(host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl)

@@ -1,20 +1,45 @@
-"""Which exceptions are user errors (one clear line, non-zero exit) rather than bugs.
+"""Which exceptions are user errors (one clear line, non-zero exit) and how to word them.
 
-Each layer defines its own error base so no layer imports the app; this module only
-collects them for the CLI and UI.
+Each layer defines its own error base so no layer imports the app; this module collects
+them for the CLI, UI and server, and turns a lower layer's remedy key (``exc.fix``) into
+the words a Feldspar user acts on: flags, commands, settings and environment variables.
 """
 
 from __future__ import annotations
 
+REMEDIES = {
+    "overwrite": "pass --force to overwrite it",
+    "allow_large": "pass --allow-large to write it",
+    "use_cpu": "use --device cpu (or FELDSPAR_DEVICE=cpu)",
+    "catalog": "run `feldspar models` for the catalog",
+    "base_model": "`feldspar generate --raw` or --fim-prefix/--fim-suffix work with base models",
+    "get_checkpoint": (
+        "Fixes: pass a local checkpoint directory (--model /path/to/{name}); or, on a machine with network, "
+        "run `hf download {hub_id}` to fill the cache, then use it here with HF_HUB_OFFLINE=1; "
+        "or connect to the network and unset HF_HUB_OFFLINE"
+    ),
+    "list_packs": "see `feldspar pack list`",
+    "remove_pack": "remove it with `feldspar pack rm {name}`",
+    "recreate_pack": "re-create it with `feldspar pack create {name} … --force`",
+    "replace_pack": "pick another name, pass --force, or run `feldspar pack rm {name}`",
+    "pack_dtype": "pass --dtype {dtype} or re-create the pack",
+    "pack_model": "run `feldspar ask --model {model_source}` or re-create the pack with this model",
+    "cache_budget": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES or config.toml)",
+    "embedding_mismatch": ("use --embedding-model {indexed_with!r}, or re-index with "
+                           "`feldspar ingest PATH --collection {collection} --reindex`"),
+    "ingest_first": "ingest something first (`feldspar ingest PATH --collection {collection}`)",
+    "cache_budget_or_no_reuse": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES) or turn reuse off (--no-reuse)",
+}
+
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from app.settings import SettingsError
+    from feldspar.settings import SettingsError
 
     types: list[type[BaseException]] = [SettingsError]
     for module, name in (
-        ("model.errors", "ModelError"),
-        ("retrieval.errors", "RetrievalError"),
-        ("agents.errors", "AgentError"),
+        ("feldspar.model.errors", "ModelError"),
+        ("feldspar.retrieval.errors", "RetrievalError"),
+        ("feldspar.agents.errors", "AgentError"),
     ):
         try:
             mod = __import__(module, fromlist=[name])
@@ -22,3 +47,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
             continue
         types.append(getattr(mod, name))
     return tuple(types)
+
+
+def user_message(exc: BaseException) -> str:
+    """The error's own message plus its remedy in Feldspar's words, on one line."""
+    message = str(exc)
+    fix = getattr(exc, "fix", None)
+    if fix in REMEDIES:
+        message = f"{message}; {REMEDIES[fix].format(**getattr(exc, 'details', {}))}"
+    return message

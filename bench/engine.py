@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench import roofline
-from bench.roofline import Machine, ModelCost
-from model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
-from model.loader import quiet_cpu_kernel_advice
+from feldspar.bench import roofline
+from feldspar.bench.roofline import Machine, ModelCost
+from feldspar.model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
+from feldspar.model.loader import quiet_cpu_kernel_advice
 
 Log = Callable[[str], None]
 FELDSPAR, BASELINE = "feldspar", "model.generate"
@@ -172,7 +172,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def build_model(cfg: BenchConfig):
-    from model.presets import build_random_model, count_params
+    from feldspar.model.presets import build_random_model, count_params
 
     model = build_random_model(cfg.preset, tiny=cfg.tiny, dtype=cfg.dtype, seed=cfg.seed)
     model.generation_config.pad_token_id = model.config.pad_token_id
@@ -200,7 +200,7 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
     quiet_cpu_kernel_advice()  # CPU benchmarks: the CUDA-kernel install advice is noise
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    from model.presets import resolve_dtype
+    from feldspar.model.presets import resolve_dtype
 
     dtype = resolve_dtype(cfg.dtype)
     log(f"measuring matmul ({dtype}) and memory bandwidth on {torch.get_num_threads()} threads")

@@ -5,7 +5,8 @@ touched: (1) ingest of generated markdown files with the real embedder (files/s,
 chunks/s, share of wall time inside the model; model load excluded); (2) a re-sync of
 ``sync_files`` unchanged files after a real first ingest; (3) search latency p50/p95
 over ``search_chunks`` chunks whose vectors are synthetic (random, normalised) and
-texts generated, while every query is embedded for real. This is a benchmark, not a
+texts generated, while every query is embedded for real. The caller passes a factory for
+retrieval services, so this module knows no settings or composition root. This is a benchmark, not a
 test: it reports numbers beside targets and asserts nothing.
 """
 
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+# (data home, collection name) -> a retrieval service; the app builds it from Settings.
+MakeService = Callable[[Path, str], object]
 
 WORDS = ("granite model state cache prefix token chunk search vector index manifest sync folder file page "
          "heading citation embed query answer agent tool graph memory store collection server lock batch "
@@ -38,22 +42,16 @@ def _write_corpus(folder: Path, files: int, sentences: int, seed: int = 7) -> No
         (sub / f"doc{i:05d}.md").write_text(f"# Document {i}\n\n{body}\n", encoding="utf-8")
 
 
-def _service(settings, home: Path, collection: str):
-    from app.compose import build_retrieval
-
-    return build_retrieval(settings.model_copy(update={"home": home, "collection": collection, "chroma_host": None}))
-
-
 def _row(measure: str, value: float, unit: str, target: str, met: bool | None, note: str = "") -> dict:
     shown = f"{value:.1f} {unit}" if value >= 10 else f"{value:.3g} {unit}"
     return {"measure": measure, "value": shown, "raw": round(value, 4), "target": target,
             "met": "-" if met is None else ("yes" if met else "NO"), "note": note}
 
 
-def bench_ingest(settings, home: Path, files: int = 300) -> list[dict]:
+def bench_ingest(make_service: MakeService, home: Path, files: int = 300) -> list[dict]:
     corpus = home / "corpus"
     _write_corpus(corpus, files, sentences=40)
-    service = _service(settings, home, "bench-ingest")
+    service = make_service(home, "bench-ingest")
     service.embedder.embed(["warm up the model"])
     service.embedder.seconds = 0.0
     summary = service.ingest([corpus])
@@ -66,10 +64,10 @@ def bench_ingest(settings, home: Path, files: int = 300) -> list[dict]:
     ]
 
 
-def bench_resync(settings, home: Path, files: int) -> list[dict]:
+def bench_resync(make_service: MakeService, home: Path, files: int) -> list[dict]:
     corpus = home / "many"
     _write_corpus(corpus, files, sentences=1)
-    service = _service(settings, home, "bench-sync")
+    service = make_service(home, "bench-sync")
     first = service.ingest([corpus])
     again = service.ingest([corpus])
     assert again.unchanged == files, again.counts()
@@ -80,8 +78,8 @@ def bench_resync(settings, home: Path, files: int) -> list[dict]:
     ]
 
 
-def bench_search(settings, home: Path, chunks: int, queries: int = 100) -> list[dict]:
-    service = _service(settings, home, "bench-search")
+def bench_search(make_service: MakeService, home: Path, chunks: int, queries: int = 100) -> list[dict]:
+    service = make_service(home, "bench-search")
     collection = service.store.open("bench-search", service.embedder.name, create=True)
     _fill_synthetic(collection, chunks, service.embedder.dimension)
     service.manifest.mark_changed("bench-search")
@@ -119,15 +117,15 @@ def _fill_synthetic(collection, chunks: int, dimension: int, batch: int = 5000) 
         collection.upsert(ids, vectors, texts, metas)
 
 
-def run_benchmark(settings, search_chunks: int = 100_000, sync_files: int = 10_000,
+def run_benchmark(make_service: MakeService, search_chunks: int = 100_000, sync_files: int = 10_000,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     say = log or (lambda message: None)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="feldspar-bench-") as temp:
         say("ingest throughput …")
-        rows += bench_ingest(settings, Path(temp) / "ingest")
+        rows += bench_ingest(make_service, Path(temp) / "ingest")
         say(f"no-change re-sync of {sync_files} files …")
-        rows += bench_resync(settings, Path(temp) / "sync", sync_files)
+        rows += bench_resync(make_service, Path(temp) / "sync", sync_files)
         say(f"search latency at {search_chunks} chunks …")
-        rows += bench_search(settings, Path(temp) / "search", search_chunks)
+        rows += bench_search(make_service, Path(temp) / "search", search_chunks)
     return rows

@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 import torch
 
-from model.generation import forward
-from model.snapshot import kv_bytes_per_token, mamba_bytes, restore
-from model.state_cache import PrefixStateCache
-from model.loader import quiet_cpu_kernel_advice
+from feldspar.model.generation import forward
+from feldspar.model.snapshot import kv_bytes_per_token, mamba_bytes, restore
+from feldspar.model.state_cache import PrefixStateCache
+from feldspar.model.loader import quiet_cpu_kernel_advice
 
 Log = Callable[[str], None]
 BIG_BUDGET = 1 << 40
@@ -113,7 +113,7 @@ def context_row(model, length: int, cfg: ReuseBenchConfig, log: Log) -> dict[str
 
 def pack_reload(model, snapshot, context, follow, cfg: ReuseBenchConfig, log: Log) -> dict[str, Any]:
     """Write the state as a pack file, then time: verified read + insert + follow-up TTFT."""
-    from model.packs import file_sha256, ids_sha256, read_state_file, write_state_file
+    from feldspar.model.packs import file_sha256, ids_sha256, read_state_file, write_state_file
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.safetensors"
@@ -137,7 +137,7 @@ def rss_bytes() -> int:
 
 
 def long_context_child(preset: str, tiny: bool, tokens: int, chunk: int, new_tokens: int) -> dict[str, Any]:
-    from model.presets import build_random_model
+    from feldspar.model.presets import build_random_model
 
     model = build_random_model(preset, tiny=tiny, device="cpu")
     before = rss_bytes()
@@ -153,7 +153,7 @@ def long_context_child(preset: str, tiny: bool, tokens: int, chunk: int, new_tok
 
 
 def run_long_context(preset: str, tiny: bool, tokens: int, chunk: int, new_tokens: int) -> dict[str, Any]:
-    args = [sys.executable, "-m", "bench.reuse", preset, str(int(tiny)), str(tokens), str(chunk), str(new_tokens)]
+    args = [sys.executable, "-m", "feldspar.bench.reuse", preset, str(int(tiny)), str(tokens), str(chunk), str(new_tokens)]
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -171,7 +171,7 @@ def state_sizes(model) -> dict[str, int]:
 
 
 def run_reuse_bench(cfg: ReuseBenchConfig, log: Log = lambda _msg: None) -> dict[str, Any]:
-    from model.presets import build_random_model
+    from feldspar.model.presets import build_random_model
 
     quiet_cpu_kernel_advice()  # CPU benchmarks: the CUDA-kernel install advice is noise
     started = time.perf_counter()
@@ -218,26 +218,6 @@ def _ratio(value: float | None, target: float | None, at_least: bool) -> str:
         return f"{value:.2f}x"
     ok = value >= target if at_least else value <= target
     return f"{value:.2f}x ({'>=' if at_least else '<='}{target:g} {'ok' if ok else 'MISSED'})"
-
-
-def print_reuse_report(report: dict[str, Any]) -> None:
-    from app.cli_root import console, print_table
-
-    cfg = report["config"]
-    columns = list(ratio_rows(report)[0]) if report["rows"] else []
-    print_table(ratio_rows(report), columns, title=f"{cfg['preset']}{' (tiny)' if cfg['tiny'] else ''} fp32 CPU, follow-up of {cfg['new_tokens']} tokens")
-    sizes = report["sizes"]
-    console.print(f"state: Mamba {sizes['mamba_state_bytes'] / 2**20:.1f} MiB fixed + KV "
-                  f"{sizes['kv_bytes_per_1k_tokens'] / 2**20:.2f} MiB per 1K tokens (fp32); bf16: "
-                  f"{sizes['bf16_mamba_state_bytes'] / 2**20:.1f} MiB + {sizes['bf16_kv_bytes_per_1k_tokens'] / 2**20:.2f} MiB/1K")
-    for long_run in (report.get("long_context"), report.get("peak_run")):
-        if not long_run:
-            continue
-        label = "tiny preset" if long_run["tiny"] else long_run["preset"]
-        console.print(f"{label}, {long_run['tokens']:,} tokens: prefill {long_run['prefill_s']:.1f} s, follow-up "
-                      f"{long_run['follow_up_s']:.3f} s, peak RSS {long_run['peak_rss_bytes'] / 2**20:.0f} MiB "
-                      f"({long_run['peak_over_model_bytes'] / 2**20:.0f} MiB over the loaded model)")
-    console.print(f"{report['threads']} threads, {report['elapsed_s']:.0f} s in all")
 
 
 if __name__ == "__main__":  # child process of run_long_context

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from model.generation import scan_chunk_for
+from feldspar.model.generation import scan_chunk_for
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, replace
 
-from model.errors import ModelNotFoundError
+from feldspar.model.errors import ModelNotFoundError
 
 HUB_ORG = "ibm-granite"
 NAME_PREFIX = "granite-4.0-"
@@ -93,17 +93,42 @@ class ModelSpec:
 
     @property
     def params(self) -> int:
-        """Total parameters, tied embeddings counted once (computed by model.presets)."""
-        from model.presets import count_params
-
-        return count_params(self)[0]
+        """Total parameters, tied embeddings counted once."""
+        parts = param_breakdown(self)
+        return parts["dense"] + parts["experts"]
 
     @property
     def active_params(self) -> int:
         """Parameters used per token: non-expert + k/E of the routed experts."""
-        from model.presets import count_params
+        parts = param_breakdown(self)
+        routed = parts["experts"] * self.experts_per_token // self.num_experts if self.num_experts else 0
+        return parts["dense"] + routed
 
-        return count_params(self)[1]
+
+def _mamba_layer_params(spec: ModelSpec) -> int:
+    inner = MAMBA_EXPAND * spec.hidden_size
+    conv_dim = inner + 2 * MAMBA_N_GROUPS * spec.mamba_d_state
+    conv = conv_dim * MAMBA_D_CONV + conv_dim  # depthwise weight + bias
+    in_proj = spec.hidden_size * (inner + conv_dim + spec.mamba_n_heads)
+    per_head = 3 * spec.mamba_n_heads  # dt_bias, A_log, D
+    return conv + in_proj + per_head + inner + inner * spec.hidden_size  # + gated norm + out_proj
+
+
+def _attention_layer_params(spec: ModelSpec) -> int:
+    q_and_o = 2 * spec.hidden_size * spec.num_heads * spec.head_dim
+    k_and_v = 2 * spec.hidden_size * spec.num_kv_heads * spec.head_dim
+    return q_and_o + k_and_v
+
+
+def param_breakdown(spec: ModelSpec, vocab_size: int = VOCAB_SIZE) -> dict[str, int]:
+    """Analytic parameter counts by part: dense (always active) and routed experts."""
+    per_layer = 2 * spec.hidden_size + 3 * spec.hidden_size * spec.shared_intermediate_size
+    per_layer += spec.num_experts * spec.hidden_size  # router
+    mixers = spec.attention_layers * _attention_layer_params(spec)
+    mixers += spec.mamba_layers * _mamba_layer_params(spec)
+    experts = spec.num_layers * spec.num_experts * 3 * spec.hidden_size * spec.intermediate_size
+    dense = vocab_size * spec.hidden_size + spec.hidden_size + spec.num_layers * per_layer + mixers
+    return {"dense": dense, "experts": experts}
 
 
 def _hybrid(short: str, hidden: int, heads: int, kv: int, mlp: int, mamba_heads: int, **kw) -> ModelSpec:
@@ -182,10 +207,8 @@ def get_spec(name: str) -> ModelSpec:
     if spec is not None:
         return spec
     matches = close_matches(str(name))
-    hint = f"did you mean {', '.join(matches)}? " if matches else ""
-    raise ModelNotFoundError(
-        f"unknown Granite 4.0 model {name!r}: {hint}run `feldspar models` for the catalog"
-    )
+    hint = f": did you mean {', '.join(matches)}?" if matches else ""
+    raise ModelNotFoundError(f"unknown Granite 4.0 model {name!r}{hint}", fix="catalog")
 
 
 def instruct_twin(spec: ModelSpec) -> ModelSpec:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.catalog import ModelSpec, get_spec
-from model.errors import CheckpointError
-from model.presets import build_random_model, count_params, resolve_dtype, tiny_spec
+from feldspar.model.catalog import ModelSpec, get_spec
+from feldspar.model.errors import CheckpointError
+from feldspar.model.presets import build_random_model, count_params, resolve_dtype, tiny_spec
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +59,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise CheckpointError(f"{out_dir} is not empty: choose an empty directory or pass --force")
+        raise CheckpointError(f"{out_dir} is not empty: choose an empty directory", fix="overwrite")
 
 
 def _write_marker(out_dir: Path, spec: ModelSpec, tiny: bool, seed: int, dtype_name: str) -> None:
@@ -109,8 +109,7 @@ def write_random_checkpoint(
     size = estimated_bytes(spec, tiny, torch_dtype)
     if size > LARGE_BYTES and not allow_large:
         raise CheckpointError(
-            f"{spec.name} in {dtype_name} is about {size / 1024**3:.1f} GiB: pass --allow-large to write it"
-        )
+            f"{spec.name} in {dtype_name} is about {size / 1024**3:.1f} GiB", fix="allow_large")
     out.mkdir(parents=True, exist_ok=True)
     say(f"building {spec.name}{' (tiny)' if tiny else ''} with random weights (seed {seed}, {dtype_name})")
     model = build_random_model(spec, tiny=tiny, device="cpu", dtype=torch_dtype, seed=seed)
@@ -134,7 +133,7 @@ def _set_generation_config(model) -> None:
 
 
 def _tokenizer_for(spec: ModelSpec, tiny: bool, chat_template: str | None):
-    from model.tokenizer_build import build_tokenizer
+    from feldspar.model.tokenizer_build import build_tokenizer
 
     context = tiny_spec(spec).context if tiny else spec.context
     return build_tokenizer(

@@ -16,13 +16,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from model import prompts
-from model.detok import Detokenizer
-from model.errors import ContextOverflowError, PromptError
-from model.generation import Sampling, decode_tokens
-from model.loader import Resolved, load_checkpoint
-from model.state_source import FreshState, Progress, StateSource
-from model.toolcalls import ParsedTurn, parse_assistant
+from feldspar.model import prompts
+from feldspar.model.detok import Detokenizer
+from feldspar.model.errors import ContextOverflowError, PromptError
+from feldspar.model.generation import Sampling, decode_tokens
+from feldspar.model.loader import Resolved, load_checkpoint
+from feldspar.model.state_source import FreshState, Progress, StateSource
+from feldspar.model.toolcalls import ParsedTurn, parse_assistant
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Engine:
         if not options.reuse:
             return self.fresh
         try:
-            from model.state_cache import PrefixStateCache
+            from feldspar.model.state_cache import PrefixStateCache
         except ImportError:
             return self.fresh
         return PrefixStateCache(budget_bytes=options.cache_budget_bytes, snapshot_interval=options.snapshot_interval)

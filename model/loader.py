@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from model.errors import CheckpointError, ModelError, ModelNotFoundError
+from feldspar.model.errors import CheckpointError, ModelError, ModelNotFoundError
 
 GRANITE_MODEL_TYPE = "granitemoehybrid"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -39,7 +39,7 @@ def offline() -> bool:
 
 def resolve(name: str) -> Resolved:
     """Map a user-given model name to a local dir or a hub id, or raise with suggestions."""
-    from model.catalog import find_spec, get_spec
+    from feldspar.model.catalog import find_spec, get_spec
 
     path = Path(name).expanduser()
     if path.exists():
@@ -60,7 +60,7 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+        raise CheckpointError("device 'cuda' was requested but no CUDA GPU is available", fix="use_cpu")
     return torch.device(device)
 
 
@@ -77,10 +77,8 @@ def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:
     hub_id = resolved.source
     return ModelNotFoundError(
         f"cannot load {hub_id}: it is not in the local Hugging Face cache"
-        f"{' and HF_HUB_OFFLINE is set' if offline() else ' and the hub could not be reached'} ({detail}). "
-        f"Fixes: pass a local checkpoint directory (--model /path/to/{hub_id.split('/')[-1]}); "
-        f"or, on a machine with network, run `huggingface-cli download {hub_id}` to fill the cache, "
-        f"then use it here with HF_HUB_OFFLINE=1; or connect to the network and unset HF_HUB_OFFLINE"
+        f"{' and offline mode is on' if offline() else ' and the hub could not be reached'} ({detail})",
+        fix="get_checkpoint", hub_id=hub_id, name=hub_id.split("/")[-1],
     )
 
 

@@ -32,14 +32,13 @@ from typing import Any, Sequence
 
 import torch
 
-from model.errors import PromptError, StateError
-from model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
-from model.state_source import FreshState, Progress
+from feldspar.model.errors import PromptError, StateError
+from feldspar.model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
+from feldspar.model.state_source import FreshState, Progress
 
 PACK_FORMAT = 1
 STATE_FILE, META_FILE, DOCS_FILE = "state.safetensors", "pack.json", "documents.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DEFAULT_MAX_FILE_BYTES = 50 * 1024**2
 PROBE_QUESTION = "?"
 
 
@@ -102,43 +101,7 @@ def ids_sha256(ids: Sequence[int]) -> str:
     return hashlib.sha256(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes()).hexdigest()
 
 
-# ---- sources -----------------------------------------------------------------------------
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named directly, plus every supported file under named directories (sorted)."""
-    from retrieval.loaders import file_kind
-
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise PromptError(f"no such file or directory: {raw}")
-        if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and file_kind(p.name)
-                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        else:
-            found.append(path)
-    if not found:
-        raise PromptError("no readable files in " + ", ".join(str(p) for p in paths))
-    return found
-
-
-def read_documents(paths: Sequence[str | Path], max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[list[dict], list[dict]]:
-    """Granite documents (doc_id, title, text, source) and source records (path, bytes, sha256)."""
-    from retrieval.loaders import Unreadable, load_file
-
-    documents, sources = [], []
-    for index, path in enumerate(expand_paths(paths), start=1):
-        try:
-            text = load_file(str(path), str(path.parent), max_bytes).text
-        except Unreadable as exc:
-            raise PromptError(f"cannot use {path}: {exc.reason}") from None
-        except OSError as exc:
-            raise PromptError(f"cannot read {path}: {exc.strerror or exc}") from None
-        documents.append({"doc_id": index, "title": path.name, "text": text, "source": str(path.resolve())})
-        sources.append({"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)})
-    return documents, sources
-
-
+# ---- prompts -----------------------------------------------------------------------------
 def prefix_ids(engine, documents: list[dict]) -> list[int]:
     """Token ids of the rendered prompt up to the end of the system turn (before any user turn)."""
     ids = engine.encode(engine.render([{"role": "user", "content": PROBE_QUESTION}], documents=documents))
@@ -157,15 +120,20 @@ def check_new_pack(packs_dir: Path, name: str, force: bool = False) -> Path:
     """The directory a new pack would take; refuses a taken name unless ``force``."""
     target = pack_dir(packs_dir, name)
     if target.exists() and not force:
-        raise StateError(f"pack {name!r} already exists; pick another name, pass --force, or run `feldspar pack rm {name}`")
+        raise StateError(f"pack {name!r} already exists", fix="replace_pack", name=name)
     return target
 
 
-def create_pack(engine, packs_dir: Path, name: str, paths: Sequence[str | Path], *, force: bool = False,
-                progress: Progress | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
-    """Read ``paths``, prefill them as documents and save the state; returns the metadata."""
+def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, Any]], sources: list[dict[str, Any]],
+                *, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Prefill ``documents`` (Granite documents) and save the state; returns the metadata.
+
+    ``sources`` describe where the documents came from (path, bytes, sha256) and are stored as
+    they are; reading files is the caller's job.
+    """
     target = check_new_pack(packs_dir, name, force)
-    documents, sources = read_documents(paths, max_file_bytes)
+    if not documents:
+        raise PromptError("a pack needs at least one document")
     ids = prefix_ids(engine, documents)
     if len(ids) >= engine.context_window:
         raise StateError(
@@ -225,13 +193,13 @@ def _swap_into_place(temp: Path, target: Path) -> None:
 def read_meta(packs_dir: Path, name: str) -> dict[str, Any]:
     path = pack_dir(packs_dir, name) / META_FILE
     if not path.parent.is_dir():
-        raise StateError(f"no pack named {name!r}; see `feldspar pack list`")
+        raise StateError(f"no pack named {name!r}", fix="list_packs")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateError(f"pack {name!r} is corrupt ({path.name}: {exc}); remove it with `feldspar pack rm {name}`") from None
+        raise StateError(f"pack {name!r} is corrupt ({path.name}: {exc})", fix="remove_pack", name=name) from None
     if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
-        raise StateError(f"pack {name!r} has an unknown format; re-create it with `feldspar pack create {name} … --force`")
+        raise StateError(f"pack {name!r} has an unknown format", fix="recreate_pack", name=name)
     return meta
 
 
@@ -254,7 +222,7 @@ def list_packs(packs_dir: Path) -> list[dict[str, Any]]:
 def remove_pack(packs_dir: Path, name: str) -> None:
     target = pack_dir(packs_dir, name)
     if not target.is_dir():
-        raise StateError(f"no pack named {name!r}; see `feldspar pack list`")
+        raise StateError(f"no pack named {name!r}", fix="list_packs")
     shutil.rmtree(target)
 
 
@@ -263,15 +231,15 @@ def check_compatible(meta: dict[str, Any], engine) -> None:
     """Refuse a pack made with another model, dtype or torch/transformers major.minor."""
     name = meta.get("name", "?")
     if meta.get("dtype") != dtype_name(engine.model):
-        raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}; "
-                         f"pass --dtype {meta.get('dtype')} or re-create the pack")
+        raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}",
+                         fix="pack_dtype", dtype=meta.get("dtype"))
     for lib, version in runtime_versions().items():
         if meta.get(lib) != version:
-            raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}; re-create the pack")
+            raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}",
+                             fix="recreate_pack", name=name)
     if meta.get("fingerprint") != weights_fingerprint(engine.model):
         raise StateError(f"pack {name!r} was made with model {meta.get('model')!r} (other weights); "
-                         f"it cannot be used with {engine.name!r}: run `feldspar ask --model {meta.get('model_source')}` "
-                         f"or re-create the pack with this model")
+                         f"it cannot be used with {engine.name!r}", fix="pack_model", model_source=meta.get("model_source"))
 
 
 def load_pack(engine, packs_dir: Path, name: str) -> LoadedPack:
@@ -321,7 +289,7 @@ def _read_documents(path: Path, name: str) -> list[dict[str, Any]]:
 
 
 def _to_device(snapshot: Snapshot, device: torch.device) -> Snapshot:
-    from model.snapshot import LayerState
+    from feldspar.model.snapshot import LayerState
 
     layers = [LayerState(l.kind, *(t.to(device) if t is not None else None for t in (l.first, l.second)))
               for l in snapshot.layers]
@@ -331,7 +299,7 @@ def _to_device(snapshot: Snapshot, device: torch.device) -> Snapshot:
 
 def install_pack(engine, pack: LoadedPack) -> None:
     """Pin the pack's state in the engine's prefix cache (creating the cache if reuse was off)."""
-    from model.state_cache import PrefixStateCache
+    from feldspar.model.state_cache import PrefixStateCache
 
     if not isinstance(engine.states, PrefixStateCache):
         engine.states = PrefixStateCache(budget_bytes=engine.options.cache_budget_bytes,

@@ -18,9 +18,9 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from model import catalog
-from model.catalog import ModelSpec, get_spec
-from model.tokenizer_build import ADDED_TOKENS, TINY_REGULAR_SIZE
+from feldspar.model import catalog
+from feldspar.model.catalog import ModelSpec, get_spec
+from feldspar.model.tokenizer_build import ADDED_TOKENS, TINY_REGULAR_SIZE
 
 if TYPE_CHECKING:
     import torch
@@ -157,36 +157,10 @@ def _spread_init(model: torch.nn.Module) -> None:
                 param.normal_(0.0, param.shape[-1] ** -0.5)
 
 
-def _mamba_layer_params(spec: ModelSpec) -> int:
-    inner = catalog.MAMBA_EXPAND * spec.hidden_size
-    conv_dim = inner + 2 * catalog.MAMBA_N_GROUPS * spec.mamba_d_state
-    conv = conv_dim * catalog.MAMBA_D_CONV + conv_dim  # depthwise weight + bias
-    in_proj = spec.hidden_size * (inner + conv_dim + spec.mamba_n_heads)
-    per_head = 3 * spec.mamba_n_heads  # dt_bias, A_log, D
-    return conv + in_proj + per_head + inner + inner * spec.hidden_size  # + gated norm + out_proj
-
-
-def _attention_layer_params(spec: ModelSpec) -> int:
-    q_and_o = 2 * spec.hidden_size * spec.num_heads * spec.head_dim
-    k_and_v = 2 * spec.hidden_size * spec.num_kv_heads * spec.head_dim
-    return q_and_o + k_and_v
-
-
-def param_breakdown(spec: ModelSpec, vocab_size: int = catalog.VOCAB_SIZE) -> dict[str, int]:
-    """Analytic parameter counts by part: dense (always active) and routed experts."""
-    per_layer = 2 * spec.hidden_size + 3 * spec.hidden_size * spec.shared_intermediate_size
-    per_layer += spec.num_experts * spec.hidden_size  # router
-    mixers = spec.attention_layers * _attention_layer_params(spec)
-    mixers += spec.mamba_layers * _mamba_layer_params(spec)
-    experts = spec.num_layers * spec.num_experts * 3 * spec.hidden_size * spec.intermediate_size
-    dense = vocab_size * spec.hidden_size + spec.hidden_size + spec.num_layers * per_layer + mixers
-    return {"dense": dense, "experts": experts}
-
-
 @lru_cache(maxsize=None)
 def _count(spec: ModelSpec, tiny: bool) -> tuple[int, int]:
     shape = tiny_spec(spec) if tiny else spec
-    parts = param_breakdown(shape, TINY_VOCAB_SIZE if tiny else catalog.VOCAB_SIZE)
+    parts = catalog.param_breakdown(shape, TINY_VOCAB_SIZE if tiny else catalog.VOCAB_SIZE)
     active = parts["dense"]
     if shape.num_experts:
         active += parts["experts"] * shape.experts_per_token // shape.num_experts

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from model.errors import PromptError
+from feldspar.model.errors import PromptError
 
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
 END_OF_TEXT = "<|end_of_text|>"
@@ -44,8 +44,7 @@ def render_chat(
     if not has_chat_template(tokenizer):
         raise PromptError(
             "this checkpoint has no chat template (a -base model): use plain completion "
-            "(`feldspar generate`) or fill-in-the-middle instead of chat"
-        )
+            "or fill-in-the-middle instead of chat", fix="base_model")
     validate_messages(messages)
     try:
         return tokenizer.apply_chat_template(

@@ -27,8 +27,8 @@ from typing import Iterable
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, LinearAttentionLayer
 
-from model.errors import StateError
-from model.generation import ModelState
+from feldspar.model.errors import StateError
+from feldspar.model.generation import ModelState
 
 MAMBA, ATTENTION = "mamba", "attention"
 

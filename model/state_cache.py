@@ -28,12 +28,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from model.errors import StateError
-from model.generation import ModelState, new_state, prefill
-from model.snapshot import (
+from feldspar.model.errors import StateError
+from feldspar.model.generation import ModelState, new_state, prefill
+from feldspar.model.snapshot import (
     Snapshot, detach_kv, restore, share_kv_prefix, state_bytes, storage_bytes, take_snapshot,
 )
-from model.state_source import Prepared, Progress, progress_callback
+from feldspar.model.state_source import Prepared, Progress, progress_callback
 
 RECENCY_HALF_LIFE = 16  # cache operations after which an unused snapshot's score halves
 MAX_OPEN_LINEAGES = 8
@@ -219,7 +219,7 @@ class PrefixStateCache:
         if pinned and pinned_bytes > self.budget_bytes:
             raise StateError(
                 f"the loaded state needs {pinned_bytes:,} bytes but the state cache budget is "
-                f"{self.budget_bytes:,} bytes; raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES)")
+                f"{self.budget_bytes:,} bytes", fix="cache_budget")
         self.clock += 1
         entry = self._attach(np.asarray(list(ids), dtype=np.int64), snapshot)
         entry.pinned = entry.pinned or pinned
@@ -239,7 +239,7 @@ class PrefixStateCache:
         if self.budget_bytes < one:
             raise StateError(
                 f"the state cache budget ({self.budget_bytes:,} bytes) is smaller than one snapshot of this "
-                f"model ({one:,} bytes); raise cache_budget_bytes or turn reuse off (--no-reuse)")
+                f"model ({one:,} bytes)", fix="cache_budget_or_no_reuse")
 
     # ---- internals ------------------------------------------------------------------
     @staticmethod

@@ -2,7 +2,7 @@
 
 ``StateSource`` is the seam between the engine and hybrid state reuse: the engine hands
 over the prompt's token ids and gets back a state that has consumed all of them plus the
-logits after the last one. ``FreshState`` computes everything (the `--no-reuse` path);
+logits after the last one. ``FreshState`` computes everything (reuse turned off);
 the prefix state cache implements the same protocol. Knows token ids and model states,
 not text, chat or documents.
 """
@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from model.generation import ModelState, new_state, prefill
+from feldspar.model.generation import ModelState, new_state, prefill
 
 Progress = Callable[[int, int], None]  # (tokens done, tokens total)
 

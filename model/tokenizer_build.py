@@ -153,7 +153,7 @@ def regular_size(size: str) -> int:
 
 def default_chat_template() -> str:
     """The bundled Granite 4.0 chat template (Jinja source)."""
-    return resources.files("model").joinpath("templates", TEMPLATE_FILE).read_text(encoding="utf-8")
+    return resources.files("feldspar.model").joinpath("templates", TEMPLATE_FILE).read_text(encoding="utf-8")
 
 
 def build_raw_tokenizer(size: str = "tiny") -> Tokenizer:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.store import ChunkCollection
+from feldspar.retrieval.store import ChunkCollection
 
 TOKEN = re.compile(r"\w\w+", re.UNICODE)
 STOPWORDS = frozenset(

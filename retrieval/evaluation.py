@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from retrieval.errors import InvalidQuestions
-from retrieval.search import SearchHit
+from feldspar.retrieval.errors import InvalidQuestions
+from feldspar.retrieval.search import SearchHit
 
 CUTOFFS = (1, 5, 10)
 

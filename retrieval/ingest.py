@@ -29,14 +29,14 @@ from typing import Iterator, Protocol
 
 from filelock import FileLock, Timeout
 
-from retrieval.chunking import Chunk, Chunker
-from retrieval.embeddings import Embedder
-from retrieval.errors import InvalidSource, StoreBusy
-from retrieval.loaders import load_file
-from retrieval.manifest import FileRecord, Manifest
-from retrieval.sandbox import ParserPool
-from retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
-from retrieval.store import ChromaStore, ChunkCollection
+from feldspar.retrieval.chunking import Chunk, Chunker
+from feldspar.retrieval.embeddings import Embedder
+from feldspar.retrieval.errors import InvalidSource, StoreBusy
+from feldspar.retrieval.loaders import load_file
+from feldspar.retrieval.manifest import FileRecord, Manifest
+from feldspar.retrieval.sandbox import ParserPool
+from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
+from feldspar.retrieval.store import ChromaStore, ChunkCollection
 
 
 @dataclass

@@ -68,7 +68,7 @@ def _call(function: Callable[..., Any], args: tuple) -> Outcome:
 def _context():
     """``forkserver``: workers fork from a small clean server (no model memory), fast to start."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["retrieval.loaders", "retrieval.sandbox"])
+    context.set_forkserver_preload(["feldspar.retrieval.loaders", "feldspar.retrieval.sandbox"])
     return context
 
 

@@ -18,7 +18,7 @@ import os
 import stat as stat_module
 from dataclasses import dataclass
 
-from retrieval.loaders import file_kind, unsupported_reason
+from feldspar.retrieval.loaders import file_kind, unsupported_reason
 
 IGNORED_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".tox",
                 ".mypy_cache", ".pytest_cache", ".ruff_cache"}

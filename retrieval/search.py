@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from retrieval.bm25 import Bm25Cache
-from retrieval.embeddings import Embedder
-from retrieval.store import ChunkCollection
+from feldspar.retrieval.bm25 import Bm25Cache
+from feldspar.retrieval.embeddings import Embedder
+from feldspar.retrieval.store import ChunkCollection
 
 RRF_K = 60
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.bm25 import Bm25Cache
-from retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer
-from retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress
-from retrieval.manifest import Manifest
-from retrieval.search import HybridSearcher, SearchHit
-from retrieval.store import ChromaStore, StoreLocation, check_collection_name
+from feldspar.retrieval.bm25 import Bm25Cache
+from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer
+from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress
+from feldspar.retrieval.manifest import Manifest
+from feldspar.retrieval.search import HybridSearcher, SearchHit
+from feldspar.retrieval.store import ChromaStore, StoreLocation, check_collection_name
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from retrieval.errors import (
+from feldspar.retrieval.errors import (
     EmbeddingModelMismatch,
     InvalidCollectionName,
     StoreUnavailable,
@@ -90,8 +90,7 @@ class ChromaStore:
         check_collection_name(name)
         existing = self._get(name)
         if existing is None and not create:
-            raise UnknownCollection(f"no collection {name!r} in {self.location.label}; ingest something first "
-                                    f"(`feldspar ingest PATH --collection {name}`)")
+            raise UnknownCollection(f"no collection {name!r} in {self.location.label}", fix="ingest_first", collection=name)
         if existing is None:
             existing = self.client.get_or_create_collection(
                 name, metadata={MODEL_KEY: model}, embedding_function=None,

@@ -39,7 +39,7 @@ def _fixture_chat_template() -> str | None:
 
 
 def _tiny(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    from model.checkpoint_random import write_random_checkpoint
+    from feldspar.model.checkpoint_random import write_random_checkpoint
 
     out = tmp_path_factory.mktemp(f"tiny-{name}")
     return write_random_checkpoint(name, out, tiny=True, seed=0, chat_template=_fixture_chat_template())
@@ -81,7 +81,7 @@ def sensitive_model():
     """
     import torch
 
-    from model.presets import build_random_model
+    from feldspar.model.presets import build_random_model
 
     model = build_random_model("granite-4.0-h-tiny", tiny=True)
     with torch.no_grad():

@@ -16,7 +16,7 @@ class CliResult:
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> CliResult:
-    from app.cli import main
+    from feldspar.cli import main
 
     monkeypatch.setattr(sys, "argv", ["feldspar", *args])
     capsys.readouterr()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli_bench import parse_lengths
-from app.cli_root import console
-from bench import roofline
+from feldspar.cli_bench import parse_lengths
+from feldspar.cli_root import console
+from feldspar.bench import roofline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import run_cli  # noqa: E402
@@ -71,7 +71,7 @@ def test_parse_lengths():
 
 
 def test_flop_counts_do_not_depend_on_chunking_except_the_head_and_scan():
-    from model.presets import build_random_model
+    from feldspar.model.presets import build_random_model
 
     cost = roofline.model_cost(build_random_model("granite-4.0-h-350m", device="meta"))
     assert (cost.attention_layers, cost.mamba_layers) == (4, 28)

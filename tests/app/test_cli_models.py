@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import app.cli_models  # noqa: F401  (registers the commands)
-from app.cli_root import app
-from model.checkpoint_random import is_random_checkpoint
-from model.errors import CheckpointError, ModelNotFoundError
+import feldspar.cli_models  # noqa: F401  (registers the commands)
+from feldspar.errors import user_message
+from feldspar.cli_root import app
+from feldspar.model.checkpoint_random import is_random_checkpoint
+from feldspar.model.errors import CheckpointError, ModelNotFoundError
 
 runner = CliRunner()
 
@@ -67,7 +68,7 @@ def test_models_random_refuses_non_empty_dir_unless_forced(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     result = runner.invoke(app, ["models", "random", "350m", str(tmp_path), "--tiny"])
     assert isinstance(result.exception, CheckpointError)
-    assert "--force" in str(result.exception)
+    assert "--force" in user_message(result.exception)
     forced = runner.invoke(app, ["models", "random", "350m", str(tmp_path), "--tiny", "--force"])
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "config.json").is_file() and (tmp_path / "keep.txt").is_file()

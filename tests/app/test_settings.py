@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Settings, SettingsError, default_home, load_settings
+from feldspar.settings import Settings, SettingsError, default_home, load_settings
 
 
 def test_defaults_use_the_isolated_home(feldspar_home):

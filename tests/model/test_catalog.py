@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec, find_spec, get_spec
-from model.errors import ModelError, ModelNotFoundError
+from feldspar.model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec, find_spec, get_spec
+from feldspar.model.errors import ModelError, ModelNotFoundError
 
 SHORT_NAMES = ["h-350m", "350m", "h-1b", "1b", "h-micro", "micro", "h-tiny", "h-small"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from model.detok import Detokenizer
+from feldspar.model.detok import Detokenizer
 
 
 def test_deltas_concatenate_to_the_full_decode(tiny_tokenizer):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.engine import Engine, EngineOptions, GenerationParams
-from model.errors import ContextOverflowError, PromptError
-from model.generation import chunk_ends, new_state, prefill
-from model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_prompt
+from feldspar.model.engine import Engine, EngineOptions, GenerationParams
+from feldspar.model.errors import ContextOverflowError, PromptError
+from feldspar.model.generation import chunk_ends, new_state, prefill
+from feldspar.model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_prompt
 
 GREEDY = GenerationParams(max_new_tokens=12, reuse=False)
 HELLO = [{"role": "user", "content": "Hello, Granite! Grüße 🌍"}]

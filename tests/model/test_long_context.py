@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import pytest
 
-from model.state_cache import ATTENTION_ELEMENTS, MIN_CHUNK, PrefixStateCache, bounded_segments
-from model.state_source import FreshState
+from feldspar.model.state_cache import ATTENTION_ELEMENTS, MIN_CHUNK, PrefixStateCache, bounded_segments
+from feldspar.model.state_source import FreshState
 
 CONTEXT = 16384
 CHUNK = 2048

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.engine import Engine, EngineOptions, GenerationParams
-from model.errors import PromptError, StateError
-from model.packs import (
+from feldspar.model.engine import Engine, EngineOptions, GenerationParams
+from feldspar.model.errors import PromptError, StateError
+from feldspar.model.packs import (
     DOCS_FILE, META_FILE, STATE_FILE, create_pack, install_pack, list_packs, load_pack, prefix_ids,
-    question_ids, read_documents, read_meta, remove_pack,
+    question_ids, read_meta, remove_pack,
 )
-from model.state_cache import PrefixStateCache
-from model.state_source import FreshState
-from model.snapshot import take_snapshot
+from feldspar.model.state_cache import PrefixStateCache
+from feldspar.model.state_source import FreshState
+from feldspar.model.snapshot import take_snapshot
+from feldspar.pack_documents import read_pack_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Where is Quartzville?"
@@ -45,6 +46,17 @@ def packs_dir(tmp_path: Path) -> Path:
     return tmp_path / "packs"
 
 
+def read_documents(paths):
+    read = read_pack_documents(paths, 50 * 1024**2)
+    return read.documents, read.sources
+
+
+def make_pack(engine, packs_dir, name, paths, **options):
+    """Read ``paths`` as the CLI does, then create the pack from the documents."""
+    documents, recorded = read_documents(paths)
+    return create_pack(engine, packs_dir, name, documents, recorded, **options)
+
+
 def in_memory_answer(engine, documents, steps: int = 6):
     """Logits and greedy ids for QUESTION from a pack state that never left memory."""
     ids = prefix_ids(engine, documents)
@@ -61,8 +73,8 @@ def in_memory_answer(engine, documents, steps: int = 6):
 FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
-from model.engine import Engine, EngineOptions
-from model.packs import install_pack, load_pack, question_ids
+from feldspar.model.engine import Engine, EngineOptions
+from feldspar.model.packs import install_pack, load_pack, question_ids
 checkpoint, packs_dir, question = sys.argv[1:4]
 engine = Engine.load(checkpoint, EngineOptions(device="cpu", dtype="float32", prefill_chunk=64))
 pack = load_pack(engine, Path(packs_dir), "city")
@@ -87,7 +99,7 @@ def test_pack_prefix_is_everything_before_the_first_user_turn(engine, sources):
 
 
 def test_a_pack_loaded_in_a_fresh_process_matches_the_in_memory_state(engine, sources, packs_dir, tiny_checkpoint):
-    meta = create_pack(engine, packs_dir, "city", [sources])
+    meta = make_pack(engine, packs_dir, "city", [sources])
     documents = json.loads((packs_dir / "city" / DOCS_FILE).read_text(encoding="utf-8"))
     expected_logits, reused, _ = in_memory_answer(engine, documents)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -100,7 +112,7 @@ def test_a_pack_loaded_in_a_fresh_process_matches_the_in_memory_state(engine, so
 
 
 def test_questions_against_a_loaded_pack_match_no_reuse(engine, sources, packs_dir):
-    create_pack(engine, packs_dir, "city", [sources])
+    make_pack(engine, packs_dir, "city", [sources])
     pack = load_pack(engine, packs_dir, "city")
     install_pack(engine, pack)
     for question in ("Where is Quartzville?", "Is mica shiny?"):
@@ -113,7 +125,7 @@ def test_questions_against_a_loaded_pack_match_no_reuse(engine, sources, packs_d
 
 def test_list_show_and_remove(engine, sources, packs_dir):
     assert list_packs(packs_dir) == []
-    create_pack(engine, packs_dir, "city", [sources / "city.txt"])
+    make_pack(engine, packs_dir, "city", [sources / "city.txt"])
     rows = list_packs(packs_dir)
     assert [r["name"] for r in rows] == ["city"] and rows[0]["documents"] == 1
     meta = read_meta(packs_dir, "city")
@@ -126,22 +138,22 @@ def test_list_show_and_remove(engine, sources, packs_dir):
 
 
 def test_name_collisions_and_bad_names_are_refused(engine, sources, packs_dir):
-    create_pack(engine, packs_dir, "city", [sources / "city.txt"])
+    make_pack(engine, packs_dir, "city", [sources / "city.txt"])
     with pytest.raises(StateError, match="already exists"):
-        create_pack(engine, packs_dir, "city", [sources / "notes.md"])
-    create_pack(engine, packs_dir, "city", [sources / "notes.md"], force=True)
+        make_pack(engine, packs_dir, "city", [sources / "notes.md"])
+    make_pack(engine, packs_dir, "city", [sources / "notes.md"], force=True)
     assert read_meta(packs_dir, "city")["sources"][0]["path"].endswith("notes.md")
     with pytest.raises(StateError, match="invalid pack name"):
-        create_pack(engine, packs_dir, "../escape", [sources])
+        make_pack(engine, packs_dir, "../escape", [sources])
     assert sorted(p.name for p in packs_dir.iterdir()) == ["city"]
 
 
 def test_missing_and_unsupported_files_are_refused(engine, sources, packs_dir, tmp_path):
     with pytest.raises(PromptError, match="no such file"):
-        create_pack(engine, packs_dir, "x", [sources / "absent.txt"])
+        make_pack(engine, packs_dir, "x", [sources / "absent.txt"])
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01")
     with pytest.raises(PromptError, match="unsupported"):
-        create_pack(engine, packs_dir, "x", [tmp_path / "blob.bin"])
+        make_pack(engine, packs_dir, "x", [tmp_path / "blob.bin"])
     assert not (packs_dir / "x").exists()
 
 
@@ -149,13 +161,13 @@ def test_a_pack_over_the_context_window_is_refused_before_compute(tiny_checkpoin
     small = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32"))
     small.model.config.max_position_embeddings = 64
     with pytest.raises(StateError, match=r"would need \d+ tokens .* 64-token context window"):
-        create_pack(small, packs_dir, "big", [sources])
+        make_pack(small, packs_dir, "big", [sources])
     assert not packs_dir.exists() or list(packs_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "documents"])
 def test_corrupt_or_truncated_packs_are_refused(engine, sources, packs_dir, damage):
-    create_pack(engine, packs_dir, "city", [sources / "city.txt"])
+    make_pack(engine, packs_dir, "city", [sources / "city.txt"])
     folder = packs_dir / "city"
     state = folder / STATE_FILE
     data = state.read_bytes()
@@ -179,7 +191,7 @@ def test_corrupt_or_truncated_packs_are_refused(engine, sources, packs_dir, dama
 
 
 def test_a_pack_from_another_model_dtype_or_version_is_refused(engine, sources, packs_dir, tiny_dense_checkpoint):
-    create_pack(engine, packs_dir, "city", [sources / "city.txt"])
+    make_pack(engine, packs_dir, "city", [sources / "city.txt"])
     other = Engine.load(str(tiny_dense_checkpoint), EngineOptions(device="cpu", dtype="float32"))
     with pytest.raises(StateError, match="made with model"):
         load_pack(other, packs_dir, "city")

@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from model.catalog import CATALOG, get_spec
-from model.presets import (
+from feldspar.model.catalog import CATALOG, get_spec
+from feldspar.model.presets import (
     TINY_VOCAB_SIZE,
     build_random_model,
     count_params,
     granite_config,
     tiny_spec,
 )
-from model.tokenizer_build import ADDED_TOKENS, TINY_REGULAR_SIZE
+from feldspar.model.tokenizer_build import ADDED_TOKENS, TINY_REGULAR_SIZE
 
 # granite-models.md, "Parameter counts": (total, active)
 PUBLISHED = {
@@ -174,7 +174,7 @@ def test_bfloat16_build():
 
 
 def test_unknown_name_raises_model_not_found():
-    from model.errors import ModelNotFoundError
+    from feldspar.model.errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError):
         granite_config("granite-4.0-h-huge")
@@ -186,7 +186,7 @@ def test_unknown_name_raises_model_not_found():
 def test_tiny_checkpoint_round_trips_through_auto_classes(tiny_checkpoint):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model.checkpoint_random import is_random_checkpoint
+    from feldspar.model.checkpoint_random import is_random_checkpoint
 
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
@@ -214,7 +214,7 @@ def test_base_checkpoint_has_no_chat_template(tiny_base_checkpoint, tiny_dense_c
 
 
 def test_is_random_checkpoint_false_for_other_dirs(tmp_path):
-    from model.checkpoint_random import is_random_checkpoint
+    from feldspar.model.checkpoint_random import is_random_checkpoint
 
     assert not is_random_checkpoint(tmp_path)
     (tmp_path / "feldspar_random.json").write_text('{"random_weights": false}')
@@ -226,7 +226,7 @@ def test_is_random_checkpoint_false_for_other_dirs(tmp_path):
 def test_write_random_checkpoint_uses_given_chat_template(tmp_path):
     from transformers import AutoTokenizer
 
-    from model.checkpoint_random import write_random_checkpoint
+    from feldspar.model.checkpoint_random import write_random_checkpoint
 
     template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
     out = write_random_checkpoint("h-350m", tmp_path / "c", tiny=True, chat_template=template)

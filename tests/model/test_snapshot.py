@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.errors import StateError
-from model.generation import decode_one, new_state, prefill
-from model.snapshot import (
+from feldspar.model.errors import StateError
+from feldspar.model.generation import decode_one, new_state, prefill
+from feldspar.model.snapshot import (
     ATTENTION, MAMBA, detach_kv, from_tensors, layer_kinds, restore, share_kv_prefix, state_bytes,
     storage_bytes, take_snapshot, to_tensors,
 )

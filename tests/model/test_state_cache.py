@@ -11,11 +11,11 @@ import random
 import pytest
 import torch
 
-from model.errors import StateError
-from model.generation import Sampling, decode_tokens
-from model.snapshot import state_bytes
-from model.state_cache import PrefixStateCache
-from model.state_source import FreshState
+from feldspar.model.errors import StateError
+from feldspar.model.generation import Sampling, decode_tokens
+from feldspar.model.snapshot import state_bytes
+from feldspar.model.state_cache import PrefixStateCache
+from feldspar.model.state_source import FreshState
 
 CHUNK = 64
 LOGIT_TOLERANCE = 1e-4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.tokenizer_build import ADDED_TOKEN_NAMES, TINY_REGULAR_SIZE, build_tokenizer
+from feldspar.model.tokenizer_build import ADDED_TOKEN_NAMES, TINY_REGULAR_SIZE, build_tokenizer
 
 # granite-models.md, "Tokenizer (all eight)": ids 100256..100283 in this order.
 GRANITE_ADDED = [

@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model.toolcalls import ToolCall, ToolCallError, parse_assistant
+from feldspar.model.toolcalls import ToolCall, ToolCallError, parse_assistant
 
 
 def block(obj) -> str:

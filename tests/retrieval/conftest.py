@@ -16,9 +16,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # retrieval_helpers, hostile_parsers
 
-from app.compose import build_retrieval  # noqa: E402
-from app.settings import load_settings  # noqa: E402
-from retrieval.embeddings import Embedder  # noqa: E402
+from feldspar.compose import build_retrieval  # noqa: E402
+from feldspar.settings import load_settings  # noqa: E402
+from feldspar.retrieval.embeddings import Embedder  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.chunking import Chunker
-from retrieval.loaders import Extracted
+from feldspar.retrieval.chunking import Chunker
+from feldspar.retrieval.loaders import Extracted
 
 SENTENCE = "Feldspar minerals form about half of the crust of the Earth and weather into clay. "
 

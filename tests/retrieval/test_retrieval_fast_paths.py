@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.scan import display_key, relative_key, scan_entry, scan_root
+from feldspar.retrieval.scan import display_key, relative_key, scan_entry, scan_root
 
 QUERIES = ["granite", "search vector index manifest sync", "Ünïcode ✓ query", "long query words " * 200]
 

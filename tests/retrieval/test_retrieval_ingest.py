@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from retrieval_helpers import assert_consistent, manifest_rows, store_ids
 
-from retrieval.errors import EmbeddingModelMismatch, InvalidSource, StoreBusy
-from retrieval.ingest import single_writer
+from feldspar.errors import user_message
+from feldspar.retrieval.errors import EmbeddingModelMismatch, InvalidSource, StoreBusy
+from feldspar.retrieval.ingest import single_writer
 
 
 def write_corpus(root: Path) -> Path:
@@ -112,8 +113,9 @@ def test_other_embedding_model_is_refused(service, make_service, tmp_path):
     root = write_corpus(tmp_path / "docs")
     service.ingest([root])
     other = make_service(embedding_model="some/other-model")
-    with pytest.raises(EmbeddingModelMismatch, match="--reindex"):
+    with pytest.raises(EmbeddingModelMismatch) as info:
         other.search("granite")
+    assert "--" not in str(info.value) and "--reindex" in user_message(info.value)
     with pytest.raises(EmbeddingModelMismatch):
         other.ingest([root])
 

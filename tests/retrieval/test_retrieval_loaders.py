@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from retrieval_helpers import docx_file, encrypted_pdf_bytes, pdf_bytes
 
-from retrieval.loaders import Unreadable, file_kind, load_file
+from feldspar.retrieval.loaders import Unreadable, file_kind, load_file
 
 LIMIT = 1024 * 1024
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from retrieval_helpers import assert_consistent, pdf_bytes
 
-from retrieval.scan import IGNORED_DIRS
+from feldspar.retrieval.scan import IGNORED_DIRS
 
 
 def build_messy_folder(base: Path) -> tuple[Path, Path]:

@@ -129,7 +129,7 @@ def test_ctrl_c_stops_after_the_current_batch(make_service, tmp_path):
 
 
 def test_second_concurrent_cli_ingest_is_refused(tmp_path):
-    from retrieval.ingest import single_writer
+    from feldspar.retrieval.ingest import single_writer
     from retrieval_helpers import run_cli
 
     root = tmp_path / "corpus"

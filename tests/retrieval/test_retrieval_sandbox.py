@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hostile_parsers as hostile
 
-from retrieval.sandbox import ParserPool
+from feldspar.retrieval.sandbox import ParserPool
 
 
 def run_all(pool: ParserPool, tasks) -> dict:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.evaluation import Question, evaluate, load_questions
-from retrieval.errors import InvalidQuestions
-from retrieval.search import reciprocal_rank_fusion
+from feldspar.retrieval.evaluation import Question, evaluate, load_questions
+from feldspar.retrieval.errors import InvalidQuestions
+from feldspar.retrieval.search import reciprocal_rank_fusion
 
 
 def corpus(root: Path) -> Path:

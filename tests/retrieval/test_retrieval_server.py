@@ -62,7 +62,7 @@ def test_ingest_and_search_through_a_chroma_server(make_service, chroma_server, 
 
 
 def test_unreachable_server_is_a_user_error(make_service):
-    from retrieval.errors import StoreUnavailable
+    from feldspar.retrieval.errors import StoreUnavailable
 
     service = make_service(chroma_host="127.0.0.1", chroma_port=free_port())
     with pytest.raises(StoreUnavailable, match="cannot open the Chroma store"):

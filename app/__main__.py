@@ -1,0 +1,5 @@
+"""`python -m feldspar`: the same as the `feldspar` console script."""
+
+from feldspar.cli import main
+
+main()
