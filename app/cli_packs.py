@@ -1,6 +1,6 @@
-"""CLI for state packs and questions: `pack create|list|show|rm`, `ask`, `bench reuse`.
+"""CLI for state packs: `pack create|list|show|rm` (`ask --pack` lives in app/cli_agent.py).
 
-Turns flags into Settings and calls model.packs / the engine / bench.reuse; shows a
+Turns flags into Settings and calls model.packs and the engine; shows a
 progress bar on stderr while a long prompt is prefilled; prints tables, or JSON with
 --json. Knows nothing of how states are cached, saved or checked.
 """
@@ -8,23 +8,18 @@ progress bar on stderr while a long prompt is prefilled; prints tables, or JSON 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import (
-    DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt, _params, print_stats,
-    stream_to_terminal,
-)
-from feldspar.cli_root import (
-    HomeOpt, JsonOpt, ModelOpt, app, console, err_console, pack_app, print_json, print_table,
-    settings_from,
-)
+from feldspar.cli_model import DeviceOpt, DtypeOpt
+from feldspar.cli_root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
 from feldspar.cli_progress import prefill_progress
 from feldspar.compose import build_engine
 
-PackOpt = Annotated[Optional[str], typer.Option("--pack", "-p", help="answer against this state pack")]
+
+
 def _human_bytes(count: int | None) -> str:
     if count is None:
         return ""
@@ -103,60 +98,3 @@ def pack_rm(name: Annotated[str, typer.Argument(help="pack name")], home: HomeOp
 
     remove_pack(settings_from(home=home).packs_dir, name)
     console.print(f"removed pack {name!r}")
-
-
-# ---- ask -------------------------------------------------------------------------------
-def _engine_for_pack(settings_flags: dict[str, Any], pack: str | None):
-    """Settings and engine; a pack's own model and dtype are the default when not given."""
-    from feldspar.model.packs import read_meta
-
-    flags = dict(settings_flags)
-    if pack is not None:
-        meta = read_meta(settings_from(home=flags.get("home")).packs_dir, pack)
-        flags["model"] = flags.get("model") or meta.get("model_source")
-        flags["dtype"] = flags.get("dtype") or meta.get("dtype")
-    settings = settings_from(**flags)
-    return settings, build_engine(settings)
-
-
-def _answer(engine, documents, question: str, params, show: bool, label: bool):
-    from feldspar.model.packs import question_ids
-
-    if documents is None:
-        ids = engine.encode(engine.render([{"role": "user", "content": question}]))
-    else:
-        ids = question_ids(engine, documents, question)
-    with prefill_progress(show) as progress:
-        stream = engine.stream(ids, params, progress)
-        if show and label:
-            console.print(f"[bold]Q:[/bold] {question}")
-        return stream_to_terminal(stream, show=show)
-
-
-@app.command()
-def ask(
-    questions: Annotated[list[str], typer.Argument(help="one or more questions; each is answered separately")],
-    pack: PackOpt = None, model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None,
-    top_p: TopPOpt = None, seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False,
-    json_out: JsonOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
-) -> None:
-    """Answer questions, optionally against a state pack; all questions reuse the loaded state."""
-    from feldspar.model.packs import install_pack, load_pack
-
-    settings, engine = _engine_for_pack({"home": home, "model": model, "device": device, "dtype": dtype}, pack)
-    params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
-    loaded = load_pack(engine, settings.packs_dir, pack) if pack else None
-    if loaded is not None:
-        install_pack(engine, loaded)
-        if verbose and not json_out:
-            err_console.print(f"[dim]pack {pack!r}: {len(loaded.token_ids):,} tokens loaded in {loaded.load_s:.2f} s[/dim]")
-    answers = []
-    for question in questions:
-        result = _answer(engine, loaded.documents if loaded else None, question, params, show=not json_out,
-                         label=len(questions) > 1)
-        answers.append({"question": question, **result.to_dict()})
-        if verbose and not json_out:
-            print_stats(result)
-    if json_out:
-        print_json({"model": engine.name, "pack": pack, "pack_load_s": round(loaded.load_s, 4) if loaded else None,
-                    "answers": answers})

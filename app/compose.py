@@ -62,3 +62,105 @@ def build_retrieval(settings: Settings):
         ingest=options,
     )
     return RetrievalService(config)
+
+
+# ---- the agent ---------------------------------------------------------------------------
+def build_chat_model(settings: Settings, engine: "Engine"):
+    """ChatGranite over the local engine, with the generation settings."""
+    from feldspar.agents.chat_model import ChatGranite
+    from feldspar.model.chat_backend import LocalChatBackend
+
+    return ChatGranite(backend=LocalChatBackend(engine), max_new_tokens=settings.max_new_tokens,
+                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+
+
+def agent_config(settings: Settings, **overrides):
+    from feldspar.agents.configuration import AgentConfig
+
+    values = dict(policy=settings.agent_policy, k=settings.agent_k, max_steps=settings.agent_max_steps,
+                  max_tool_calls=settings.agent_max_tool_calls, max_new_tokens=settings.max_new_tokens,
+                  summary_share=settings.agent_summary_share, approve=settings.approve)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return AgentConfig(**values)
+
+
+def collection_search(settings: Settings, service):
+    """search(query, k) over ``settings.collection``; a missing or empty collection fails here, once."""
+    from feldspar.agents.errors import AgentError
+
+    rows = {row["name"]: row for row in service.collections()}
+    row = rows.get(settings.collection)
+    if row is None:
+        service.store.open(settings.collection, service.embedder.name, create=False)  # raises UnknownCollection
+    if row is not None and not row.get("chunks"):
+        raise AgentError(f"collection {settings.collection!r} is empty", fix="ingest_first", collection=settings.collection)
+    return lambda query, k: [hit.to_dict() for hit in service.search(query, k)]
+
+
+class ThreadStateHooks:
+    """Saves the engine's state at the end of each thread turn and restores it in a new process."""
+
+    def __init__(self, engine: "Engine", directory, budget_bytes: int) -> None:
+        self.engine, self.directory, self.budget = engine, directory, budget_bytes
+        self.restored: set[str] = set()
+
+    def restore(self, thread_id: str) -> int:
+        from feldspar.model.thread_states import restore_thread_state
+
+        if thread_id in self.restored:
+            return 0
+        self.restored.add(thread_id)
+        return restore_thread_state(self.engine, self.directory, thread_id)
+
+    def save(self, thread_id: str) -> None:
+        from feldspar.model.thread_states import save_thread_state
+
+        self.restored.add(thread_id)
+        save_thread_state(self.engine, self.directory, thread_id, self.engine.last_ids, self.budget,
+                          self.engine.last_prompt_ids)
+
+
+def build_agent(settings: Settings, engine: "Engine | None" = None, *, pack: str | None = None,
+                policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True):
+    """The agent graph wired to the engine, the collection (or a state pack), tools and threads."""
+    from feldspar.agents.nodes import AgentDeps
+    from feldspar.agents.runner import Agent
+    from feldspar.agents.threads import ThreadStore
+    from feldspar.agents.tools import run_tool
+
+    engine = engine or build_engine(settings)
+    config = agent_config(settings, policy=policy or ("pack" if pack else None), approve=approve)
+    retrieval = search = pack_documents = None
+    if pack is not None:
+        pack_documents = attach_pack(settings, engine, pack)
+    elif config.policy in ("always", "auto"):
+        retrieval = build_retrieval(settings)
+        search = collection_search(settings, retrieval)
+    tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
+    deps = AgentDeps(chat_model=build_chat_model(settings, engine), config=config, search=search, tools=tools,
+                     run_tool=lambda tool, args: run_tool(tool, args).__dict__, pack_documents=pack_documents,
+                     context_window=engine.context_window,
+                     count_tokens=token_counter(engine))
+    store = ThreadStore(settings.threads_path) if threads else None
+    hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
+    meta = {"model": engine.name, "collection": None if pack else settings.collection, "pack": pack}
+    return Agent(deps, store, meta=meta, state_hooks=hooks if settings.reuse else None)
+
+
+def attach_pack(settings: Settings, engine: "Engine", name: str) -> list[dict]:
+    """Load a state pack into the engine's cache; returns its documents."""
+    from feldspar.model.packs import install_pack, load_pack
+
+    loaded = load_pack(engine, settings.packs_dir, name)
+    install_pack(engine, loaded)
+    return loaded.documents
+
+
+def token_counter(engine: "Engine"):
+    """Exact prompt token counts for the agent's budget checks (langchain messages → Granite ids)."""
+    from feldspar.agents.chat_model import to_granite_messages
+
+    def count(messages, tools, documents) -> int:
+        return len(engine.encode(engine.render(to_granite_messages(messages), tools, documents)))
+
+    return count

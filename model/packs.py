@@ -141,12 +141,12 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
             f"context window (and questions need room too); use fewer or shorter files")
     prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk, progress=progress)
     snapshot = take_snapshot(prepared.state, prepared.logits)
-    meta = _metadata(engine, name, ids, sources, documents, prepared.prefill_s)
-    _write_atomically(target, snapshot, ids, documents, meta)
+    meta = state_metadata(engine, name, ids, sources, documents, prepared.prefill_s)
+    write_atomically(target, snapshot, ids, documents, meta)
     return read_meta(packs_dir, name)
 
 
-def _metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str, Any]:
+def state_metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str, Any]:
     return {
         "format": PACK_FORMAT, "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": engine.name, "model_source": engine.resolved.source,
@@ -165,7 +165,7 @@ def write_state_file(path: Path, snapshot: Snapshot, ids: Sequence[int]) -> None
     save_file(tensors, str(path), metadata={"format": str(PACK_FORMAT), "tokens": str(len(ids))})
 
 
-def _write_atomically(target: Path, snapshot: Snapshot, ids: list[int], documents: list[dict], meta: dict) -> None:
+def write_atomically(target: Path, snapshot: Snapshot, ids: list[int], documents: list[dict], meta: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)

@@ -225,6 +225,15 @@ class PrefixStateCache:
         entry.pinned = entry.pinned or pinned
         self._evict(keep=entry)
 
+    def deepest(self, ids: Sequence[int]) -> Snapshot | None:
+        """The deepest stored snapshot of a prefix of ``ids``, the full length included (logits or not)."""
+        tokens = np.asarray(list(ids), dtype=np.int64)
+        if len(tokens) == 0:
+            return None
+        _, passed = self.tree.match(tokens)
+        entry = self._resume_entry(passed, len(tokens) + 1)
+        return entry.snapshot if entry else None
+
     @property
     def total_bytes(self) -> int:
         return storage_bytes(t for e in self.entries for t in e.snapshot.tensors())

@@ -1,0 +1,72 @@
+"""The agent's trace: one plain dict per step, stored with the thread, shown by CLI and UI.
+
+Step kinds: ``retrieve`` (query, hits), ``model`` (prompt/reused/computed tokens, TTFT, raw
+text, parsed calls, repairs, parse errors), ``tool`` (name, validated args, result or
+error, duration), ``approval``, ``summarise`` (tokens before/after) and ``final`` (why the
+turn stopped, citations). Every step has ``turn``, ``node``, ``started``, ``ended`` and
+``duration_s``. Knows dicts and text; nothing of graphs or models.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def step(node: str, turn: int, **fields: Any) -> Iterator[dict[str, Any]]:
+    """A trace step timed around the ``with`` body; the body fills in the details."""
+    started = time.time()
+    record: dict[str, Any] = {"turn": turn, "node": node, **fields}
+    try:
+        yield record
+    finally:
+        ended = time.time()
+        record.update(started=_stamp(started), ended=_stamp(ended), duration_s=round(ended - started, 4))
+
+
+def turn_steps(trace: list[dict[str, Any]], turn: int) -> list[dict[str, Any]]:
+    return [s for s in trace if s.get("turn") == turn]
+
+
+def _short(text: Any, width: int = 100) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def describe(s: dict[str, Any]) -> str:
+    """One readable line (plus indented detail lines) for a step."""
+    node, head = s.get("node"), f"[{s.get('duration_s', 0):.2f}s] {s.get('node')}"
+    if node == "retrieve":
+        hits = "\n".join(f"    [{h.get('doc_id')}] {h.get('path')} p{h.get('page') or '-'} "
+                         f"{h.get('start')}-{h.get('end')} score {h.get('score', 0):.3f}" for h in s.get("hits", []))
+        return f"{head} query={_short(s.get('query'), 60)!r} hits={len(s.get('hits', []))} ({s.get('mode', '')})" + (
+            "\n" + hits if hits else "")
+    if node == "model":
+        calls = ", ".join(f"{c['name']}({_short(c.get('args'), 60)})" for c in s.get("tool_calls", []))
+        extra = (f" calls: {calls}" if calls else "") + (f" repairs: {s['repairs']}" if s.get("repairs") else "") + (
+            f" parse errors: {len(s['parse_errors'])}" if s.get("parse_errors") else "")
+        return (f"{head} prompt {s.get('prompt_tokens')} (reused {s.get('reused_tokens')}, computed "
+                f"{s.get('computed_tokens')}) ttft {s.get('ttft_s', 0):.2f}s finish {s.get('finish_reason')}{extra}"
+                f"\n    raw: {_short(s.get('raw_text'), 160)}")
+    if node == "tool":
+        outcome = f"error: {_short(s['error'])}" if s.get("error") else f"-> {_short(s.get('result'))}"
+        return f"{head} {s.get('name')}({_short(s.get('args'), 80)}) {outcome}"
+    if node == "approval":
+        return f"{head} {s.get('name')}: {'approved' if s.get('approved') else 'refused'} ({s.get('how')})"
+    if node == "summarise":
+        return (f"{head} {s.get('messages')} messages summarised: prompt {s.get('tokens_before')} -> "
+                f"{s.get('tokens_after')} tokens")
+    if node == "final":
+        return f"{head} stop: {s.get('stop_reason')}; cited {s.get('cited')}; unknown ids {s.get('unknown_ids') or '-'}"
+    return f"{head} {_short({k: v for k, v in s.items() if k not in ('started', 'ended')})}"
+
+
+def format_trace(steps: list[dict[str, Any]]) -> str:
+    return "\n".join(f"turn {s.get('turn')} {describe(s)}" for s in steps)
