@@ -34,7 +34,7 @@ SEARCH_TOOL = {"type": "function", "function": {
                    "required": ["query"]}}}
 Search = Callable[[str, int], list[dict]]
 CountTokens = Callable[[list[AnyMessage], list[dict] | None, list[dict] | None], int]
-RunTool = Callable[[Any, dict], dict]  # (tool, args) -> {"args", "result", "error", "duration_s"}
+RunTool = Callable[[Any, dict], dict]  # (tool, args) -> {"arguments", "result", "error", "timed_out", …}
 
 
 def rough_token_count(messages: list[AnyMessage], tools: list[dict] | None, documents: list[dict] | None) -> int:
@@ -236,7 +236,8 @@ class Nodes:
                 record["error"] = "no tool runner is configured"
             else:
                 outcome = self.deps.run_tool(tool, dict(call.get("args") or {}))
-                record.update({k: outcome.get(k) for k in ("args", "result", "error", "timed_out") if k in outcome})
+                record.update(args=outcome.get("arguments", record["args"]), result=outcome.get("result"),
+                              error=outcome.get("error"), timed_out=bool(outcome.get("timed_out")))
         text = f"Error: {record['error']}" if record.get("error") else str(record.get("result"))
         return text, record
 

@@ -65,6 +65,8 @@ class Agent:
     def _run(self, question: str | None, thread_id: str, resume: Any = None) -> Iterator[AgentEvent]:
         if self.state_hooks is not None:
             self.state_hooks.restore(thread_id)
+        if question is not None:
+            self._record_turn(thread_id, question)  # listed from its first step on, even if killed mid-turn
         payload: Any = Command(resume=resume) if resume is not None else {
             "question": question, "messages": [HumanMessage(question or "")]}
         for mode, chunk in self.graph.stream(payload, self.config(thread_id), stream_mode=["messages", "updates"]):
@@ -89,11 +91,11 @@ class Agent:
             if node == "finalize" and isinstance(update, dict) and update.get("answer"):
                 yield AgentEvent("answer", thread_id, data=update["answer"], text=update["answer"]["text"])
 
-    def _record_turn(self, thread_id: str) -> None:
+    def _record_turn(self, thread_id: str, question: str | None = None) -> None:
         if self.threads is None:
             return
         values = self.graph.get_state(self.config(thread_id)).values
-        first = next((m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)), "")
+        first = next((m.content for m in values.get("messages", []) if isinstance(m, HumanMessage)), question or "")
         self.threads.touch(thread_id, str(first), turns=values.get("turn", 0), **self.meta)
 
     def pending_approval(self, thread_id: str) -> dict[str, Any] | None:

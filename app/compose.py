@@ -71,7 +71,8 @@ def build_chat_model(settings: Settings, engine: "Engine"):
     from feldspar.model.chat_backend import LocalChatBackend
 
     return ChatGranite(backend=LocalChatBackend(engine), max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                       reuse=None if settings.reuse else False)
 
 
 def agent_config(settings: Settings, **overrides):
@@ -120,15 +121,19 @@ class ThreadStateHooks:
                           self.engine.last_prompt_ids)
 
 
-def build_agent(settings: Settings, engine: "Engine | None" = None, *, pack: str | None = None,
+def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_model=None, pack: str | None = None,
                 policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True):
-    """The agent graph wired to the engine, the collection (or a state pack), tools and threads."""
+    """The agent graph wired to a chat model (ChatGranite over ``engine`` unless one is given),
+    the collection or a state pack, tools and persistent threads."""
     from feldspar.agents.nodes import AgentDeps
     from feldspar.agents.runner import Agent
     from feldspar.agents.threads import ThreadStore
     from feldspar.agents.tools import run_tool
 
-    engine = engine or build_engine(settings)
+    if chat_model is None:
+        engine = engine or build_engine(settings)
+        chat_model = build_chat_model(settings, engine)
+    backend = chat_model.backend
     config = agent_config(settings, policy=policy or ("pack" if pack else None), approve=approve)
     retrieval = search = pack_documents = None
     if pack is not None:
@@ -137,14 +142,16 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, pack: str
         retrieval = build_retrieval(settings)
         search = collection_search(settings, retrieval)
     tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
-    deps = AgentDeps(chat_model=build_chat_model(settings, engine), config=config, search=search, tools=tools,
-                     run_tool=lambda tool, args: run_tool(tool, args).__dict__, pack_documents=pack_documents,
-                     context_window=engine.context_window,
-                     count_tokens=token_counter(engine))
+    deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
+                     run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
+                     context_window=backend.context_window,
+                     count_tokens=token_counter(chat_model))
     store = ThreadStore(settings.threads_path) if threads else None
-    hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
-    meta = {"model": engine.name, "collection": None if pack else settings.collection, "pack": pack}
-    return Agent(deps, store, meta=meta, state_hooks=hooks if settings.reuse else None)
+    hooks = None
+    if engine is not None and settings.reuse:
+        hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
+    meta = {"model": backend.name, "collection": None if pack else settings.collection, "pack": pack}
+    return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
 def attach_pack(settings: Settings, engine: "Engine", name: str) -> list[dict]:
@@ -156,11 +163,9 @@ def attach_pack(settings: Settings, engine: "Engine", name: str) -> list[dict]:
     return loaded.documents
 
 
-def token_counter(engine: "Engine"):
-    """Exact prompt token counts for the agent's budget checks (langchain messages → Granite ids)."""
-    from feldspar.agents.chat_model import to_granite_messages
-
+def token_counter(chat_model):
+    """Exact prompt token counts for the agent's budget checks, as the backend's model sees them."""
     def count(messages, tools, documents) -> int:
-        return len(engine.encode(engine.render(to_granite_messages(messages), tools, documents)))
+        return len(chat_model.prompt_token_ids(messages, tools, documents))
 
     return count
