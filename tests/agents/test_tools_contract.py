@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from langchain_core.tools import StructuredTool, tool
 from pydantic import BaseModel, Field
 
+from datetime import datetime, timezone
+
+from feldspar.agents.builtin_tools import calculator_tool, current_time_tool
 from feldspar.agents.errors import AgentError, InvalidToolArguments, ToolDefinitionError
 from feldspar.agents.tools import (
     MAX_HUNG_CALLS, FeldsparTool, ToolOutcome, check_unique, feldspar_tool, find_tool, from_langchain, run_named,
@@ -229,6 +232,23 @@ def test_the_decorator_builds_the_schema_from_the_signature():
     assert run_tool(send_message, {"to": "ada"}).result == "sent to ada"
 
 
+# ---- current_time ----------------------------------------------------------------------
+FIXED = datetime(2026, 3, 1, 12, 30, 5, tzinfo=timezone.utc)
+
+
+def test_current_time_in_a_named_zone():
+    clock = current_time_tool(clock=lambda: FIXED)
+    assert run_tool(clock, {"tz": "Europe/Paris"}).value == {
+        "time": "2026-03-01T13:30:05+01:00", "timezone": "Europe/Paris", "weekday": "Sunday"}
+    assert run_tool(clock, {"tz": "UTC"}).value["time"] == "2026-03-01T12:30:05+00:00"
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "../../../etc/passwd", "/etc/localtime", "Europe/\x00", "."])
+def test_current_time_refuses_unknown_zones_and_paths(zone):
+    error = run_tool(current_time_tool(clock=lambda: FIXED), {"tz": zone}).error
+    assert error.startswith(f"unknown time zone {zone!r}; use an IANA name")
+
+
 # ---- fuzzing ---------------------------------------------------------------------------
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -237,10 +257,12 @@ ARGUMENTS = JSON | st.fixed_dictionaries({}, optional={"a": JSON, "b": JSON, "c"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(["add", "shout", "count"]) | st.text(max_size=30), arguments=ARGUMENTS)
+@given(name=st.sampled_from(["add", "shout", "count", "calculator", "current_time"]) | st.text(max_size=30),
+       arguments=ARGUMENTS | st.fixed_dictionaries({}, optional={"expression": JSON, "tz": JSON, "text": JSON}))
 def test_fuzzed_tool_calls_never_raise(name, arguments):
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    tools = [adder(), from_langchain(shout), FeldsparTool("count", "Count.", schema, lambda a: list(range(a % 5)))]
+    tools = [adder(), from_langchain(shout), FeldsparTool("count", "Count.", schema, lambda a: list(range(a % 5))),
+             calculator_tool(), current_time_tool()]
     outcome = run_named(tools, name, arguments)
     assert isinstance(outcome, ToolOutcome)
     assert (outcome.result is None) != (outcome.error is None)
