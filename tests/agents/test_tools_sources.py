@@ -172,6 +172,12 @@ def test_an_mcp_server_that_cannot_start_is_one_clear_error(tmp_path):
         load_mcp_tools({"ghost": {"command": str(missing)}})
 
 
+def test_an_mcp_server_that_never_answers_times_out_with_a_clear_error():
+    silent = {"command": sys.executable, "args": ["-c", "import time; time.sleep(600)"]}
+    with pytest.raises(McpError, match="MCP server 'mute' did not list its tools within 0.5 s"):
+        load_mcp_tools({"mute": silent}, timeout_s=0.5)
+
+
 @pytest.mark.parametrize("entry, words", [
     ({"transport": "stdio"}, "a stdio MCP server needs a command"),
     ({"transport": "sse"}, "a sse MCP server needs a url"),
