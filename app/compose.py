@@ -169,3 +169,31 @@ def token_counter(chat_model):
         return len(chat_model.prompt_token_ids(messages, tools, documents))
 
     return count
+
+
+def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
+    """The agent's tools: built-ins (search/read only with a retrieval service), a tools module, MCP servers.
+
+    ``tools_module`` (a path) overrides ``settings.tools_module``.
+    """
+    from feldspar.agents.builtin_tools import (
+        calculator_tool, current_time_tool, read_document_tool, search_documents_tool,
+    )
+    from feldspar.agents.tools import check_unique
+
+    tools = []
+    if retrieval is not None:
+        tools.append(search_documents_tool(lambda query, k: [hit.to_dict() for hit in retrieval.search(query, k)]))
+        tools.append(read_document_tool(retrieval.read_span))
+    tools += [calculator_tool(), current_time_tool()]
+    module = tools_module or settings.tools_module
+    if module is not None:
+        from feldspar.agents.tool_sources import load_tools_module
+
+        tools += load_tools_module(module)
+    if settings.mcp_servers:
+        from feldspar.agents.tool_sources import load_mcp_tools
+
+        servers = {name: server.model_dump(exclude_none=True) for name, server in settings.mcp_servers.items()}
+        tools += load_mcp_tools(servers)
+    return check_unique(tools)

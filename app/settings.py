@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,31 @@ from pydantic_settings import (
 
 class SettingsError(Exception):
     """A configuration value is invalid; the message names the field."""
+
+
+class McpServer(BaseModel):
+    """One MCP server whose tools the agent may use (``[mcp_servers.NAME]`` in config.toml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["stdio", "streamable_http", "sse"] = "stdio"
+    command: str | None = Field(None, description="program that starts a stdio server")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = Field(None, description="environment of a stdio server")
+    cwd: Path | None = None
+    url: str | None = Field(None, description="address of an HTTP/SSE server")
+    headers: dict[str, str] | None = None
+    side_effects: bool | None = Field(None, description="default: true unless the server marks a tool read-only")
+    timeout_s: float = Field(60.0, gt=0, description="limit of one tool call")
+    tool_prefix: str | None = Field(None, description="prefix for this server's tool names")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "McpServer":
+        if self.transport == "stdio" and not self.command:
+            raise ValueError("a stdio MCP server needs a command")
+        if self.transport != "stdio" and not self.url:
+            raise ValueError(f"a {self.transport} MCP server needs a url")
+        return self
 
 
 def default_home() -> Path:
@@ -75,6 +100,10 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1)
     parse_workers: int = Field(2, ge=1, description="parser subprocesses during ingest")
     parse_memory_mb: int = Field(2048, ge=64, description="address-space limit of a parser subprocess")
+
+    # --- agent tools ----------------------------------------------------------------
+    tools_module: Path | None = Field(None, description="Python file defining extra agent tools")
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict, description="MCP servers lending tools")
 
     @classmethod
     def settings_customise_sources(

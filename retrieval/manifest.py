@@ -56,7 +56,9 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        # Serialized SQLite (threadsafety 3): one connection may serve callers on other threads,
+        # e.g. agent tools that run in worker threads.
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

@@ -70,6 +70,13 @@ class RetrievalService:
         chunks = self.store.open(name, self.embedder.name, create=False)
         return self.searcher.search(chunks, self.manifest.generation(name), query, k, path_glob, file_types)
 
+    def read_span(self, path: str, start: int | None = None, end: int | None = None,
+                  collection: str | None = None) -> dict[str, Any]:
+        """Characters ``[start, end)`` of one indexed file of the collection (see ``documents.read_span``)."""
+        from feldspar.retrieval.documents import read_span
+
+        return read_span(self.manifest, self._name(collection), path, start, end, self.config.ingest.max_file_bytes)
+
     def sources(self, collection: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         return self.manifest.sources(self._name(collection), status)
 

@@ -50,8 +50,9 @@ def venv(wheel, tmp_path_factory) -> Path:
     run([sys.executable, "-m", "venv", "--without-pip", str(env)])
     python = env / "bin" / "python"
     site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    # A plain path line: .pth files inside that folder (our editable install's finder) are not run.
-    Path(site, "outer-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    # Plain path lines: .pth files inside those folders (our editable install's finder) are not run.
+    outer = [sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("site-packages"))]
+    Path(site, "outer-environment.pth").write_text("\n".join(dict.fromkeys(outer)) + "\n", encoding="utf-8")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)])
     return env
 
