@@ -77,7 +77,7 @@ def print_usage(answer: dict[str, Any]) -> None:
                       f"thread {answer.get('thread_id')}[/dim]")
 
 
-def _stream_one(agent, question: str, thread_id: str | None, approve, show: bool) -> dict[str, Any]:
+def stream_answer(agent, question: str, thread_id: str | None, approve, show: bool) -> dict[str, Any]:
     from feldspar.agents.trace import describe
 
     def on_event(event) -> None:
@@ -128,7 +128,7 @@ def ask(
     for question in questions:
         if not json_out and len(questions) > 1:
             console.print(f"[bold]Q:[/bold] {escape(question)}")
-        answer = _stream_one(agent, question, thread_id, approver, show=not json_out)
+        answer = stream_answer(agent, question, thread_id, approver, show=not json_out)
         thread_id = answer["thread_id"]
         answers.append({"question": question, **answer, "random_weights": random_weights})
         if not json_out:

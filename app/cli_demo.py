@@ -1,8 +1,8 @@
 """`feldspar demo`: the main job on embedded defaults, fully offline.
 
-Shows the catalog, ingests the project's own docs and searches them, then answers a
-question from the retrieved passages with the default Granite checkpoint when one can be
-loaded. Without a real checkpoint it says so in one line with how to get one: it never
+Shows the catalog, ingests the project's own docs and searches them, then runs the agent
+(retrieval policy ``always``: the passages reach the prompt as a search response) for a
+cited answer with the default Granite checkpoint when one can be loaded. Without a real checkpoint it says so in one line with how to get one: it never
 passes off random weights as an answer.
 """
 
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from feldspar.cli_root import HomeOpt, ModelOpt, app, console, err_console, settings_from
+from feldspar.cli_root import HomeOpt, ModelOpt, app, console, settings_from
 
 QUESTION = "How does Feldspar reuse the state of a hybrid Granite model?"
 
@@ -23,38 +23,39 @@ def _catalog() -> None:
     print_catalog()
 
 
-def _retrieval(settings):
-    try:
-        from feldspar.cli_retrieval import demo_retrieval
-    except ImportError:
-        console.print("[dim]retrieval is not available in this build[/dim]")
-        return []
-    return demo_retrieval(settings, console) or []
+def _retrieval(settings) -> None:
+    from feldspar.cli_retrieval import demo_retrieval
+
+    demo_retrieval(settings, console)
 
 
-def _answer(settings, passages) -> None:
-    from feldspar.cli_model import stream_to_terminal
-    from feldspar.compose import build_engine
+def answer_question(agent, question: str = QUESTION) -> dict:
+    """Ask the agent one question, streaming its answer and listing its sources."""
+    from feldspar.cli_agent import print_sources, print_usage, stream_answer
+
+    console.print(f"[bold]you>[/bold] {question}")
+    console.print("[bold]granite>[/bold] ", end="")
+    answer = stream_answer(agent, question, None, approve=None, show=True)
+    print_sources(answer)
+    print_usage(answer)
+    return answer
+
+
+def _answer(settings) -> None:
+    from feldspar.compose import build_agent, build_engine
+    from feldspar.errors import user_message
     from feldspar.model.checkpoint_random import is_random_checkpoint
-    from feldspar.model.engine import GenerationParams
     from feldspar.model.errors import ModelError
 
     try:
         engine = build_engine(settings)
     except ModelError as exc:
-        console.print(f"[yellow]No Granite checkpoint could be loaded for the chat step.[/yellow] {exc}")
+        console.print(f"[yellow]No Granite checkpoint could be loaded for the answer step.[/yellow] {user_message(exc)}")
         return
     if engine.resolved.local and is_random_checkpoint(engine.resolved.source):
         console.print(f"[yellow]{engine.resolved.source} holds random weights; not generating an answer from it.[/yellow]")
         return
-    documents = [{"doc_id": i, "title": p.get("path", ""), "text": p.get("text", "")}
-                 for i, p in enumerate(passages[:3], start=1)]
-    console.print(f"[bold]you>[/bold] {QUESTION}")
-    console.print("[bold]granite>[/bold] ", end="")
-    result = stream_to_terminal(engine.chat([{"role": "user", "content": QUESTION}], documents=documents or None,
-                                            params=GenerationParams(max_new_tokens=settings.max_new_tokens)))
-    err_console.print(f"[dim]{result.prompt_tokens} prompt tokens · {result.completion_tokens} new · "
-                      f"TTFT {result.ttft_s:.2f} s[/dim]")
+    answer_question(build_agent(settings.model_copy(update={"collection": "docs"}), engine, approve="never"))
 
 
 @app.command()
@@ -65,7 +66,7 @@ def demo(model: ModelOpt = None, home: HomeOpt = None,
     console.rule("Granite 4.0 models")
     _catalog()
     console.rule("Retrieval over the project's docs")
-    passages = _retrieval(settings)
-    console.rule(f"Grounded answer with {settings.model}")
-    _answer(settings, passages)
+    _retrieval(settings)
+    console.rule(f"The agent's grounded answer with {settings.model}")
+    _answer(settings)
 
