@@ -123,7 +123,7 @@ def _answer(engine, documents, question: str, params, show: bool, label: bool):
     from feldspar.model.packs import question_ids
 
     if documents is None:
-        ids = engine.encode(engine.render([{"role": "user", "content": question}]))
+        ids = engine.chat_ids([{"role": "user", "content": question}])
     else:
         ids = question_ids(engine, documents, question)
     with prefill_progress(show) as progress:
