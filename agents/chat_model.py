@@ -9,8 +9,8 @@ turns the raw text back into an ``AIMessage``:
 - content: the visible text, streamed as it is generated (``_stream`` yields chunks as
   the backend streams; tool-call text is never streamed, see model/toolcall_stream.py);
 - ``tool_calls`` / ``invalid_tool_calls`` from ``parse_assistant(raw, tools)``: recovered
-  shapes and schema checks included; an invalid call's ``args`` is the raw call text
-  (JSON-quoted if it would otherwise read as an object) and, with ``invoke``, its ``error``
+  shapes and schema checks included; an invalid call's ``args`` is the raw call text as a
+  JSON string (so langchain never mistakes it for arguments) and, with ``invoke``, its ``error``
   is the message for the model (streamed chunks lose ``error``: read
   ``response_metadata["parse_errors"]``);
 - ``usage_metadata``: input/output/total tokens, ``input_token_details.cache_read`` =
@@ -48,16 +48,9 @@ _CALL_KEYS = ("max_new_tokens", "max_tokens", "temperature", "top_p", "seed", "r
               "documents", "model")
 
 
-def _is_object_json(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
 def invalid_call_args(error: ToolCallError) -> str:
-    """The raw call text, JSON-quoted when langchain would otherwise read it as valid arguments."""
-    return json.dumps(error.raw, ensure_ascii=False) if _is_object_json(error.raw) else error.raw
+    """The raw call text as a JSON string: langchain can never read it as valid arguments."""
+    return json.dumps(error.raw, ensure_ascii=False)
 
 
 def parse_error_record(error: ToolCallError) -> dict[str, Any]:
