@@ -128,23 +128,25 @@ def prompt(
     raw: Annotated[bool, typer.Option("--raw", help="no chat template: the text as given")] = False,
     model: ModelOpt = None, json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
-    """Print the exact prompt the model would see, and its token count."""
+    """Print the exact prompt the model would see, and its token count (--json: also its token ids)."""
     from feldspar.model.loader import load_tokenizer, resolve
-    from feldspar.model.prompts import encode, render_chat
+    from feldspar.model.prompts import chat_token_ids, encode, render_chat
 
     settings = settings_from(home=home, model=model)
     tokenizer = load_tokenizer(resolve(settings.model))
     if raw:
         rendered = _prompt_text(text, file)
+        ids = encode(tokenizer, rendered)
     else:
         msgs = read_json_list(messages, "messages") if messages else _messages(_prompt_text(text, file), system)
-        rendered = render_chat(tokenizer, msgs, read_json_list(tools, "tools"), _documents(documents, doc))
-    count = len(encode(tokenizer, rendered))
+        tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
+        rendered = render_chat(tokenizer, msgs, tool_list, docs)
+        ids = chat_token_ids(tokenizer, msgs, tool_list, docs)
     if json_out:
-        print_json({"prompt": rendered, "tokens": count})
+        print_json({"prompt": rendered, "tokens": len(ids), "token_ids": ids})
         return
     console.out(rendered, highlight=False)
-    err_console.print(f"[dim]{count} tokens[/dim]")
+    err_console.print(f"[dim]{len(ids)} tokens[/dim]")
 
 
 @app.command()

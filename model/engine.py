@@ -3,15 +3,17 @@
 Contract: takes messages, tools (OpenAI function schemas), documents (dicts), plain text
 or FIM prefix/suffix; returns streamed text deltas and a final ``GenerationResult`` with
 token counts, finish reason, timings and state-reuse statistics. The prompt is rendered by
-the checkpoint's own chat template. Where the starting state comes from is a
-``StateSource`` (fresh, or the hybrid prefix cache). Knows token ids, tensors, messages,
+the checkpoint's own chat template and encoded so that control-token strings inside
+messages, tools and documents stay plain text (``chat_ids``). Where the starting state
+comes from is a ``StateSource`` (fresh, or the hybrid prefix cache; ``use_states`` installs
+one, e.g. a cache holding a state pack, and makes it the default even when reuse was off). Knows token ids, tensors, messages,
 tools and documents; nothing of agents, stores or the CLI.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -21,8 +23,11 @@ from feldspar.model.detok import Detokenizer
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import Sampling, decode_tokens
 from feldspar.model.loader import Resolved, load_checkpoint
+from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
-from feldspar.model.toolcalls import ParsedTurn, parse_assistant
+from feldspar.model.stops import StopScanner
+
+__all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "Stream"]
 
 
 @dataclass(frozen=True)
@@ -42,66 +47,10 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     reuse: bool | None = None  # None: the engine's default
+    stop: tuple[str, ...] = ()  # stop strings: the text ends before the first one
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end of text) or "length"
-    reused_tokens: int = 0
-    computed_tokens: int = 0
-    restore_s: float = 0.0
-    prefill_s: float = 0.0
-    ttft_s: float = 0.0
-    decode_s: float = 0.0
-    token_ids: list[int] = field(default_factory=list, repr=False)
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.computed_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        steps = max(self.completion_tokens - 1, 0)
-        return steps / self.decode_s if self.decode_s > 0 else 0.0
-
-    def tool_turn(self) -> ParsedTurn:
-        return parse_assistant(self.text)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("token_ids")
-        data["prefill_tokens_per_s"] = round(self.prefill_tokens_per_s, 2)
-        data["decode_tokens_per_s"] = round(self.decode_tokens_per_s, 2)
-        return data
-
-
-class Stream:
-    """Iterate for text deltas; ``result`` is set once the iteration is exhausted."""
-
-    def __init__(self, deltas: Iterator[str], holder: list[GenerationResult]) -> None:
-        self._deltas = deltas
-        self._holder = holder
-
-    def __iter__(self) -> Iterator[str]:
-        return self._deltas
-
-    @property
-    def result(self) -> GenerationResult:
-        if not self._holder:
-            raise RuntimeError("the stream has not finished yet")
-        return self._holder[0]
-
-    def finish(self) -> GenerationResult:
-        """Consume the remaining deltas and return the result."""
-        for _ in self._deltas:
-            pass
-        return self.result
 
 
 class Engine:
@@ -156,11 +105,36 @@ class Engine:
     def is_chat(self) -> bool:
         return prompts.has_chat_template(self.tokenizer)
 
+    @property
+    def random_weights(self) -> bool:
+        """True for a checkpoint written with random weights (its marker file says so)."""
+        from feldspar.model.checkpoint_random import is_random_checkpoint
+
+        loaded_from = getattr(self.model.config, "_name_or_path", "") or ""
+        return any(is_random_checkpoint(path) for path in
+                   ([self.resolved.source] if self.resolved.local else []) + ([loaded_from] if loaded_from else []))
+
+    # ---- where states come from ----------------------------------------------------
+    def use_states(self, source: StateSource) -> None:
+        """Make ``source`` the engine's state source *and* its default, even if reuse was off.
+
+        Installing a state (a pack) is an explicit request to resume from it; a per-call
+        ``GenerationParams(reuse=False)`` still computes everything fresh.
+        """
+        self.states = source
+        if not self.options.reuse:
+            self.options = replace(self.options, reuse=True)
+
     # ---- prompts ---------------------------------------------------------------------
     def render(self, messages, tools=None, documents=None, add_generation_prompt: bool = True) -> str:
         return prompts.render_chat(self.tokenizer, messages, tools, documents, add_generation_prompt)
 
+    def chat_ids(self, messages, tools=None, documents=None, add_generation_prompt: bool = True) -> list[int]:
+        """The exact prompt ids of a chat; control strings inside the data stay plain text."""
+        return prompts.chat_token_ids(self.tokenizer, messages, tools, documents, add_generation_prompt)
+
     def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` as written: control-token strings in it become control tokens."""
         return prompts.encode(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
@@ -182,7 +156,7 @@ class Engine:
     # ---- generation ------------------------------------------------------------------
     def chat(self, messages, tools=None, documents=None, params: GenerationParams | None = None,
              progress: Progress | None = None) -> Stream:
-        return self.stream(self.render(messages, tools, documents), params, progress)
+        return self.stream(self.chat_ids(messages, tools, documents), params, progress)
 
     def complete(self, text: str, params: GenerationParams | None = None, progress: Progress | None = None) -> Stream:
         return self.stream(text, params, progress)
@@ -214,6 +188,7 @@ class Engine:
         prepared = source.prepare(self.model, ids, chunk_size=self.options.prefill_chunk,
                                   boundaries=self.boundaries(ids), progress=progress)
         detok = Detokenizer(self.tokenizer)
+        stops = StopScanner(params.stop)
         ttft = decode_started = None
         finish = "length"
         for token in decode_tokens(self.model, prepared.state, prepared.logits, params.max_new_tokens,
@@ -223,19 +198,23 @@ class Engine:
             if token in self.stop_ids:
                 finish = "stop"
                 break
-            delta = detok.push(token)
+            delta = stops.push(detok.push(token))
             if delta:
                 yield delta
-        tail = detok.flush()
+            if stops.stopped:
+                break
+        tail = "" if stops.stopped else stops.push(detok.flush()) + stops.flush()
         if tail:
             yield tail
         ended = time.perf_counter()
-        consumed = ids + detok.ids[:-1] if finish == "length" else ids + detok.ids
+        fed_all = finish == "stop" and not stops.stopped  # the last yielded token is fed only when it was not the end
+        consumed = ids + detok.ids if fed_all else ids + detok.ids[:-1]
         source.remember(consumed, prepared.state)
         self.last_prompt_ids, self.last_ids = ids, consumed  # what a saved conversation covers (model/thread_states.py)
         holder.append(GenerationResult(
-            text=detok.text(), prompt_tokens=len(ids), completion_tokens=len(detok.ids) + (finish == "stop"),
-            finish_reason=finish, reused_tokens=prepared.reused_tokens, computed_tokens=prepared.computed_tokens,
-            restore_s=prepared.restore_s, prefill_s=prepared.prefill_s,
+            text=stops.text(), prompt_tokens=len(ids),
+            completion_tokens=len(detok.ids) + (finish == "stop" and not stops.stopped),
+            finish_reason="stop" if stops.stopped else finish, reused_tokens=prepared.reused_tokens,
+            computed_tokens=prepared.computed_tokens, restore_s=prepared.restore_s, prefill_s=prepared.prefill_s,
             ttft_s=(ttft or ended) - started, decode_s=ended - (decode_started or ended), token_ids=list(detok.ids),
         ))

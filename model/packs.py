@@ -104,7 +104,7 @@ def ids_sha256(ids: Sequence[int]) -> str:
 # ---- prompts -----------------------------------------------------------------------------
 def prefix_ids(engine, documents: list[dict]) -> list[int]:
     """Token ids of the rendered prompt up to the end of the system turn (before any user turn)."""
-    ids = engine.encode(engine.render([{"role": "user", "content": PROBE_QUESTION}], documents=documents))
+    ids = engine.chat_ids([{"role": "user", "content": PROBE_QUESTION}], documents=documents)
     cuts = engine.boundaries(ids)
     if not cuts:
         raise PromptError("the chat template put no message boundary after the documents; cannot make a pack")
@@ -112,7 +112,7 @@ def prefix_ids(engine, documents: list[dict]) -> list[int]:
 
 
 def question_ids(engine, documents: list[dict], question: str) -> list[int]:
-    return engine.encode(engine.render([{"role": "user", "content": question}], documents=documents))
+    return engine.chat_ids([{"role": "user", "content": question}], documents=documents)
 
 
 # ---- create ------------------------------------------------------------------------------
@@ -298,10 +298,16 @@ def _to_device(snapshot: Snapshot, device: torch.device) -> Snapshot:
 
 
 def install_pack(engine, pack: LoadedPack) -> None:
-    """Pin the pack's state in the engine's prefix cache (creating the cache if reuse was off)."""
+    """Pin the pack's state in the engine's prefix cache and make the engine resume from it.
+
+    With reuse turned off the engine has no cache: one is created and installed with
+    ``engine.use_states``, so generations resume from the pack instead of ignoring it.
+    """
     from feldspar.model.state_cache import PrefixStateCache
 
-    if not isinstance(engine.states, PrefixStateCache):
-        engine.states = PrefixStateCache(budget_bytes=engine.options.cache_budget_bytes,
-                                         snapshot_interval=engine.options.snapshot_interval)
-    engine.states.insert(pack.token_ids, pack.snapshot, pinned=True)
+    cache = engine.states
+    if not isinstance(cache, PrefixStateCache):
+        cache = PrefixStateCache(budget_bytes=engine.options.cache_budget_bytes,
+                                 snapshot_interval=engine.options.snapshot_interval)
+    cache.insert(pack.token_ids, pack.snapshot, pinned=True)
+    engine.use_states(cache)

@@ -4,13 +4,17 @@ Production code never re-implements Granite's format: chat prompts come from
 ``tokenizer.apply_chat_template`` with ``tools=`` and ``documents=`` passed natively. This
 module also knows where message boundaries fall in rendered token ids (each message ends
 with ``<|end_of_text|>`` and a newline), which state reuse uses as snapshot points.
-Knows tokenizers and message dicts; nothing of models or generation.
+``chat_token_ids`` is the one way a chat prompt becomes token ids: control-token strings
+inside messages, tools and documents are encoded as plain text (model/control_tokens.py),
+so only the template's own structure is control. Knows tokenizers and message dicts;
+nothing of models or generation.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from feldspar.model.control_tokens import guarded_chat_ids
 from feldspar.model.errors import PromptError
 
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
@@ -56,6 +60,21 @@ def render_chat(
         )
     except Exception as exc:  # jinja errors come in many classes
         raise PromptError(f"the chat template could not render these messages: {exc}") from None
+
+
+def chat_token_ids(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    tools: Sequence[dict[str, Any]] | None = None,
+    documents: Sequence[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """The exact ids the model sees for a chat: ``render_chat`` text, with untrusted text neutralised.
+
+    Decoding the ids gives back ``render_chat``'s text; only the ids of control-token strings
+    that came from the data differ from a plain ``encode`` (they are ordinary text ids).
+    """
+    return guarded_chat_ids(tokenizer, render_chat, messages, tools, documents, add_generation_prompt)
 
 
 def fim_prompt(prefix: str, suffix: str) -> str:

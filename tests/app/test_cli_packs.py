@@ -91,3 +91,12 @@ def test_bench_reuse_smoke_on_the_tiny_preset(cli):
     assert rows[1]["pack_load_s"] > 0 and "pack_load_s" not in rows[0]
     assert report["long_context"]["tokens"] == 256 and report["long_context"]["peak_rss_bytes"] > 0
     assert report["sizes"]["kv_bytes_per_1k_tokens"] > 0
+
+
+def test_ask_with_a_pack_resumes_from_it_when_reuse_is_off_in_settings(cli, tiny_checkpoint, notes, monkeypatch):
+    made = json.loads(cli("pack", "create", "m", str(notes), "-m", str(tiny_checkpoint), "--json").out)
+    monkeypatch.setenv("FELDSPAR_REUSE", "false")
+    asked = cli("ask", "--pack", "m", "Why?", "-n", "2", "--json")
+    assert asked.code == 0, asked.err
+    answer = json.loads(asked.out)["answers"][0]
+    assert answer["reused_tokens"] >= made["tokens"] > 0
