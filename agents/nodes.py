@@ -127,10 +127,13 @@ class Nodes:
         cut = self.summary_cut(state)
         if tokens <= budget or cut is None:
             return self.check_window(tokens)
+        older = list(state["messages"])[state.get("summary_upto", 0):cut]
+        request = self.prompt_messages({**state, "messages": older, "summary_upto": 0})
+        request.append(HumanMessage(prompts.SUMMARY_REQUEST))
+        if self.deps.count_tokens(request, None, None) + self.config.max_new_tokens > self.deps.context_window:
+            return self.check_window(tokens)  # the older turns alone no longer fit: nothing to summarise with
         with step("summarise", state.get("turn", 1), tokens_before=tokens) as record:
-            older = list(state["messages"])[state.get("summary_upto", 0):cut]
-            request = self.prompt_messages({**state, "messages": older, "summary_upto": 0})
-            reply = self.deps.chat_model.invoke(request + [HumanMessage(prompts.SUMMARY_REQUEST)])
+            reply = self.deps.chat_model.invoke(request, max_new_tokens=self.config.max_new_tokens)
             summary = str(reply.content).strip()
             after = self.prompt_messages({**state, "summary": summary, "summary_upto": cut})
             record.update(messages=len(older), tokens_after=self.prompt_tokens(after), summary=summary)
@@ -155,8 +158,10 @@ class Nodes:
         schemas = self.tool_schemas()
         model = self.deps.chat_model.bind_tools(schemas) if schemas else self.deps.chat_model
         with step("model", state.get("turn", 1)) as record:
-            documents = self.documents()
-            reply = model.invoke(messages, documents=documents) if documents else model.invoke(messages)
+            options: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens}
+            if self.documents():
+                options["documents"] = self.documents()
+            reply = model.invoke(messages, **options)
             record.update(model_record(reply))
         update: dict[str, Any] = {"messages": [reply], "steps": state.get("steps", 0) + 1, "trace": [record]}
         stop = self.stop_reason(state, reply)
@@ -214,9 +219,11 @@ class Nodes:
             content, record = self.run_call(state, call)
             update["trace"].append(record)
             out.append(ToolMessage(content, tool_call_id=call["id"], name=call["name"]))
+        reasons = {e.get("id"): e.get("for_model") for e in (reply.response_metadata or {}).get("parse_errors", [])}
         for bad in reply.invalid_tool_calls or []:
-            message = bad.get("error") or "the tool call could not be parsed"
-            out.append(ToolMessage(f"Error: {message}", tool_call_id=bad.get("id") or f"invalid_{uuid.uuid4().hex[:8]}",
+            message = bad.get("error") or reasons.get(bad.get("id")) or "the tool call could not be parsed"
+            message = message if message.startswith("Error") else f"Error: {message}"
+            out.append(ToolMessage(message, tool_call_id=bad.get("id") or f"invalid_{uuid.uuid4().hex[:8]}",
                                    name=bad.get("name") or "unknown", status="error"))
         calls = reply.tool_calls or []
         update.update(messages=out, next_doc_id=next_id, tool_calls=state.get("tool_calls", 0) + len(calls),
