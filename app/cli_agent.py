@@ -120,6 +120,8 @@ def ask(
                             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
                             "reuse": False if no_reuse else None}, pack)
     settings = settings_from(**flags)
+    if thread is not None:
+        _store(home).require(thread)  # before any model or collection is loaded
     approver = _approver(approve, json_out)
     agent = build_agent(settings, pack=pack, policy=policy, approve=approve or ("ask" if approver else "never"),
                         tools_module=tools_module)
