@@ -107,6 +107,10 @@ class ScriptedBackend:
         return len(self.replies) - len(self.requests)
 
     # ---- the protocol ---------------------------------------------------------------------
+    def render(self, messages, tools=None, documents=None) -> str:
+        """The prompt text ``prompt_token_ids`` counts (as LocalChatBackend.render)."""
+        return render(messages, tools, documents)
+
     def prompt_token_ids(self, messages, tools=None, documents=None) -> list[int]:
         return [token_id(t) for t in tokens(render(messages, tools, documents))]
 

@@ -30,7 +30,7 @@ class ChatSession:
 
     def record(self, result) -> None:
         """Add the finished reply (with its parsed tool calls) to the history."""
-        turn = result.tool_turn()
+        turn = result.tool_turn(self.tools)
         message: dict[str, Any] = {"role": "assistant", "content": turn.text if turn.calls else result.text}
         if turn.calls:
             message["tool_calls"] = [

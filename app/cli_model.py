@@ -111,10 +111,10 @@ def generate(
             stream = engine.chat(_messages(prompt, system), tool_list, docs, params, progress)
         result = stream_to_terminal(stream, show=not json_out)
     if json_out:
-        turn = result.tool_turn()
+        turn = result.tool_turn(tool_list)
         print_json({**result.to_dict(), "model": engine.name,
                     "tool_calls": [c.to_openai() for c in turn.calls],
-                    "tool_call_errors": [e.message for e in turn.errors]})
+                    "tool_call_errors": [e.message for e in turn.errors], "tool_call_repairs": turn.repairs})
     elif verbose:
         print_stats(result)
 
@@ -181,7 +181,7 @@ def chat(
         with prefill_progress() as progress:
             result = stream_to_terminal(session.send(line, progress))
         session.record(result)
-        for err in result.tool_turn().errors:
+        for err in result.tool_turn(session.tools).errors:
             err_console.print(f"[yellow]malformed tool call:[/yellow] {err.message}")
         if verbose:
             print_stats(result)
