@@ -117,15 +117,17 @@ def ask(
     if pack and collection:
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
     flags = _pack_defaults({"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
-                            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                            "reuse": False if no_reuse else None}, pack)
+                            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}, pack)
     settings = settings_from(**flags)
     if thread is not None:
         _store(home).require(thread)  # before any model or collection is loaded
     approver = _approver(approve, json_out)
     agent = build_agent(settings, pack=pack, policy=policy, approve=approve or ("ask" if approver else "never"),
-                        tools_module=tools_module)
+                        tools_module=tools_module, no_reuse=no_reuse)
     random_weights = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
+    if pack and (verbose or trace) and not json_out:
+        err_console.print(f"[dim]pack {pack!r}: {agent.meta['pack_tokens']:,} tokens loaded in "
+                          f"{agent.meta['pack_load_s']:.2f} s[/dim]")
     answers, thread_id = [], thread
     for question in questions:
         if not json_out and len(questions) > 1:
@@ -143,7 +145,7 @@ def ask(
                 print_usage(answer)
     if json_out:
         print_json({"model": agent.meta.get("model"), "thread_id": thread_id, "pack": pack,
-                    "random_weights": random_weights, "answers": answers})
+                    "pack_load_s": agent.meta.get("pack_load_s"), "random_weights": random_weights, "answers": answers})
     elif not verbose and not trace:
         err_console.print(f"[dim]thread {thread_id} (continue with --thread {thread_id})[/dim]")
 

@@ -172,8 +172,7 @@ def bench_agent(
         build_retrieval(settings).ingest([REPO_DOCS])
         engine = build_engine(settings)
         agents = {"reuse": build_agent(settings, engine, approve="never", threads=False),
-                  "recompute": build_agent(settings.model_copy(update={"reuse": False}), engine, approve="never",
-                                           threads=False)}
+                  "recompute": build_agent(settings, engine, approve="never", threads=False, no_reuse=True)}
         report = run_agent_bench(agents, turns=turns, log=log)
     report.update(preset=preset, tiny=tiny, max_new_tokens=max_new_tokens)
     if json_out:

@@ -65,14 +65,14 @@ def build_retrieval(settings: Settings):
 
 
 # ---- the agent ---------------------------------------------------------------------------
-def build_chat_model(settings: Settings, engine: "Engine"):
-    """ChatGranite over the local engine, with the generation settings."""
+def build_chat_model(settings: Settings, engine: "Engine", reuse: bool | None = None):
+    """ChatGranite over the local engine, with the generation settings (``reuse=False``: recompute every prompt)."""
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.model.chat_backend import LocalChatBackend
 
     return ChatGranite(backend=LocalChatBackend(engine), max_new_tokens=settings.max_new_tokens,
                        temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
-                       reuse=None if settings.reuse else False)
+                       reuse=reuse)
 
 
 def agent_config(settings: Settings, **overrides):
@@ -122,7 +122,8 @@ class ThreadStateHooks:
 
 
 def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_model=None, pack: str | None = None,
-                policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True):
+                policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True,
+                no_reuse: bool = False):
     """The agent graph wired to a chat model (ChatGranite over ``engine`` unless one is given),
     the collection or a state pack, tools and persistent threads."""
     from feldspar.agents.nodes import AgentDeps
@@ -132,35 +133,39 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
 
     if chat_model is None:
         engine = engine or build_engine(settings)
-        chat_model = build_chat_model(settings, engine)
+        chat_model = build_chat_model(settings, engine, reuse=False if no_reuse else None)
     backend = chat_model.backend
     config = agent_config(settings, policy=policy or ("pack" if pack else None), approve=approve)
     retrieval = search = pack_documents = None
+    meta: dict = {"model": backend.name, "collection": None if pack else settings.collection, "pack": pack}
     if pack is not None:
-        pack_documents = attach_pack(settings, engine, pack)
+        loaded = attach_pack(settings, engine, pack)
+        pack_documents = loaded.documents
+        meta.update(pack_tokens=len(loaded.token_ids), pack_load_s=round(loaded.load_s, 4))
     elif config.policy in ("always", "auto"):
         retrieval = build_retrieval(settings)
         search = collection_search(settings, retrieval)
     tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
+    if pack is not None:  # a pack's saved prefix has no tool list: only the user's own tools are worth breaking it
+        tools = [t for t in tools if t.source != "builtin"]
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
                      run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
                      context_window=backend.context_window,
                      count_tokens=token_counter(chat_model))
     store = ThreadStore(settings.threads_path) if threads else None
     hooks = None
-    if engine is not None and settings.reuse:
+    if engine is not None and settings.reuse and not no_reuse:
         hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
-    meta = {"model": backend.name, "collection": None if pack else settings.collection, "pack": pack}
     return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
-def attach_pack(settings: Settings, engine: "Engine", name: str) -> list[dict]:
-    """Load a state pack into the engine's cache; returns its documents."""
+def attach_pack(settings: Settings, engine: "Engine", name: str):
+    """Load a state pack into the engine's cache; returns the loaded pack (documents, ids, timing)."""
     from feldspar.model.packs import install_pack, load_pack
 
     loaded = load_pack(engine, settings.packs_dir, name)
     install_pack(engine, loaded)
-    return loaded.documents
+    return loaded
 
 
 def token_counter(chat_model):
