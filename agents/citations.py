@@ -27,8 +27,9 @@ def number_passages(hits: Iterable[dict[str, Any]], first_id: int) -> dict[str, 
     return numbered
 
 
-def passages_for_model(passages: dict[str, dict[str, Any]]) -> str:
-    """The tool response the model reads: one JSON line per passage (doc_id, title, text)."""
+def passages_for_model(passages: dict[str, dict[str, Any]], given_earlier: list[int] | None = None) -> str:
+    """The tool response the model reads: one JSON line per passage (doc_id, title, text), then the
+    ids of matching passages it was already given earlier in the conversation."""
     lines = []
     for passage in passages.values():
         title = passage.get("path") or passage.get("source") or ""
@@ -36,6 +37,8 @@ def passages_for_model(passages: dict[str, dict[str, Any]]) -> str:
             title = f"{title} (page {passage['page']})"
         lines.append(json.dumps({"doc_id": passage["doc_id"], "title": title, "text": passage.get("text", "")},
                                 ensure_ascii=False))
+    if given_earlier:
+        lines.append(json.dumps({"also_relevant_doc_ids": given_earlier, "note": "given earlier in this conversation"}))
     return "\n".join(lines) if lines else "No passages matched the query."
 
 

@@ -102,21 +102,27 @@ class Nodes:
             update["next_doc_id"] = len(update["passages"]) + 1
         return update
 
-    def search(self, state: AgentState, query: str, mode: str) -> tuple[dict, dict]:
-        """Run one search; returns (new passages, trace record)."""
+    def search(self, state: AgentState, query: str, mode: str) -> tuple[dict, str, dict]:
+        """Run one search: (new passages, the tool response text, trace record).
+
+        A chunk already shown earlier in the thread is not repeated: the response points at
+        its doc_id instead, so the thread (and its saved state) does not grow twice for it.
+        """
         with step("retrieve", state.get("turn", 1), query=query, mode=mode) as record:
             hits = self.deps.search(query, self.config.k) if self.deps.search else []
-            passages = number_passages(hits, state.get("next_doc_id", 1))
-            record["hits"] = [{k: p.get(k) for k in ("doc_id", "path", "page", "start", "end", "heading", "score")}
-                              for p in passages.values()]
-        return passages, record
+            known = {p.get("chunk_id"): p for p in state.get("passages", {}).values() if p.get("chunk_id")}
+            passages = number_passages([h for h in hits if h.get("chunk_id") not in known], state.get("next_doc_id", 1))
+            again = [known[h["chunk_id"]] for h in hits if h.get("chunk_id") in known]
+            record["hits"] = [{**{k: p.get(k) for k in ("doc_id", "path", "page", "start", "end", "heading", "score")},
+                               "repeat": p in again} for p in [*passages.values(), *again]]
+        return passages, passages_for_model(passages, [p["doc_id"] for p in again]), record
 
     def retrieve(self, state: AgentState) -> dict:
         query = state.get("question", "")
-        passages, record = self.search(state, query, mode="policy always")
+        passages, text, record = self.search(state, query, mode="policy always")
         call_id = f"search_{uuid.uuid4().hex[:10]}"
         call = AIMessage(content="", tool_calls=[{"name": "search_documents", "args": {"query": query}, "id": call_id}])
-        response = ToolMessage(passages_for_model(passages), tool_call_id=call_id, name="search_documents")
+        response = ToolMessage(text, tool_call_id=call_id, name="search_documents")
         return {"messages": [call, response], "passages": passages,
                 "next_doc_id": state.get("next_doc_id", 1) + len(passages), "trace": [record]}
 
@@ -209,12 +215,13 @@ class Nodes:
         next_id = state.get("next_doc_id", 1)
         for call in reply.tool_calls or []:
             if call["name"] == "search_documents" and self.deps.search:
-                passages, record = self.search({**state, "next_doc_id": next_id}, str(call.get("args", {}).get("query", "")),
-                                                mode="tool call")
+                seen = {**state.get("passages", {}), **update["passages"]}
+                passages, text, record = self.search({**state, "passages": seen, "next_doc_id": next_id},
+                                                     str(call.get("args", {}).get("query", "")), mode="tool call")
                 next_id += len(passages)
                 update["passages"].update(passages)
                 update["trace"].append(record)
-                out.append(ToolMessage(passages_for_model(passages), tool_call_id=call["id"], name=call["name"]))
+                out.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"]))
                 continue
             content, record = self.run_call(state, call)
             update["trace"].append(record)

@@ -182,3 +182,13 @@ def test_summarisation_replaces_old_turns_in_the_prompt_but_keeps_the_thread(mak
     values = agent.graph.get_state(agent.config(thread)).values
     assert [m.content for m in values["messages"] if m.type == "human"][0].startswith("Tell me about routers")
     assert len(values["messages"]) == 6  # nothing deleted: three questions, three answers
+
+
+def test_a_passage_already_in_the_thread_is_pointed_at_not_repeated(make_agent):
+    agent, backend = make_agent(["Ten seconds [1].", "As I said, ten seconds [1]."], k=2)
+    first = agent.ask("How do I reset the router?")
+    second = agent.ask("How do I reset the router?", first["thread_id"])
+    response = tool_responses(backend.requests[1])[-1]
+    assert json.loads(response.splitlines()[-1])["also_relevant_doc_ids"] == [1, 2]
+    assert "recessed button" not in response and all(h["repeat"] for h in second["trace"][0]["hits"])
+    assert second["sources"][0]["text"] == first["sources"][0]["text"]  # the citation still resolves
