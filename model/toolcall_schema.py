@@ -71,7 +71,7 @@ class ToolTable:
 
     def __init__(self, tools: Sequence[Any] | None) -> None:
         self.specs: dict[str, ToolSpec] = {}
-        for tool in tools or ():
+        for tool in tools if isinstance(tools, (list, tuple)) else ():
             spec = _spec(tool)
             if spec is not None and spec.name not in self.specs:
                 self.specs[spec.name] = spec

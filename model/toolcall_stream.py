@@ -17,8 +17,6 @@ from typing import Any, Sequence
 from feldspar.model.toolcall_schema import ToolTable
 from feldspar.model.toolcalls import CLOSE, FENCE, OPEN, ParsedTurn, could_be_bare, fence_calls, parse_assistant, segments
 
-_TRAILING_SPACE = re.compile(r"\s+$")
-
 
 def held_suffix(text: str, markers: Sequence[str]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of a marker."""
@@ -28,10 +26,29 @@ def held_suffix(text: str, markers: Sequence[str]) -> int:
     return 0
 
 
-def tidy_prefix(text: str) -> str:
-    """What of ``text`` is certain to start the tidied text (trailing whitespace may still go)."""
-    kept = _TRAILING_SPACE.sub("", text.lstrip())
-    return re.sub(r"\n{3,}", "\n\n", kept)
+class _Tidy:
+    """``tidy`` done incrementally: leading whitespace dropped, a whitespace run released only
+    when text follows it (runs of 3+ newlines become 2), so the output is always a prefix of
+    ``tidy(everything fed)``."""
+
+    _RUNS = re.compile(r"\s+|\S+")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.pending = ""
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for run in self._RUNS.finditer(text):
+            piece = run.group(0)
+            if piece[0].isspace():
+                self.pending += piece
+                continue
+            if self.started:
+                out.append(re.sub(r"\n{3,}", "\n\n", self.pending))
+            self.pending, self.started = "", True
+            out.append(piece)
+        return "".join(out)
 
 
 class VisibleText:
@@ -41,16 +58,20 @@ class VisibleText:
         self.markers = (OPEN, CLOSE, FENCE) if self.table is not None else (OPEN, CLOSE)
         self.raw = ""
         self.emitted = ""
+        self._decided = 0  # raw[:_decided] is released or dropped for good
+        self._bare_possible = self.table is not None
+        self._tidy = _Tidy()
         self._fences: dict[str, bool] = {}
 
     def push(self, delta: str) -> str:
         """Add a raw delta; return the newly certain visible text (possibly empty)."""
         self.raw += delta
-        certain = self._certain()
-        if len(certain) <= len(self.emitted) or not certain.startswith(self.emitted):
-            return ""
-        released = certain[len(self.emitted):]
-        self.emitted = certain
+        if self._bare_possible:
+            if not any(m in self.raw for m in self.markers) and could_be_bare(self.raw.lstrip(), self.table.names):
+                return ""
+            self._bare_possible = False
+        released = self._tidy.feed(self._advance())
+        self.emitted += released
         return released
 
     def finish(self, turn: ParsedTurn | None = None) -> tuple[str, ParsedTurn]:
@@ -65,19 +86,22 @@ class VisibleText:
             self._fences[body] = fence_calls(body, self.table) is not None
         return self._fences[body]
 
-    def _certain(self) -> str:
-        parts = segments(self.raw, fences=self.table is not None)
-        if self.table is not None and all(p.kind == "text" for p in parts) \
-                and could_be_bare(self.raw.lstrip(), self.table.names):
-            return ""
+    def _advance(self) -> str:
+        """Decide what can be decided after ``_decided``; return the visible raw text of it."""
+        rest = self.raw[self._decided:]
         visible: list[str] = []
-        for part in parts:
-            chunk = self.raw[part.start:part.end]
+        for part in segments(rest, fences=self.table is not None):
+            chunk = rest[part.start:part.end]
             if part.kind == "text":
-                at_end = part.end == len(self.raw)
-                visible.append(chunk[:len(chunk) - held_suffix(chunk, self.markers)] if at_end else chunk)
-            elif part.kind in ("tag", "fence") and not part.closed:
+                keep = len(chunk) - held_suffix(chunk, self.markers) if part.end == len(rest) else len(chunk)
+                visible.append(chunk[:keep])
+                self._decided += keep
+                if keep < len(chunk):
+                    break
+                continue
+            if not part.closed:
                 break
-            elif part.kind == "fence" and not self._is_call_fence(part.body):
+            if part.kind == "fence" and not self._is_call_fence(part.body):
                 visible.append(chunk)
-        return tidy_prefix("".join(visible))
+            self._decided += len(chunk)
+        return "".join(visible)

@@ -306,6 +306,7 @@ def check_call(item: Item, table: ToolTable | None) -> Item:
 
 def parse_assistant(text: str, tools: Sequence[dict[str, Any]] | None = None) -> ParsedTurn:
     """Split an assistant turn into plain text, tool calls and reportable errors."""
+    text = text if isinstance(text, str) else "" if text is None else str(text)
     table = ToolTable(tools) if tools else None
     parts = segments(text, fences=table is not None)
     items: list[Item] = []

@@ -147,6 +147,20 @@ def test_parsing_with_tools_never_raises(text):
     assert all(isinstance(e, ToolCallError) and e.for_model() for e in turn.errors)
 
 
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=100), TAG_SOUP, st.none(), st.integers()),
+       st.one_of(JSON, st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
+           {"name": st.sampled_from(["calculator", "get_weather", ""]), "parameters": JSON})}), max_size=3)))
+def test_parsing_never_raises_whatever_the_tools(text, tools):
+    turn = parse_assistant(text, tools)
+    assert all(isinstance(e, ToolCallError) and e.for_model() for e in turn.errors)
+
+
 @settings(max_examples=300, deadline=None)
 @given(TAG_SOUP, st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=40), st.booleans())
 def test_streamed_visible_text_adds_up_to_the_parsed_text(text, steps, with_tools):
