@@ -16,13 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-QUESTIONS = (
+QUESTIONS = (  # one conversation about one subject, as people ask follow-ups
     "How does Feldspar reuse the state of a hybrid Granite model?",
-    "What is a state pack and when is it refused?",
-    "How does ingest stay crash-safe when it is killed?",
-    "Which search methods are combined and how are results ranked?",
-    "What do the benchmarks measure and on which machine?",
-    "How are settings resolved, from defaults to command-line flags?",
+    "What happens to that saved state after a restart?",
+    "How much memory does the saved state take?",
+    "Is a state pack refused if it was made with another model?",
+    "How much faster is a follow-up question than recomputing?",
+    "Where on disk is the state kept?",
 )
 TTFT_TARGET, LONG_THREAD = 10.0, 4096
 Log = Callable[[str], None]
