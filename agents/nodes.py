@@ -53,6 +53,7 @@ class AgentDeps:
     tools: Sequence[Any] = ()                        # FeldsparTool-likes: name, side_effects, openai_schema()
     run_tool: RunTool | None = None                  # never raises; see agents/tools.py
     pack_documents: list[dict] | None = None         # Granite documents of an attached state pack
+    mode_note: dict | None = None                    # why this retrieval mode was chosen (traced every turn)
     context_window: int = 131072
     count_tokens: CountTokens = rough_token_count
 
@@ -93,8 +94,15 @@ class Nodes:
 
     # ---- nodes -----------------------------------------------------------------------
     def begin(self, state: AgentState) -> dict:
-        update: dict[str, Any] = {"turn": state.get("turn", 0) + 1, "steps": 0, "tool_calls": 0, "seen_calls": [],
-                                  "approvals": {}, "stop_reason": None, "answer": None}
+        question = state.get("question", "")
+        turn = state.get("turn", 0) + 1
+        content = f"{question}\n\n{prompts.PACK_CITATION_NOTE}" if self.pack_mode else question
+        update: dict[str, Any] = {"turn": turn, "steps": 0, "tool_calls": 0, "seen_calls": [], "approvals": {},
+                                  "stop_reason": None, "answer": None, "messages": [HumanMessage(content)], "trace": []}
+        if self.deps.mode_note:
+            with step("mode", turn, **self.deps.mode_note) as record:
+                pass
+            update["trace"] = [record]
         if self.pack_mode and not state.get("passages"):
             update["passages"] = number_passages(
                 ({**d, "path": d.get("source") or d.get("title"), "start": 0, "end": len(d.get("text", ""))}

@@ -67,8 +67,7 @@ class Agent:
             self.state_hooks.restore(thread_id)
         if question is not None:
             self._record_turn(thread_id, question)  # listed from its first step on, even if killed mid-turn
-        payload: Any = Command(resume=resume) if resume is not None else {
-            "question": question, "messages": [HumanMessage(question or "")]}
+        payload: Any = Command(resume=resume) if resume is not None else {"question": question or ""}
         for mode, chunk in self.graph.stream(payload, self.config(thread_id), stream_mode=["messages", "updates"]):
             yield from self._events(mode, chunk, thread_id)
         self._record_turn(thread_id)

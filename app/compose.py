@@ -7,6 +7,7 @@ stays fast and a part that is not used is never loaded.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from feldspar.settings import Settings
@@ -136,14 +137,21 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
         chat_model = build_chat_model(settings, engine, reuse=False if no_reuse else None)
     backend = chat_model.backend
     config = agent_config(settings, policy=policy or ("pack" if pack else None), approve=approve)
-    retrieval = search = pack_documents = None
-    meta: dict = {"model": backend.name, "collection": None if pack else settings.collection, "pack": pack}
+    retrieval = search = pack_documents = mode_note = None
+    if pack is None and config.policy == "auto" and engine is not None and settings.long_context_share > 0:
+        retrieval = build_retrieval(settings)
+        collection_search(settings, retrieval)  # a missing or empty collection fails here
+        pack, mode_note = long_context_pack(settings, engine, retrieval)
+        if pack is not None:
+            config = replace(config, policy="pack")
+    meta: dict = {"model": backend.name, "collection": settings.collection if mode_note or not pack else None,
+                  "pack": pack}
     if pack is not None:
         loaded = attach_pack(settings, engine, pack)
         pack_documents = loaded.documents
         meta.update(pack_tokens=len(loaded.token_ids), pack_load_s=round(loaded.load_s, 4))
     elif config.policy in ("always", "auto"):
-        retrieval = build_retrieval(settings)
+        retrieval = retrieval or build_retrieval(settings)
         search = collection_search(settings, retrieval)
     tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
     if pack is not None:  # a pack's saved prefix has no tool list: only the user's own tools are worth breaking it
@@ -151,12 +159,25 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
                      run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
                      context_window=backend.context_window,
-                     count_tokens=token_counter(chat_model))
+                     count_tokens=token_counter(chat_model), mode_note=mode_note)
     store = ThreadStore(settings.threads_path) if threads else None
     hooks = None
     if engine is not None and settings.reuse and not no_reuse:
         hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
     return Agent(deps, store, meta=meta, state_hooks=hooks)
+
+
+def long_context_pack(settings: Settings, engine: "Engine", retrieval) -> tuple[str | None, dict]:
+    """The collection's auto pack when it fits the window (made or refreshed as needed), and why."""
+    from feldspar.long_context import decide, ensure_pack
+
+    decision, read = decide(retrieval, engine, settings.collection, settings.long_context_share,
+                            settings.max_new_tokens)
+    if decision.use_pack:
+        ensure_pack(engine, settings.packs_dir, decision.pack, read)
+    note = {"mode": "long-context pack" if decision.use_pack else "retrieval", "why": decision.reason,
+            "collection_tokens": decision.tokens}
+    return decision.pack if decision.use_pack else None, note
 
 
 def attach_pack(settings: Settings, engine: "Engine", name: str):

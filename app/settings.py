@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     agent_max_steps: int = Field(6, ge=1, description="model turns per question")
     agent_max_tool_calls: int = Field(8, ge=0, description="tool calls per question")
     agent_summary_share: float = Field(0.5, ge=0.05, le=0.95, description="summarise past this share of the window")
+    long_context_share: float = Field(0.75, ge=0.0, le=0.95, description="policy auto answers from a state pack "
+                                      "of the whole collection when it fits this share of the window (0: never)")
     approve: Literal["ask", "always", "never"] = Field("ask", description="side-effecting tools: ask, always, never")
     thread_state_budget_bytes: int = Field(2 * 1024**3, ge=0, description="disk budget for saved thread states")
 

@@ -53,7 +53,7 @@ def collection_service(corpus, tmp_path_factory):
     from feldspar.settings import load_settings
 
     home = tmp_path_factory.mktemp("agent-home")
-    service = build_retrieval(load_settings(home=home, collection="docs"))
+    service = build_retrieval(load_settings(home=home, collection="docs", parse_timeout_s=600))  # slow shared CI boxes
     summary = service.ingest([corpus])
     assert summary.indexed == 3, summary
     yield service

@@ -84,3 +84,19 @@ def test_ask_cli_text_mode_labels_random_weights_and_prints_the_trace(settings, 
 def test_ask_cli_bad_input_is_one_clear_error(settings, capsys, monkeypatch, args, message):
     result = run_cli(["ask", "q", "--home", str(settings.home), "-m", str(settings.model), *args], capsys, monkeypatch)
     assert result.code in (1, 2) and message in result.err and "Traceback" not in result.err
+
+
+def test_policy_auto_answers_a_small_collection_from_a_state_pack_and_says_why(settings, engine):
+    agent = build_agent(settings, engine, policy="auto", approve="never", threads=False)
+    first = agent.ask("How do I reset the router?")
+    mode = first["trace"][0]
+    assert mode["node"] == "mode" and mode["mode"] == "long-context pack" and "within 75%" in mode["why"]
+    assert [s["node"] for s in first["trace"][1:]] == ["model", "final"]  # no search: everything is in the prompt
+    prompt = engine.tokenizer.decode(engine.last_prompt_ids)
+    assert "recessed button" in prompt and "uplink cable" in prompt and "Mohs hardness" in prompt
+    assert (settings.packs_dir / "auto-docs" / "pack.json").is_file()
+    assert first["trace"][1]["reused_tokens"] >= agent.meta["pack_tokens"]
+    narrow = build_agent(settings.model_copy(update={"long_context_share": 0.001}), engine, policy="auto",
+                         approve="never", threads=False)
+    mode = narrow.ask("How do I reset the router?")["trace"][0]
+    assert mode["mode"] == "retrieval" and "searching" in mode["why"]
