@@ -66,6 +66,13 @@ def test_ask_cli_json_carries_answer_sources_trace_and_the_random_weights_flag(s
     assert [s["node"] for s in out["answers"][1]["trace"]] == ["retrieve", "model", "final"]
     listed = json.loads(run_cli(["threads", "list", "--json", "--home", home], capsys, monkeypatch).out)
     assert out["thread_id"] in [row["thread_id"] for row in listed]
+    shown = json.loads(run_cli(["threads", "show", out["thread_id"], "--json", "--home", home], capsys, monkeypatch).out)
+    assert [m["role"] for m in shown["messages"]].count("user") == 2 and shown["trace"]
+    exported = run_cli(["threads", "export", out["thread_id"], "--home", home], capsys, monkeypatch)
+    assert json.loads(exported.out)["thread"]["thread_id"] == out["thread_id"]
+    assert run_cli(["threads", "rm", out["thread_id"], "--home", home], capsys, monkeypatch).code == 0
+    gone = run_cli(["threads", "show", out["thread_id"], "--home", home], capsys, monkeypatch)
+    assert gone.code == 1 and "no thread" in gone.err
 
 
 def test_ask_cli_text_mode_labels_random_weights_and_prints_the_trace(settings, capsys, monkeypatch):
