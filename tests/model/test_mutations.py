@@ -131,7 +131,7 @@ class Context:
 
 
 def snapshot_reuse(ctx):
-    cache_tests.test_random_prompts_and_split_points_match_no_reuse(ctx.model, 0)
+    cache_tests.test_random_prompts_and_split_points_match_from_scratch(ctx.model, 0)
 
 
 def snapshot_reuse_twice(ctx):
@@ -156,7 +156,7 @@ def chunked_prefill(ctx):
 
 def pack_from_disk(ctx):
     folder = pack_tests.write_sources(ctx.tmp_path / "docs")
-    pack_tests.test_questions_against_a_loaded_pack_match_no_reuse(ctx.engine, folder, ctx.tmp_path / "packs")
+    pack_tests.test_questions_against_a_loaded_pack_match_from_scratch(ctx.engine, folder, ctx.tmp_path / "packs")
 
 
 CASES = [

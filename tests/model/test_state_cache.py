@@ -51,7 +51,7 @@ def big_cache(interval: int = 4096) -> PrefixStateCache:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_prompts_and_split_points_match_no_reuse(model, seed):
+def test_random_prompts_and_split_points_match_from_scratch(model, seed):
     rng = random.Random(seed)
     cache = big_cache()
     ids = random_ids(model, rng.randrange(20, 200), rng)
