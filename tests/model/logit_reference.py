@@ -11,7 +11,7 @@ tiny miniature (fp32, logits up to ~20) clean reuse runs differ from the referen
 most 4.1e-5 (the noise floor over 1,000 random comparisons: chunked, token-by-token,
 resumed and decoded; median 1.0e-5), 24x under the tolerance. Dropping any part of the
 state or resuming one token off moves the logits thousands of times the tolerance; an
-error of 0.1 % in every element of one part about 10-30x (docs/testing.md,
+error of 0.1 % in every element of one part about 5-18x (docs/testing.md,
 tests/model/test_sensitivity.py, tests/model/test_mutations.py).
 
 Set FELDSPAR_LOGIT_DIFF_LOG to a file path to append every compared difference to it (how
