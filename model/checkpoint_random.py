@@ -7,7 +7,8 @@ instruct models, none for ``-base``), a README.md and the marker file ``feldspar
 answer.
 
 It knows nothing about trained weights and never downloads; the weights are noise with the
-right shapes, deterministic for a given seed and dtype.
+right shapes, deterministic for a given seed and dtype. Miniatures (``tiny=True``) get the
+sensitive init of ``model.presets`` so that state-reuse tests can fail.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 MARKER_FILE = "feldspar_random.json"
 LARGE_BYTES = 8 * 1024**3  # refuse to write more than this unless allow_large
 MAX_SHARD_SIZE = "2GB"
+TINY_NOTE = (" (miniature, tiny=True: slow Mamba decay, sharp attention and logits scaled x32, so that"
+             " an error in any part of the model state shows in the logits)")
 
 _README = """# RANDOM WEIGHTS — not a trained model
 
@@ -77,7 +80,7 @@ def _write_marker(out_dir: Path, spec: ModelSpec, tiny: bool, seed: int, dtype_n
     }
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     readme = _README.format(
-        hub_id=spec.hub_id, tiny_note=" (miniature, tiny=True)" if tiny else "",
+        hub_id=spec.hub_id, tiny_note=TINY_NOTE if tiny else "",
         seed=seed, dtype=dtype_name, marker=MARKER_FILE,
     )
     (out_dir / "README.md").write_text(readme, encoding="utf-8")

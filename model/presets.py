@@ -8,6 +8,13 @@ and a vocabulary that matches the tiny tokenizer of ``model.tokenizer_build``.
 against meta-device models. ``build_random_model`` draws weight matrices with std
 1/sqrt(fan_in) so that a random model's logits depend on context (see ``_spread_init``).
 
+The miniature is made *sensitive* so that tests of state reuse can fail: its Mamba state
+decays over thousands of tokens instead of a few, its convolution and SSM paths and its
+attention each move the logits comparably, attention is sharp, and logits are scaled up
+(x32) so a state error shows far above the comparison tolerance. It stays the real
+architecture: only weight values and the config's multipliers differ. The measured
+sensitivity is asserted by tests/model/test_sensitivity.py.
+
 It does not know trained weights, files, or the network: random models are random.
 torch and transformers are imported lazily so that listing the catalog stays cheap.
 """
@@ -38,6 +45,11 @@ TINY_CONTEXT = 131072
 TINY_PAD_ID = TINY_REGULAR_SIZE  # first added token is <|pad|>
 TINY_EOS_ID = TINY_REGULAR_SIZE + 1  # then <|end_of_text|>
 TINY_VOCAB_SIZE = -(-(TINY_REGULAR_SIZE + len(ADDED_TOKENS)) // 64) * 64
+# Sensitive miniature (see the module docstring); powers of two keep the scaling exact.
+TINY_LOGITS_SCALING = 1 / 32  # logits = lm_head(h) * 32: logits of a few units, not ~0.01
+TINY_ATTENTION_MULTIPLIER = 1.0  # sharp attention: each cached key and value counts
+TINY_MAMBA_A_LOG = -5.0  # A = -exp(-5): with small steps the SSM state lasts thousands of tokens
+TINY_MAMBA_DT_BIAS = -3.0  # steps softplus(x - 3), about 0.05 (the stock init decays in ~3 tokens)
 
 
 def _spec(name_or_spec: str | ModelSpec) -> ModelSpec:
@@ -45,7 +57,8 @@ def _spec(name_or_spec: str | ModelSpec) -> ModelSpec:
 
 
 def tiny_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
-    """The miniature of a spec: same kind and multipliers, small width, depth and experts."""
+    """The miniature of a spec: same kind and residual/embedding multipliers, small width,
+    depth and experts; attention and logit scaling of the sensitive miniature."""
     spec = _spec(name_or_spec)
     dense = spec.kind == "dense"
     moe = spec.num_experts > 0
@@ -64,7 +77,8 @@ def tiny_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
         mamba_d_head=catalog.MAMBA_EXPAND * TINY_HIDDEN // TINY_MAMBA_HEADS,
         mamba_d_state=TINY_MAMBA_D_STATE,
         context=TINY_CONTEXT,
-        attention_multiplier=1.0 / (TINY_HIDDEN // TINY_HEADS),
+        attention_multiplier=TINY_ATTENTION_MULTIPLIER,
+        logits_scaling=TINY_LOGITS_SCALING,
     )
 
 
@@ -140,6 +154,8 @@ def build_random_model(
         with torch.device(device):
             model = GraniteMoeHybridForCausalLM(config)
         _spread_init(model)
+        if tiny:
+            _sensitize_mamba(model)
     return model.to(torch_dtype).eval()
 
 
@@ -155,6 +171,25 @@ def _spread_init(model: torch.nn.Module) -> None:
         for name, param in model.named_parameters():
             if param.dim() >= 2 and "embed_tokens" not in name and "conv1d" not in name:
                 param.normal_(0.0, param.shape[-1] ** -0.5)
+
+
+def _sensitize_mamba(model: torch.nn.Module) -> None:
+    """Slow the Mamba decay and give the depthwise convolution std 1/sqrt(kernel).
+
+    With the stock init (A = -1..-heads, dt about 1.3, conv weights std 0.02) the SSM state is
+    forgotten within a few tokens and the convolution output is ~1 % of its input, so a lost
+    or corrupted SSM or conv state barely changes the logits.
+    """
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.layers:
+            mixer = getattr(layer, "mamba", None)
+            if mixer is None:
+                continue
+            mixer.A_log.fill_(TINY_MAMBA_A_LOG)
+            mixer.dt_bias.fill_(TINY_MAMBA_DT_BIAS)
+            mixer.conv1d.weight.normal_(0.0, mixer.conv1d.weight.shape[-1] ** -0.5)
 
 
 @lru_cache(maxsize=None)

@@ -15,6 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# FELDSPAR_LOGIT_DIFF_LOG: tests/model/logit_reference.py logs compared logit differences there.
+KEPT_ENV = ("FELDSPAR_HOME", "FELDSPAR_TEST_CHAT_TEMPLATE", "FELDSPAR_LOGIT_DIFF_LOG")
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +26,7 @@ def feldspar_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FELDSPAR_HOME", str(home))
     monkeypatch.delenv("FELDSPAR_CONFIG", raising=False)
     for key in list(os.environ):
-        if key.startswith("FELDSPAR_") and key not in ("FELDSPAR_HOME", "FELDSPAR_TEST_CHAT_TEMPLATE"):
+        if key.startswith("FELDSPAR_") and key not in KEPT_ENV:
             monkeypatch.delenv(key, raising=False)
     return home
 
@@ -71,23 +73,29 @@ def tiny_tokenizer(tiny_checkpoint: Path):
     return AutoTokenizer.from_pretrained(tiny_checkpoint)
 
 
-@pytest.fixture(scope="module")
-def sensitive_model():
-    """Tiny h-tiny (Mamba2 + attention + experts) with slow Mamba decay and large logits.
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint: Path):
+    """The model of ``tiny_checkpoint`` (the sensitive miniature), loaded by the production loader.
 
-    At the preset's own init the SSM state decays within a few tokens and logits are ~0.1,
-    so a broken state restore would change logits by less than a 1e-4 tolerance; with
-    these weights the same error fails loudly. Module-scoped: tests may not share it.
+    Shared by the whole session: tests must not change its weights or config (mutation tests
+    patch functions, never the model).
     """
-    import torch
+    from feldspar.model.loader import load_checkpoint
 
-    from feldspar.model.presets import build_random_model
-
-    model = build_random_model("granite-4.0-h-tiny", tiny=True)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            if getattr(layer, "mamba", None) is not None:
-                layer.mamba.A_log.fill_(-3.0)
-                layer.mamba.dt_bias.fill_(-2.0)
-    model.config.logits_scaling = 0.01
+    model, _tokenizer, _resolved = load_checkpoint(str(tiny_checkpoint), "cpu", "float32")
     return model
+
+
+@pytest.fixture(scope="session")
+def logit_reference():
+    """tests/model/logit_reference.py as a module: from-scratch logits and the shared tolerance.
+
+    For test folders that cannot import it directly (``--import-mode=importlib``).
+    """
+    import importlib.util
+
+    path = Path(__file__).parent / "model" / "logit_reference.py"
+    spec = importlib.util.spec_from_file_location("feldspar_tests_logit_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
-import torch
 
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import chunk_ends, new_state, prefill
 from feldspar.model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_prompt
+
+sys.path.insert(0, str(Path(__file__).parent))
+from logit_reference import assert_logits_close, logits_from_scratch  # noqa: E402
 
 GREEDY = GenerationParams(max_new_tokens=12, reuse=False)
 HELLO = [{"role": "user", "content": "Hello, Granite! Grüße 🌍"}]
@@ -70,13 +75,12 @@ def test_generation_stops_on_end_of_text(engine):
 
 def test_chunked_prefill_equals_one_shot(engine):
     ids = engine.encode(engine.render(HELLO * 3))
-    logits = {}
+    expected = logits_from_scratch(engine.model, ids)
     for chunk in (len(ids), 16, 5, 1):
         state = new_state(engine.model)
-        logits[chunk] = prefill(engine.model, state, ids, chunk_size=chunk)
+        logits = prefill(engine.model, state, ids, chunk_size=chunk)
         assert state.length == len(ids)
-    for chunk, value in logits.items():
-        torch.testing.assert_close(value, logits[len(ids)], atol=1e-4, rtol=1e-4, msg=f"chunk {chunk}")
+        assert_logits_close(logits, expected, f"prefill in chunks of {chunk}")
 
 
 def test_chunk_plan_covers_the_prompt_and_stops_at_requested_positions():

@@ -1,25 +1,31 @@
 """Long-context prefill through the prefix cache: progress, interval snapshots, exact reuse.
 
 A 16K-token context on the tiny model (the 128K run lives in `feldspar bench reuse`,
-which takes minutes on two cores). The chunk-bounding rule is checked as a pure function
+which takes minutes on two cores); reused logits are compared with one uncached forward
+of the same ids. The chunk-bounding rule is checked as a pure function
 at 128K.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 import pytest
 
 from feldspar.model.state_cache import ATTENTION_ELEMENTS, MIN_CHUNK, PrefixStateCache, bounded_segments
-from feldspar.model.state_source import FreshState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from logit_reference import assert_matches_scratch  # noqa: E402
 
 CONTEXT = 16384
 CHUNK = 2048
 
 
 @pytest.fixture(scope="module")
-def model(sensitive_model):
-    return sensitive_model
+def model(tiny_model):
+    return tiny_model
 
 
 def random_ids(model, count: int, seed: int) -> list[int]:
@@ -46,7 +52,7 @@ def test_a_16k_context_is_prefilled_with_progress_and_reused_exactly(model):
     assert cache.snapshot_lengths() == [4096, 8192, 12288, 16384]
     follow = cache.prepare(model, context + question, chunk_size=CHUNK)
     assert (follow.reused_tokens, follow.computed_tokens) == (CONTEXT, 20)
-    fresh = FreshState().prepare(model, context + question, chunk_size=CHUNK)
-    assert torch.allclose(follow.logits, fresh.logits, atol=1e-4, rtol=0)
+    assert_matches_scratch(model, context + question, follow.logits)
     diverged = cache.prepare(model, context[:10000] + question, chunk_size=CHUNK)
     assert diverged.reused_tokens == 8192 and 10000 in cache.snapshot_lengths()
+    assert_matches_scratch(model, context[:10000] + question, diverged.logits)

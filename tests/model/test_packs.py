@@ -22,6 +22,9 @@ from feldspar.model.state_source import FreshState
 from feldspar.model.snapshot import take_snapshot
 from feldspar.pack_documents import read_pack_documents
 
+sys.path.insert(0, str(Path(__file__).parent))
+from logit_reference import assert_matches_scratch, assert_reuse_matches_scratch  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Where is Quartzville?"
 
@@ -31,14 +34,18 @@ def engine(tiny_checkpoint):
     return Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", prefill_chunk=64))
 
 
-@pytest.fixture
-def sources(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
+def write_sources(folder: Path) -> Path:
+    """Three small source files (text, Markdown, Python) in ``folder``."""
+    folder.mkdir(parents=True)
     (folder / "city.txt").write_text("Quartzville is the capital of Feldspar land. " * 6, encoding="utf-8")
     (folder / "notes.md").write_text("# Minerals\n\nMica is shiny and splits into sheets.\n", encoding="utf-8")
     (folder / "tool.py").write_text("def hardness(mineral):\n    return {'quartz': 7}[mineral]\n", encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    return write_sources(tmp_path / "docs")
 
 
 @pytest.fixture
@@ -57,17 +64,13 @@ def make_pack(engine, packs_dir, name, paths, **options):
     return create_pack(engine, packs_dir, name, documents, recorded, **options)
 
 
-def in_memory_answer(engine, documents, steps: int = 6):
-    """Logits and greedy ids for QUESTION from a pack state that never left memory."""
+def in_memory_answer(engine, documents):
+    """Prepared state for QUESTION from a pack state that never left memory."""
     ids = prefix_ids(engine, documents)
-    prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk)
+    prepared = FreshState().prepare(engine.model, ids, chunk_size=len(ids))
     cache = PrefixStateCache(budget_bytes=1 << 30)
     cache.insert(ids, take_snapshot(prepared.state, prepared.logits), pinned=True)
-    asked = cache.prepare(engine.model, question_ids(engine, documents, QUESTION), chunk_size=64)
-    logits = asked.logits.clone()
-    result = engine.generate(question_ids(engine, documents, QUESTION),
-                             GenerationParams(max_new_tokens=steps, reuse=False))
-    return logits, asked.reused_tokens, result.token_ids
+    return cache.prepare(engine.model, question_ids(engine, documents, QUESTION), chunk_size=64)
 
 
 FRESH_PROCESS = """
@@ -98,29 +101,37 @@ def test_pack_prefix_is_everything_before_the_first_user_turn(engine, sources):
     assert question_ids(engine, documents, "anything else?")[: len(ids)] == ids
 
 
-def test_a_pack_loaded_in_a_fresh_process_matches_the_in_memory_state(engine, sources, packs_dir, tiny_checkpoint):
+def test_a_pack_in_memory_matches_from_scratch(engine, sources):
+    documents, _ = read_documents([sources])
+    asked = in_memory_answer(engine, documents)
+    assert asked.reused_tokens == len(prefix_ids(engine, documents))
+    assert_reuse_matches_scratch(engine.model, question_ids(engine, documents, QUESTION), asked.state, asked.logits)
+
+
+def test_a_pack_loaded_in_a_fresh_process_matches_from_scratch(engine, sources, packs_dir, tiny_checkpoint):
     meta = make_pack(engine, packs_dir, "city", [sources])
     documents = json.loads((packs_dir / "city" / DOCS_FILE).read_text(encoding="utf-8"))
-    expected_logits, reused, _ = in_memory_answer(engine, documents)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tiny_checkpoint), str(packs_dir), QUESTION],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert loaded["reused"] == reused == meta["tokens"]
-    assert torch.equal(torch.tensor(loaded["logits"]), expected_logits)
+    assert loaded["reused"] == meta["tokens"]
+    ids = question_ids(engine, documents, QUESTION)
+    assert_matches_scratch(engine.model, ids, torch.tensor(loaded["logits"]), "pack loaded in a fresh process")
 
 
-def test_questions_against_a_loaded_pack_match_no_reuse(engine, sources, packs_dir):
+def test_questions_against_a_loaded_pack_match_from_scratch(engine, sources, packs_dir):
     make_pack(engine, packs_dir, "city", [sources])
     pack = load_pack(engine, packs_dir, "city")
     install_pack(engine, pack)
     for question in ("Where is Quartzville?", "Is mica shiny?"):
         ids = question_ids(engine, pack.documents, question)
-        reused = engine.generate(ids, GenerationParams(max_new_tokens=5, reuse=True))
-        fresh = engine.generate(ids, GenerationParams(max_new_tokens=5, reuse=False))
-        assert reused.reused_tokens >= len(pack.token_ids) and reused.computed_tokens < 40
-        assert reused.token_ids == fresh.token_ids
+        prepared = engine.states.prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk)
+        assert prepared.reused_tokens == len(pack.token_ids) and prepared.computed_tokens < 40
+        tokens = assert_reuse_matches_scratch(engine.model, ids, prepared.state, prepared.logits, what="pack state")
+        answer = engine.generate(ids, GenerationParams(max_new_tokens=len(tokens), reuse=True))
+        assert answer.reused_tokens == len(ids) and answer.token_ids == tokens
 
 
 def test_list_show_and_remove(engine, sources, packs_dir):

@@ -9,6 +9,8 @@ import torch
 
 from feldspar.model.catalog import CATALOG, get_spec
 from feldspar.model.presets import (
+    TINY_ATTENTION_MULTIPLIER,
+    TINY_LOGITS_SCALING,
     TINY_VOCAB_SIZE,
     build_random_model,
     count_params,
@@ -132,10 +134,22 @@ def test_tiny_configs_keep_layer_kinds(spec):
     assert config.pad_token_id == TINY_REGULAR_SIZE and config.eos_token_id == TINY_REGULAR_SIZE + 1
 
 
-def test_tiny_spec_keeps_multipliers():
+def test_tiny_spec_keeps_residual_multiplier_and_scales_logits_up():
     spec = get_spec("h-small")
     tiny = tiny_spec(spec)
-    assert (tiny.logits_scaling, tiny.residual_multiplier, tiny.kind) == (16, 0.22, "moe-hybrid")
+    assert (tiny.residual_multiplier, tiny.kind) == (0.22, "moe-hybrid")
+    assert (tiny.logits_scaling, tiny.attention_multiplier) == (TINY_LOGITS_SCALING, TINY_ATTENTION_MULTIPLIER)
+
+
+def test_tiny_mamba_state_decays_slowly():
+    """Stock init forgets the SSM state within ~3 tokens; the miniature keeps most of it for 1,000."""
+    model = build_random_model("h-tiny", tiny=True, seed=0)
+    mixers = [layer.mamba for layer in model.model.layers if layer.mamba is not None]
+    assert mixers
+    for mixer in mixers:
+        decay = torch.exp(-torch.exp(mixer.A_log) * torch.nn.functional.softplus(mixer.dt_bias))
+        assert (decay ** 1000 > 0.5).all()
+        assert mixer.conv1d.weight.std() > 0.25
 
 
 @pytest.mark.parametrize("name", ["h-tiny", "350m", "h-1b"])

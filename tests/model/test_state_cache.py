@@ -1,12 +1,17 @@
-"""The prefix state cache gives the same tokens and logits as computing from scratch.
+"""The prefix state cache gives the logits of a from-scratch computation of the same ids.
 
-Every test compares a cache-backed run with ``FreshState`` (the no-reuse path) on a tiny
-random-weight Granite 4.0-H model in fp32, and checks how much was reused.
+Every reuse is checked against ``logits_from_scratch`` (one uncached forward, see
+logit_reference.py) on the sensitive tiny Granite 4.0-H miniature in fp32: the logits
+after the prompt and after a few greedy decode steps on the reused state. The tests also
+check how much was reused. tests/model/test_mutations.py runs some of them with bugs
+injected and requires them to fail.
 """
 
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,15 +20,16 @@ from feldspar.model.errors import StateError
 from feldspar.model.generation import Sampling, decode_tokens
 from feldspar.model.snapshot import state_bytes
 from feldspar.model.state_cache import PrefixStateCache
-from feldspar.model.state_source import FreshState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from logit_reference import assert_matches_scratch, assert_reuse_matches_scratch  # noqa: E402
 
 CHUNK = 64
-LOGIT_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def model(sensitive_model):
-    return sensitive_model
+def model(tiny_model):
+    return tiny_model
 
 
 def random_ids(model, count: int, rng: random.Random) -> list[int]:
@@ -35,16 +41,9 @@ def greedy(model, prepared, steps: int = 6) -> list[int]:
     return list(stream)
 
 
-def fresh_run(model, ids, steps: int = 6):
-    prepared = FreshState().prepare(model, ids, chunk_size=CHUNK)
-    logits = prepared.logits.clone()
-    return greedy(model, prepared, steps), logits
-
-
-def assert_same_as_fresh(model, prepared, ids, steps: int = 6) -> None:
-    expected_tokens, expected_logits = fresh_run(model, ids, steps)
-    assert torch.allclose(prepared.logits, expected_logits, atol=LOGIT_TOLERANCE, rtol=0)
-    assert greedy(model, prepared, steps) == expected_tokens
+def assert_same_as_fresh(model, prepared, ids, steps: int = 4) -> list[int]:
+    """The prepared logits, and decoding on the prepared state, match from-scratch logits."""
+    return assert_reuse_matches_scratch(model, ids, prepared.state, prepared.logits, steps)
 
 
 def big_cache(interval: int = 4096) -> PrefixStateCache:
@@ -52,7 +51,7 @@ def big_cache(interval: int = 4096) -> PrefixStateCache:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_prompts_and_split_points_match_no_reuse(model, seed):
+def test_random_prompts_and_split_points_match_from_scratch(model, seed):
     rng = random.Random(seed)
     cache = big_cache()
     ids = random_ids(model, rng.randrange(20, 200), rng)
@@ -64,31 +63,35 @@ def test_random_prompts_and_split_points_match_no_reuse(model, seed):
 
 
 def test_using_one_snapshot_twice_gives_identical_results(model):
+    """Two prompts resume from the same snapshot (with generation in between); both match."""
     rng = random.Random(10)
     cache = big_cache()
     base = random_ids(model, 120, rng)
     cache.prepare(model, base, chunk_size=CHUNK)
-    suffix = random_ids(model, 9, rng)
-    first = cache.prepare(model, base + suffix, chunk_size=CHUNK, boundaries=[len(base)])
-    first_logits, first_tokens = first.logits.clone(), greedy(model, first)
-    other = cache.prepare(model, base + random_ids(model, 5, rng), chunk_size=CHUNK)
-    greedy(model, other)  # generation from the same snapshot in between
-    second = cache.prepare(model, base + suffix + [0], chunk_size=CHUNK)
-    assert second.reused_tokens == len(base) + len(suffix)
-    again = PrefixStateCache(budget_bytes=1 << 30)
-    again.prepare(model, base, chunk_size=CHUNK)
-    third = again.prepare(model, base + suffix, chunk_size=CHUNK)
-    assert torch.equal(third.logits, first_logits) and greedy(model, third) == first_tokens
+    first_ids, second_ids = base + random_ids(model, 9, rng), base + random_ids(model, 5, rng)
+    first = cache.prepare(model, first_ids, chunk_size=CHUNK)
+    first_logits = first.logits.clone()
+    first_tokens = assert_same_as_fresh(model, first, first_ids)
+    second = cache.prepare(model, second_ids, chunk_size=CHUNK)
+    assert first.reused_tokens == second.reused_tokens == len(base)
+    assert_same_as_fresh(model, second, second_ids)
+    again = cache.prepare(model, first_ids + [0], chunk_size=CHUNK)  # third use, past the first's end
+    assert again.reused_tokens == len(first_ids)
+    assert_same_as_fresh(model, again, first_ids + [0])
+    other_cache = big_cache()
+    other_cache.prepare(model, base, chunk_size=CHUNK)
+    third = other_cache.prepare(model, first_ids, chunk_size=CHUNK)
+    assert torch.equal(third.logits, first_logits) and greedy(model, third, 4) == first_tokens
 
 
 def test_an_exact_repeat_needs_no_compute_and_returns_the_same_logits(model):
     ids = random_ids(model, 77, random.Random(11))
     cache = big_cache()
     first = cache.prepare(model, ids, chunk_size=CHUNK)
-    logits, tokens = first.logits.clone(), greedy(model, first)
+    assert_same_as_fresh(model, first, ids)
     second = cache.prepare(model, ids, chunk_size=CHUNK)
     assert (second.reused_tokens, second.computed_tokens) == (77, 0)
-    assert torch.equal(second.logits, logits) and greedy(model, second) == tokens
+    assert_same_as_fresh(model, second, ids)  # stored logits and restored state, not a copy of the first
 
 
 def test_a_prompt_inside_a_cached_one_resumes_from_an_earlier_snapshot(model):
@@ -112,6 +115,18 @@ def test_divergence_point_is_snapshotted_so_the_next_sibling_hits(model):
     assert_same_as_fresh(model, third, third_ids)
 
 
+def test_a_sibling_sharing_the_next_token_resumes_only_from_the_branch_point(model):
+    """Prompts that diverge one token after a shared prefix must not resume from each other."""
+    rng = random.Random(20)
+    shared, cache = random_ids(model, 60, rng) + [7], big_cache()
+    first, sibling = shared + random_ids(model, 10, rng), shared + random_ids(model, 30, rng)
+    assert first[len(shared)] != sibling[len(shared)]
+    cache.prepare(model, first, chunk_size=CHUNK)
+    prepared = cache.prepare(model, sibling, chunk_size=CHUNK)
+    assert_same_as_fresh(model, prepared, sibling)
+    assert prepared.reused_tokens == 0 and len(shared) in cache.snapshot_lengths()
+
+
 def test_long_prompt_snapshots_every_interval_and_shares_kv(model):
     ids = random_ids(model, 300, random.Random(14))
     cache = big_cache(interval=64)
@@ -119,6 +134,9 @@ def test_long_prompt_snapshots_every_interval_and_shares_kv(model):
     assert cache.snapshot_lengths() == [64, 100, 128, 192, 256, 300]
     separate = sum(state_bytes(model.config, torch.float32, n) for n in cache.snapshot_lengths())
     assert cache.total_bytes < separate
+    resumed = cache.prepare(model, ids[:200], chunk_size=CHUNK)  # from the 192 snapshot, a KV view
+    assert resumed.reused_tokens == 192
+    assert_matches_scratch(model, ids[:200], resumed.logits)
 
 
 def test_progress_reports_reach_the_computed_total(model):
