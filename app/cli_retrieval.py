@@ -189,19 +189,30 @@ def bench_retrieval_command(
     json_out: JsonOpt = False,
     search_chunks: Annotated[int, typer.Option("--search-chunks", help="chunks for the latency test")] = 100_000,
     sync_files: Annotated[int, typer.Option("--sync-files", help="files for the re-sync test")] = 10_000,
+    big_file_mb: Annotated[float, typer.Option("--big-file-mb", help="size of the big streamed file; 0 skips")] = 50.0,
+    big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", help="ingest it this long, then Ctrl-C")] = 60.0,
+    precision: Annotated[bool, typer.Option("--precision/--no-precision", help="fp32 vs int8 rows")] = True,
+    basics: Annotated[bool, typer.Option("--basics/--no-basics", help="throughput, re-sync and latency rows")] = True,
 ) -> None:
-    """Ingest throughput, no-change re-sync time and search latency against targets."""
+    """Ingest throughput, re-sync, search latency; fp32 vs int8; a big file, Ctrl-C, searches during a write."""
+    import sys
+
     from feldspar.bench.retrieval import run_benchmark
 
     from feldspar.compose import build_retrieval
 
     settings = settings_from()
 
-    def make_service(home, collection):
-        return build_retrieval(settings.model_copy(update={"home": home, "collection": collection, "chroma_host": None}))
+    def make_service(home, collection, precision=None):
+        update = {"home": home, "collection": collection, "chroma_host": None}
+        if precision:
+            update["embed_precision"] = precision
+        return build_retrieval(settings.model_copy(update=update))
 
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
-                         log=None if json_out else err_console.print)
+                         log=None if json_out else err_console.print, docs=REPO_DOCS,
+                         ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
+                         big_file_seconds=big_file_seconds, precision=precision, basics=basics)
     if json_out:
         print_json(rows)
     else:

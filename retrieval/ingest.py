@@ -177,6 +177,7 @@ class Ingestor:
             if reindex:
                 self.store.drop(collection)
                 crashpoints.reached("dropped")
+            if reindex or self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
             chunks = self.store.open(collection, self.embedder.name, create=True, precision=self.embedder.precision)
             with stop_on_interrupt() as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
@@ -228,8 +229,8 @@ class _Run:
         self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting),
                             os.path.basename(root) or root)
         self._announce_big_files(to_parse)
-        tasks = ((f, load_file, (f.path, root, max_bytes)) for f in to_parse)
-        for scanned_file, outcome in pool.run(tasks):
+        for scanned_file, outcome in _in_order(pool.run((i, load_file, (f.path, root, max_bytes))
+                                                        for i, f in enumerate(to_parse)), to_parse):
             self._stream(root, scanned_file, known.get(scanned_file.key), outcome)
             if self.stop.is_set():
                 break
@@ -323,6 +324,17 @@ class _Run:
         seconds = self.ingestor.embedder.seconds - self.embed_seconds_before
         if self.summary.chunks_written >= 32 and seconds > 0:
             self.manifest.set_rate(self.rate_key, self.summary.chunks_written / seconds)
+
+
+def _in_order(finished: Iterator[tuple[int, object]], files: list[ScannedFile]) -> Iterator[tuple[ScannedFile, object]]:
+    """Parser outcomes in the order the files were given (smallest first), whatever order they finish in."""
+    ready: dict[int, object] = {}
+    due = 0
+    for index, outcome in finished:
+        ready[index] = outcome
+        while due in ready:
+            yield files[due], ready.pop(due)
+            due += 1
 
 
 def _duration(seconds: float) -> str:

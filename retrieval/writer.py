@@ -173,6 +173,7 @@ class BatchWriter:
                                                               [metadatas[i] for i in part])):
                 return True
             done.chunks_written += len(part)
+            crashpoints.reached("part_upserted")
             if self.stop.is_set() and at + step < len(todo):
                 return False
         crashpoints.reached("upserted")
