@@ -156,6 +156,7 @@ def bench_big_file(make_service: MakeService, command: list[str], home: Path, me
     log("  small-file ingest for the RSS baseline …")
     small_rss = bench_small_ingest_rss(command, home / "small-home")
     reader = make_service(home / "home", "default")
+    searchers = SearchProcesses(command[0], home / "home", 4, 8).start()
     process = _run_ingest(command, home / "home", folder, {})
     started = time.perf_counter()
     first_chunk, peak = None, 0.0
@@ -165,7 +166,7 @@ def bench_big_file(make_service: MakeService, command: list[str], home: Path, me
             first_chunk = time.perf_counter() - started
         time.sleep(0.2)
     log("  searches during the write …")
-    rows = bench_reads_during_write(reader, command, process)
+    rows = bench_reads_during_write(reader, searchers, process)
     while process.poll() is None and time.perf_counter() - started < run_seconds:
         peak = max(peak, _peak_rss_mb(process.pid))
         time.sleep(0.5)
@@ -192,8 +193,8 @@ def _count(service) -> int:
         return 0
 
 
-def bench_reads_during_write(service, command: list[str], writer: subprocess.Popen, concurrent: int = 32,
-                             processes: int = 4) -> list[dict]:
+def bench_reads_during_write(service, searchers: "SearchProcesses", writer: subprocess.Popen,
+                             concurrent: int = 32) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     queries = [f"granite quartz layer {i}" for i in range(concurrent)]
@@ -210,12 +211,13 @@ def bench_reads_during_write(service, command: list[str], writer: subprocess.Pop
         results = list(pool.map(one, queries))
     thread_ms = [ms for ms, _ in results]
     thread_errors = [e for _, e in results if e]
-    proc = _search_processes(command, service.config.home, processes, concurrent // processes)
     writing = writer.poll() is None
+    proc = _summary(searchers.go())
+    processes = searchers.processes
     return [
         _row(f"search p95, {concurrent} threads during a write", float(np.percentile(thread_ms, 95)), "ms", "-",
              None, f"{len(thread_errors)} errors, {len(results)} answered, writer running: {writing}"),
-        _row(f"search p95, {processes} processes x {concurrent // processes} threads during a write",
+        _row(f"search p95, {processes} processes x {searchers.threads} threads during a write",
              proc.get("p95_ms", float("nan")), "ms", "-", None,
              f"{proc.get('errors', '?')} errors, {proc.get('answered', 0)} answered"),
     ]
@@ -227,7 +229,7 @@ from concurrent.futures import ThreadPoolExecutor
 from feldspar.compose import build_retrieval
 from feldspar.settings import load_settings
 service = build_retrieval(load_settings(home=sys.argv[1]))
-service.search("warm up", k=5)
+service.embedder.load()
 def one(i):
     started = time.perf_counter()
     try:
@@ -243,22 +245,37 @@ print(json.dumps(results), flush=True)
 """
 
 
-def _search_processes(command: list[str], home: Path, processes: int, threads: int) -> dict:
-    """``processes`` searchers start (model loaded), then all search at once, ``threads`` each."""
-    python = command[0]
-    children = [subprocess.Popen([python, "-c", SEARCH_SCRIPT, str(home), str(threads)], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                for _ in range(processes)]
-    for child in children:
-        child.stdout.readline()  # "ready"
-    for child in children:
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    results = []
-    for child in children:
-        line = child.stdout.readline()
-        child.wait()
-        results += json.loads(line) if line.strip() else [[float("nan"), "no answer"]] * threads
+class SearchProcesses:
+    """Separate searcher processes on one data home: ``start`` loads them, ``go`` fires all searches
+    at once (``threads`` each) and returns ``[(ms, error or None), ...]``."""
+
+    def __init__(self, python: str, home: Path, processes: int, threads: int) -> None:
+        self.python, self.home, self.processes, self.threads = python, home, processes, threads
+        self.children: list[subprocess.Popen] = []
+
+    def start(self) -> "SearchProcesses":
+        self.children = [subprocess.Popen([self.python, "-c", SEARCH_SCRIPT, str(self.home), str(self.threads)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True) for _ in range(self.processes)]
+        for child in self.children:
+            child.stdout.readline()  # "ready": imports done, model loaded
+        return self
+
+    def go(self) -> list[tuple[float, str | None]]:
+        for child in self.children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results: list[tuple[float, str | None]] = []
+        for child in self.children:
+            line = child.stdout.readline()
+            child.wait()
+            child.stdin.close()
+            child.stdout.close()
+            results += [tuple(r) for r in json.loads(line)] if line.strip() else [(float("nan"), "no answer")] * self.threads
+        return results
+
+
+def _summary(results: list[tuple[float, str | None]]) -> dict:
     ms = [r[0] for r in results]
     return {"p95_ms": float(np.percentile(ms, 95)), "errors": sum(1 for r in results if r[1]),
             "answered": sum(1 for r in results if not r[1])}

@@ -124,10 +124,12 @@ def run_phase(zygote, make_service, tmp_path: Path, name: str, base_home: Path, 
         base = {"rows": {p: (s, set(json.loads(ids)), pending) for p, (s, ids, pending) in manifest_rows(home).items()}}
         ended = zygote.ingest(home, root, point, nth, reindex=reindex)
         assert ended["signal"] == signal.SIGKILL, f"{name} {point}:{nth} did not die there: {ended}"
-        assert_in_window(point, look(make_service(home=home, **SETTINGS)), base)
+        seen = look(make_service(home=home, **SETTINGS))
+        assert_in_window(point, seen, base)
         resumed = make_service(home=home, **SETTINGS)
-        resumed.ingest([root])
+        summary = resumed.ingest([root])
         assert state(home) == clean["state"], f"{name} {point}:{nth}"
+        assert summary.chunks_written == len(clean["store"] - (seen["store"] or set())), "written chunks embedded again"
         assert look(resumed)["store"] == clean["store"]
         assert_consistent(resumed)
 
