@@ -7,12 +7,14 @@ of how files are parsed, stored or searched. ``demo_retrieval`` is the `make dem
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 
 from feldspar.cli_root import HomeOpt, JsonOpt, app, bench_app, console, err_console, eval_app, print_json, print_table
 from feldspar.cli_root import settings_from
@@ -31,22 +33,41 @@ def _service(home: Path | None, collection: str | None = None, embedding_model: 
 
 
 class _RichProgress:
-    """Adapts the ingest progress protocol to a rich progress bar."""
+    """Adapts the ingest progress protocol to a rich bar: bytes done, the file being read,
+    chunks written and their rate, and an ETA; notices (big files up front) print above it."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task = None
+        self.label = ""
+        self.started = time.perf_counter()
 
     def start(self, total: int, label: str) -> None:
-        self.task = self.progress.add_task(f"ingest {label}", total=total)
+        self.label = f"ingest {label}"
+        self.started = time.perf_counter()
+        self.task = self.progress.add_task(self.label, total=max(total, 1), chunks="0 chunks")
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
             self.progress.advance(self.task, n)
 
+    def working_on(self, path: str) -> None:
+        if self.task is not None:
+            shown = path if len(path) <= 40 else "…" + path[-39:]
+            self.progress.update(self.task, description=f"{self.label}: {shown}")
+
+    def chunks(self, written: int) -> None:
+        if self.task is not None:
+            rate = written / max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(self.task, chunks=f"{written} chunks, {rate:.1f}/s")
+
+    def notice(self, message: str) -> None:
+        self.progress.console.print(message)
+
 
 def _progress_bar(out: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TextColumn("{task.fields[chunks]}"), TimeRemainingColumn(), TimeElapsedColumn(),
                     console=out, transient=False)
 
 
@@ -168,19 +189,30 @@ def bench_retrieval_command(
     json_out: JsonOpt = False,
     search_chunks: Annotated[int, typer.Option("--search-chunks", help="chunks for the latency test")] = 100_000,
     sync_files: Annotated[int, typer.Option("--sync-files", help="files for the re-sync test")] = 10_000,
+    big_file_mb: Annotated[float, typer.Option("--big-file-mb", help="size of the big streamed file; 0 skips")] = 50.0,
+    big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", help="ingest it this long, then Ctrl-C")] = 60.0,
+    precision: Annotated[bool, typer.Option("--precision/--no-precision", help="fp32 vs int8 rows")] = True,
+    basics: Annotated[bool, typer.Option("--basics/--no-basics", help="throughput, re-sync and latency rows")] = True,
 ) -> None:
-    """Ingest throughput, no-change re-sync time and search latency against targets."""
+    """Ingest throughput, re-sync, search latency; fp32 vs int8; a big file, Ctrl-C, searches during a write."""
+    import sys
+
     from feldspar.bench.retrieval import run_benchmark
 
     from feldspar.compose import build_retrieval
 
     settings = settings_from()
 
-    def make_service(home, collection):
-        return build_retrieval(settings.model_copy(update={"home": home, "collection": collection, "chroma_host": None}))
+    def make_service(home, collection, precision=None):
+        update = {"home": home, "collection": collection, "chroma_host": None}
+        if precision:
+            update["embed_precision"] = precision
+        return build_retrieval(settings.model_copy(update=update))
 
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
-                         log=None if json_out else err_console.print)
+                         log=None if json_out else err_console.print, docs=REPO_DOCS,
+                         ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
+                         big_file_seconds=big_file_seconds, precision=precision, basics=basics)
     if json_out:
         print_json(rows)
     else:

@@ -59,6 +59,8 @@ def build_retrieval(settings: Settings):
         collection=settings.collection,
         embedding_model=settings.embedding_model,
         embed_batch_size=settings.embed_batch_size,
+        embed_precision=settings.embed_precision,
+        embed_cache_dir=settings.embedders_cache,
         reranker=settings.reranker,
         ingest=options,
     )

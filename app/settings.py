@@ -99,7 +99,12 @@ class Settings(BaseSettings):
     reranker: str | None = None
     max_file_bytes: int = Field(50 * 1024**2, ge=1)
     parse_timeout_s: float = Field(60.0, gt=0)
-    embed_batch_size: int = Field(64, ge=1)
+    embed_batch_size: int = Field(32, ge=1, description="texts per embedding forward; Ctrl-C waits for one")
+    embed_precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="embedder precision: auto = int8 (ONNX Runtime) on a CPU, fp16 on a GPU, "
+                            "or what an existing collection was built with")
+    embed_cache_dir: Path | None = Field(None, description="where the int8 embedder is built once "
+                                                           "(default: the user cache folder)")
     parse_workers: int = Field(2, ge=1, description="parser subprocesses during ingest")
     parse_memory_mb: int = Field(2048, ge=64, description="address-space limit of a parser subprocess")
 
@@ -122,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def chroma_dir(self) -> Path:
         return self.home / "chroma"
+
+    @property
+    def embedders_cache(self) -> Path:
+        return self.embed_cache_dir or Path(platformdirs.user_cache_dir("feldspar", appauthor=False)) / "embedders"
 
     @property
     def manifest_path(self) -> Path:

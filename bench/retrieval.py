@@ -5,8 +5,10 @@ touched: (1) ingest of generated markdown files with the real embedder (files/s,
 chunks/s, share of wall time inside the model; model load excluded); (2) a re-sync of
 ``sync_files`` unchanged files after a real first ingest; (3) search latency p50/p95
 over ``search_chunks`` chunks whose vectors are synthetic (random, normalised) and
-texts generated, while every query is embedded for real. The caller passes a factory for
-retrieval services, so this module knows no settings or composition root. This is a benchmark, not a
+texts generated, while every query is embedded for real; then the scale rows of
+``retrieval_scale`` (fp32 vs int8, a big streamed file, Ctrl-C, searches during a write).
+The caller passes a factory for retrieval services (and the ingest command for the
+subprocess rows), so this module knows no settings or composition root. This is a benchmark, not a
 test: it reports numbers beside targets and asserts nothing.
 """
 
@@ -21,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-# (data home, collection name) -> a retrieval service; the app builds it from Settings.
-MakeService = Callable[[Path, str], object]
+# (data home, collection name, precision=None) -> a retrieval service; the app builds it from Settings.
+MakeService = Callable[..., object]
 
 WORDS = ("granite model state cache prefix token chunk search vector index manifest sync folder file page "
          "heading citation embed query answer agent tool graph memory store collection server lock batch "
@@ -80,7 +82,8 @@ def bench_resync(make_service: MakeService, home: Path, files: int) -> list[dict
 
 def bench_search(make_service: MakeService, home: Path, chunks: int, queries: int = 100) -> list[dict]:
     service = make_service(home, "bench-search")
-    collection = service.store.open("bench-search", service.embedder.name, create=True)
+    collection = service.store.open("bench-search", service.embedder.name, create=True,
+                                    precision=service.embedder.precision)
     _fill_synthetic(collection, chunks, service.embedder.dimension)
     service.manifest.mark_changed("bench-search")
     started = time.perf_counter()
@@ -118,14 +121,27 @@ def _fill_synthetic(collection, chunks: int, dimension: int, batch: int = 5000) 
 
 
 def run_benchmark(make_service: MakeService, search_chunks: int = 100_000, sync_files: int = 10_000,
-                  log: Callable[[str], None] | None = None) -> list[dict]:
+                  log: Callable[[str], None] | None = None, docs: Path | None = None,
+                  ingest_command: list[str] | None = None, big_file_mb: float = 50.0,
+                  big_file_seconds: float = 60.0, precision: bool = True, basics: bool = True) -> list[dict]:
+    from feldspar.bench import retrieval_scale as scale
+
     say = log or (lambda message: None)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="feldspar-bench-") as temp:
-        say("ingest throughput …")
-        rows += bench_ingest(make_service, Path(temp) / "ingest")
-        say(f"no-change re-sync of {sync_files} files …")
-        rows += bench_resync(make_service, Path(temp) / "sync", sync_files)
-        say(f"search latency at {search_chunks} chunks …")
-        rows += bench_search(make_service, Path(temp) / "search", search_chunks)
+        if precision and docs is not None:
+            say("fp32 vs int8: quality and interleaved speed …")
+            rows += scale.bench_precision(make_service, Path(temp) / "precision", docs,
+                                          docs / "eval" / "docs_questions.jsonl", log=say)
+        if ingest_command and big_file_mb > 0:
+            say(f"big file ({big_file_mb:g} MB) ingest, searches during the write, Ctrl-C …")
+            rows += scale.bench_big_file(make_service, ingest_command, Path(temp) / "big", big_file_mb,
+                                         big_file_seconds, log=say)
+        if basics:
+            say("ingest throughput …")
+            rows += bench_ingest(make_service, Path(temp) / "ingest")
+            say(f"no-change re-sync of {sync_files} files …")
+            rows += bench_resync(make_service, Path(temp) / "sync", sync_files)
+            say(f"search latency at {search_chunks} chunks …")
+            rows += bench_search(make_service, Path(temp) / "search", search_chunks)
     return rows

@@ -4,18 +4,22 @@ Text is first cut into segments that a chunk never crosses: PDF pages, or markdo
 sections (so every chunk has one heading path, e.g. ``Guide > Install``). Each segment
 is split by langchain's ``RecursiveCharacterTextSplitter`` with a token length
 function, and every chunk records its exact character span in the extracted text:
-``text[chunk.start:chunk.end] == chunk.text`` always holds.
+``text[chunk.start:chunk.end] == chunk.text`` always holds. Chunks are produced lazily
+(``iter_chunks``): a long segment is cut into windows of ``WINDOW_CHARS`` at a paragraph,
+line or word break before splitting, so a file of any size streams in bounded memory and
+always gives the same chunks. JSON Lines chunks also record their 1-based line range.
 
 This module does not know about files, ids or embeddings; it takes a token counter.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -24,6 +28,8 @@ from feldspar.retrieval.loaders import Extracted
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
+WINDOW_CHARS = 65536
+BREAKS = ("\n\n", "\n", " ")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Chunk:
     page: int | None
     heading: str
     content_hash: str
+    line_start: int | None = None  # JSON Lines: first and last line (1-based) of the chunk
+    line_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,19 @@ class Chunker:
         )
 
     def chunk(self, extracted: Extracted) -> list[Chunk]:
-        chunks: list[Chunk] = []
+        return list(self.iter_chunks(extracted))
+
+    def iter_chunks(self, extracted: Extracted) -> Iterator[Chunk]:
+        lines = _LineIndex(extracted.text) if extracted.markup == "jsonl" else None
+        index = 0
         for segment in segments(extracted):
-            for start, end in self._spans(extracted.text, segment):
-                piece = extracted.text[start:end]
-                digest = hashlib.sha256(piece.encode("utf-8", "surrogatepass")).hexdigest()
-                chunks.append(Chunk(len(chunks), piece, start, end, segment.page, segment.heading, digest))
-        return chunks
+            for window in _windows(extracted.text, segment):
+                for start, end in self._spans(extracted.text, window):
+                    piece = extracted.text[start:end]
+                    digest = hashlib.sha256(piece.encode("utf-8", "surrogatepass")).hexdigest()
+                    first, last = lines.span(start, end) if lines else (None, None)
+                    yield Chunk(index, piece, start, end, segment.page, segment.heading, digest, first, last)
+                    index += 1
 
     def _spans(self, text: str, segment: Segment) -> list[tuple[int, int]]:
         body = text[segment.start : segment.end]
@@ -79,6 +93,36 @@ class Chunker:
             spans.append((segment.start + found, segment.start + found + len(piece)))
             previous_start, previous_end = found, found + len(piece)
         return spans
+
+
+class _LineIndex:
+    """1-based line numbers of character offsets (newline positions found once)."""
+
+    def __init__(self, text: str) -> None:
+        self.newlines: list[int] = []
+        at = text.find("\n")
+        while at >= 0:
+            self.newlines.append(at)
+            at = text.find("\n", at + 1)
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        return bisect.bisect_left(self.newlines, start) + 1, bisect.bisect_left(self.newlines, end - 1) + 1
+
+
+def _windows(text: str, segment: Segment) -> Iterator[Segment]:
+    """``segment`` cut into pieces of at most ``WINDOW_CHARS``, each ending at a break if one exists."""
+    start = segment.start
+    while segment.end - start > WINDOW_CHARS:
+        limit = start + WINDOW_CHARS
+        cut = limit
+        for mark in BREAKS:  # the last paragraph break in the window's second half, else line, else word
+            found = text.rfind(mark, start + WINDOW_CHARS // 2, limit)
+            if found >= 0:
+                cut = found + len(mark)
+                break
+        yield Segment(start, cut, segment.page, segment.heading)
+        start = cut
+    yield Segment(start, segment.end, segment.page, segment.heading)
 
 
 def _locate(body: str, piece: str, earliest: int, previous_end: int) -> int:

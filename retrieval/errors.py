@@ -31,6 +31,21 @@ class EmbeddingModelMismatch(RetrievalError):
         )
 
 
+class EmbeddingPrecisionMismatch(RetrievalError):
+    """The collection's vectors were made in another precision (fp32, fp16, int8) than configured."""
+
+    def __init__(self, collection: str, indexed_with: str, configured: str) -> None:
+        super().__init__(
+            f"collection {collection!r} was indexed with {indexed_with} embeddings but {configured} is "
+            "configured; vectors made one way are not comparable with another",
+            fix="embedding_precision", collection=collection, indexed_with=indexed_with,
+        )
+
+
+class StoreWriteFailed(RetrievalError):
+    """The store refused a write (a full disk, a read-only file system); the run stops cleanly."""
+
+
 class StoreBusy(RetrievalError):
     """Another ingest already holds the single-writer lock of this store."""
 

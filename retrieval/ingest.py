@@ -3,14 +3,15 @@
 Hot path: an unchanged file costs one stat and a dict lookup (the manifest rows of a
 root are read in one query); a file whose size/mtime moved is hashed and, if its bytes
 are the same, only its stat is updated. New and changed files are parsed in limited
-worker processes, chunked, and embedded in batches that span files.
+worker processes, smallest first (a small file never waits for a big one), and their
+chunks stream into ``writer.BatchWriter`` as the chunker produces them: batches span
+files, and a big file spans many batches, so memory stays bounded by the batch size.
 
-Crash safety (kill -9 anywhere converges on re-run): for each batch the manifest first
-announces the chunk ids about to be written, then chunks are upserted (deterministic
-ids), then stale ids of the same files are deleted, and only then are the rows
-committed. Rows with announced ids are always re-processed, and their announced ids
-count as stale. Deleted files are pruned store-first, manifest-second. One writer per
-store (a file lock); Ctrl-C finishes the current batch and stops.
+Crash safety (kill -9 anywhere converges on re-run) is the writer's announce / upsert /
+delete-stale / commit protocol; rows with announced ids are always re-processed, and
+chunks already in the store are not embedded again. Deleted files are pruned
+store-first, manifest-second. One writer per store (a file lock); Ctrl-C stops after the
+embedding batch in flight. ``crashpoints`` lets tests kill the run at named steps.
 
 This module does not know how text is extracted, how search works, or about the CLI.
 """
@@ -29,6 +30,7 @@ from typing import Iterator, Protocol
 
 from filelock import FileLock, Timeout
 
+from feldspar.retrieval import crashpoints
 from feldspar.retrieval.chunking import Chunk, Chunker
 from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.errors import InvalidSource, StoreBusy
@@ -37,6 +39,7 @@ from feldspar.retrieval.manifest import FileRecord, Manifest
 from feldspar.retrieval.sandbox import ParserPool
 from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
 from feldspar.retrieval.store import ChromaStore, ChunkCollection
+from feldspar.retrieval.writer import BatchWriter, FileJob, Written
 
 
 @dataclass
@@ -48,11 +51,19 @@ class IngestOptions:
     parse_memory_bytes: int | None = 2 * 1024**3
     parse_workers: int = 2
     flush_chunks: int = 256
+    big_file_bytes: int = 1024**2  # named up front with an estimate
 
 
 class Progress(Protocol):
+    """What an ingest reports: ``start`` once per root with the bytes to read, ``advance`` by
+    bytes as chunks are written, the file being worked on, chunks written, and notices
+    (big files named up front with an estimate)."""
+
     def start(self, total: int, label: str) -> None: ...
     def advance(self, n: int = 1) -> None: ...
+    def working_on(self, path: str) -> None: ...
+    def chunks(self, written: int) -> None: ...
+    def notice(self, message: str) -> None: ...
 
 
 class _NoProgress:
@@ -60,6 +71,15 @@ class _NoProgress:
         pass
 
     def advance(self, n: int = 1) -> None:
+        pass
+
+    def working_on(self, path: str) -> None:
+        pass
+
+    def chunks(self, written: int) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
         pass
 
 
@@ -79,16 +99,6 @@ class IngestSummary:
 
     def counts(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in ("indexed", "unchanged", "updated", "removed", "skipped", "failed")}
-
-
-@dataclass
-class _Work:
-    """One file's outcome, waiting in the write batch."""
-
-    record: FileRecord
-    chunks: list[Chunk]
-    old_ids: set[str]
-    is_new: bool
 
 
 def chunk_id(root: str, key: str, chunk: Chunk) -> str:
@@ -114,8 +124,9 @@ def single_writer(lock_path: Path, label: str) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise StoreBusy(f"another ingest is already writing to {label}; wait for it to finish "
-                        f"(lock: {lock_path})") from None
+        raise StoreBusy(f"another ingest is already writing to {label}; the whole store is locked because an "
+                        f"embedded Chroma store is not safe with two writers (lock: {lock_path}); wait for it to "
+                        "finish, or scale out with a Chroma server", fix="scale_out") from None
     try:
         yield
     finally:
@@ -165,15 +176,19 @@ class Ingestor:
         with single_writer(self.lock_path, self.store.location.label):
             if reindex:
                 self.store.drop(collection)
+                crashpoints.reached("dropped")
+            if reindex or self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
-            run = _Run(self, self.store.open(collection, self.embedder.name, create=True), progress or _NoProgress())
+            chunks = self.store.open(collection, self.embedder.name, create=True, precision=self.embedder.precision)
             with stop_on_interrupt() as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
                                                          self.options.parse_memory_bytes) as pool:
+                run = _Run(self, chunks, progress or _NoProgress(), stop)
                 for root, only in targets:
-                    if not run.sync_root(root, only, prune and only is None, pool, stop):
+                    if not run.sync_root(root, only, prune and only is None, pool):
                         break
             if not run.summary.interrupted:
                 self.manifest.set_chunking(collection, run.chunking_key)
+            run.remember_rate()
         run.summary.seconds = time.perf_counter() - started
         run.summary.embed_seconds = self.embedder.seconds - embed_before
         return run.summary
@@ -182,22 +197,26 @@ class Ingestor:
 class _Run:
     """The state of one ingest into one collection."""
 
-    def __init__(self, ingestor: Ingestor, collection: ChunkCollection, progress: Progress) -> None:
+    def __init__(self, ingestor: Ingestor, collection: ChunkCollection, progress: Progress,
+                 stop: threading.Event) -> None:
         self.ingestor = ingestor
         self.manifest = ingestor.manifest
         self.collection = collection
         self.name = collection.name
         self.progress = progress
         self.summary = IngestSummary()
+        self.stop = stop
         options = ingestor.options
         self.chunking_key = f"{ingestor.embedder.name}|{options.chunk_tokens}|{options.chunk_overlap}"
         previous = self.manifest.chunking(self.name)
         self.force = bool(previous) and previous != self.chunking_key
-        self.batch: list[_Work] = []
+        self.writer = BatchWriter(self.manifest, collection, ingestor.embedder, options.flush_chunks, self.stop,
+                                  self._written)
+        self.rate_key = f"{ingestor.embedder.name}|{ingestor.embedder.precision}"
+        self.embed_seconds_before = ingestor.embedder.seconds
 
     # ---- planning ----------------------------------------------------------------------
-    def sync_root(self, root: str, only: str | None, prune: bool, pool: ParserPool,
-                  stop: threading.Event) -> bool:
+    def sync_root(self, root: str, only: str | None, prune: bool, pool: ParserPool) -> bool:
         """Bring ``root`` (or one file in it) up to date; False when interrupted."""
         max_bytes = self.ingestor.options.max_file_bytes
         scanned = [scan_entry(root, only, max_bytes)] if only else scan_root(root, max_bytes)
@@ -205,16 +224,20 @@ class _Run:
         if prune:
             present = {f.key for f in scanned}
             self._remove([r for key, r in known.items() if key not in present])
-        self.progress.start(len(scanned), os.path.basename(root) or root)
         to_parse = [f for f in scanned if self._needs_work(root, f, known.get(f.key))]
-        tasks = ((f, load_file, (f.path, root, max_bytes)) for f in to_parse)
-        for scanned_file, outcome in pool.run(tasks):
-            self._add(self._parsed(root, scanned_file, known.get(scanned_file.key), outcome))
-            if stop.is_set():
+        to_parse.sort(key=lambda f: (f.size, f.key))  # small files first: never held back by a big one
+        self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting),
+                            os.path.basename(root) or root)
+        self._announce_big_files(to_parse)
+        for scanned_file, outcome in _in_order(pool.run((i, load_file, (f.path, root, max_bytes))
+                                                        for i, f in enumerate(to_parse)), to_parse):
+            self._stream(root, scanned_file, known.get(scanned_file.key), outcome)
+            if self.stop.is_set():
                 break
-        self._flush()
-        self.summary.interrupted = stop.is_set()
-        return not stop.is_set()
+        if not self.stop.is_set():
+            self.writer.flush()
+        self.summary.interrupted = self.stop.is_set()
+        return not self.stop.is_set()
 
     def _needs_work(self, root: str, scanned: ScannedFile, known: FileRecord | None) -> bool:
         """Decide a file without parsing; queue skips directly. True means: parse it."""
@@ -223,98 +246,100 @@ class _Run:
             self._unchanged()
             return False
         if scanned.skip_reason:
-            self._add(self._final(root, scanned, known, "skipped", scanned.skip_reason, None, []))
+            self.writer.finish(self._job(root, scanned, known, "skipped", scanned.skip_reason, None))
             return False
         try:
             scanned_sha = sha256_file(scanned.path)
         except OSError as exc:
-            self._add(self._final(root, scanned, known, "failed", f"cannot read: {exc.strerror}", None, []))
+            self.writer.finish(self._job(root, scanned, known, "failed", f"cannot read: {exc.strerror}", None))
             return False
         if clean and known.sha256 == scanned_sha:
-            self.manifest.touch(self.name, [self._record(root, scanned, known.status, known.reason,
-                                                         scanned_sha, known.chunk_ids)])
+            self.manifest.touch(self.name, [FileRecord(root, scanned.key, scanned.size, scanned.mtime_ns,
+                                                       scanned_sha, known.status, known.reason, known.chunk_ids)])
             self._unchanged()
             return False
         scanned.sha256 = scanned_sha
         return True
 
+    def _announce_big_files(self, files: list[ScannedFile]) -> None:
+        big = [f for f in files if f.size >= self.ingestor.options.big_file_bytes]
+        rate = self.manifest.rate(self.rate_key)
+        per_chunk = max(1, 3 * self.ingestor.options.chunk_tokens)  # about 3 bytes a token in prose
+        for f in big:
+            chunks = f.size // per_chunk + 1
+            eta = f"about {_duration(chunks / rate)} at {rate:.1f} chunks/s" if rate else "time unknown yet"
+            self.progress.notice(f"big file {f.key}: {f.size / 1024**2:.1f} MiB, about {chunks} chunks, {eta}")
+
     def _unchanged(self) -> None:
         self.summary.unchanged += 1
-        self.progress.advance(1)
 
-    def _parsed(self, root: str, scanned: ScannedFile, known: FileRecord | None, outcome) -> _Work:
-        sha = scanned.sha256
+    # ---- streaming ---------------------------------------------------------------------
+    def _stream(self, root: str, scanned: ScannedFile, known: FileRecord | None, outcome) -> None:
+        """Feed one parsed file's chunks to the writer as they are produced."""
         if outcome.status != "ok":
-            return self._final(root, scanned, known, outcome.status, outcome.reason, sha, [])
-        chunks = self.ingestor.chunker.chunk(outcome.value)
-        if not chunks:
-            return self._final(root, scanned, known, "skipped", "no extractable text", sha, [])
-        return self._final(root, scanned, known, "indexed", "", sha, chunks)
-
-    def _final(self, root: str, scanned: ScannedFile, known: FileRecord | None, status: str, reason: str,
-               sha: str | None, chunks: list[Chunk]) -> _Work:
-        ids = [chunk_id(root, scanned.key, c) for c in chunks]
-        record = self._record(root, scanned, status, reason, sha, ids)
-        return _Work(record, chunks, known.known_ids if known else set(), known is None or known.status == "pending")
-
-    @staticmethod
-    def _record(root: str, scanned: ScannedFile, status: str, reason: str, sha: str | None,
-                ids: list[str]) -> FileRecord:
-        return FileRecord(root, scanned.key, scanned.size, scanned.mtime_ns, sha, status, reason, ids)
-
-    # ---- writing -----------------------------------------------------------------------
-    def _add(self, work: _Work) -> None:
-        self.batch.append(work)
-        if sum(len(w.chunks) for w in self.batch) >= self.ingestor.options.flush_chunks:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Announce, embed + upsert, delete stale, commit: safe to kill between any two."""
-        batch, self.batch = self.batch, []
-        if not batch:
+            self.writer.finish(self._job(root, scanned, known, outcome.status, outcome.reason, scanned.sha256))
             return
-        self.manifest.announce(self.name, [_announced(w) for w in batch])
-        chunks = [(w, c, i) for w in batch for c, i in zip(w.chunks, w.record.chunk_ids)]
-        if chunks:
-            texts = [c.text for _, c, _ in chunks]
-            vectors = self.ingestor.embedder.embed(texts)
-            metadatas = [_metadata(w.record, c) for w, c, _ in chunks]
-            self.collection.upsert([i for _, _, i in chunks], vectors, texts, metadatas)
-        stale = [i for w in batch for i in sorted(w.old_ids - set(w.record.chunk_ids))]
-        self.collection.delete(stale)
-        self.manifest.commit(self.name, [w.record for w in batch])
-        self._count(batch, len(chunks))
+        self.progress.working_on(scanned.key)
+        job = self._job(root, scanned, known, "indexed", "", scanned.sha256)
+        job.real_path, job.text_chars = scanned.path, len(outcome.value.text)
+        for chunk in self.ingestor.chunker.iter_chunks(outcome.value):
+            if self.stop.is_set() or self.writer.store_failure:
+                break
+            self.writer.add(job, chunk, chunk_id(root, scanned.key, chunk))
+        if self.stop.is_set():
+            return
+        if not job.record.chunk_ids and not self.writer.store_failure:
+            job.record.status, job.record.reason = "skipped", "no extractable text"
+        self.writer.finish(job)
 
-    def _count(self, batch: list[_Work], chunks_written: int) -> None:
-        self.summary.chunks_written += chunks_written
-        for work in batch:
-            record = work.record
+    def _job(self, root: str, scanned: ScannedFile, known: FileRecord | None, status: str, reason: str,
+             sha: str | None) -> FileJob:
+        record = FileRecord(root, scanned.key, scanned.size, scanned.mtime_ns, sha, status, reason, [])
+        return FileJob(record, known.known_ids if known else set(), list(known.pending_ids or []) if known else [],
+                       known is None or known.status == "pending")
+
+    # ---- counting ----------------------------------------------------------------------
+    def _written(self, done: Written) -> None:
+        self.summary.chunks_written += done.chunks_written
+        self.progress.chunks(self.summary.chunks_written)
+        for job in done.committed + done.uncommitted:
+            record = job.record
             if record.status == "indexed":
-                self.summary.indexed += work.is_new
-                self.summary.updated += not work.is_new
+                self.summary.indexed += job.is_new
+                self.summary.updated += not job.is_new
             else:
                 setattr(self.summary, record.status, getattr(self.summary, record.status) + 1)
                 self.summary.problems.append({"path": record.path, "status": record.status, "reason": record.reason})
-        self.progress.advance(len(batch))
+        self.progress.advance(done.bytes_done)
 
     def _remove(self, gone: list[FileRecord]) -> None:
         if not gone:
             return
         self.collection.delete(sorted(set().union(*(r.known_ids for r in gone))))
+        crashpoints.reached("pruned")
         self.manifest.forget(self.name, gone)
         self.summary.removed += len(gone)
 
+    def remember_rate(self) -> None:
+        seconds = self.ingestor.embedder.seconds - self.embed_seconds_before
+        if self.summary.chunks_written >= 32 and seconds > 0:
+            self.manifest.set_rate(self.rate_key, self.summary.chunks_written / seconds)
 
-def _announced(work: _Work) -> FileRecord:
-    record = work.record
-    return FileRecord(record.root, record.path, record.size, record.mtime_ns, record.sha256, "pending",
-                      pending_ids=list(record.chunk_ids))
+
+def _in_order(finished: Iterator[tuple[int, object]], files: list[ScannedFile]) -> Iterator[tuple[ScannedFile, object]]:
+    """Parser outcomes in the order the files were given (smallest first), whatever order they finish in."""
+    ready: dict[int, object] = {}
+    due = 0
+    for index, outcome in finished:
+        ready[index] = outcome
+        while due in ready:
+            yield files[due], ready.pop(due)
+            due += 1
 
 
-def _metadata(record: FileRecord, chunk: Chunk) -> dict:
-    meta = {"path": record.path, "root": record.root, "start": chunk.start, "end": chunk.end,
-            "heading": chunk.heading, "chunk": chunk.index, "content_hash": chunk.content_hash,
-            "ext": os.path.splitext(record.path)[1].lower().lstrip(".")}
-    if chunk.page is not None:
-        meta["page"] = chunk.page
-    return meta
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

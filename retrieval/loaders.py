@@ -1,6 +1,7 @@
 """Turn one file into plain text: txt/md/rst, visible HTML text, PDF pages, DOCX, code, data.
 
-``file_kind`` decides from the name alone which loader applies; ``load_file`` reads the
+``file_kind`` decides from the name alone which loader applies (JSON Lines are kept as
+their lines, so chunks can cite line ranges); ``load_file`` reads the
 bytes (bounded by a size limit) and returns an ``Extracted`` text with page spans and a
 markup hint (markdown or rst) for heading-aware chunking. A file that cannot be used
 raises ``Unreadable`` with a status (``skipped`` or ``failed``) and a reason.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".log": "text", ".md": "markdown",
                    ".markdown": "markdown", ".mdx": "markdown", ".rst": "rst"}
 HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}
+JSONL_EXTENSIONS = {".jsonl", ".ndjson"}
 DATA_EXTENSIONS = {".json", ".csv", ".tsv", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".xml"}
 CODE_EXTENSIONS = {
     ".py", ".pyi", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".c", ".h", ".cpp", ".hpp",
@@ -46,7 +48,7 @@ class Extracted:
     """The text of one file; ``pages`` holds ``(page_number, start, end)`` spans into ``text``."""
 
     text: str
-    markup: str | None = None  # "markdown" or "rst": headings can be found in the text
+    markup: str | None = None  # "markdown"/"rst": headings can be found; "jsonl": one record a line
     pages: list[tuple[int, int, int]] = field(default_factory=list)
 
 
@@ -59,6 +61,8 @@ def file_kind(name: str) -> str | None:
     ext = os.path.splitext(name)[1].lower()
     if ext in TEXT_EXTENSIONS:
         return TEXT_EXTENSIONS[ext]
+    if ext in JSONL_EXTENSIONS:
+        return "jsonl"
     if ext in HTML_EXTENSIONS:
         return "html"
     if ext == ".pdf":
@@ -90,8 +94,10 @@ def load_file(path: str, root: str, max_bytes: int) -> Extracted:
     if kind is None:
         raise Unreadable("skipped", unsupported_reason(os.path.basename(path)))
     data = read_bounded(real, max_bytes)
-    if not data.strip():
+    if not data:
         raise Unreadable("skipped", "empty file")
+    if not data.strip():
+        raise Unreadable("skipped", "only whitespace, no text")
     extracted = LOADERS[kind](data, real)
     if not extracted.text.strip():
         raise Unreadable("skipped", "no extractable text")
@@ -244,6 +250,7 @@ LOADERS = {
     "rst": _load_text("rst"),
     "code": _load_text(None),
     "data": _load_text(None),
+    "jsonl": _load_text("jsonl"),
     "html": _load_html,
     "pdf": _load_pdf,
     "docx": _load_docx,

@@ -4,7 +4,8 @@ A file row holds path (relative to its root), size, mtime, sha256, status
 (indexed/skipped/failed) with a reason, the chunk ids written for it, and ``pending``
 ids announced before a write (so a crash never leaves unknown chunks behind). Each
 collection keeps its chunking settings and a ``generation`` number bumped around every
-write, which keys the on-disk BM25 cache.
+write, which keys the on-disk BM25 cache. ``rates`` remembers each embedder's last
+measured chunks/s, for estimates before a big file starts.
 
 This module does not know about Chroma, files on disk or embeddings; it only stores
 what ``ingest`` tells it, one short transaction at a time (WAL, durable across kill -9).
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY, chunking TEXT NOT NULL DEFAULT '', generation INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS rates (embedder TEXT PRIMARY KEY, chunks_per_s REAL NOT NULL);
 """
 
 
@@ -100,6 +102,14 @@ class Manifest:
             self._db.execute("DELETE FROM files WHERE collection=?", (collection,))
             self._bump(collection)
             self._db.execute("UPDATE collections SET chunking='' WHERE name=?", (collection,))
+
+    def rate(self, embedder: str) -> float | None:
+        row = self._db.execute("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_rate(self, embedder: str, chunks_per_s: float) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO rates VALUES (?, ?)", (embedder, chunks_per_s))
 
     # ---- files -------------------------------------------------------------------------
     def files_under(self, collection: str, root: str) -> dict[str, FileRecord]:

@@ -49,7 +49,10 @@ def _worker_main(conn: Connection, memory_bytes: int | None) -> None:
             return
         if task is None:
             return
-        conn.send(_call(*task))
+        try:
+            conn.send(_call(*task))
+        except OSError:  # the parent is gone (killed): nobody to answer
+            return
 
 
 def _call(function: Callable[..., Any], args: tuple) -> Outcome:

@@ -3,7 +3,7 @@
 Filters by path glob and file type apply to both sides (a Chroma ``where`` and a BM25
 weight mask). When a cross-encoder reranker is given, the fused candidates are
 re-scored by it. Every hit carries what a citation needs: path, root, page, character
-span, heading path, chunk text and score.
+span, heading path, chunk text and score (and, for JSON Lines, the line range).
 
 This module does not know how chunks got into the store or where settings come from.
 """
@@ -33,6 +33,8 @@ class SearchHit:
     chunk_id: str
     vector_rank: int | None = None
     bm25_rank: int | None = None
+    line_start: int | None = None  # JSON Lines: the records (1-based lines) the chunk holds
+    line_end: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +104,8 @@ class HybridSearcher:
                 score=round(score, 6), path=meta.get("path", ""), page=meta.get("page"),
                 start=int(meta.get("start", 0)), end=int(meta.get("end", 0)), heading=meta.get("heading", ""),
                 text=text or "", root=meta.get("root", ""), chunk_id=chunk_id,
-                vector_rank=vector_rank.get(chunk_id), bm25_rank=bm25_rank.get(chunk_id)))
+                vector_rank=vector_rank.get(chunk_id), bm25_rank=bm25_rank.get(chunk_id),
+                line_start=meta.get("line_start"), line_end=meta.get("line_end")))
         return hits
 
     def _rerank(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:

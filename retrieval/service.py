@@ -2,7 +2,10 @@
 
 Built by ``app.compose.build_retrieval`` from a ``RetrievalConfig`` of plain values; the
 store, manifest, embedding model and reranker are opened lazily, so listing sources
-never loads a model. One service may serve several collections of one store.
+never loads a model. One service may serve several collections of one store. The
+embedding precision ``auto`` follows what an existing collection was built with (so a
+collection made on a GPU in fp16 still answers on a CPU), and for a new one picks fp16 on
+a GPU and int8 on a CPU; an explicit precision that differs from a collection's is refused.
 
 This module does not read Settings, print anything or parse files itself.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from feldspar.retrieval.bm25 import Bm25Cache
-from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer
+from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer, resolve_precision
 from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress
 from feldspar.retrieval.manifest import Manifest
 from feldspar.retrieval.search import HybridSearcher, SearchHit
@@ -28,7 +31,9 @@ class RetrievalConfig:
     manifest_path: Path
     collection: str = "default"
     embedding_model: str = DEFAULT_MODEL
-    embed_batch_size: int = 64
+    embed_batch_size: int = 32
+    embed_precision: str = "auto"  # auto, fp32, fp16 or int8
+    embed_cache_dir: Path | None = None  # where the int8 model is built once
     reranker: str | None = None
     ingest: IngestOptions = field(default_factory=IngestOptions)
 
@@ -37,9 +42,10 @@ class RetrievalService:
     def __init__(self, config: RetrievalConfig) -> None:
         self.config = config
         self.store = ChromaStore(config.location)
-        self.embedder = Embedder(config.embedding_model, config.embed_batch_size)
+        self._embedders: dict[str, Embedder] = {}
         self._manifest: Manifest | None = None
-        self._searcher: HybridSearcher | None = None
+        self._searchers: dict[str, HybridSearcher] = {}
+        self._reranker = None
 
     @property
     def manifest(self) -> Manifest:
@@ -47,28 +53,53 @@ class RetrievalService:
             self._manifest = Manifest(self.config.manifest_path)
         return self._manifest
 
-    @property
-    def searcher(self) -> HybridSearcher:
-        if self._searcher is None:
-            reranker = load_sentence_transformer(self.config.reranker, cross_encoder=True) if self.config.reranker else None
-            cache = Bm25Cache(self.config.home / "bm25" / self.config.location.slug)
-            self._searcher = HybridSearcher(self.embedder, cache, reranker)
-        return self._searcher
+    # ---- embedders -----------------------------------------------------------------------
+    def embedder_for(self, precision: str) -> Embedder:
+        if precision not in self._embedders:
+            self._embedders[precision] = Embedder(self.config.embedding_model, self.config.embed_batch_size,
+                                                  precision, self.config.embed_cache_dir)
+        return self._embedders[precision]
 
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Share an already loaded embedder (same model) for its precision."""
+        self._embedders[embedder.precision] = embedder
+        self._searchers.pop(embedder.precision, None)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder a new collection gets."""
+        return self.embedder_for(resolve_precision(self.config.embed_precision))
+
+    def _embedder_of(self, name: str, fresh: bool = False) -> Embedder:
+        """The embedder for collection ``name``: ``auto`` follows the precision it was built with."""
+        recorded = None if fresh or self.config.embed_precision != "auto" else self.store.recorded(name)
+        return self.embedder_for(resolve_precision(self.config.embed_precision, recorded[1] if recorded else None))
+
+    def searcher(self, embedder: Embedder) -> HybridSearcher:
+        if embedder.precision not in self._searchers:
+            if self._reranker is None and self.config.reranker:
+                self._reranker = load_sentence_transformer(self.config.reranker, cross_encoder=True)
+            cache = Bm25Cache(self.config.home / "bm25" / self.config.location.slug)
+            self._searchers[embedder.precision] = HybridSearcher(embedder, cache, self._reranker)
+        return self._searchers[embedder.precision]
+
+    # ---- operations ----------------------------------------------------------------------
     def _name(self, collection: str | None) -> str:
         return check_collection_name(collection or self.config.collection)
 
     def ingest(self, paths: list[str | Path], collection: str | None = None, prune: bool = True,
                reindex: bool = False, progress: Progress | None = None) -> IngestSummary:
+        name = self._name(collection)
         lock = self.config.home / "locks" / f"ingest-{self.config.location.slug}.lock"
-        ingestor = Ingestor(self.store, self.manifest, self.embedder, self.config.ingest, lock)
-        return ingestor.ingest(paths, self._name(collection), prune=prune, reindex=reindex, progress=progress)
+        ingestor = Ingestor(self.store, self.manifest, self._embedder_of(name, fresh=reindex), self.config.ingest, lock)
+        return ingestor.ingest(paths, name, prune=prune, reindex=reindex, progress=progress)
 
     def search(self, query: str, k: int = 5, collection: str | None = None, path_glob: str | None = None,
                file_types: list[str] | None = None) -> list[SearchHit]:
         name = self._name(collection)
-        chunks = self.store.open(name, self.embedder.name, create=False)
-        return self.searcher.search(chunks, self.manifest.generation(name), query, k, path_glob, file_types)
+        embedder = self._embedder_of(name)
+        chunks = self.store.open(name, embedder.name, create=False, precision=embedder.precision)
+        return self.searcher(embedder).search(chunks, self.manifest.generation(name), query, k, path_glob, file_types)
 
     def read_span(self, path: str, start: int | None = None, end: int | None = None,
                   collection: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Chroma access: an embedded PersistentClient or a Chroma server, a collection per corpus.
 
-Each collection records the embedding model (name and dimension) in its metadata;
-opening it with another model raises ``EmbeddingModelMismatch`` before any model loads.
+Each collection records the embedding model and how its vectors were made (precision:
+fp32, fp16 or int8; collections from before that record count as fp32) in its metadata;
+opening it with another model or precision raises ``EmbeddingModelMismatch`` or
+``EmbeddingPrecisionMismatch`` before any model loads.
 Writes are upserts by caller-chosen deterministic ids, split into batches Chroma
 accepts. Telemetry is always off (Feldspar runs offline).
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from feldspar.retrieval.errors import (
     EmbeddingModelMismatch,
+    EmbeddingPrecisionMismatch,
     InvalidCollectionName,
     StoreUnavailable,
     UnknownCollection,
@@ -26,6 +29,8 @@ from feldspar.retrieval.errors import (
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 MODEL_KEY = "embedding_model"
+PRECISION_KEY = "embedding_precision"
+LEGACY_PRECISION = "fp32"
 
 
 def check_collection_name(name: str) -> str:
@@ -85,21 +90,33 @@ class ChromaStore:
         except Exception as exc:
             raise StoreUnavailable(f"cannot open the Chroma store at {self.location.label}: {exc}") from None
 
-    def open(self, name: str, model: str, create: bool) -> "ChunkCollection":
-        """The collection ``name`` checked against ``model``; created when ``create``."""
+    def open(self, name: str, model: str, create: bool, precision: str | None = None) -> "ChunkCollection":
+        """The collection ``name`` checked against ``model`` (and ``precision``); created when ``create``."""
         check_collection_name(name)
         existing = self._get(name)
         if existing is None and not create:
             raise UnknownCollection(f"no collection {name!r} in {self.location.label}", fix="ingest_first", collection=name)
         if existing is None:
             existing = self.client.get_or_create_collection(
-                name, metadata={MODEL_KEY: model}, embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}},
+                name, metadata={MODEL_KEY: model, PRECISION_KEY: precision or LEGACY_PRECISION},
+                embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
             )
-        indexed_with = (existing.metadata or {}).get(MODEL_KEY)
+        metadata = existing.metadata or {}
+        indexed_with = metadata.get(MODEL_KEY)
         if indexed_with and indexed_with != model:
             raise EmbeddingModelMismatch(name, indexed_with, model)
+        made_with = metadata.get(PRECISION_KEY, LEGACY_PRECISION)
+        if precision and made_with != precision:
+            raise EmbeddingPrecisionMismatch(name, made_with, precision)
         return ChunkCollection(existing)
+
+    def recorded(self, name: str) -> tuple[str | None, str] | None:
+        """``(model, precision)`` a collection was built with, or None when it does not exist."""
+        found = self._get(check_collection_name(name))
+        if found is None:
+            return None
+        metadata = found.metadata or {}
+        return metadata.get(MODEL_KEY), metadata.get(PRECISION_KEY, LEGACY_PRECISION)
 
     def _get(self, name: str) -> Any:
         try:
@@ -121,7 +138,9 @@ class ChromaStore:
         rows = []
         for item in self.client.list_collections():
             collection = item if hasattr(item, "count") else self.client.get_collection(item)
-            rows.append({"name": collection.name, "embedding_model": (collection.metadata or {}).get(MODEL_KEY),
+            metadata = collection.metadata or {}
+            rows.append({"name": collection.name, "embedding_model": metadata.get(MODEL_KEY),
+                         "embedding_precision": metadata.get(PRECISION_KEY, LEGACY_PRECISION),
                          "chunks": collection.count()})
         return sorted(rows, key=lambda row: row["name"])
 
@@ -154,6 +173,13 @@ class ChunkCollection:
         result = self._collection.query(query_embeddings=[vector], n_results=n, where=where,
                                         include=["documents", "metadatas", "distances"])
         return list(zip(result["ids"][0], result["distances"][0], result["documents"][0], result["metadatas"][0]))
+
+    def stored_metadata(self, ids: list[str]) -> dict[str, dict]:
+        """``id -> metadata`` of those ``ids`` already in the collection."""
+        if not ids:
+            return {}
+        result = self._collection.get(ids=ids, include=["metadatas"])
+        return dict(zip(result["ids"], result["metadatas"]))
 
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict]]:
         if not ids:

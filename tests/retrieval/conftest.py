@@ -1,8 +1,9 @@
 """Retrieval test fixtures: one shared embedder and services on temp homes.
 
-The embedder is the real bundled all-MiniLM-L6-v2, loaded once per session; services
+The embedder is the real bundled all-MiniLM-L6-v2 in the CPU default precision (int8,
+built once into the user cache folder and reused), loaded once per session; services
 are built by the real composition root and given that embedder instead of loading
-their own.
+their own. ``fp32_embedder`` is the sentence-transformers path, for comparisons.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from feldspar.retrieval.embeddings import Embedder  # noqa: E402
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    shared = Embedder()
+    shared = Embedder(precision="int8", cache_dir=load_settings().embedders_cache)
+    shared.embed(["load the model once"])
+    return shared
+
+
+@pytest.fixture(scope="session")
+def fp32_embedder() -> Embedder:
+    shared = Embedder(precision="fp32")
     shared.embed(["load the model once"])
     return shared
 
@@ -35,8 +43,8 @@ def make_service(embedder, feldspar_home):
     def make(home: Path | None = None, **overrides):
         settings = load_settings(home=home or feldspar_home, **overrides)
         service = build_retrieval(settings)
-        if service.embedder.name == embedder.name:
-            service.embedder = embedder
+        if service.config.embedding_model == embedder.name:
+            service.use_embedder(embedder)
         made.append(service)
         return service
 

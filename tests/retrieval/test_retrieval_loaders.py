@@ -95,7 +95,7 @@ def test_code_and_data_files_load_as_text(tmp_path, name, body):
 
 def test_refusals_have_reasons(tmp_path):
     assert refusal(tmp_path, "fake.txt", b"text\x00\x01\x02binary").reason == "binary content"
-    assert refusal(tmp_path, "empty.md", b"   \n").reason == "empty file"
+    assert refusal(tmp_path, "empty.md", b"   \n").reason == "only whitespace, no text"
     assert refusal(tmp_path, "big.txt", "x" * 2000, limit=1000).reason.startswith("larger than the size limit")
     assert refusal(tmp_path, "photo.xyz", b"data").reason.startswith("unsupported type")
     assert "docling" in refusal(tmp_path, "slides.pptx", b"data").reason

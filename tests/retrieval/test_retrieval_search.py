@@ -62,7 +62,7 @@ def test_cross_encoder_reranking_orders_by_reranker_score(make_service, tmp_path
     hits = reranked.search("granite rock", k=3)
     assert len(hits) == 3
     scores = [h.score for h in hits]
-    expected = reranked.searcher.reranker.predict([("granite rock", h.text) for h in hits])
+    expected = reranked.searcher(reranked.embedder).reranker.predict([("granite rock", h.text) for h in hits])
     assert scores == sorted(scores, reverse=True)
     assert sorted(round(float(s), 6) for s in expected) == sorted(scores)
 

@@ -1,0 +1,227 @@
+"""The int8 CPU path of a sentence-transformers model: ONNX Runtime with dynamic quantisation.
+
+On first use the model's transformer is exported to ONNX by ``torch.onnx.export`` (eager
+attention, so ONNX Runtime's BERT optimizer can fuse attention, GELU and layer norms),
+optimised by ``onnxruntime.transformers.optimizer`` and quantised with
+``onnxruntime.quantization.quantize_dynamic`` (int8 weights, per channel; activations
+quantised per batch at run time). The result is cached under ``cache_dir`` keyed by the
+model's files and the recipe, built once under a file lock and moved in atomically, so
+parallel processes share it. Running needs only ``tokenizers``, ``onnxruntime`` and
+numpy: torch and sentence-transformers are imported for the export alone.
+
+The sentence-transformers pipeline is reproduced from the model's own config files:
+tokenizer.json with ``max_seq_length`` truncation (and ``do_lower_case``), then mean or
+CLS pooling, then L2 normalisation. Models with other modules or pooling modes raise
+``EmbeddingModelUnavailable`` (use fp32 for them).
+
+This module does not know about collections, precision choices or timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feldspar.retrieval.errors import EmbeddingModelUnavailable
+
+RECIPE = "int8-dynamic-per-channel-v1"
+OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
+SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class PipelineConfig:
+    """What sentence-transformers would do with this model folder, read from its files."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        modules = _read_json(model_dir / "modules.json") or [{"type": "Transformer", "path": ""}]
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        unsupported = sorted(set(kinds) - SUPPORTED_MODULES)
+        if unsupported:
+            raise EmbeddingModelUnavailable(
+                f"the int8 embedder supports Transformer, Pooling and Normalize modules, not {unsupported}",
+                fix="embed_fp32")
+        pooling_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), None)
+        pooling = _read_json(model_dir / pooling_dir / "config.json") if pooling_dir else {}
+        self.pooling = "cls" if pooling.get("pooling_mode_cls_token") else "mean"
+        other_modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v
+                       and k not in ("pooling_mode_mean_tokens", "pooling_mode_cls_token")]
+        if other_modes:
+            raise EmbeddingModelUnavailable(f"the int8 embedder does not support pooling {other_modes}",
+                                            fix="embed_fp32")
+        bert_config = _read_json(model_dir / "sentence_bert_config.json")
+        model_config = _read_json(model_dir / "config.json")
+        self.max_seq_length = int(bert_config.get("max_seq_length") or model_config.get("max_position_embeddings", 512))
+        self.lower_case = bool(bert_config.get("do_lower_case", False))
+        self.model_type = model_config.get("model_type", "")
+        self.heads = int(model_config.get("num_attention_heads", 0))
+        self.hidden = int(model_config.get("hidden_size", 0))
+        if not (model_dir / "tokenizer.json").is_file():
+            raise EmbeddingModelUnavailable(f"the int8 embedder needs {model_dir / 'tokenizer.json'}",
+                                            fix="embed_fp32")
+
+    def cache_key(self) -> str:
+        """Changes when the model's files or the recipe change; cheap (stats, not hashes)."""
+        import onnxruntime
+
+        digest = hashlib.sha256(f"{RECIPE}|{onnxruntime.__version__}".encode())
+        for path in sorted(self.model_dir.glob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+
+
+def quantised_model(config: PipelineConfig, cache_dir: Path) -> Path:
+    """The cached int8 ONNX file for the model, built on first use."""
+    from filelock import FileLock
+
+    folder = cache_dir / f"{config.model_dir.name}-{config.cache_key()}"
+    target = folder / "model-int8.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "build.lock")):
+        if not target.is_file():
+            _build(config, folder, target)
+    return target
+
+
+def _build(config: PipelineConfig, folder: Path, target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        exported = Path(work) / "model.onnx"
+        try:
+            names = _export(config.model_dir, exported)
+            source = _optimise(config, exported, Path(work) / "optimised.onnx")
+            _quantise(source, Path(work) / "int8.onnx")
+        except EmbeddingModelUnavailable:
+            raise
+        except Exception as exc:  # exporter/optimiser errors of many kinds
+            raise EmbeddingModelUnavailable(f"cannot build the int8 embedder for {config.model_dir.name}: "
+                                            f"{type(exc).__name__}: {exc}", fix="embed_fp32") from None
+        (folder / "inputs.json").write_text(json.dumps(names))
+        os.replace(Path(work) / "int8.onnx", target)
+
+
+def _export(model_dir: Path, out: Path) -> list[str]:
+    import warnings
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    sample = tokenizer(["an example sentence", "a second, longer example sentence"], padding=True,
+                       return_tensors="pt")
+    names = [n for n in tokenizer.model_input_names if n in sample]
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(HiddenStates(), tuple(sample[n] for n in names), str(out), input_names=names,
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    return names
+
+
+def _optimise(config: PipelineConfig, exported: Path, out: Path) -> Path:
+    if config.model_type not in OPTIMIZABLE or not config.heads:
+        return exported
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimised = optimize_model(str(exported), model_type=OPTIMIZABLE[config.model_type],
+                               num_heads=config.heads, hidden_size=config.hidden)
+    optimised.save_model_to_file(str(out))
+    return out
+
+
+def _quantise(source: Path, out: Path) -> None:
+    import logging
+
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+class OnnxInt8Encoder:
+    """Tokenise, run the int8 model, pool and normalise: the sentence-transformers pipeline."""
+
+    def __init__(self, model_dir: str | Path, cache_dir: Path, threads: int = 0) -> None:
+        from tokenizers import Tokenizer
+
+        self.config = PipelineConfig(Path(model_dir))
+        model_path = quantised_model(self.config, cache_dir)
+        self.input_names = json.loads((model_path.parent / "inputs.json").read_text())
+        self.tokenizer = Tokenizer.from_file(str(self.config.model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.config.max_seq_length)
+        self.tokenizer.no_padding()
+        self.session = _session(model_path, threads)
+        self.dimension = int(self.session.get_outputs()[0].shape[-1] or self.config.hidden)
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.max_seq_length
+
+    def _text(self, text: str) -> str:
+        return text.lower() if self.config.lower_case else text
+
+    def token_len(self, text: str) -> int:
+        return len(self.tokenizer.encode(self._text(text), add_special_tokens=False).ids)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Normalised vectors in input order; batches hold texts of similar length (less padding)."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for at in range(0, len(order), batch_size):
+            rows = order[at : at + batch_size]
+            out[rows] = self._batch([texts[i] for i in rows])
+        return out
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch([self._text(t) for t in texts])
+        width = max(len(e.ids) for e in encodings)
+        feeds = {name: np.zeros((len(texts), width), dtype=np.int64) for name in self.input_names}
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            for name, values in (("input_ids", encoding.ids), ("attention_mask", encoding.attention_mask),
+                                 ("token_type_ids", encoding.type_ids)):
+                if name in feeds:
+                    feeds[name][row, :n] = values
+        hidden = self.session.run(None, feeds)[0]
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def _session(model_path: Path, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared CPUs: no busy-wait
+    return onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
