@@ -14,9 +14,10 @@ import typer
 from rich.markup import escape
 
 from feldspar.cli_model import (
-    DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt, _params, print_stats,
-    stream_to_terminal,
+    DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt, _params, label_random,
+    print_stats, stream_to_terminal,
 )
+from feldspar.cli_output import quiet_libraries
 from feldspar.cli_root import (
     HomeOpt, JsonOpt, ModelOpt, app, console, err_console, pack_app, print_json, print_table,
     settings_from,
@@ -45,10 +46,13 @@ def pack_create(
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Read files as Granite documents, prefill them once and save the state to disk."""
+    from feldspar.home import require_writable
     from feldspar.model.packs import check_new_pack, create_pack
     from feldspar.pack_documents import read_pack_documents
 
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    require_writable(settings.home)
+    require_writable(settings.packs_dir, "pack folder")  # before the prefill, not after it
     check_new_pack(settings.packs_dir, name, force)
     read = read_pack_documents(paths, settings.max_file_bytes)  # unreadable input fails before the model loads
     for skipped in read.skipped:
@@ -129,7 +133,8 @@ def _answer(engine, documents, question: str, params, show: bool, label: bool):
     with prefill_progress(show) as progress:
         stream = engine.stream(ids, params, progress)
         if show and label:
-            console.print(f"[bold]Q:[/bold] {question}")
+            console.print(f"[bold]Q:[/bold] {escape(question)}")
+        label_random(engine, show)
         return stream_to_terminal(stream, show=show)
 
 
@@ -143,6 +148,7 @@ def ask(
     """Answer questions, optionally against a state pack; all questions reuse the loaded state."""
     from feldspar.model.packs import install_pack, load_pack
 
+    quiet_libraries(verbose)
     settings, engine = _engine_for_pack({"home": home, "model": model, "device": device, "dtype": dtype}, pack)
     params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
     loaded = load_pack(engine, settings.packs_dir, pack) if pack else None
@@ -154,9 +160,9 @@ def ask(
     for question in questions:
         result = _answer(engine, loaded.documents if loaded else None, question, params, show=not json_out,
                          label=len(questions) > 1)
-        answers.append({"question": question, **result.to_dict()})
+        answers.append({"question": question, **result.to_dict(), "random_weights": engine.random_weights})
         if verbose and not json_out:
-            print_stats(result)
+            print_stats(result, engine.random_weights)
     if json_out:
         print_json({"model": engine.name, "pack": pack, "pack_load_s": round(loaded.load_s, 4) if loaded else None,
-                    "answers": answers})
+                    "random_weights": engine.random_weights, "answers": answers})

@@ -154,6 +154,15 @@ class Engine:
     def is_chat(self) -> bool:
         return prompts.has_chat_template(self.tokenizer)
 
+    @property
+    def random_weights(self) -> bool:
+        """True for a checkpoint written with random weights (its marker file says so)."""
+        from feldspar.model.checkpoint_random import is_random_checkpoint
+
+        loaded_from = getattr(self.model.config, "_name_or_path", "") or ""
+        return any(is_random_checkpoint(path) for path in
+                   ([self.resolved.source] if self.resolved.local else []) + ([loaded_from] if loaded_from else []))
+
     # ---- prompts ---------------------------------------------------------------------
     def render(self, messages, tools=None, documents=None, add_generation_prompt: bool = True) -> str:
         return prompts.render_chat(self.tokenizer, messages, tools, documents, add_generation_prompt)

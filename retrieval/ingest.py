@@ -48,6 +48,7 @@ class IngestOptions:
     parse_memory_bytes: int | None = 2 * 1024**3
     parse_workers: int = 2
     flush_chunks: int = 256
+    library_warnings: bool = False  # parser subprocesses log their libraries' warnings (pypdf…)
 
 
 class Progress(Protocol):
@@ -168,7 +169,8 @@ class Ingestor:
                 self.manifest.drop_collection(collection)
             run = _Run(self, self.store.open(collection, self.embedder.name, create=True), progress or _NoProgress())
             with stop_on_interrupt() as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
-                                                         self.options.parse_memory_bytes) as pool:
+                                                         self.options.parse_memory_bytes,
+                                                         self.options.library_warnings) as pool:
                 for root, only in targets:
                     if not run.sync_root(root, only, prune and only is None, pool, stop):
                         break
