@@ -1,7 +1,9 @@
 """The Typer application objects and shared CLI options; commands live in app/cli_*.py.
 
-Knows how to turn flags into Settings and print tables/JSON; knows nothing of models,
-stores or agents beyond calling the composition root.
+Knows how to turn flags into Settings, refuse bad flag values as usage errors (exit 2:
+``usage_error``, ``one_of``, ``in_range``), print tables (control characters escaped,
+no markup) and JSON, and name values plainly in --help (``tidy_help``). Knows nothing of
+models, stores or agents beyond calling the composition root.
 """
 
 from __future__ import annotations
