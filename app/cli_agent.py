@@ -110,8 +110,10 @@ def ask(
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
     from feldspar.agents.configuration import APPROVALS, POLICIES
     from feldspar.agents.trace import format_trace
+    from feldspar.cli_output import quiet_libraries
     from feldspar.compose import build_agent
 
+    quiet_libraries(verbose)
     _check_choice(policy, POLICIES, "--policy")
     _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:

@@ -40,10 +40,13 @@ def pack_create(
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Read files as Granite documents, prefill them once and save the state to disk."""
+    from feldspar.home import require_writable
     from feldspar.model.packs import check_new_pack, create_pack
     from feldspar.pack_documents import read_pack_documents
 
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    require_writable(settings.home)
+    require_writable(settings.packs_dir, "pack folder")  # before the prefill, not after it
     check_new_pack(settings.packs_dir, name, force)
     read = read_pack_documents(paths, settings.max_file_bytes)  # unreadable input fails before the model loads
     for skipped in read.skipped:

@@ -28,10 +28,14 @@ def prefill_progress(enabled: bool = True) -> Iterator[Any]:
         if total < PROGRESS_MIN_TOKENS:
             return
         if not task:
+            bar.start()  # only now: a bar that never starts leaves nothing behind on stderr
             task.append(bar.add_task("prefill", total=total))
         bar.update(task[0], completed=done, total=total)
         if done >= total:
             bar.stop()  # prefill is over: clear the bar before the answer streams
 
-    with bar:
+    try:
         yield report
+    finally:
+        if task:
+            bar.stop()

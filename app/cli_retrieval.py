@@ -1,13 +1,15 @@
 """Retrieval commands: ingest, search, sources, collections, eval retrieval, bench retrieval.
 
-Knows flags, progress bars, tables and JSON; builds the service through the composition
-root and raises nothing but RetrievalError subclasses for user mistakes. Knows nothing
-of how files are parsed, stored or searched. ``demo_retrieval`` is the `make demo` step.
+Knows flags, progress bars, tables and JSON; checks the data home is writable, then builds
+the service through the composition root. Bad flag values are usage errors (exit 2); a
+missing collection or file is a RetrievalError (exit 1). Knows nothing of how files are
+parsed, stored or searched. ``demo_retrieval`` is the `make demo` step.
 """
 
 from __future__ import annotations
 
 import time
+import textwrap
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,21 +17,31 @@ import typer
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from feldspar.cli_root import HomeOpt, JsonOpt, app, bench_app, console, err_console, eval_app, print_json, print_table
-from feldspar.cli_root import settings_from
+from feldspar.cli_output import quiet_libraries
+from feldspar.cli_root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, one_of, print_json
+from feldspar.cli_root import print_table, settings_from, usage_error
 from feldspar.settings import Settings
 
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
 EmbeddingOpt = Annotated[Optional[str], typer.Option("--embedding-model", help="sentence-transformers model id or path")]
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEMO_QUERY = "How does hybrid search combine BM25 and vector similarity?"
+STATUSES = ("indexed", "skipped", "failed", "pending")
+NOT_INDEXED = ("skipped", "failed")
+PASSAGE_CHARS = 240
 
 
-def _service(home: Path | None, collection: str | None = None, embedding_model: str | None = None):
+def _service(home: Path | None, collection: str | None = None, embedding_model: str | None = None,
+             verbose: bool = False):
     from feldspar.compose import build_retrieval
+    from feldspar.home import require_writable
 
-    return build_retrieval(settings_from(home=home, collection=collection, embedding_model=embedding_model))
+    settings = settings_from(home=home, collection=collection, embedding_model=embedding_model)
+    require_writable(settings.home)  # the manifest, Chroma and caches all write there
+    return build_retrieval(settings, library_warnings=verbose)
 
 
 class _RichProgress:
@@ -71,14 +83,27 @@ def _progress_bar(out: Console) -> Progress:
                     console=out, transient=False)
 
 
-def _print_summary(summary, reasons: bool, out: Console) -> None:
+def not_indexed(service, paths: list[Path]) -> list[dict]:
+    """Skipped and failed files under ``paths`` as the manifest records them (this run or earlier)."""
+    import os
+
+    targets = [os.path.realpath(Path(p).expanduser()) for p in paths]
+    rows = []
+    for row in service.sources():
+        full = os.path.join(row["root"], row["path"])
+        if row["status"] in NOT_INDEXED and any(full == t or full.startswith(t.rstrip(os.sep) + os.sep) for t in targets):
+            rows.append({"path": row["path"], "status": row["status"], "reason": row["reason"]})
+    return rows
+
+
+def _print_summary(summary, problems: list[dict], reasons: bool, out: Console) -> None:
     counts = summary.counts()
     out.print(" · ".join(f"{name} {value}" for name, value in counts.items())
               + f" · {summary.chunks_written} chunks written in {summary.seconds:.1f}s")
-    if reasons and summary.problems:
-        print_table(summary.problems, ["path", "status", "reason"], title="not indexed")
-    elif summary.problems:
-        out.print(f"{len(summary.problems)} file(s) not indexed; --reasons lists why")
+    if reasons and problems:
+        print_table(problems, ["path", "status", "reason"], title="not indexed")
+    elif problems:
+        out.print(f"{len(problems)} file(s) not indexed; --reasons lists why")
     if summary.interrupted:
         out.print("interrupted after the current batch; run the same command again to resume")
 
@@ -91,33 +116,41 @@ def ingest_command(
     reindex: Annotated[bool, typer.Option("--reindex", help="drop the collection and index from scratch")] = False,
     reasons: Annotated[bool, typer.Option("--reasons", help="list skipped/failed files with reasons")] = False,
     embedding_model: EmbeddingOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the parsers' library warnings")] = False,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Index folders into a collection; re-running syncs only what changed."""
-    service = _service(home, collection, embedding_model)
+    quiet_libraries(verbose)
+    service = _service(home, collection, embedding_model, verbose=verbose)
     with _progress_bar(err_console) as bar:
         summary = service.ingest(paths, prune=prune, reindex=reindex, progress=_RichProgress(bar))
+    problems = not_indexed(service, paths)
     if json_out:
         print_json({**summary.counts(), "chunks_written": summary.chunks_written, "interrupted": summary.interrupted,
-                    "seconds": round(summary.seconds, 3), "problems": summary.problems})
+                    "seconds": round(summary.seconds, 3), "problems": summary.problems, "not_indexed": problems})
     else:
-        _print_summary(summary, reasons, console)
+        _print_summary(summary, problems, reasons, console)
     if summary.interrupted:
         raise typer.Exit(130)
 
 
-def _hit_rows(hits) -> list[dict]:
-    return [{"#": rank, "score": f"{hit.score:.4f}", "path": hit.path, "page": hit.page, "heading": hit.heading,
-             "span": f"{hit.start}-{hit.end}", "text": " ".join(hit.text.split())[:120]}
-            for rank, hit in enumerate(hits, start=1)]
-
-
 def print_hits(hits, out: Console) -> None:
+    """Each hit as its path, a line of where in the file (page, span, score, heading), then the passage."""
     if not hits:
         out.print("no results")
         return
-    print_table(_hit_rows(hits), ["#", "score", "path", "page", "heading", "span", "text"])
+    indent, width = "    ", max(out.width - 4, 20)
+    for rank, hit in enumerate(hits, start=1):
+        out.print(Text(f"{rank:>2}. ", style="bold") + Text.assemble(cell(hit.path), style="bold"), overflow="fold")
+        details = [f"p. {hit.page}"] if hit.page else []
+        details += [f"chars {hit.start}-{hit.end}", f"score {hit.score:.4f}"] + ([hit.heading] if hit.heading else [])
+        out.print(Text(indent) + Text.assemble(cell(" · ".join(details)), style="dim"), overflow="ellipsis",
+                  no_wrap=True)
+        passage = " ".join(hit.text.split())
+        passage = passage if len(passage) <= PASSAGE_CHARS else passage[:PASSAGE_CHARS - 1] + "…"
+        for line in textwrap.wrap(passage, width):
+            out.print(Text(indent) + cell(line))
 
 
 @app.command("search")
@@ -132,6 +165,8 @@ def search_command(
     home: HomeOpt = None,
 ) -> None:
     """Hybrid (vector + BM25) search with citations: path, page, character span, heading."""
+    if not query.strip():
+        raise usage_error("the search query is empty: give some words to look for")
     hits = _service(home, collection, embedding_model).search(query, k, path_glob=path_glob, file_types=file_type)
     if json_out:
         print_json([hit.to_dict() for hit in hits])
@@ -142,16 +177,31 @@ def search_command(
 @app.command("sources")
 def sources_command(
     collection: CollectionOpt = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="indexed, skipped, failed or pending")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", callback=one_of(*STATUSES),
+                                                  help="indexed, skipped, failed or pending")] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Files known to a collection, with status and reason."""
-    rows = _service(home, collection).sources(status=status)
+    service = _service(home, collection)
+    rows = service.sources(status=status)
+    if not rows:
+        _require_collection(service, collection)
     if json_out:
         print_json(rows)
     else:
         print_table(rows, ["path", "status", "chunks", "size", "reason", "root"])
+
+
+def _require_collection(service, collection: str | None) -> None:
+    """Raise the same error as `search` when a collection was never ingested."""
+    from feldspar.retrieval.errors import UnknownCollection
+
+    name = collection or service.config.collection
+    if service.sources(name) or service.store.model_of(name) is not None:
+        return
+    raise UnknownCollection(f"no collection {name!r} in {service.store.location.label}", fix="ingest_first",
+                            collection=name)
 
 
 @app.command("collections")
@@ -227,7 +277,7 @@ def demo_retrieval(settings: Settings, console: Console) -> None:
     console.print(f"[bold]Ingesting {REPO_DOCS} into collection 'docs'[/bold]")
     with _progress_bar(console) as bar:
         summary = service.ingest([REPO_DOCS], progress=_RichProgress(bar))
-    _print_summary(summary, reasons=False, out=console)
+    _print_summary(summary, not_indexed(service, [REPO_DOCS]), reasons=False, out=console)
     console.print(f"[bold]Search:[/bold] {DEMO_QUERY}")
     print_hits(service.search(DEMO_QUERY, k=3), console)
     service.close()

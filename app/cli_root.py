@@ -1,7 +1,9 @@
 """The Typer application objects and shared CLI options; commands live in app/cli_*.py.
 
-Knows how to turn flags into Settings and print tables/JSON; knows nothing of models,
-stores or agents beyond calling the composition root.
+Knows how to turn flags into Settings, refuse bad flag values as usage errors (exit 2:
+``usage_error``, ``one_of``, ``in_range``), print tables (control characters escaped,
+no markup) and JSON, and name values plainly in --help (``tidy_help``). Knows nothing of
+models, stores or agents beyond calling the composition root.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from feldspar.settings import Settings, load_settings
 
@@ -39,8 +42,42 @@ err_console = Console(stderr=True)
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="data home (default: FELDSPAR_HOME or user data dir)")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"
 
 _ROOT_OVERRIDES: dict[str, Any] = {}
+
+# Typer's Click UsageError (exit 2); Typer vendors Click and does not export it by name.
+UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+
+
+def usage_error(message: str) -> Exception:
+    """A usage error (exit 2, one line) worded as given: conflicting or missing arguments."""
+    return UsageError(message)
+
+
+def one_of(*choices: str) -> Any:
+    """An option callback refusing values outside ``choices`` as a usage error (exit 2)."""
+
+    def check(value: Any) -> Any:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def in_range(low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """An option callback refusing numbers outside ``low..high`` (``low`` excluded when ``low_open``)."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            raise typer.BadParameter(f"{value} is out of range: it must be {bounds}")
+        return value
+
+    return check
 
 
 def _print_version(value: bool) -> None:
@@ -72,10 +109,66 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in range(32)} | {9: "\\t", 10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def cell(value: Any) -> Text:
+    """A table cell shown as given: control characters (a newline in a file name) escaped, no markup."""
+    return Text("" if value is None else str(value).translate(_CONTROL))
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
     table = Table(title=title)
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+# ---- help text ---------------------------------------------------------------------------
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "integer range": "INTEGER", "float": "NUMBER",
+               "float range": "NUMBER", "Path": "PATH", "path": "PATH", "file": "FILE", "directory": "DIR"}
+
+
+def plain_type_name(shown: str | None) -> str | None:
+    """``<list[Path]>`` -> ``PATH``, ``<int>`` -> ``INTEGER``, ``<bool>`` -> nothing, ``<a|b>`` -> ``a|b``."""
+    if not shown:
+        return shown
+    label = shown.strip("<>").removesuffix("...")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]
+    if label == "bool":
+        return None
+    return label if "|" in label else _TYPE_NAMES.get(label, label.upper())
+
+
+def tidy_help(command: Any) -> Any:
+    """Plain value names in --help (TEXT, PATH, a|b) instead of Python types (<bool>, <list[Path]>).
+
+    Wraps each command's ``get_params`` so the --help option, made per context, is tidied too.
+    """
+    params_of = command.get_params
+
+    def get_params(ctx: Any) -> list[Any]:
+        params = params_of(ctx)
+        for param in params:
+            _tidy_param(param)
+        return params
+
+    command.get_params = get_params
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+    return command
+
+
+def _tidy_param(param: Any) -> None:
+    shown = getattr(param, "display_type_rich", None)
+    if shown is None or getattr(param, "metavar", None) is not None or getattr(shown, "tidy", False):
+        return
+
+    def plain(ctx: Any) -> str | None:
+        return plain_type_name(shown(ctx))
+
+    plain.tidy = True  # type: ignore[attr-defined]
+    param.display_type_rich = plain

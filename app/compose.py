@@ -31,8 +31,12 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     return Engine.load(model or settings.model, options)
 
 
-def build_retrieval(settings: Settings):
-    """Build the retrieval service (ingest + search) for ``settings.collection``."""
+def build_retrieval(settings: Settings, library_warnings: bool = False):
+    """Build the retrieval service (ingest + search) for ``settings.collection``.
+
+    ``library_warnings`` lets the parser subprocesses log their libraries' warnings (pypdf's
+    repairs of damaged files…); by default they are quiet, the per-file reason says enough.
+    """
     from feldspar.retrieval.ingest import IngestOptions
     from feldspar.retrieval.service import RetrievalConfig, RetrievalService
     from feldspar.retrieval.store import StoreLocation
@@ -51,6 +55,7 @@ def build_retrieval(settings: Settings):
         parse_memory_bytes=settings.parse_memory_mb * 1024**2,
         parse_workers=settings.parse_workers,
         flush_chunks=max(settings.embed_batch_size * 4, 4),
+        library_warnings=library_warnings,
     )
     config = RetrievalConfig(
         home=settings.home,

@@ -3,8 +3,9 @@
 Uses retrieval's scanner and loaders, so a folder gets the same per-file decisions as
 ``feldspar ingest``: unsupported, empty, oversized and outside-symlink files are skipped
 with a reason, files whose text cannot be extracted fail with a reason, and the rest become
-documents. A pack is refused only when nothing readable is left. Knows files and loaders;
-nothing of models, prompts or state.
+documents. JSON Lines (``.jsonl``) files are read as text even where the loaders do not
+list that type. A pack is refused only when nothing readable is left. Knows files and
+loaders; nothing of models, prompts or state.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from feldspar.model.errors import PromptError
-from feldspar.retrieval.loaders import Unreadable, load_file
+from feldspar.retrieval.loaders import Unreadable, decode_text, file_kind, load_file, read_bounded
 from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
+
+AS_TEXT = (".jsonl",)  # read as plain text when the loaders have no kind for them
 
 
 @dataclass
@@ -49,11 +52,13 @@ def read_pack_documents(paths: Sequence[str | Path], max_bytes: int) -> PackDocu
     result = PackDocuments()
     for scanned in scan_paths(paths, max_bytes):
         shown = scanned.path
-        if scanned.skip_reason:
+        as_text = _read_as_text(scanned)
+        if scanned.skip_reason and not as_text:
             result.skipped.append({"path": shown, "status": "skipped", "reason": scanned.skip_reason})
             continue
         try:
-            text = load_file(scanned.path, os.path.dirname(scanned.path), max_bytes).text
+            text = _text_of(scanned.path, max_bytes) if as_text else load_file(
+                scanned.path, os.path.dirname(scanned.path), max_bytes).text
         except Unreadable as exc:
             result.skipped.append({"path": shown, "status": exc.status, "reason": exc.reason})
             continue
@@ -71,3 +76,17 @@ def read_pack_documents(paths: Sequence[str | Path], max_bytes: int) -> PackDocu
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in result.skipped[:5])
         raise PromptError("no readable files in " + ", ".join(str(p) for p in paths) + (f" ({reasons})" if reasons else ""))
     return result
+
+
+def _read_as_text(scanned: ScannedFile) -> bool:
+    """A file the scanner skipped only for its type, whose type is plain text after all."""
+    name = os.path.basename(scanned.key)
+    return (bool(scanned.skip_reason) and scanned.skip_reason.startswith("unsupported type")
+            and name.lower().endswith(AS_TEXT) and file_kind(name) is None)
+
+
+def _text_of(path: str, max_bytes: int) -> str:
+    data = read_bounded(path, max_bytes)
+    if not data.strip():
+        raise Unreadable("skipped", "empty file")
+    return decode_text(data)

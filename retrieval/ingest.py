@@ -52,6 +52,7 @@ class IngestOptions:
     parse_workers: int = 2
     flush_chunks: int = 256
     big_file_bytes: int = 1024**2  # named up front with an estimate
+    library_warnings: bool = False  # parser subprocesses log their libraries' warnings (pypdf…)
 
 
 class Progress(Protocol):
@@ -181,7 +182,8 @@ class Ingestor:
                 self.manifest.drop_collection(collection)
             chunks = self.store.open(collection, self.embedder.name, create=True, precision=self.embedder.precision)
             with stop_on_interrupt() as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
-                                                         self.options.parse_memory_bytes) as pool:
+                                                         self.options.parse_memory_bytes,
+                                                         self.options.library_warnings) as pool:
                 run = _Run(self, chunks, progress or _NoProgress(), stop)
                 for root, only in targets:
                     if not run.sync_root(root, only, prune and only is None, pool):

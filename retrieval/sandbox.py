@@ -5,13 +5,17 @@ as they finish, in any order. A worker that exceeds the timeout is killed and re
 one that dies (segfault, OOM kill) is replaced too; the task gets a ``failed`` outcome
 with a reason, so a hostile file can never hang or take down the run. Workers are
 forked from a clean ``forkserver`` (no inherited model memory) and limit their address space with
-``resource.setrlimit``. Workers ignore SIGINT: the parent decides when to stop.
+``resource.setrlimit``. Workers ignore SIGINT: the parent decides when to stop. Unless
+asked for ``library_warnings``, workers drop log records below ERROR: a parser library's
+warnings (e.g. pypdf's "EOF marker not found") would land on the user's terminal, and the
+file's outcome already says what went wrong.
 
 This module does not know what the functions do; it only needs them importable.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import time
@@ -39,8 +43,10 @@ def _limit_memory(memory_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _worker_main(conn: Connection, memory_bytes: int | None) -> None:
+def _worker_main(conn: Connection, memory_bytes: int | None, library_warnings: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not library_warnings:
+        logging.disable(logging.WARNING)
     _limit_memory(memory_bytes)
     while True:
         try:
@@ -76,9 +82,10 @@ def _context():
 
 
 class _Worker:
-    def __init__(self, context, memory_bytes: int | None) -> None:
+    def __init__(self, context, memory_bytes: int | None, library_warnings: bool = False) -> None:
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_conn, memory_bytes), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child_conn, memory_bytes, library_warnings),
+                                       daemon=True)
         self.process.start()
         child_conn.close()
         self.key: Any = None
@@ -102,10 +109,12 @@ class _Worker:
 class ParserPool:
     """A small pool of limited parser processes; use as a context manager."""
 
-    def __init__(self, workers: int, timeout_s: float, memory_bytes: int | None = None) -> None:
+    def __init__(self, workers: int, timeout_s: float, memory_bytes: int | None = None,
+                 library_warnings: bool = False) -> None:
         self.size = max(1, workers)
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
+        self.library_warnings = library_warnings
         self._context = _context()
         self._idle: list[_Worker] = []
         self._busy: dict[Connection, _Worker] = {}
@@ -143,7 +152,7 @@ class ParserPool:
         return len(self._busy) < self.size
 
     def _dispatch(self, key: Any, function: Callable[..., Any], args: tuple) -> None:
-        worker = self._idle.pop() if self._idle else _Worker(self._context, self.memory_bytes)
+        worker = self._idle.pop() if self._idle else _Worker(self._context, self.memory_bytes, self.library_warnings)
         worker.key = key
         worker.deadline = time.monotonic() + self.timeout_s
         worker.conn.send((function, args))
