@@ -32,7 +32,7 @@ class RetrievalConfig:
     manifest_path: Path
     collection: str = "default"
     embedding_model: str = DEFAULT_MODEL
-    embed_batch_size: int = 32
+    embed_batch_size: int = 16
     embed_precision: str = "auto"  # auto, fp32, fp16 or int8
     embed_cache_dir: Path | None = None  # where the int8 model is built once
     reranker: str | None = None
