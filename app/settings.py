@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     reranker: str | None = None
     max_file_bytes: int = Field(50 * 1024**2, ge=1)
     parse_timeout_s: float = Field(60.0, gt=0)
-    embed_batch_size: int = Field(32, ge=1, description="texts per embedding forward; Ctrl-C waits for one")
+    embed_batch_size: int = Field(16, ge=1, description="texts per embedding forward; Ctrl-C waits for one")
     embed_precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto", description="embedder precision: auto = int8 (ONNX Runtime) on a CPU, fp16 on a GPU, "
                             "or what an existing collection was built with")

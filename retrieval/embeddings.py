@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,27 +118,30 @@ class Embedder:
         self.seconds = 0.0
         self._model: Any = None
         self._int8: Any = None
+        self._lock = threading.Lock()  # concurrent first searches load the model once
 
     @property
     def model(self) -> Any:
         """The sentence-transformers model (fp32/fp16 only)."""
-        if self._model is None:
-            device = "cuda" if self.precision == "fp16" and cuda_available() else "cpu"
-            model = load_sentence_transformer(self.name, device=device)
-            self._model = model.half() if self.precision == "fp16" else model
-        return self._model
+        with self._lock:
+            if self._model is None:
+                device = "cuda" if self.precision == "fp16" and cuda_available() else "cpu"
+                model = load_sentence_transformer(self.name, device=device)
+                self._model = model.half() if self.precision == "fp16" else model
+            return self._model
 
     @property
     def int8(self) -> Any:
-        if self._int8 is None:
-            from feldspar.retrieval.onnx_int8 import OnnxInt8Encoder
+        with self._lock:
+            if self._int8 is None:
+                from feldspar.retrieval.onnx_int8 import OnnxInt8Encoder
 
-            try:
-                self._int8 = OnnxInt8Encoder(_model_folder(self.name), self.cache_dir, self.threads)
-            except (OSError, ValueError) as exc:
-                raise EmbeddingModelUnavailable(f"cannot load the int8 embedder for {self.name!r}: {exc}",
-                                                fix="embed_fp32") from None
-        return self._int8
+                try:
+                    self._int8 = OnnxInt8Encoder(_model_folder(self.name), self.cache_dir, self.threads)
+                except (OSError, ValueError) as exc:
+                    raise EmbeddingModelUnavailable(f"cannot load the int8 embedder for {self.name!r}: {exc}",
+                                                    fix="embed_fp32") from None
+            return self._int8
 
     def load(self) -> None:
         """Load the model now (the first embedding would otherwise)."""

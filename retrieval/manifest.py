@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,10 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # Serialized SQLite (threadsafety 3): one connection may serve callers on other threads,
-        # e.g. agent tools that run in worker threads.
+        # One connection shared by the service's threads (concurrent searches read the generation);
+        # SQLite is built serialized here, and writes run in one transaction at a time under the lock.
         self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -69,16 +71,20 @@ class Manifest:
         self._db.close()
 
     def _transaction(self):
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._lock)
+
+    def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
 
     # ---- collections -------------------------------------------------------------------
     def generation(self, collection: str) -> int:
-        row = self._db.execute("SELECT generation FROM collections WHERE name=?", (collection,)).fetchone()
-        return int(row[0]) if row else 0
+        rows = self._rows("SELECT generation FROM collections WHERE name=?", (collection,))
+        return int(rows[0][0]) if rows else 0
 
     def chunking(self, collection: str) -> str | None:
-        row = self._db.execute("SELECT chunking FROM collections WHERE name=?", (collection,)).fetchone()
-        return row[0] if row else None
+        rows = self._rows("SELECT chunking FROM collections WHERE name=?", (collection,))
+        return rows[0][0] if rows else None
 
     def set_chunking(self, collection: str, chunking: str) -> None:
         with self._transaction():
@@ -104,8 +110,8 @@ class Manifest:
             self._db.execute("UPDATE collections SET chunking='' WHERE name=?", (collection,))
 
     def rate(self, embedder: str) -> float | None:
-        row = self._db.execute("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,)).fetchone()
-        return float(row[0]) if row else None
+        rows = self._rows("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,))
+        return float(rows[0][0]) if rows else None
 
     def set_rate(self, embedder: str, chunks_per_s: float) -> None:
         with self._transaction():
@@ -114,10 +120,9 @@ class Manifest:
     # ---- files -------------------------------------------------------------------------
     def files_under(self, collection: str, root: str) -> dict[str, FileRecord]:
         """All rows of ``root`` in ``collection`` keyed by path: one query."""
-        cursor = self._db.execute(
-            "SELECT root, path, size, mtime_ns, sha256, status, reason, chunk_ids, pending_ids "
-            "FROM files WHERE collection=? AND root=?", (collection, root))
-        return {row[1]: _record(row) for row in cursor}
+        rows = self._rows("SELECT root, path, size, mtime_ns, sha256, status, reason, chunk_ids, pending_ids "
+                          "FROM files WHERE collection=? AND root=?", (collection, root))
+        return {row[1]: _record(row) for row in rows}
 
     def announce(self, collection: str, records: Iterable[FileRecord]) -> None:
         """Write-ahead: remember ids about to be written, so a crash cannot orphan them."""
@@ -160,11 +165,11 @@ class Manifest:
         args = (collection, status) if status else (collection,)
         return [{"root": root, "path": path, "size": size, "status": st, "reason": reason,
                  "chunks": len(json.loads(ids)), "updated_at": updated}
-                for root, path, size, st, reason, ids, updated in self._db.execute(query, args)]
+                for root, path, size, st, reason, ids, updated in self._rows(query, args)]
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
-        for collection, status, n in self._db.execute(
+        for collection, status, n in self._rows(
                 "SELECT collection, status, COUNT(*) FROM files GROUP BY collection, status"):
             counts.setdefault(collection, {})[status] = n
         return counts
@@ -177,11 +182,20 @@ def _record(row: tuple) -> FileRecord:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()

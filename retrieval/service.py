@@ -12,6 +12,7 @@ This module does not read Settings, print anything or parse files itself.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class RetrievalConfig:
     manifest_path: Path
     collection: str = "default"
     embedding_model: str = DEFAULT_MODEL
-    embed_batch_size: int = 32
+    embed_batch_size: int = 16
     embed_precision: str = "auto"  # auto, fp32, fp16 or int8
     embed_cache_dir: Path | None = None  # where the int8 model is built once
     reranker: str | None = None
@@ -46,19 +47,22 @@ class RetrievalService:
         self._manifest: Manifest | None = None
         self._searchers: dict[str, HybridSearcher] = {}
         self._reranker = None
+        self._lock = threading.RLock()  # the service is shared by concurrent searches
 
     @property
     def manifest(self) -> Manifest:
-        if self._manifest is None:
-            self._manifest = Manifest(self.config.manifest_path)
-        return self._manifest
+        with self._lock:
+            if self._manifest is None:
+                self._manifest = Manifest(self.config.manifest_path)
+            return self._manifest
 
     # ---- embedders -----------------------------------------------------------------------
     def embedder_for(self, precision: str) -> Embedder:
-        if precision not in self._embedders:
-            self._embedders[precision] = Embedder(self.config.embedding_model, self.config.embed_batch_size,
-                                                  precision, self.config.embed_cache_dir)
-        return self._embedders[precision]
+        with self._lock:
+            if precision not in self._embedders:
+                self._embedders[precision] = Embedder(self.config.embedding_model, self.config.embed_batch_size,
+                                                      precision, self.config.embed_cache_dir)
+            return self._embedders[precision]
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Share an already loaded embedder (same model) for its precision."""
@@ -76,12 +80,13 @@ class RetrievalService:
         return self.embedder_for(resolve_precision(self.config.embed_precision, recorded[1] if recorded else None))
 
     def searcher(self, embedder: Embedder) -> HybridSearcher:
-        if embedder.precision not in self._searchers:
-            if self._reranker is None and self.config.reranker:
-                self._reranker = load_sentence_transformer(self.config.reranker, cross_encoder=True)
-            cache = Bm25Cache(self.config.home / "bm25" / self.config.location.slug)
-            self._searchers[embedder.precision] = HybridSearcher(embedder, cache, self._reranker)
-        return self._searchers[embedder.precision]
+        with self._lock:
+            if embedder.precision not in self._searchers:
+                if self._reranker is None and self.config.reranker:
+                    self._reranker = load_sentence_transformer(self.config.reranker, cross_encoder=True)
+                cache = Bm25Cache(self.config.home / "bm25" / self.config.location.slug)
+                self._searchers[embedder.precision] = HybridSearcher(embedder, cache, self._reranker)
+            return self._searchers[embedder.precision]
 
     # ---- operations ----------------------------------------------------------------------
     def _name(self, collection: str | None) -> str:

@@ -13,6 +13,7 @@ This module does not know how ids are made, about files, the manifest or BM25.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,12 +68,14 @@ class ChromaStore:
     def __init__(self, location: StoreLocation) -> None:
         self.location = location
         self._client: Any = None
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self._connect()
-        return self._client
+        with self._lock:  # concurrent searches must not open the store twice
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
 
     def _connect(self) -> Any:
         import chromadb

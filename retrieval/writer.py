@@ -29,7 +29,7 @@ from feldspar.retrieval.manifest import FileRecord, Manifest
 from feldspar.retrieval.store import ChunkCollection
 
 
-@dataclass
+@dataclass(eq=False)
 class FileJob:
     """One file on its way into the store."""
 
@@ -41,6 +41,7 @@ class FileJob:
     text_chars: int = 0  # length of the extracted text, for progress by bytes
     announced: list[str] = field(default_factory=list)
     finished: bool = False
+    reported: bool = False  # counted as failed because the store refused writes
     written_bytes: int = 0
 
     def progress_bytes(self, chunk_end: int) -> int:
@@ -97,12 +98,16 @@ class BatchWriter:
 
     def finish(self, job: FileJob) -> None:
         """All chunks of ``job`` were added; it commits with the flush that writes its last one."""
+        if job.reported:
+            return
         job.finished = True
         if job.record.status == "indexed" and job.real_path:
             self._check_unchanged(job)
         self._wait_for(job)
 
     def _wait_for(self, job: FileJob) -> None:
+        if job.reported:
+            return
         if not self.waiting or self.waiting[-1] is not job:
             if job not in self.waiting:
                 self.waiting.append(job)
@@ -145,8 +150,10 @@ class BatchWriter:
     def _report_unwritten(self, jobs: list[FileJob], done: Written) -> bool:
         """The store refused writes: these files fail; their rows stay as they were (or pending,
         to be repaired by the next run), so nothing committed before is lost."""
+        jobs = [job for job in jobs if not job.reported]
         for job in jobs:
-            job.record.status, job.record.reason, job.finished = "failed", self.store_failure or "", True
+            job.record.status, job.record.reason = "failed", self.store_failure or ""
+            job.finished = job.reported = True
         self.waiting = []
         done.committed, done.uncommitted = [], jobs
         self.on_written(done)

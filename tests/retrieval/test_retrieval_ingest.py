@@ -145,3 +145,16 @@ def test_chunk_metadata_cites_exact_text(service, tmp_path):
         assert source[hit.start:hit.end] == hit.text
     rows = manifest_rows(service.config.home)
     assert all(status == "indexed" and json.loads(ids) for status, ids, _ in rows.values())
+
+
+def test_jsonl_records_are_addressable_by_line_range(service, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = [json.dumps({"id": i, "text": f"record {i} about {'obsidian' if i == 57 else 'granite'} rocks"})
+             for i in range(120)]
+    (root / "records.jsonl").write_text("\n".join(lines) + "\n")
+    service.ingest([root])
+    hit = next(h for h in service.search("obsidian", k=10) if "obsidian" in h.text)
+    assert hit.path == "records.jsonl" and hit.line_start <= 58 <= hit.line_end
+    source = (root / "records.jsonl").read_text().split("\n")
+    assert hit.text == "\n".join(source[hit.line_start - 1 : hit.line_end])

@@ -1,0 +1,75 @@
+"""Embedder precisions: int8 (ONNX Runtime) close to fp32, fp16 runs, each collection records
+how its vectors were made and a mismatch is refused like a different model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from retrieval_helpers import store_ids
+
+from feldspar.errors import user_message
+from feldspar.retrieval.embeddings import Embedder, resolve_precision
+from feldspar.retrieval.errors import EmbeddingPrecisionMismatch
+from feldspar.retrieval.store import MODEL_KEY
+
+TEXTS = ["Granite is an igneous rock rich in quartz and feldspar.",
+         "The prefix state cache reuses the Mamba state of a long prompt.",
+         "def zircon_counter(rocks): return sum(r == 'zircon' for r in rocks)",
+         "Chroma stores the vectors; BM25 scores the words; reciprocal rank fusion merges them."]
+
+
+def test_int8_vectors_match_fp32_closely(embedder, fp32_embedder):
+    assert embedder.precision == "int8"
+    int8, fp32 = embedder.embed(TEXTS), fp32_embedder.embed(TEXTS)
+    assert int8.shape == fp32.shape and np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
+    assert (int8 * fp32).sum(axis=1).min() > 0.95
+    ranking = lambda vectors: np.argsort(-(vectors @ vectors[0]))  # noqa: E731
+    assert list(ranking(int8)) == list(ranking(fp32))
+    assert [embedder.token_len(t) for t in TEXTS] == [fp32_embedder.token_len(t) for t in TEXTS]
+    assert embedder.max_tokens == fp32_embedder.max_tokens and embedder.dimension == fp32_embedder.dimension
+    assert np.allclose(embedder.embed_query(TEXTS[1]), int8[1], atol=0.05)
+
+
+def test_fp16_path_runs_in_half_precision():
+    half = Embedder(precision="fp16")
+    vectors = half.embed(TEXTS[:2])
+    assert next(half.model.parameters()).dtype.__str__() == "torch.float16"
+    full = Embedder(precision="fp32").embed(TEXTS[:2])
+    assert (vectors * full).sum(axis=1).min() > 0.999
+
+
+def test_auto_precision_choice():
+    assert resolve_precision("auto", cuda=False) == "int8"
+    assert resolve_precision("auto", cuda=True) == "fp16"
+    assert resolve_precision("auto", recorded="fp32", cuda=False) == "fp32"
+    assert resolve_precision("fp32", recorded="int8") == "fp32"
+
+
+def test_collection_records_precision_and_refuses_another(make_service, fp32_embedder, tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# Granite\n\nQuartz and feldspar.\n")
+    built = make_service()
+    built.ingest([root])
+    assert [row["embedding_precision"] for row in built.collections()] == ["int8"]
+    explicit = make_service(embed_precision="fp32")
+    explicit.use_embedder(fp32_embedder)
+    with pytest.raises(EmbeddingPrecisionMismatch) as info:
+        explicit.search("granite")
+    assert "--" not in str(info.value)
+    assert "embed_precision" in user_message(info.value) and "--reindex" in user_message(info.value)
+    with pytest.raises(EmbeddingPrecisionMismatch):
+        explicit.ingest([root])
+    assert explicit.ingest([root], reindex=True).indexed == 1  # re-index makes it fp32
+    follower = make_service()  # auto follows what the collection was built with
+    follower.use_embedder(fp32_embedder)
+    assert follower.search("granite quartz")[0].path == "a.md"
+    assert store_ids(follower)
+
+
+def test_collections_from_before_the_record_count_as_fp32(service):
+    service.store.client.get_or_create_collection("legacy", metadata={MODEL_KEY: service.embedder.name},
+                                                  embedding_function=None)
+    assert service.store.recorded("legacy") == (service.embedder.name, "fp32")
+    with pytest.raises(EmbeddingPrecisionMismatch):
+        service.store.open("legacy", service.embedder.name, create=False, precision="int8")
