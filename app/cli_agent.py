@@ -16,12 +16,13 @@ import typer
 from rich.markup import escape
 
 from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
-from feldspar.cli_root import HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from
+from feldspar.cli_root import (
+    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
+)
 
 threads_app = typer.Typer(help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 
-RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"
 PolicyOpt = Annotated[Optional[str], typer.Option("--policy", help="retrieval: always, auto, pack or none")]
 ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: ask, always or never "
                                                    "(default: ask when interactive, else never)")]
@@ -71,7 +72,8 @@ def print_sources(answer: dict[str, Any]) -> None:
 def print_usage(answer: dict[str, Any]) -> None:
     usage = answer.get("usage") or {}
     ttft = usage.get("ttft_s")
-    err_console.print(f"[dim]{usage.get('model_calls', 0)} model call(s) · prompt {usage.get('prompt_tokens', 0)} tok "
+    random = "RANDOM WEIGHTS · " if usage.get("random_weights") else ""
+    err_console.print(f"[dim]{random}{usage.get('model_calls', 0)} model call(s) · prompt {usage.get('prompt_tokens', 0)} tok "
                       f"(reused {usage.get('reused_tokens', 0)}, computed {usage.get('computed_tokens', 0)}) · "
                       f"TTFT {ttft if ttft is None else round(ttft, 2)} s · stop: {answer.get('stop_reason')} · "
                       f"thread {answer.get('thread_id')}[/dim]")

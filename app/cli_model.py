@@ -171,4 +171,4 @@ def prompt(
         print_json({"prompt": rendered, "tokens": len(ids), "token_ids": ids})
         return
     console.out(rendered, highlight=False)
-    err_console.print(f"[dim]{count} tokens[/dim]")
+    err_console.print(f"[dim]{len(ids)} tokens[/dim]")

@@ -57,9 +57,9 @@ def test_generate_labels_random_weights_in_every_mode(cli, tiny_checkpoint, unma
 
 
 def test_ask_labels_every_answer(cli, tiny_checkpoint):
-    text = cli("ask", "One?", "Two?", "-m", str(tiny_checkpoint), "-n", "2", "--verbose")
+    text = cli("ask", "One?", "Two?", "-m", str(tiny_checkpoint), "-n", "2", "--policy", "none", "--verbose")
     assert text.code == 0 and text.out.count(RANDOM_LABEL) == 2 and text.err.count("RANDOM WEIGHTS") == 2
-    data = json.loads(cli("ask", "One?", "-m", str(tiny_checkpoint), "-n", "2", "--json").out)
+    data = json.loads(cli("ask", "One?", "-m", str(tiny_checkpoint), "-n", "2", "--policy", "none", "--json").out)
     assert data["random_weights"] is True and data["answers"][0]["random_weights"] is True
 
 

@@ -42,7 +42,7 @@ def test_a_messy_folder_packs_what_can_be_read_and_says_what_was_skipped(cli, ti
     skipped = {Path(s["path"]).name: (s["status"], s["reason"]) for s in data["skipped"]}
     assert skipped == {
         "empty.txt": ("skipped", "empty file"),
-        "blank.md": ("skipped", "empty file"),
+        "blank.md": ("skipped", "only whitespace, no text"),
         "binary.txt": ("skipped", "binary content"),
         "image.png": ("skipped", "unsupported type .png"),
         "escape.md": ("skipped", "symlink leads outside the ingested root"),
