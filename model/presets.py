@@ -46,7 +46,7 @@ TINY_PAD_ID = TINY_REGULAR_SIZE  # first added token is <|pad|>
 TINY_EOS_ID = TINY_REGULAR_SIZE + 1  # then <|end_of_text|>
 TINY_VOCAB_SIZE = -(-(TINY_REGULAR_SIZE + len(ADDED_TOKENS)) // 64) * 64
 # Sensitive miniature (see the module docstring); powers of two keep the scaling exact.
-TINY_LOGITS_SCALING = 1 / 32  # logits = lm_head(h) * 32: logits of a few units, not ~0.01
+TINY_LOGITS_SCALING = 1 / 32  # logits = lm_head(h) * 32: up to ~20, not ~0.01
 TINY_ATTENTION_MULTIPLIER = 1.0  # sharp attention: each cached key and value counts
 TINY_MAMBA_A_LOG = -5.0  # A = -exp(-5): with small steps the SSM state lasts thousands of tokens
 TINY_MAMBA_DT_BIAS = -3.0  # steps softplus(x - 3), about 0.05 (the stock init decays in ~3 tokens)
