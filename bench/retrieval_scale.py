@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -59,7 +60,11 @@ def python_reference_corpus(folder: Path, per_topic: int = 2, seed: int = 13) ->
 def bench_precision(make_service: MakeService, home: Path, docs: Path, docs_questions: Path,
                     rounds: int = 3, log: Callable[[str], None] = print) -> list[dict]:
     reference = python_reference_corpus(home / "pyref")
-    sets = {"docs/eval": (docs, load_questions(docs_questions)), "python reference": (home / "pyref", reference)}
+    docs_copy = home / "docs"  # the documents only: not the questions file beside them
+    docs_copy.mkdir(parents=True)
+    for page in docs.glob("*.md"):
+        shutil.copy2(page, docs_copy / page.name)
+    sets = {"docs/eval": (docs_copy, load_questions(docs_questions)), "python reference": (home / "pyref", reference)}
     services = {p: make_service(home / p, "bench-precision", precision=p) for p in ("fp32", "int8")}
     quality: dict[str, dict[str, dict]] = {}
     for precision, service in services.items():
