@@ -115,7 +115,7 @@ def write_big_file(path: Path, megabytes: float, seed: int = 5) -> None:
     rng = random.Random(seed)
     words = ("granite quartz feldspar mica basalt magma crystal mineral rock layer erosion sediment "
              "pressure heat fault plate mantle crust lava ash pumice obsidian").split()
-    target = int(megabytes * 1024**2)
+    target = int(megabytes * 1_000_000)  # decimal MB: 50 MB stays under the 50 MiB default cap
     with open(path, "w", encoding="utf-8") as out:
         written = 0
         while written < target:
@@ -221,7 +221,8 @@ def bench_reads_during_write(service, searchers: "SearchProcesses", writer: subp
     processes = searchers.processes
     return [
         _row(f"search p95, {concurrent} threads during a write", float(np.percentile(thread_ms, 95)), "ms", "-",
-             None, f"{len(thread_errors)} errors, {len(results)} answered, writer running: {writing}"),
+             None, f"{len(thread_errors)} errors, {len(results) - len(thread_errors)} answered, writer running: {writing}"
+             + (f"; first error: {thread_errors[0][:200]}" if thread_errors else "")),
         _row(f"search p95, {processes} processes x {searchers.threads} threads during a write",
              proc.get("p95_ms", float("nan")), "ms", "-", None,
              f"{proc.get('errors', '?')} errors, {proc.get('answered', 0)} answered"),

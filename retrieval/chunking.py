@@ -61,7 +61,7 @@ class Chunker:
         self.splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_tokens,
             chunk_overlap=overlap,
-            length_function=lru_cache(maxsize=65536)(token_len),
+            length_function=lru_cache(maxsize=4096)(token_len),  # small: a big file's pieces must not pile up
             strip_whitespace=True,
         )
 

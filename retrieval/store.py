@@ -5,7 +5,8 @@ fp32, fp16 or int8; collections from before that record count as fp32) in its me
 opening it with another model or precision raises ``EmbeddingModelMismatch`` or
 ``EmbeddingPrecisionMismatch`` before any model loads.
 Writes are upserts by caller-chosen deterministic ids, split into batches Chroma
-accepts. Telemetry is always off (Feldspar runs offline).
+accepts. A reader in another process than the writer gets no vector hits (rather than an
+error) until the writer has put the collection's first vector index on disk. Telemetry is always off (Feldspar runs offline).
 
 This module does not know how ids are made, about files, the manifest or BM25.
 """
@@ -32,6 +33,9 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 MODEL_KEY = "embedding_model"
 PRECISION_KEY = "embedding_precision"
 LEGACY_PRECISION = "fp32"
+# Embedded Chroma in another process than the writer reads vectors from disk; before the
+# writer has persisted its first index, a vector query fails with this (text search still works).
+VECTORS_NOT_ON_DISK = "Nothing found on disk"
 
 
 def check_collection_name(name: str) -> str:
@@ -173,8 +177,13 @@ class ChunkCollection:
         """``(id, cosine distance, text, metadata)`` of the ``n`` nearest chunks."""
         if n <= 0:
             return []
-        result = self._collection.query(query_embeddings=[vector], n_results=n, where=where,
-                                        include=["documents", "metadatas", "distances"])
+        try:
+            result = self._collection.query(query_embeddings=[vector], n_results=n, where=where,
+                                            include=["documents", "metadatas", "distances"])
+        except Exception as exc:
+            if VECTORS_NOT_ON_DISK in str(exc):  # another process is writing the first vectors: none to rank yet
+                return []
+            raise
         return list(zip(result["ids"][0], result["distances"][0], result["documents"][0], result["metadatas"][0]))
 
     def stored_metadata(self, ids: list[str]) -> dict[str, dict]:
