@@ -212,7 +212,7 @@ def collections_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None
         print_json(rows)
     else:
         table = [{**row, "files": ", ".join(f"{k} {v}" for k, v in sorted(row["files"].items()))} for row in rows]
-        print_table(table, ["name", "embedding_model", "chunks", "files"])
+        print_table(table, ["name", "embedding_model", "embedding_precision", "chunks", "files"])
 
 
 @eval_app.command("retrieval")

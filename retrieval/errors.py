@@ -42,10 +42,6 @@ class EmbeddingPrecisionMismatch(RetrievalError):
         )
 
 
-class StoreWriteFailed(RetrievalError):
-    """The store refused a write (a full disk, a read-only file system); the run stops cleanly."""
-
-
 class StoreBusy(RetrievalError):
     """Another ingest already holds the single-writer lock of this store."""
 
