@@ -49,7 +49,6 @@ def answer_question(agent, question: str = QUESTION) -> dict:
 def _answer(settings) -> None:
     from feldspar.compose import build_agent, build_engine
     from feldspar.errors import user_message
-    from feldspar.model.checkpoint_random import is_random_checkpoint
     from feldspar.model.errors import ModelError
 
     try:
@@ -58,7 +57,7 @@ def _answer(settings) -> None:
         console.print("[yellow]No Granite checkpoint could be loaded for the answer step:[/yellow] "
                       + escape(user_message(exc)))
         return
-    if engine.resolved.local and is_random_checkpoint(engine.resolved.source):
+    if engine.random_weights:
         console.print(f"[yellow]{engine.resolved.source} holds random weights; not generating an answer from it.[/yellow]")
         return
     answer_question(build_agent(settings.model_copy(update={"collection": "docs"}), engine, approve="never"))
