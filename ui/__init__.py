@@ -1,1 +1,5 @@
-"""Feldspar ui package."""
+"""The Streamlit app's pages and small view functions (chat, documents, packs, models).
+
+Pages get everything they act on from ``feldspar.ui.context.services()``, registered by the
+app's entry script (app/ui_main.py); they hold no business logic and never import the app.
+"""
