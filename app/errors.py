@@ -44,6 +44,8 @@ REMEDIES = {
     "remote_tools": ("start it with tool calling on (vLLM: --enable-auto-tool-choice --tool-call-parser hermes; "
                      "llama-server: --jinja), or ask without tools (--policy always, no --tools)"),
     "remote_status": "see the server's log; docs/remote.md lists the setups Feldspar is tested with",
+    "postgres_url": ("start the PostgreSQL server or fix postgres_url (FELDSPAR_POSTGRES_URL or config.toml); "
+                     "unset it to keep threads in threads.sqlite"),
 }
 
 
