@@ -26,8 +26,8 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
   means something;
 - ``connect()`` lists the server's models once: a wrong model name fails there with the
   list; ``context_window`` comes from the constructor, else the listing's ``max_model_len``
-  (vLLM), ``context_length``/``context_window`` or ``meta.n_ctx_train`` (llama-server),
-  else ``DEFAULT_CONTEXT_WINDOW``; ``random_weights`` is true only when the listing says so.
+  (vLLM), ``context_length``/``context_window`` or ``meta.n_ctx``, else
+  ``DEFAULT_CONTEXT_WINDOW``; ``random_weights`` is true only when the listing says so.
 
 Errors become one-line ``AgentError``s (agents/remote_errors.py), raised by
 ``stream_chat`` before any text for a refused request. Torch-free; knows the OpenAI wire
@@ -141,7 +141,7 @@ class RemoteChatBackend:
         meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
         if self._window is None:
             window = next((entry[k] for k in _WINDOW_KEYS if isinstance(entry.get(k), int)), None)
-            window = window or meta.get("n_ctx") or meta.get("n_ctx_train")
+            window = window or meta.get("n_ctx")  # not n_ctx_train: llama-server's slots may be far smaller
             self._window = int(window) if isinstance(window, int) and window > 0 else None
         self.random_weights = bool(entry.get("random_weights") or meta.get("random_weights"))
 

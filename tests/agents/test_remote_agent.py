@@ -170,3 +170,20 @@ def test_commands_that_need_a_local_model_refuse_a_remote_one(server, tmp_path, 
     result = run_cli(["pack", "create", "p", str(tmp_path / "docs"), "--model", server.spec(), "--home", str(tmp_path)],
                      capsys, monkeypatch)
     assert result.code in (1, 2) and "is a remote server" in result.err and "Traceback" not in result.err
+
+
+def test_compose_reads_the_remote_settings_and_counts_with_a_local_tokenizer(server, tmp_path, tiny_checkpoint):
+    from feldspar.compose import build_remote_backend, remote_target
+    from feldspar.model.loader import load_tokenizer, resolve
+    from feldspar.model.prompts import encode
+    from feldspar.settings import load_settings
+
+    settings = load_settings(home=tmp_path, remote_url=server.base_url + "/", remote_context_window=2048,
+                             remote_tokenizer=str(tiny_checkpoint))
+    assert remote_target(settings) == (server.base_url, "")
+    backend = build_remote_backend(settings)
+    assert backend.name == "granite-test" and backend.context_window == 2048
+    tokenizer = load_tokenizer(resolve(str(tiny_checkpoint)))
+    text = "Feldspar is a rock-forming mineral."
+    assert backend.count_tokens(text) == len(encode(tokenizer, text))
+    assert remote_target(load_settings(home=tmp_path)) is None  # the default stays local
