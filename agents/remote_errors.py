@@ -53,7 +53,8 @@ def _names(models: Sequence[str] | None) -> str:
 
 
 def unknown_model(url: str, model: str, models: Sequence[str] | None) -> RemoteServerError:
-    return RemoteServerError(f"the Granite server at {url} has no model {model!r}; it serves: {_names(models)}",
+    what = f"has no model {model!r}" if model else "serves several models (or lists none) and none was named"
+    return RemoteServerError(f"the Granite server at {url} {what}; it serves: {_names(models)}",
                              fix="remote_model", url=url, model=model, models=_names(models))
 
 

@@ -19,7 +19,7 @@ from feldspar.cli_root import (
 )
 from feldspar.cli_output import quiet_libraries
 from feldspar.cli_progress import prefill_progress
-from feldspar.compose import build_generator
+from feldspar.compose import build_generator, refuse_remote
 
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", min=1, help="tokens to generate")]
 TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
@@ -156,6 +156,7 @@ def prompt(
     from feldspar.model.prompts import chat_token_ids, encode, render_chat
 
     settings = settings_from(home=home, model=model)
+    refuse_remote(settings.model)  # the exact prompt needs the checkpoint's own tokenizer here
     if messages is not None and (text is not None or file is not None or system is not None):
         raise usage_error("--messages holds the whole conversation: give it without a prompt, --file or --system")
     tokenizer = load_tokenizer(resolve(settings.model))

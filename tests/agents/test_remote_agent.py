@@ -164,12 +164,13 @@ def test_cli_remote_errors_are_one_line(server, tmp_path, capsys, monkeypatch, s
     assert_one_error_line(result, 1, needle)
 
 
-def test_commands_that_need_a_local_model_refuse_a_remote_one(server, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", [["pack", "create", "p", "{docs}"], ["prompt", "Hi"]])
+def test_commands_that_need_a_local_model_refuse_a_remote_one(server, tmp_path, capsys, monkeypatch, command):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# A\n\nSome text.", encoding="utf-8")
-    result = run_cli(["pack", "create", "p", str(tmp_path / "docs"), "--model", server.spec(), "--home", str(tmp_path)],
-                     capsys, monkeypatch)
-    assert result.code in (1, 2) and "is a remote server" in result.err and "Traceback" not in result.err
+    args = [part.format(docs=tmp_path / "docs") for part in command]
+    result = run_cli([*args, "--model", server.spec(), "--home", str(tmp_path)], capsys, monkeypatch)
+    assert_one_error_line(result, 1, "is a remote server")
 
 
 def test_compose_reads_the_remote_settings_and_counts_with_a_local_tokenizer(server, tmp_path, tiny_checkpoint):

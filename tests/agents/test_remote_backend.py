@@ -193,3 +193,11 @@ def test_a_server_that_does_not_answer_in_time_is_a_timeout(server):
     with pytest.raises(AgentError) as info:
         backend.stream_chat([{"role": "user", "content": "hi"}])
     assert info.value.fix == "remote_timeout" and "in time" in one_line(info.value)
+
+
+def test_no_model_name_on_a_server_with_several_asks_for_one():
+    with StandIn(models=("granite-a", "granite-b")) as several:
+        with pytest.raises(AgentError) as info:
+            RemoteChatBackend(several.base_url).connect()
+    assert info.value.fix == "remote_model" and "granite-a, granite-b" in one_line(info.value)
+    assert "none was named" in str(info.value)
