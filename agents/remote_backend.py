@@ -42,6 +42,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterator, Sequence
 
+import httpx
 import openai
 
 from feldspar.agents.remote_errors import remote_error, unknown_model
@@ -230,8 +231,8 @@ class RemoteChatBackend:
                         last = time.perf_counter()
                         text.append(piece)
                         yield piece
-        except openai.OpenAIError as exc:
-            raise remote_error(exc, self.base_url, self.model, self.models) from None
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise remote_error(exc, self.base_url, self.model, self.models, midway=True) from None
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

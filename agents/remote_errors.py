@@ -5,7 +5,7 @@ client into an ``AgentError`` (or ``ContextOverflowError`` for a prompt the serv
 too long) whose ``fix`` key app/errors.py words for users: ``remote_unreachable``,
 ``remote_timeout``, ``remote_api_key``, ``remote_model`` (with the server's model list),
 ``remote_url``, ``remote_tools`` (a server that refuses ``tools``) and ``remote_status``
-(any other 4xx/5xx, with the server's own message). Knows the openai client's exception
+(any other 4xx/5xx, with the server's own message, or a connection that broke mid-answer). Knows the openai client's exception
 classes and the usual error bodies of vLLM, llama-server, Ollama and Docker Model Runner;
 nothing of the CLI.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+import httpx
 import openai
 
 from feldspar.agents.errors import AgentError
@@ -58,9 +59,17 @@ def unknown_model(url: str, model: str, models: Sequence[str] | None) -> RemoteS
                              fix="remote_model", url=url, model=model, models=_names(models))
 
 
-def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str] | None = None) -> Exception:
-    """The one-line error for a failed request to ``url``; ``models`` is the server's list when known."""
-    if isinstance(exc, openai.APITimeoutError):
+def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str] | None = None,
+                 midway: bool = False) -> Exception:
+    """The one-line error for a failed request to ``url``; ``models`` is the server's list when known;
+    ``midway``: raised while a streamed answer was being read."""
+    broke = isinstance(exc, httpx.HTTPError) or isinstance(exc, openai.APIConnectionError) and midway
+    if broke and not isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        cause = exc.__cause__ or exc.__context__ or exc
+        reason = " ".join(str(cause).split())[:200] or type(cause).__name__
+        return RemoteServerError(f"the connection to the Granite server at {url} broke mid-answer ({reason})",
+                                 fix="remote_status", url=url)
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return RemoteServerError(f"the Granite server at {url} did not answer in time", fix="remote_timeout", url=url)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
@@ -68,6 +77,9 @@ def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str]
         return RemoteServerError(f"cannot reach the Granite server at {url} ({reason})", fix="remote_unreachable",
                                  url=url)
     if not isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, openai.OpenAIError):  # e.g. an error event inside the stream
+            return RemoteServerError(f"the Granite server at {url} failed: {server_message(exc)}",
+                                     fix="remote_status", url=url)
         return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
     status, said = exc.status_code, server_message(exc)
     if status in (401, 403):

@@ -8,7 +8,8 @@ uvicorn on a loopback port the OS chooses, in a thread, and answers each
 - ``{"content": str, "tool_calls": [{"name", "arguments"}]}``: calls parsed server-side and
   streamed as ``delta.tool_calls`` (arguments as a JSON string, in pieces);
 - ``{"status": int, "message": str}``: an OpenAI-shaped error answer;
-- ``{"hang": True}``: no answer until the test ends (the client times out).
+- ``{"hang": True}``: no answer until the test ends (the client times out);
+- ``{"drop_after": str}``: that text streamed, then the connection dropped mid-answer.
 
 Usage counts words and punctuation of the request, and ``prompt_tokens_details.
 cached_tokens`` is the longest common prefix with an earlier request plus its reply, the
@@ -135,6 +136,8 @@ class StandIn:
         if isinstance(reply, dict) and reply.get("hang"):
             await asyncio.to_thread(self._release.wait, 30)
             return self._error(504, "released at teardown")
+        if isinstance(reply, dict) and "drop_after" in reply:
+            return StreamingResponse(self._dropped(body, reply["drop_after"]), media_type="text/event-stream")
         content = reply if isinstance(reply, str) else reply.get("content", "")
         calls = [] if isinstance(reply, str) else reply.get("tool_calls", [])
         return StreamingResponse(self._events(body, content, calls, chat), media_type="text/event-stream")
@@ -148,6 +151,10 @@ class StandIn:
         self._seen.append(prompt + reply)
         return {"prompt_tokens": len(prompt), "completion_tokens": len(reply),
                 "total_tokens": len(prompt) + len(reply), "prompt_tokens_details": {"cached_tokens": cached}}
+
+    def _dropped(self, body: dict[str, Any], text: str):
+        yield f"data: {json.dumps({'id': 'stand-in', 'object': 'chat.completion.chunk', 'created': 0, 'model': body['model'], 'choices': [{'index': 0, 'delta': {'content': text}, 'finish_reason': None}]})}\n\n"
+        raise ConnectionAbortedError("the stand-in drops the connection mid-answer")
 
     def _events(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]], chat: bool):
         base = {"id": "stand-in", "created": int(time.time()), "model": body["model"],

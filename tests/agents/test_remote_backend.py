@@ -201,3 +201,14 @@ def test_no_model_name_on_a_server_with_several_asks_for_one():
             RemoteChatBackend(several.base_url).connect()
     assert info.value.fix == "remote_model" and "granite-a, granite-b" in one_line(info.value)
     assert "none was named" in str(info.value)
+
+
+def test_a_connection_dropped_mid_answer_is_one_clear_error_after_the_text_so_far(server):
+    backend = backend_for(server, max_retries=0)
+    server.script({"drop_after": "The first half"})
+    stream = backend.stream_chat([{"role": "user", "content": "hi"}])
+    seen = []
+    with pytest.raises(AgentError) as info:
+        for delta in stream:
+            seen.append(delta)
+    assert seen == ["The first half"] and "broke mid-answer" in one_line(info.value)
