@@ -47,8 +47,10 @@ def free_port() -> int:
 
 
 class StandIn:
-    def __init__(self, models=("granite-test",), api_key: str | None = None, max_model_len: int | None = 8192) -> None:
+    def __init__(self, models=("granite-test",), api_key: str | None = None, max_model_len: int | None = 8192,
+                 listing_extra: dict[str, Any] | None = None) -> None:
         self.models = list(models)
+        self.listing_extra = listing_extra or {}  # extra fields of each /v1/models entry
         self.api_key = api_key
         self.max_model_len = max_model_len
         self.tools_supported = True
@@ -96,7 +98,7 @@ class StandIn:
             refused = self._refuse_key(request)
             if refused is not None:
                 return refused
-            data = [{"id": m, "object": "model", "owned_by": "stand-in",
+            data = [{"id": m, "object": "model", "owned_by": "stand-in", **self.listing_extra,
                      **({"max_model_len": self.max_model_len} if self.max_model_len else {})} for m in self.models]
             return {"object": "list", "data": data}
 
@@ -153,7 +155,9 @@ class StandIn:
                 "total_tokens": len(prompt) + len(reply), "prompt_tokens_details": {"cached_tokens": cached}}
 
     def _dropped(self, body: dict[str, Any], text: str):
-        yield f"data: {json.dumps({'id': 'stand-in', 'object': 'chat.completion.chunk', 'created': 0, 'model': body['model'], 'choices': [{'index': 0, 'delta': {'content': text}, 'finish_reason': None}]})}\n\n"
+        chunk = {"id": "stand-in", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
         raise ConnectionAbortedError("the stand-in drops the connection mid-answer")
 
     def _events(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]], chat: bool):

@@ -188,3 +188,12 @@ def test_compose_reads_the_remote_settings_and_counts_with_a_local_tokenizer(ser
     text = "Feldspar is a rock-forming mineral."
     assert backend.count_tokens(text) == len(encode(tokenizer, text))
     assert remote_target(load_settings(home=tmp_path)) is None  # the default stays local
+
+
+def test_a_server_that_lists_random_weights_gets_its_output_labelled(tmp_path, capsys, monkeypatch):
+    with StandIn(listing_extra={"random_weights": True}, max_model_len=None) as noisy:
+        noisy.script("zq xv noise")
+        result = run_cli(["ask", "Hi", "--policy", "none", "--model", noisy.spec(), "--home", str(tmp_path)],
+                         capsys, monkeypatch)
+    assert result.code == 0, result.err
+    assert "RANDOM WEIGHTS" in result.out and "zq xv noise" in result.out
