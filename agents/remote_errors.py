@@ -49,6 +49,14 @@ def server_message(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+def server_code(exc: BaseException) -> str | None:
+    """The OpenAI error ``code`` of the answer (``context_length_exceeded`` …), when it has one."""
+    body: Any = getattr(exc, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code if isinstance(code, str) else None
+
+
 def _names(models: Sequence[str] | None) -> str:
     return ", ".join(models) if models else "(the server lists none)"
 
@@ -89,7 +97,7 @@ def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str]
         if models is not None and model not in models or _MODEL.search(said):
             return unknown_model(url, model, models)
         return RemoteServerError(f"the Granite server at {url} answered 404 ({said})", fix="remote_url", url=url)
-    if status in (400, 413, 422) and _CONTEXT.search(said):
+    if status in (400, 413, 422) and (_CONTEXT.search(said) or server_code(exc) == "context_length_exceeded"):
         return ContextOverflowError(f"the Granite server at {url} refused the prompt as too long: {said}")
     if status in (400, 422, 501) and _TOOLS.search(said):
         return RemoteServerError(f"the Granite server at {url} does not accept tools ({status}: {said})",

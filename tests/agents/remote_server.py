@@ -113,8 +113,8 @@ class StandIn:
         return app
 
     @staticmethod
-    def _error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": status}},
+    def _error(status: int, message: str, code: Any = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code or status}},
                             status_code=status)
 
     def _refuse_key(self, request: Request) -> JSONResponse | None:
@@ -134,7 +134,7 @@ class StandIn:
             return self._error(400, "tools param requires --jinja flag")
         reply = self.replies.pop(0) if self.replies else {"status": 500, "message": "the stand-in has no reply left"}
         if isinstance(reply, dict) and "status" in reply:
-            return self._error(reply["status"], reply["message"])
+            return self._error(reply["status"], reply["message"], reply.get("code"))
         if isinstance(reply, dict) and reply.get("hang"):
             await asyncio.to_thread(self._release.wait, 30)
             return self._error(504, "released at teardown")

@@ -180,9 +180,13 @@ def test_a_server_without_tool_support_says_so(server):
     assert "--enable-auto-tool-choice" in one_line(info.value)
 
 
-def test_a_prompt_over_the_servers_window_is_a_context_overflow(server):
+@pytest.mark.parametrize("answer", [
+    {"status": 400, "message": "This model's maximum context length is 8192 tokens."},  # vLLM's words
+    {"status": 400, "message": "prompt too big", "code": "context_length_exceeded"},    # OpenAI's code
+])
+def test_a_prompt_over_the_servers_window_is_a_context_overflow(server, answer):
     backend = backend_for(server)
-    server.script({"status": 400, "message": "This model's maximum context length is 8192 tokens."})
+    server.script(answer)
     with pytest.raises(ContextOverflowError):
         backend.stream_chat([{"role": "user", "content": "hi"}])
 
