@@ -51,7 +51,9 @@ def shape(answer: dict) -> list[tuple]:
     steps = []
     for step in answer["trace"]:
         keys = tuple(sorted(k for k in step if k not in _TIMING))
-        steps.append((step["node"], keys, step.get("result"), step.get("tool"), step.get("query"), step.get("calls")))
+        calls = [(c.get("name"), c.get("args", c.get("arguments"))) for c in step.get("tool_calls") or []]
+        steps.append((step["node"], keys, step.get("name"), step.get("args"), step.get("result"), step.get("query"),
+                      calls, step.get("finish_reason"), step.get("repairs"), step.get("stop_reason")))
     return steps
 
 
