@@ -1,9 +1,9 @@
 """The chat-backend protocol: what ChatGranite needs from whatever generates the text.
 
-Three implementations stand (or will stand) behind it: ``feldspar.model.chat_backend.
+Three implementations stand behind it: ``feldspar.model.chat_backend.
 LocalChatBackend`` (the local engine, built by app/compose.py), ``feldspar.agents.scripted.
-ScriptedBackend`` (scripted replies for tests and examples) and, later, a remote
-OpenAI-compatible server. A backend speaks Granite's native chat inputs:
+ScriptedBackend`` (scripted replies for tests and examples) and ``feldspar.agents.
+remote_backend.RemoteChatBackend`` (a remote OpenAI-compatible server). A backend speaks Granite's native chat inputs:
 
 - ``messages``: dicts in Granite/OpenAI shape: ``{"role": "system"|"user"|"assistant"|"tool",
   "content": str}``; assistant turns may carry ``"tool_calls": [{"id", "type": "function",
@@ -16,9 +16,9 @@ OpenAI-compatible server. A backend speaks Granite's native chat inputs:
 tags included: parsing is ChatGranite's job, the same for every backend); once exhausted,
 its ``result`` has the fields of ``GenerationResult`` (model/results.py). Errors a user can
 fix (a prompt over the window, a template that cannot render) are raised by
-``stream_chat`` itself, before any text. A remote backend would map these fields from the
+``stream_chat`` itself, before any text. The remote backend maps these fields from the
 server's response (``usage.prompt_tokens_details.cached_tokens`` -> ``reused_tokens``) and
-render tool calls from the raw text the same way. Torch-free: agents/ only sees this.
+writes server-parsed tool calls back into the raw text, so they are parsed the same way. Torch-free: agents/ only sees this.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``ChatGranite(backend=...)`` turns langchain messages into Granite chat dicts
 (agents/messages.py), hands them with the bound tools (OpenAI schemas, passed to the
 template natively as ``tools=``) and Granite ``documents=`` to the backend
-(agents/backend.py: the local engine, the scripted backend, later a remote server), and
+(agents/backend.py: the local engine, the scripted backend, a remote server), and
 turns the raw text back into an ``AIMessage``:
 
 - content: the visible text, streamed as it is generated (``_stream`` yields chunks as

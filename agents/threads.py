@@ -1,5 +1,9 @@
 """Persistent threads: LangGraph's SqliteSaver in ``threads.sqlite`` plus a small index table.
 
+``ThreadStore(path)`` keeps them in SQLite; ``ThreadStore.postgres(url)`` keeps the same
+checkpoints and index in PostgreSQL (LangGraph's PostgresSaver, agents/threads_postgres.py),
+for several processes or machines at once. Both answer the same methods.
+
 The checkpointer holds every step of every thread (messages, trace, answers), written
 after each completed step, so a process killed mid-turn leaves its thread at the last
 completed step. The index (``feldspar_threads``) names each thread: title (first
@@ -46,43 +50,64 @@ def message_dict(message: AnyMessage) -> dict[str, Any]:
 class ThreadStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), check_same_thread=False)
         self.saver = SqliteSaver(self.conn)
         self.saver.setup()
-        with self.conn:
-            self.conn.execute(INDEX)
+        self._connections = [self.conn]
+        self._placeholder = "?"
+        self._execute(INDEX)
+
+    @classmethod
+    def postgres(cls, url: str) -> "ThreadStore":
+        """The same store in PostgreSQL at ``url`` (checkpoints by LangGraph's PostgresSaver)."""
+        from feldspar.agents.threads_postgres import connect_postgres, redact
+
+        store = cls.__new__(cls)
+        store.path, store.where = None, redact(url)
+        store.conn, saver_conn, store.saver = connect_postgres(url)
+        store._connections = [store.conn, saver_conn]
+        store._placeholder = "%s"
+        store._execute(INDEX)
+        return store
 
     def close(self) -> None:
-        self.conn.close()
+        for conn in self._connections:
+            conn.close()
+
+    def _execute(self, sql: str, params: tuple = ()):
+        """Run one statement on the index connection and commit it (PostgreSQL: autocommit)."""
+        cursor = self.conn.execute(sql.replace("?", self._placeholder), params)
+        if isinstance(self.conn, sqlite3.Connection):
+            self.conn.commit()
+        return cursor
 
     # ---- index -------------------------------------------------------------------------
     def exists(self, thread_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM feldspar_threads WHERE thread_id = ?", (thread_id,)).fetchone() is not None
+        return self._execute("SELECT 1 FROM feldspar_threads WHERE thread_id = ?", (thread_id,)).fetchone() is not None
 
     def require(self, thread_id: str) -> None:
         if not self.exists(thread_id):
-            raise UnknownThread(f"no thread {thread_id!r} in {self.path}", fix="list_threads")
+            raise UnknownThread(f"no thread {thread_id!r} in {self.where}", fix="list_threads")
 
     def touch(self, thread_id: str, title: str, **meta: Any) -> None:
         """Create or update the index row after a turn (title is kept from the first question)."""
-        with self.conn:
-            self.conn.execute(
-                "INSERT INTO feldspar_threads (thread_id, title, created, updated, turns, model, collection, pack) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(thread_id) DO UPDATE SET updated = excluded.updated, "
-                "turns = excluded.turns, model = excluded.model",
-                (thread_id, title[:200], now(), now(), meta.get("turns", 0), meta.get("model"),
-                 meta.get("collection"), meta.get("pack")))
+        self._execute(
+            "INSERT INTO feldspar_threads (thread_id, title, created, updated, turns, model, collection, pack) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(thread_id) DO UPDATE SET updated = excluded.updated, "
+            "turns = excluded.turns, model = excluded.model",
+            (thread_id, title[:200], now(), now(), meta.get("turns", 0), meta.get("model"),
+             meta.get("collection"), meta.get("pack")))
 
     def rename(self, thread_id: str, title: str) -> None:
         self.require(thread_id)
-        with self.conn:
-            self.conn.execute("UPDATE feldspar_threads SET title = ? WHERE thread_id = ?", (title[:200], thread_id))
+        self._execute("UPDATE feldspar_threads SET title = ? WHERE thread_id = ?", (title[:200], thread_id))
 
     def list(self) -> list[dict[str, Any]]:
-        cursor = self.conn.execute("SELECT thread_id, title, created, updated, turns, model, collection, pack "
-                                   "FROM feldspar_threads ORDER BY updated DESC, thread_id")
-        columns = [c[0] for c in cursor.description]
+        cursor = self._execute("SELECT thread_id, title, created, updated, turns, model, collection, pack "
+                               "FROM feldspar_threads ORDER BY updated DESC, thread_id")
+        columns = [getattr(c, "name", None) or c[0] for c in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def meta(self, thread_id: str) -> dict[str, Any]:
@@ -106,5 +131,4 @@ class ThreadStore:
     def remove(self, thread_id: str) -> None:
         self.require(thread_id)
         self.saver.delete_thread(thread_id)
-        with self.conn:
-            self.conn.execute("DELETE FROM feldspar_threads WHERE thread_id = ?", (thread_id,))
+        self._execute("DELETE FROM feldspar_threads WHERE thread_id = ?", (thread_id,))

@@ -156,9 +156,9 @@ def ask(
 
 # ---- threads ---------------------------------------------------------------------------
 def _store(home):
-    from feldspar.agents.threads import ThreadStore
+    from feldspar.compose import build_thread_store
 
-    return ThreadStore(settings_from(home=home).threads_path)
+    return build_thread_store(settings_from(home=home))  # PostgreSQL when postgres_url is set
 
 
 @threads_app.command("list")

@@ -23,7 +23,7 @@ from feldspar.cli_model import (
 from feldspar.cli_output import quiet_libraries
 from feldspar.cli_progress import prefill_progress
 from feldspar.cli_root import HomeOpt, ModelOpt, app, console, err_console, settings_from
-from feldspar.compose import build_engine
+from feldspar.compose import build_generator
 
 COMMANDS = {
     "/help": "list these commands",
@@ -51,7 +51,7 @@ def chat(
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
     if saved is not None:
         tool_list, docs = tool_list or saved.get("tools"), docs or saved.get("documents")
-    engine = build_engine(settings)
+    engine = build_generator(settings)
     session = ChatSession(engine, system, tool_list, docs, _params(settings, max_new_tokens, temperature, top_p, seed,
                                                                    no_reuse))
     if saved is not None:
@@ -77,6 +77,7 @@ def chat(
 
 def _turn(session, text: str, verbose: bool) -> None:
     """One exchange; a refused or interrupted turn is reported and the conversation kept."""
+    from feldspar.agents.errors import AgentError
     from feldspar.errors import user_message
     from feldspar.model.errors import ModelError
 
@@ -86,7 +87,8 @@ def _turn(session, text: str, verbose: bool) -> None:
             stream = session.send(text, progress)
             console.print(f"[bold]{label}[/bold] ", end="")
             result = stream_to_terminal(stream)
-    except ModelError as exc:
+    except (ModelError, AgentError) as exc:  # AgentError: a remote server refused or failed
+        session.take_back()  # a reply cut off mid-stream leaves its question behind
         err_console.print(f"error: {escape(user_message(exc))}", highlight=False)
         err_console.print(f"[dim]the message was not added; the conversation ({session.turns} message(s)) is kept. "
                           "Send a shorter message, or /save FILE and /reset to start over.[/dim]")

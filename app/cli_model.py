@@ -19,7 +19,7 @@ from feldspar.cli_root import (
 )
 from feldspar.cli_output import quiet_libraries
 from feldspar.cli_progress import prefill_progress
-from feldspar.compose import build_engine
+from feldspar.compose import build_generator, refuse_remote
 
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", min=1, help="tokens to generate")]
 TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
@@ -122,7 +122,7 @@ def generate(
     suffix = read_text_file(fim_suffix_file, "FIM suffix") if fim_suffix_file else (fim_suffix or "")
     prompt = None if fim else _prompt_text(text, file)
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
-    engine = build_engine(settings)
+    engine = build_generator(settings)
     params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
     random_weights = label_random(engine, show=not json_out)
     with prefill_progress(not json_out) as progress:
@@ -156,6 +156,7 @@ def prompt(
     from feldspar.model.prompts import chat_token_ids, encode, render_chat
 
     settings = settings_from(home=home, model=model)
+    refuse_remote(settings.model)  # the exact prompt needs the checkpoint's own tokenizer here
     if messages is not None and (text is not None or file is not None or system is not None):
         raise usage_error("--messages holds the whole conversation: give it without a prompt, --file or --system")
     tokenizer = load_tokenizer(resolve(settings.model))

@@ -40,7 +40,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="data home (default: FELDSPAR_HOME or user data dir)")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path "
+                                                 "(or openai:<base-url>#<model>: a remote server)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"
 

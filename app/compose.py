@@ -20,6 +20,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     """Load the Granite engine named by ``model`` or ``settings.model``."""
     from feldspar.model.engine import Engine, EngineOptions
 
+    refuse_remote(model or settings.model)
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,
@@ -136,9 +137,12 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     the collection or a state pack, tools and persistent threads."""
     from feldspar.agents.nodes import AgentDeps
     from feldspar.agents.runner import Agent
-    from feldspar.agents.threads import ThreadStore
     from feldspar.agents.tools import run_tool
 
+    if chat_model is None and engine is None and remote_target(settings) is not None:
+        chat_model = build_remote_chat_model(settings)
+    if pack is not None and engine is None and remote_target(settings) is not None:
+        refuse_remote(settings.model if settings.model.startswith("openai:") else f"openai:{settings.remote_url}")
     if chat_model is None:
         engine = engine or build_engine(settings)
         chat_model = build_chat_model(settings, engine, reuse=False if no_reuse else None)
@@ -167,7 +171,7 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
                      run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
                      context_window=backend.context_window,
                      count_tokens=token_counter(chat_model), mode_note=mode_note)
-    store = ThreadStore(settings.threads_path) if threads else None
+    store = build_thread_store(settings) if threads else None
     hooks = None
     if engine is not None and settings.reuse and not no_reuse:
         hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
@@ -230,3 +234,72 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
         servers = {name: server.model_dump(exclude_none=True) for name, server in settings.mcp_servers.items()}
         tools += load_mcp_tools(servers)
     return check_unique(tools)
+
+
+# ---- remote Granite servers and scale-out -------------------------------------------------
+def remote_target(settings: Settings) -> tuple[str, str] | None:
+    """(base URL, model name) when the model runs on an OpenAI-compatible server, else None.
+
+    ``--model openai:<base-url>#<model>`` wins; else ``remote_url`` with ``remote_model``
+    (an empty name means the server's only model).
+    """
+    from feldspar.agents.remote_backend import parse_model_spec
+
+    spec = parse_model_spec(settings.model)
+    if spec is not None:
+        return spec
+    if settings.remote_url:
+        return settings.remote_url.rstrip("/"), settings.remote_model or ""
+    return None
+
+
+def refuse_remote(model: str) -> None:
+    """Packs, benchmarks and prompts need the model in this process: a remote spec is refused in one line."""
+    from feldspar.settings import SettingsError
+
+    if model.startswith("openai:"):
+        raise SettingsError(f"{model} is a remote server; this needs a Granite checkpoint in this process "
+                            "(a catalog name, hub id or local path)")
+
+
+def build_remote_backend(settings: Settings):
+    """The chat backend on the remote server, connected (model name checked, window read)."""
+    from feldspar.agents.remote_backend import RemoteChatBackend
+
+    url, model = remote_target(settings)
+    tokenizer = None
+    if settings.remote_tokenizer:
+        from feldspar.model.loader import load_tokenizer, resolve
+        from feldspar.model.prompts import encode
+
+        loaded = load_tokenizer(resolve(settings.remote_tokenizer))
+        tokenizer = lambda text: encode(loaded, text)  # noqa: E731
+    backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
+                                context_window=settings.remote_context_window, tokenizer=tokenizer)
+    return backend.connect()
+
+
+def build_remote_chat_model(settings: Settings):
+    """ChatGranite over the remote server, with the generation settings."""
+    from feldspar.agents.chat_model import ChatGranite
+
+    return ChatGranite(backend=build_remote_backend(settings), max_new_tokens=settings.max_new_tokens,
+                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+
+
+def build_generator(settings: Settings):
+    """What `feldspar chat` / `generate` drive: the local engine, or the remote server behind the same methods."""
+    if remote_target(settings) is None:
+        return build_engine(settings)
+    from feldspar.remote_engine import RemoteEngine
+
+    return RemoteEngine(build_remote_backend(settings))
+
+
+def build_thread_store(settings: Settings):
+    """Agent threads: PostgreSQL when ``postgres_url`` is set, else ``threads.sqlite`` in the data home."""
+    from feldspar.agents.threads import ThreadStore
+
+    if settings.postgres_url:
+        return ThreadStore.postgres(settings.postgres_url)
+    return ThreadStore(settings.threads_path)

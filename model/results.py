@@ -1,7 +1,7 @@
 """What a generation returns: streamed text deltas, then one ``GenerationResult``.
 
 Torch-free on purpose: the engine produces these, and any other chat backend (the
-scripted one of the tests, a remote OpenAI-compatible server later) can return the very
+scripted one of the tests, a remote OpenAI-compatible server) can return the very
 same objects, so agents read one shape whatever stands behind them. Knows token counts,
 timings and text; nothing of models, tokenizers or tensors.
 """

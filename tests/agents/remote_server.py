@@ -1,0 +1,187 @@
+"""A stand-in remote GPU server: an OpenAI-compatible FastAPI app that answers from a script.
+
+The one thing the remote-backend tests fake is the GPU box: ``StandIn`` runs this app with
+uvicorn on a loopback port the OS chooses, in a thread, and answers each
+``/v1/chat/completions`` (or ``/v1/completions``) with the next scripted reply:
+
+- a string: Granite-format assistant text streamed as content (calls left in the text);
+- ``{"content": str, "tool_calls": [{"name", "arguments"}]}``: calls parsed server-side and
+  streamed as ``delta.tool_calls`` (arguments as a JSON string, in pieces);
+- ``{"status": int, "message": str}``: an OpenAI-shaped error answer;
+- ``{"hang": True}``: no answer until the test ends (the client times out);
+- ``{"drop_after": str}``: that text streamed, then the connection dropped mid-answer.
+
+Usage counts words and punctuation of the request, and ``prompt_tokens_details.
+cached_tokens`` is the longest common prefix with an earlier request plus its reply, the
+way a server's prefix cache behaves. It also refuses a wrong bearer key (401), an unknown
+model (404, as vLLM words it) and, when ``tools_supported`` is false, any ``tools`` (400).
+Every request body and its Authorization header is kept in ``requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StandIn:
+    def __init__(self, models=("granite-test",), api_key: str | None = None, max_model_len: int | None = 8192,
+                 listing_extra: dict[str, Any] | None = None) -> None:
+        self.models = list(models)
+        self.listing_extra = listing_extra or {}  # extra fields of each /v1/models entry
+        self.api_key = api_key
+        self.max_model_len = max_model_len
+        self.tools_supported = True
+        self.replies: list[Any] = []
+        self.requests: list[dict[str, Any]] = []
+        self._seen: list[list[str]] = []
+        self._release = threading.Event()
+        self.app = self._build()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)  # connections wait in the backlog until uvicorn accepts: no start-up race
+        self.port = self._sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                                                    timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def spec(self, model: str = "granite-test") -> str:
+        return f"openai:{self.base_url}#{model}"
+
+    def script(self, *replies: Any) -> "StandIn":
+        self.replies, self.requests, self._seen = list(replies), [], []
+        self.tools_supported = True
+        return self
+
+    def __enter__(self) -> "StandIn":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._release.set()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self._sock.close()
+
+    # ---- the app --------------------------------------------------------------------------
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/v1/models")
+        async def models(request: Request):
+            refused = self._refuse_key(request)
+            if refused is not None:
+                return refused
+            data = [{"id": m, "object": "model", "owned_by": "stand-in", **self.listing_extra,
+                     **({"max_model_len": self.max_model_len} if self.max_model_len else {})} for m in self.models]
+            return {"object": "list", "data": data}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request):
+            return await self._answer(request, chat=True)
+
+        @app.post("/v1/completions")
+        async def completions(request: Request):
+            return await self._answer(request, chat=False)
+
+        return app
+
+    @staticmethod
+    def _error(status: int, message: str, code: Any = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code or status}},
+                            status_code=status)
+
+    def _refuse_key(self, request: Request) -> JSONResponse | None:
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Incorrect API key provided")
+        return None
+
+    async def _answer(self, request: Request, chat: bool):
+        body = await request.json()
+        self.requests.append({**body, "authorization": request.headers.get("authorization")})
+        refused = self._refuse_key(request)
+        if refused is not None:
+            return refused
+        if body.get("model") not in self.models:
+            return self._error(404, f"The model `{body.get('model')}` does not exist.")
+        if body.get("tools") and not self.tools_supported:
+            return self._error(400, "tools param requires --jinja flag")
+        reply = self.replies.pop(0) if self.replies else {"status": 500, "message": "the stand-in has no reply left"}
+        if isinstance(reply, dict) and "status" in reply:
+            return self._error(reply["status"], reply["message"], reply.get("code"))
+        if isinstance(reply, dict) and reply.get("hang"):
+            await asyncio.to_thread(self._release.wait, 30)
+            return self._error(504, "released at teardown")
+        if isinstance(reply, dict) and "drop_after" in reply:
+            return StreamingResponse(self._dropped(body, reply["drop_after"]), media_type="text/event-stream")
+        content = reply if isinstance(reply, str) else reply.get("content", "")
+        calls = [] if isinstance(reply, str) else reply.get("tool_calls", [])
+        return StreamingResponse(self._events(body, content, calls, chat), media_type="text/event-stream")
+
+    def _usage(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        prompt = _tokens(json.dumps([body.get("tools"), body.get("documents"), body.get("messages", body.get("prompt"))],
+                                    ensure_ascii=False))
+        reply = _tokens(content + json.dumps(calls))
+        cached = max((next((i for i, (a, b) in enumerate(zip(prompt, seen)) if a != b), min(len(prompt), len(seen)))
+                      for seen in self._seen), default=0)
+        self._seen.append(prompt + reply)
+        return {"prompt_tokens": len(prompt), "completion_tokens": len(reply),
+                "total_tokens": len(prompt) + len(reply), "prompt_tokens_details": {"cached_tokens": cached}}
+
+    def _dropped(self, body: dict[str, Any], text: str):
+        chunk = {"id": "stand-in", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+        raise ConnectionAbortedError("the stand-in drops the connection mid-answer")
+
+    def _events(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]], chat: bool):
+        base = {"id": "stand-in", "created": int(time.time()), "model": body["model"],
+                "object": "chat.completion.chunk" if chat else "text_completion"}
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+            return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
+
+        pieces = _tokens(content)
+        for start in range(0, len(pieces), 3):
+            text = "".join(pieces[start:start + 3])
+            choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+            yield event([{**choice, "finish_reason": None}])
+        for i, call in enumerate(calls):
+            arguments = call["arguments"] if isinstance(call["arguments"], str) else json.dumps(call["arguments"])
+            half = len(arguments) // 2
+            head = {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": call["name"], "arguments": ""}}
+            for part in ({**head, "function": {**head["function"], "arguments": arguments[:half]}},
+                         {"index": i, "function": {"arguments": arguments[half:]}}):
+                yield event([{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None}])
+        finish = "tool_calls" if calls else "stop"
+        yield event([{"index": 0, "delta": {}, "finish_reason": finish} if chat else
+                     {"index": 0, "text": "", "finish_reason": finish}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield event([], usage=self._usage(body, content, calls))
+        yield "data: [DONE]\n\n"
