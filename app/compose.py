@@ -230,3 +230,11 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
         servers = {name: server.model_dump(exclude_none=True) for name, server in settings.mcp_servers.items()}
         tools += load_mcp_tools(servers)
     return check_unique(tools)
+
+
+def build_library(settings: Settings, engine=None, hook=None):
+    """The web UI's documents and packs services (feldspar.ui_library); ``engine``: a callable
+    returning an already loaded engine to share for pack creation (default: loaded on first use)."""
+    from feldspar.ui_library import LibraryServices
+
+    return LibraryServices(settings, engine=engine, hook=hook)
