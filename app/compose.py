@@ -237,4 +237,5 @@ def build_library(settings: Settings, engine=None, hook=None):
     returning an already loaded engine to share for pack creation (default: loaded on first use)."""
     from feldspar.ui_library import LibraryServices
 
-    return LibraryServices(settings, engine=engine, hook=hook)
+    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
+                           engine=engine or (lambda: build_engine(settings)), hook=hook)

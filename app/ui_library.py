@@ -1,14 +1,14 @@
 """The web UI's documents and packs: what the Documents and Packs pages act on.
 
-``LibraryServices(settings)`` (built by app/compose.py, shared by every browser session of
+``LibraryServices`` (built by ``feldspar.compose.build_library(settings)``, shared by every browser session of
 one server) lists collections and their files, creates and deletes collections, removes a
 source, and runs ingests (a server folder inside ``ui_allowed_roots``, checked uploads
 stored under ``<home>/uploads/<collection>/``, or a re-sync of a collection's roots) and
 pack creation as background ``Job``s with live progress; an ingest's Cancel sets the
 retrieval layer's own stop event, so it ends after the current batch and the next run
 resumes. One ingest and one pack job at a time. Every action returns an ``Outcome`` (a
-user error is ``ok=False`` with its one-line message); only bugs raise. Knows compose,
-Settings and the lower layers' public calls; renders nothing.
+user error is ``ok=False`` with its one-line message); only bugs raise. Knows Settings
+and the lower layers' public calls; is handed its retrieval service and engine; renders nothing.
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ class _JobProgress:
 
 
 class LibraryServices:
-    def __init__(self, settings: Settings, *, engine: Callable[[], Any] | None = None,
+    def __init__(self, settings: Settings, *, retrieval: Callable[[], Any], engine: Callable[[], Any],
                  hook: Callable[[Job, str], None] | None = None) -> None:
-        """``engine``: returns the loaded Granite engine to share (default: built here on first pack);
-        ``hook``: passed to every job (tests hold a job at a named point with it)."""
+        """``retrieval`` and ``engine`` build (or hand over) the retrieval service and the Granite engine
+        on first use (app/compose.py passes them); ``hook`` goes to every job (tests hold a job with it)."""
         self.settings = settings
+        self._retrieval_factory = retrieval
         self._engine_factory = engine
         self._engine = None
         self._hook = hook
@@ -85,22 +86,16 @@ class LibraryServices:
     def retrieval(self):
         with self._lock:
             if self._retrieval is None:
-                from feldspar.compose import build_retrieval
                 from feldspar.home import require_writable
 
                 require_writable(self.settings.home)
-                self._retrieval = build_retrieval(self.settings)
+                self._retrieval = self._retrieval_factory()
             return self._retrieval
 
     def engine(self):
         with self._lock:
             if self._engine is None:
-                if self._engine_factory is not None:
-                    self._engine = self._engine_factory()
-                else:
-                    from feldspar.compose import build_engine
-
-                    self._engine = build_engine(self.settings)
+                self._engine = self._engine_factory()
             return self._engine
 
     @property

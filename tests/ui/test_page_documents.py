@@ -191,3 +191,24 @@ def test_collection_create_select_and_delete(make_library, allowed):
     assert "deleted collection 'manuals'" in messages(at)
     assert [row["name"] for row in library.collections()] == [] and statuses(library, "manuals") == {}
     assert (allowed / "notes" / "note00.md").exists()
+
+
+def test_the_app_entry_serves_the_documents_page(feldspar_home):
+    """app/ui_main.py builds UiServices (whose ``library`` is LibraryServices) and navigates to Documents."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    entry = Path(__file__).resolve().parents[2] / "app" / "ui_main.py"
+    st.cache_resource.clear()  # the services of another test's data home must not leak in
+    try:
+        at = AppTest.from_file(str(entry), default_timeout=120).run()
+        pages = {info.get("url_pathname"): page_hash for page_hash, info in at._registered_pages.items()}
+        at._page_hash = pages["documents"]  # AppTest.switch_page only knows file-based pages
+        at.run()
+        assert not at.exception, at.exception
+        assert [t.value for t in at.title] == ["Documents"]
+        assert at.text_input(key="documents_folder").label == "Folder on the server"
+        assert str(Path.home()) in at.text_input(key="documents_folder").help
+        assert "No collections yet" in messages(at)
+    finally:
+        st.cache_resource.clear()
