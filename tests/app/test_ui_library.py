@@ -133,3 +133,14 @@ def test_user_errors_in_listings_become_one_line(make_library):
     assert not outcome.ok and "invalid collection name" in outcome.message
     missing = library.pack_details("nope")
     assert not missing.ok and "no pack named 'nope'" in missing.message
+
+
+def test_ui_settings_from_the_environment(monkeypatch, tmp_path):
+    from feldspar.settings import load_settings
+
+    assert load_settings().ui_allowed_roots == [Path.home()]
+    monkeypatch.setenv("FELDSPAR_UI_ALLOWED_ROOTS", f'["{tmp_path}", "/srv/manuals"]')
+    monkeypatch.setenv("FELDSPAR_UI_MAX_UPLOAD_BYTES", "1024")
+    settings = load_settings()
+    assert settings.ui_allowed_roots == [tmp_path, Path("/srv/manuals")] and settings.ui_max_upload_bytes == 1024
+    assert settings.uploads_dir == settings.home / "uploads"
