@@ -64,9 +64,11 @@ def _add_documents(library, collection: str) -> None:
         if st.button("Ingest folder", key="documents_ingest_folder", type="primary"):
             _act(library.ingest_folder(collection, folder))
     with right:
+        limit = library.settings.ui_max_upload_bytes
         uploads = st.file_uploader("Upload files", accept_multiple_files=True, key="documents_upload",
+                                   max_upload_size=-(-limit // 1024**2),  # the browser's bound, in MB, rounded up
                                    help="Text, Markdown, HTML, PDF, DOCX, code and data files; "
-                                        f"at most {library.settings.ui_max_upload_bytes:,} bytes each.")
+                                        f"at most {limit:,} bytes each.")
         if st.button("Ingest uploads", key="documents_ingest_uploads"):
             _act(library.ingest_uploads(collection, uploads or []))
     if st.button("Re-sync collection", key="documents_resync",
