@@ -1,7 +1,7 @@
 """The web UI's documents and packs: what the Documents and Packs pages act on.
 
-``LibraryServices`` (built by ``feldspar.compose.build_library(settings)``, shared by every browser session of
-one server) lists collections and their files, creates and deletes collections, removes a
+``LibraryServices`` (built by ``feldspar.compose.build_library(settings)``, shared by every
+browser session of one server) lists collections and their files, creates and deletes collections, removes a
 source, and runs ingests (a server folder inside ``ui_allowed_roots``, checked uploads
 stored under ``<home>/uploads/<collection>/``, or a re-sync of a collection's roots) and
 pack creation as background ``Job``s with live progress; an ingest's Cancel sets the

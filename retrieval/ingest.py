@@ -10,8 +10,9 @@ files, and a big file spans many batches, so memory stays bounded by the batch s
 Crash safety (kill -9 anywhere converges on re-run) is the writer's announce / upsert /
 delete-stale / commit protocol; rows with announced ids are always re-processed, and
 chunks already in the store are not embedded again. Deleted files are pruned
-store-first, manifest-second. One writer per store (a file lock); Ctrl-C stops after the
-embedding batch in flight. ``crashpoints`` lets tests kill the run at named steps.
+store-first, manifest-second. One writer per store (a file lock); Ctrl-C (or the caller's
+stop event, e.g. a UI's Cancel) stops after the embedding batch in flight. ``crashpoints``
+lets tests kill the run at named steps.
 
 This module does not know how text is extracted, how search works, or about the CLI.
 """

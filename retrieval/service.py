@@ -1,5 +1,7 @@
 """The retrieval facade the CLI, UI and agents use: ingest, search, sources, collections.
 
+Also the UI's edits: create or drop a collection, remove one source (chunks, then its row).
+
 Built by ``app.compose.build_retrieval`` from a ``RetrievalConfig`` of plain values; the
 store, manifest, embedding model and reranker are opened lazily, so listing sources
 never loads a model. One service may serve several collections of one store. The

@@ -144,3 +144,51 @@ def test_ui_settings_from_the_environment(monkeypatch, tmp_path):
     settings = load_settings()
     assert settings.ui_allowed_roots == [tmp_path, Path("/srv/manuals")] and settings.ui_max_upload_bytes == 1024
     assert settings.uploads_dir == settings.home / "uploads"
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+def test_a_job_ends_done_failed_with_a_user_line_or_failed_with_a_bug_named():
+    from feldspar.retrieval.errors import InvalidSource
+    from feldspar.ui_jobs import Job
+
+    def fine(job):
+        job.update(phase="working", total=4)
+        job.advance(4)
+        job.notice("big file a.md")
+        return "all done", {"interrupted": False}
+
+    def user_error(job):
+        raise InvalidSource("no such file or directory: /x")
+
+    def bug(job):
+        return {}["missing"]
+
+    done = Job("ingest", "c", fine).start()
+    assert done.wait(WAIT_S)
+    view = done.view()
+    assert (view.state, view.message, view.fraction, view.notices) == ("done", "all done", 1.0, ("big file a.md",))
+    failed = Job("ingest", "c", user_error).start()
+    assert failed.wait(WAIT_S) and failed.view().state == "failed"
+    assert failed.view().message == "no such file or directory: /x"
+    broken = Job("pack", "p", bug).start()
+    assert broken.wait(WAIT_S) and broken.view().state == "failed"
+    assert broken.view().message.startswith("unexpected error (KeyError") and not broken.view().active
+
+
+def test_cancel_marks_the_job_and_its_work_decides_it_was_interrupted():
+    from feldspar.ui_jobs import Job
+    import threading
+
+    started = threading.Event()
+
+    def work(job):
+        started.set()
+        assert job.stop.wait(WAIT_S)
+        return "stopped", {"interrupted": True}
+
+    job = Job("ingest", "c", work).start()
+    assert started.wait(WAIT_S)
+    assert job.view().active
+    job.cancel()
+    assert job.view().state in ("cancelling", "cancelled")
+    assert job.wait(WAIT_S) and job.view().state == "cancelled" and job.view().message == "stopped"

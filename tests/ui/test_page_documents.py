@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from library_fixtures import WAIT_S, allowed, gate, make_library, page_app, shared_embedder, write_corpus  # noqa: E402,F401
+from library_fixtures import (WAIT_S, allowed, gate, make_library, page_app, shared_embedder,  # noqa: E402,F401
+                              write_corpus)
 
 
 def messages(at) -> str:

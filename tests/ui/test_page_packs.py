@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from library_fixtures import WAIT_S, allowed, gate, make_library, page_app, shared_embedder, write_corpus  # noqa: E402,F401
+from library_fixtures import (WAIT_S, allowed, gate, make_library, page_app, shared_embedder,  # noqa: E402,F401
+                              write_corpus)
 
 # The Packs page inside a navigation whose chat page is a stand-in showing the pack it was given.
 NAVIGATION = '''
