@@ -192,3 +192,25 @@ def test_cancel_marks_the_job_and_its_work_decides_it_was_interrupted():
     job.cancel()
     assert job.view().state in ("cancelling", "cancelled")
     assert job.wait(WAIT_S) and job.view().state == "cancelled" and job.view().message == "stopped"
+
+
+def test_parser_workers_do_not_rerun_a_host_main_script(tmp_path, monkeypatch):
+    """Inside Streamlit, ``__main__`` is the page script; parser workers must not execute it again."""
+    import types
+
+    from feldspar.retrieval.loaders import load_file
+    from feldspar.retrieval.sandbox import ParserPool
+
+    script = tmp_path / "host_script.py"
+    marker = tmp_path / "ran-in-a-worker"
+    script.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                      "raise SystemExit('the host script ran in a parser worker')\n", encoding="utf-8")
+    host = types.ModuleType("__main__")
+    host.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", host)
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nSome text.\n", encoding="utf-8")
+    with ParserPool(1, 120, None) as pool:
+        outcomes = list(pool.run([(0, load_file, (str(doc), str(tmp_path), 10_000))]))
+    assert outcomes[0][1].status == "ok" and "Some text" in outcomes[0][1].value.text
+    assert not marker.exists() and sys.modules["__main__"] is host
