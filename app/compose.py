@@ -303,3 +303,13 @@ def build_thread_store(settings: Settings):
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
     return ThreadStore(settings.threads_path)
+
+
+# ---- the web UI --------------------------------------------------------------------------
+def build_library(settings: Settings, engine=None, hook=None):
+    """The web UI's documents and packs services (feldspar.ui_library); ``engine``: a callable
+    returning an already loaded engine to share for pack creation (default: loaded on first use)."""
+    from feldspar.ui_library import LibraryServices
+
+    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
+                           engine=engine or (lambda: build_engine(settings)), hook=hook)

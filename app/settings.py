@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     tools_module: Path | None = Field(None, description="Python file defining extra agent tools")
     mcp_servers: dict[str, McpServer] = Field(default_factory=dict, description="MCP servers lending tools")
 
+    # --- web UI: documents ----------------------------------------------------------
+    ui_allowed_roots: list[Path] = Field(default_factory=lambda: [Path.home()],
+                                         description="folders the UI may ingest from (and below); hidden "
+                                                     "folders under them are refused")
+    ui_max_upload_bytes: int = Field(50 * 1024**2, ge=1, description="largest file the UI accepts as an upload")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -159,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def thread_states_dir(self) -> Path:
         return self.home / "thread-states"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home / "uploads"
 
 
 def config_path(home: Path) -> Path:

@@ -10,8 +10,9 @@ files, and a big file spans many batches, so memory stays bounded by the batch s
 Crash safety (kill -9 anywhere converges on re-run) is the writer's announce / upsert /
 delete-stale / commit protocol; rows with announced ids are always re-processed, and
 chunks already in the store are not embedded again. Deleted files are pruned
-store-first, manifest-second. One writer per store (a file lock); Ctrl-C stops after the
-embedding batch in flight. ``crashpoints`` lets tests kill the run at named steps.
+store-first, manifest-second. One writer per store (a file lock); Ctrl-C (or the caller's
+stop event, e.g. a UI's Cancel) stops after the embedding batch in flight. ``crashpoints``
+lets tests kill the run at named steps.
 
 This module does not know how text is extracted, how search works, or about the CLI.
 """
@@ -135,9 +136,13 @@ def single_writer(lock_path: Path, label: str) -> Iterator[None]:
 
 
 @contextmanager
-def stop_on_interrupt() -> Iterator[threading.Event]:
-    """The first Ctrl-C sets the event (stop after this batch); the second one interrupts."""
-    stop = threading.Event()
+def stop_on_interrupt(stop: threading.Event | None = None) -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event (stop after this batch); the second one interrupts.
+
+    ``stop``: an event the caller sets to stop after the current batch (a UI's Cancel);
+    off the main thread it is the only way to stop, since signals reach the main thread only.
+    """
+    stop = stop if stop is not None else threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -171,7 +176,7 @@ class Ingestor:
         return self._chunker
 
     def ingest(self, paths: list[str | Path], collection: str, prune: bool = True, reindex: bool = False,
-               progress: Progress | None = None) -> IngestSummary:
+               progress: Progress | None = None, stop: threading.Event | None = None) -> IngestSummary:
         targets = [resolve_target(p) for p in paths]
         started, embed_before = time.perf_counter(), self.embedder.seconds
         with single_writer(self.lock_path, self.store.location.label):
@@ -181,7 +186,7 @@ class Ingestor:
             if reindex or self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
             chunks = self.store.open(collection, self.embedder.name, create=True, precision=self.embedder.precision)
-            with stop_on_interrupt() as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
+            with stop_on_interrupt(stop) as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
                                                          self.options.parse_memory_bytes,
                                                          self.options.library_warnings) as pool:
                 run = _Run(self, chunks, progress or _NoProgress(), stop)

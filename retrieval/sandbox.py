@@ -8,7 +8,9 @@ forked from a clean ``forkserver`` (no inherited model memory) and limit their a
 ``resource.setrlimit``. Workers ignore SIGINT: the parent decides when to stop. Unless
 asked for ``library_warnings``, workers drop log records below ERROR: a parser library's
 warnings (e.g. pypdf's "EOF marker not found") would land on the user's terminal, and the
-file's outcome already says what went wrong.
+file's outcome already says what went wrong. Workers never re-run the host's ``__main__``
+script: inside an embedding host such as a Streamlit server, ``__main__`` is the app's page
+script, which must not run again in every parser process.
 
 This module does not know what the functions do; it only needs them importable.
 """
@@ -18,7 +20,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
+import threading
 import time
+import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator
@@ -81,12 +87,30 @@ def _context():
     return context
 
 
+_MAIN_SWAP = threading.Lock()
+
+
+@contextmanager
+def _plain_main() -> Iterator[None]:
+    """While a worker starts, ``__main__`` is an empty module, so the child imports no host script."""
+    with _MAIN_SWAP:
+        previous = sys.modules.get("__main__")
+        placeholder = types.ModuleType("__main__")
+        sys.modules["__main__"] = placeholder
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is placeholder:  # a host may have installed its own meanwhile
+                sys.modules["__main__"] = previous
+
+
 class _Worker:
     def __init__(self, context, memory_bytes: int | None, library_warnings: bool = False) -> None:
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child_conn, memory_bytes, library_warnings),
                                        daemon=True)
-        self.process.start()
+        with _plain_main():
+            self.process.start()
         child_conn.close()
         self.key: Any = None
         self.deadline = 0.0

@@ -1,5 +1,7 @@
 """The retrieval facade the CLI, UI and agents use: ingest, search, sources, collections.
 
+Also the UI's edits: create or drop a collection, remove one source (chunks, then its row).
+
 Built by ``app.compose.build_retrieval`` from a ``RetrievalConfig`` of plain values; the
 store, manifest, embedding model and reranker are opened lazily, so listing sources
 never loads a model. One service may serve several collections of one store. The
@@ -19,7 +21,8 @@ from typing import Any
 
 from feldspar.retrieval.bm25 import Bm25Cache
 from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer, resolve_precision
-from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress
+from feldspar.retrieval.errors import InvalidSource
+from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress, single_writer
 from feldspar.retrieval.manifest import Manifest
 from feldspar.retrieval.search import HybridSearcher, SearchHit
 from feldspar.retrieval.store import ChromaStore, StoreLocation, check_collection_name
@@ -93,11 +96,17 @@ class RetrievalService:
         return check_collection_name(collection or self.config.collection)
 
     def ingest(self, paths: list[str | Path], collection: str | None = None, prune: bool = True,
-               reindex: bool = False, progress: Progress | None = None) -> IngestSummary:
+               reindex: bool = False, progress: Progress | None = None,
+               stop: threading.Event | None = None) -> IngestSummary:
+        """Sync ``paths`` into the collection; setting ``stop`` ends the run after the current batch."""
         name = self._name(collection)
-        lock = self.config.home / "locks" / f"ingest-{self.config.location.slug}.lock"
-        ingestor = Ingestor(self.store, self.manifest, self._embedder_of(name, fresh=reindex), self.config.ingest, lock)
-        return ingestor.ingest(paths, name, prune=prune, reindex=reindex, progress=progress)
+        ingestor = Ingestor(self.store, self.manifest, self._embedder_of(name, fresh=reindex), self.config.ingest,
+                            self._writer_lock)
+        return ingestor.ingest(paths, name, prune=prune, reindex=reindex, progress=progress, stop=stop)
+
+    @property
+    def _writer_lock(self) -> Path:
+        return self.config.home / "locks" / f"ingest-{self.config.location.slug}.lock"
 
     def search(self, query: str, k: int = 5, collection: str | None = None, path_glob: str | None = None,
                file_types: list[str] | None = None) -> list[SearchHit]:
@@ -122,6 +131,36 @@ class RetrievalService:
         for row in rows:
             row["files"] = counts.get(row["name"], {})
         return rows
+
+    def create_collection(self, collection: str) -> None:
+        """An empty collection recording the embedder a new collection gets (no model loads)."""
+        embedder = self.embedder
+        self.store.open(self._name(collection), embedder.name, create=True, precision=embedder.precision)
+
+    def drop_collection(self, collection: str) -> None:
+        """Delete a collection's chunks and manifest rows (waits for no ingest: refused while one writes)."""
+        name = self._name(collection)
+        with single_writer(self._writer_lock, self.store.location.label):
+            self.store.drop(name)
+            self.manifest.drop_collection(name)
+
+    def remove_source(self, root: str, path: str, collection: str | None = None) -> int:
+        """Forget one file of a collection: its chunks leave the store, then its manifest row.
+
+        Returns the number of chunk ids removed. The file itself is not touched; a later
+        sync of its root indexes it again if it is still there.
+        """
+        name = self._name(collection)
+        with single_writer(self._writer_lock, self.store.location.label):
+            record = self.manifest.files_under(name, root).get(path)
+            if record is None:
+                raise InvalidSource(f"collection {name!r} has no source {path!r} under {root}")
+            ids = sorted(record.known_ids)
+            recorded = self.store.recorded(name)
+            if ids and recorded is not None:
+                self.store.open(name, recorded[0] or self.config.embedding_model, create=False).delete(ids)
+            self.manifest.forget(name, [record])
+            return len(ids)
 
     def close(self) -> None:
         if self._manifest is not None:

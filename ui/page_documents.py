@@ -1,12 +1,140 @@
-"""The documents page (being built)."""
+"""The Documents page: collections, adding a folder or uploads, live ingest progress, file statuses.
+
+Everything it does goes through ``services().library`` (feldspar.ui_library.LibraryServices):
+the page only gathers input, shows the services' answers and polls the running ingest in a
+fragment that reruns every second while a job is active, so the page never waits on an
+ingest. Widget keys start with ``documents_`` (the browser test drives them).
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from feldspar.ui.context import services
+from feldspar.ui.views_documents import collections_table, job_progress, show_outcome, sources_table
+
+STATUSES = ["indexed", "skipped", "failed", "pending"]
+POLL_SECONDS = 1.0
 
 
 def render() -> None:
-    services()
+    library = services().library
     st.title("Documents")
+    show_outcome(st.session_state.pop("documents_flash", None))
+    listed = library.attempt(library.collections)
+    if not listed.ok:
+        show_outcome(listed)
+        return
+    collection = _collection_picker(library, listed.value)
+    _add_documents(library, collection)
+    st.session_state["documents_full_run"] = True  # the job panel below runs inside this run
+    _job_panel(library)
+    st.session_state["documents_full_run"] = False
+    _file_statuses(library, collection)
+    _manage_collections(library, collection)
+
+
+def _act(outcome, select: str | None = None) -> None:
+    """Show an action's answer after a rerun, so every table on the page reflects it."""
+    st.session_state["documents_flash"] = outcome
+    if select and outcome.ok:
+        st.session_state["documents_select"] = select
+    st.rerun()
+
+
+def _collection_picker(library, rows: list[dict]) -> str:
+    collections_table(rows)
+    names = sorted({row["name"] for row in rows} | {library.default_collection()})
+    wanted = st.session_state.pop("documents_select", None)
+    if wanted in names:
+        st.session_state["documents_collection"] = wanted
+    elif st.session_state.get("documents_collection") not in names:
+        st.session_state.pop("documents_collection", None)  # deleted meanwhile
+    return st.selectbox("Collection", names, key="documents_collection",
+                        help="Where ingested files go; a new name is created on the first ingest.")
+
+
+def _add_documents(library, collection: str) -> None:
+    st.subheader("Add documents")
+    left, right = st.columns(2)
+    with left:
+        roots = ", ".join(str(root) for root in library.allowed_roots) or "none"
+        folder = st.text_input("Folder on the server", key="documents_folder",
+                               help=f"An absolute path inside the allowed folders: {roots}")
+        if st.button("Ingest folder", key="documents_ingest_folder", type="primary"):
+            _act(library.ingest_folder(collection, folder))
+    with right:
+        limit = library.settings.ui_max_upload_bytes
+        uploads = st.file_uploader("Upload files", accept_multiple_files=True, key="documents_upload",
+                                   max_upload_size=-(-limit // 1024**2),  # the browser's bound, in MB, rounded up
+                                   help="Text, Markdown, HTML, PDF, DOCX, code and data files; "
+                                        f"at most {limit:,} bytes each.")
+        if st.button("Ingest uploads", key="documents_ingest_uploads"):
+            _act(library.ingest_uploads(collection, uploads or []))
+    if st.button("Re-sync collection", key="documents_resync",
+                 help="Read the collection's folders again: changed files are re-indexed, deleted ones removed."):
+        _act(library.resync(collection))
+
+
+def _job_panel(library) -> None:
+    view = library.ingest_job()
+    every = POLL_SECONDS if view is not None and view.active else None
+
+    @st.fragment(run_every=every)
+    def panel() -> None:
+        current = library.ingest_job()
+        if current is None:
+            return
+        st.subheader(f"Ingest into {current.label}")
+        if current.active and st.button("Cancel", key="documents_cancel",
+                                        help="Stop after the current batch; ingest again to resume."):
+            show_outcome(library.cancel_ingest())
+            current = library.ingest_job()
+        job_progress(current, "documents_job")
+        _rerun_when_finished(current)
+
+    panel()
+
+
+def _rerun_when_finished(view) -> None:
+    """Once a job this session saw running has ended, rerun the whole page so the tables refresh
+    (only when the panel polled on its own: a whole-page run draws the tables after it anyway)."""
+    seen = st.session_state.get("documents_job_seen")
+    if view.active:
+        st.session_state["documents_job_seen"] = view.started
+    elif seen == view.started:
+        st.session_state["documents_job_seen"] = None
+        if not st.session_state.get("documents_full_run"):
+            st.rerun()
+
+
+def _file_statuses(library, collection: str) -> None:
+    st.subheader("Files")
+    left, right = st.columns(2)
+    statuses = left.multiselect("Status", STATUSES, key="documents_status_filter")
+    contains = right.text_input("Path or reason contains", key="documents_text_filter")
+    rows = library.attempt(lambda: library.sources(collection, statuses, contains))
+    if not rows.ok:
+        show_outcome(rows)
+        return
+    sources_table(rows.value, "documents_sources_table")
+    everything = library.attempt(lambda: library.sources(collection)).value or []
+    if not everything:
+        return
+    choices = {f"{row['path']}  ({row['root']})": row for row in everything}
+    picked = st.selectbox("Source to remove", list(choices), key="documents_remove_choice", index=None,
+                          placeholder="choose a file")
+    if st.button("Remove source", key="documents_remove_source", disabled=picked is None):
+        row = choices[picked]
+        _act(library.remove_source(collection, row["root"], row["path"]))
+
+
+def _manage_collections(library, collection: str) -> None:
+    with st.expander("Create or delete a collection"):
+        name = st.text_input("New collection name", key="documents_new_collection",
+                             help="3-63 letters, digits, '.', '_' or '-'")
+        if st.button("Create collection", key="documents_create_collection"):
+            _act(library.create_collection(name), select=name.strip())
+        sure = st.checkbox(f"Yes, delete collection {collection!r} and its index", key="documents_confirm_delete")
+        if st.button("Delete collection", key="documents_delete_collection", disabled=not sure):
+            _act(library.delete_collection(collection))
