@@ -45,7 +45,7 @@ def stage_progress(enabled: bool = True) -> Iterator[Any]:
 
 def _print_skipped(skipped: list[dict[str, Any]]) -> None:
     for entry in skipped:
-        err_console.print(f"[yellow]{entry['status']}[/yellow] {escape(entry['path'])}: {escape(entry['reason'])}")
+        err_console.print(f"[yellow]{entry['status']}[/yellow] {escape(entry['path'])}: {escape(entry['reason'])}", soft_wrap=True)
 
 
 @app.command()
@@ -81,7 +81,9 @@ def summarize(
         console.print(report["markdown"], markup=False, highlight=False, end="")
     label = f"{RANDOM_LABEL} " if report["random_weights"] else ""
     target = f" → {out}" if out else ""
-    err_console.print(f"{label}summary: {mode_line(report)}{target}", markup=False, highlight=False)
+    tokens = f" · prompt {report['prompt_tokens']:,} tok (reused {report['reused_tokens']:,})" if report["model_calls"] else ""
+    err_console.print(f"{label}summary: {mode_line(report)}{tokens}{target}", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -113,4 +115,4 @@ def extract(
     done = f", {report['skipped_done']} done before" if report["skipped_done"] else ""
     err_console.print(f"{label}extract: {report['rows']} row(s) from {report['files']} file(s): {report['valid']} valid, "
                       f"{report['invalid']} invalid (kept with their error){done}, {report['model_calls']} model "
-                      f"call(s) → {out}", markup=False, highlight=False)
+                      f"call(s) → {out}", markup=False, highlight=False, soft_wrap=True)
