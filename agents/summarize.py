@@ -181,9 +181,11 @@ class Summarizer:
         chunks = split_for_budget(self, doc, lambda text: self._part_messages(title, 999, 999, "chars 0-0", text))
         items = []
         for number, chunk in enumerate(chunks, start=1):
+            self.progress("parts", number - 1, len(chunks))
             where = f"chars {chunk.start}-{chunk.end}" + (f", page {chunk.page}" if chunk.page else "")
             summary = self.call(self._part_messages(title, number, len(chunks), where, chunk.text))
             items.append(Item([number], f"Part {number} ({where})", summary))
+        self.progress("parts", len(chunks), len(chunks))
         merge = self._group_parts(title)
         merged = self.reduce(items, merge, merge, lambda ids: f"Parts {ids[0]}-{ids[-1]} (merged)", count_level=False)
         return {"summary": merged, "spans": [doc.span(c.start, c.end) for c in chunks], "chunks": len(chunks)}

@@ -20,7 +20,7 @@ from feldspar.cli_root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
 )
 
-STAGE_NAMES = {"map": "summarising files", "reduce": "merging summaries", "summarise": "one long-context call",
+STAGE_NAMES = {"map": "summarising files", "parts": "parts of a long file", "reduce": "merging summaries", "summarise": "one long-context call",
                "extract": "extracting"}
 
 
@@ -45,7 +45,8 @@ def stage_progress(enabled: bool = True) -> Iterator[Any]:
 
 def _print_skipped(skipped: list[dict[str, Any]]) -> None:
     for entry in skipped:
-        err_console.print(f"[yellow]{entry['status']}[/yellow] {escape(entry['path'])}: {escape(entry['reason'])}", soft_wrap=True)
+        err_console.print(f"[yellow]{entry['status']}[/yellow] {escape(entry['path'])}: {escape(entry['reason'])}",
+                          soft_wrap=True)
 
 
 @app.command()
