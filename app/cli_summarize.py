@@ -20,8 +20,8 @@ from feldspar.cli_root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
 )
 
-STAGE_NAMES = {"map": "summarising files", "parts": "parts of a long file", "reduce": "merging summaries", "summarise": "one long-context call",
-               "extract": "extracting"}
+STAGE_NAMES = {"map": "summarising files", "parts": "parts of a long file", "reduce": "merging summaries",
+               "summarise": "one long-context call", "prefill": "state pack prefill (tokens)", "extract": "extracting"}
 
 
 @contextmanager

@@ -157,7 +157,7 @@ def summarize(settings: Settings, paths: Sequence[str | Path] | None = None, col
         mode=options.get("mode") or "auto", long_context_share=settings.long_context_share,
         focus=options.get("focus"))
     cache = SummaryCache(settings.home / "summaries" if options.get("cache", True) else None)
-    prepare = _pack_maker(settings, engine, collection, docs) if engine is not None else None
+    prepare = _pack_maker(settings, engine, collection, progress) if engine is not None else None
     report = summarize_documents(chat_model, docs, summary_options, cache, progress, prepare)
     report.update(skipped=skipped, collection=collection, out=str(out) if out else None)
     report["markdown"] = render_markdown(report, options.get("title") or "Summary")
@@ -166,7 +166,8 @@ def summarize(settings: Settings, paths: Sequence[str | Path] | None = None, col
     return report
 
 
-def _pack_maker(settings: Settings, engine, collection: str | None, docs) -> Callable[[list[dict]], str]:
+def _pack_maker(settings: Settings, engine, collection: str | None,
+                progress: Progress | None) -> Callable[[list[dict]], str]:
     """Makes (or reuses) the state pack of exactly the documents of the long-context call and loads it."""
 
     def prepare(documents: list[dict[str, Any]]) -> str:
@@ -181,7 +182,8 @@ def _pack_maker(settings: Settings, engine, collection: str | None, docs) -> Cal
             name = pack_name(collection)
         else:
             name = "summary-" + hashlib.sha256("\0".join(sorted(s["path"] for s in sources)).encode()).hexdigest()[:16]
-        ensure_pack(engine, settings.packs_dir, name, PackDocuments(documents=documents, sources=sources))
+        prefill = (lambda done, total: progress("prefill", done, total)) if progress else None
+        ensure_pack(engine, settings.packs_dir, name, PackDocuments(documents=documents, sources=sources), prefill)
         attach_pack(settings, engine, name)
         return name
 

@@ -92,3 +92,11 @@ def test_bad_inputs_are_one_line_and_exit_1(cli, files, tmp_path):
     assert only_blob.code == 1 and lines == [f"error: no readable files in {files / 'blob.txt'}, {tmp_path / 'gone.md'} "
                                              f"({files / 'blob.txt'}: binary content; {tmp_path / 'gone.md'}: "
                                              f"no such file or directory)"]
+
+
+def test_an_unknown_or_empty_collection_is_one_line(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("ingest", str(empty), "--collection", "empty").code == 0
+    assert_one_error_line(cli("summarize", "--collection", "empty"), 1, "collection 'empty' is empty; ingest something")
+    assert_one_error_line(cli("summarize", "--collection", "nope"), 1, "no collection 'nope'")
