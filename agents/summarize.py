@@ -206,13 +206,14 @@ class Summarizer:
         if len(items) == 1 and not count_level:
             return items[0].text
         while True:
+            sizes = [self.model.get_num_tokens(format_items([item])) + 2 for item in items]
             messages = final(items)
-            if self.fits(messages):
+            if self.count(final([])) + sum(sizes) <= self.prompt_limit * 1.25 and self.fits(messages):
                 self.progress("reduce", self.reduce_calls, None)
                 text = self.call(messages)
                 self.reduce_calls += 1
                 return text
-            groups = self.group_items(items, group)
+            groups = self.group_items(items, sizes, group)
             if all(len(g) == 1 for g in groups):
                 raise AgentError(f"the {self.window:,}-token context window cannot hold two summaries of "
                                  f"{self.options.summary_tokens} tokens in one prompt; use a model with a larger "
@@ -229,10 +230,10 @@ class Summarizer:
         ids = sorted({i for member in members for i in member.ids})
         return Item(ids, merged_label(ids), text)
 
-    def group_items(self, items: list[Item], group: Callable[[list[Item]], list[BaseMessage]]) -> list[list[Item]]:
+    def group_items(self, items: list[Item], sizes: list[int],
+                    group: Callable[[list[Item]], list[BaseMessage]]) -> list[list[Item]]:
         """Consecutive items packed greedily into groups whose merge prompt fits the window."""
         overhead = self.count(group([]))
-        sizes = [self.model.get_num_tokens(format_items([item])) + 2 for item in items]
         groups: list[list[Item]] = []
         current: list[Item] = []
         used = overhead
@@ -355,7 +356,7 @@ def _map_reduce(run: Summarizer, docs: Sequence[SourceText]) -> dict[str, Any]:
         count=len(docs), items=format_items(group), focus=run.focus))]
     grouped = lambda group: [SystemMessage(MAP_SYSTEM), HumanMessage(GROUP.format(  # noqa: E731
         items=format_items(group), focus=run.focus))]
-    label = lambda ids: f"Files {', '.join(f'[{i}]' for i in ids)} (merged)"  # noqa: E731
+    label = lambda ids: f"Files [{ids[0]}] to [{ids[-1]}] (merged)"  # noqa: E731  (groups are consecutive)
     return {"mode": "map-reduce", "pack": None, "summary": run.reduce(items, final, grouped, label), "files": files}
 
 

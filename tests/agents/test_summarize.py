@@ -197,3 +197,22 @@ def test_a_collection_is_summarised_from_its_indexed_files(collection_service):
     assert any("uplink cable" in last_user(r) for r in map_requests(chat.backend))
     with pytest.raises(Exception, match="nope"):
         summarize(settings, collection="nope", chat_model=model())
+
+
+def test_hundreds_of_files_reduce_over_several_levels_within_the_window():
+    from feldspar.agents.summarize import SourceText, SummaryOptions, summarize_documents
+
+    def wordy(request) -> str:
+        text = last_user(request)
+        if "Merge them into one shorter summary" in text:
+            numbers = sorted({int(n) for group in re.findall(r"\[([\d,]+)\]", text) for n in group.split(",")})
+            return f"Merged [{numbers[0]}] [{numbers[-1]}] " + "detail " * 45
+        return reply(request)
+
+    docs = [SourceText(path=f"notes/n{i:03d}.txt", text=f"Note {i} says {i * 7}.") for i in range(300)]
+    chat = scripted_model([wordy] * 400, context_window=800)
+    report = summarize_documents(chat, docs, SummaryOptions(summary_tokens=100, mode="map-reduce"))
+    assert report["reduce_levels"] >= 2 and report["computed"] == 300
+    assert all(r["prompt_tokens"] + r["max_new_tokens"] <= 800 for r in chat.backend.requests)
+    cited = [f["path"] for f in report["files"] if f["cited"]]
+    assert cited and set(cited) <= {d.path for d in docs} and "notes/n000.txt" in cited
