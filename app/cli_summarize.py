@@ -17,9 +17,12 @@ from rich.markup import escape
 
 from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, SeedOpt, TempOpt, VerboseOpt
 from feldspar.cli_root import (
-    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
+    RANDOM_LABEL, HomeOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
 )
 
+ReportOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+SummaryTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", min=1,
+                                                         help="tokens per summary (default: max_new_tokens)")]
 STAGE_NAMES = {"map": "summarising files", "parts": "parts of a long file", "reduce": "merging summaries",
                "summarise": "one long-context call", "prefill": "state pack prefill (tokens)", "extract": "extracting"}
 
@@ -55,11 +58,11 @@ def summarize(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="markdown file to write (default: print it)")] = None,
     collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="summarise an ingested collection")] = None,
     mode: Annotated[str, typer.Option("--mode", callback=one_of("auto", "map-reduce", "long-context"),
-                                      help="auto: one long-context call when everything fits, else map-reduce")] = "auto",
+                                      help="auto, map-reduce or long-context (auto: one call when all fits)")] = "auto",
     focus: Annotated[Optional[str], typer.Option("--focus", help="what the summary should be about")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every file summary")] = False,
-    model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, seed: SeedOpt = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None, verbose: VerboseOpt = False, json_out: JsonOpt = False,
+    model: ModelOpt = None, max_new_tokens: SummaryTokensOpt = None, temperature: TempOpt = None, seed: SeedOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, verbose: VerboseOpt = False, json_out: ReportOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """Summarise files (map-reduce, cached per file) or a whole collection, with citations to the files."""
@@ -95,7 +98,7 @@ def extract(
     per_chunk: Annotated[bool, typer.Option("--per-chunk", help="one row per chunk instead of per file")] = False,
     retries: Annotated[int, typer.Option("--retries", min=0, max=10, help="times an invalid answer is sent back")] = 2,
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, seed: SeedOpt = None,
-    device: DeviceOpt = None, dtype: DtypeOpt = None, verbose: VerboseOpt = False, json_out: JsonOpt = False,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, verbose: VerboseOpt = False, json_out: ReportOpt = False,
     home: HomeOpt = None,
 ) -> None:
     """One JSON object per file (or chunk), validated against a JSON Schema; invalid answers retried, then kept."""

@@ -6,14 +6,15 @@ of a collection through the retrieval service; builds the chat model through app
 unless one is given; checks the output path before any model work; and hands plain
 ``SourceText`` documents to the torch-free cores in agents/summarize.py and
 agents/extract.py. In long-context mode with the local engine, the documents are made
-into a state pack (``auto-<collection>``, or ``summary-<hash of the paths>``) that the one
-summary call resumes from. Summaries are cached under ``<home>/summaries/``. Knows
-Settings, files and packs; nothing of how prompts are built or answers checked.
+into a state pack (``auto-<collection>``, shared with ``ask --policy auto``, or
+``summary-files``, replaced when other files are summarised) that the one summary call
+resumes from. Summaries are cached under ``<home>/summaries/``. Extract rows are appended
+and flushed one by one. Knows Settings, files and packs; nothing of how prompts are built
+or answers checked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 from feldspar.settings import Settings, SettingsError
 
 Progress = Callable[[str, int, "int | None"], None]
+FILES_PACK = "summary-files"  # one pack for summaries of paths, replaced when the files change: disk stays bounded
 
 
 class OutputNotWritable(SettingsError):
@@ -178,10 +180,7 @@ def _pack_maker(settings: Settings, engine, collection: str | None,
 
         sources = [{"path": d["source"], "bytes": os.path.getsize(d["source"]), "sha256": sha256_file(d["source"])}
                    for d in documents]
-        if collection:
-            name = pack_name(collection)
-        else:
-            name = "summary-" + hashlib.sha256("\0".join(sorted(s["path"] for s in sources)).encode()).hexdigest()[:16]
+        name = pack_name(collection) if collection else FILES_PACK
         prefill = (lambda done, total: progress("prefill", done, total)) if progress else None
         ensure_pack(engine, settings.packs_dir, name, PackDocuments(documents=documents, sources=sources), prefill)
         attach_pack(settings, engine, name)
