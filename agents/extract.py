@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from feldspar.agents.errors import AgentError
-from feldspar.agents.summarize import SourceText, split_for_budget
+from feldspar.agents.summarize import CHARS_PER_TOKEN_BOUND, SourceText, split_for_budget
 
 SYSTEM = ("You extract structured data from documents. Reply with one JSON object and nothing else; it must "
           "validate against this JSON Schema:\n{schema}")
@@ -114,10 +114,12 @@ class Extractor:
         base = {"path": doc.path, "chunk": chunk, "spans": [span], "sha256": doc.content_hash,
                 "model": self.backend.name, "random_weights": bool(getattr(self.backend, "random_weights", False))}
         messages = self.messages(doc, where, text)
-        tokens = len(self.model.prompt_token_ids(messages))
-        if tokens > self.prompt_limit:
+        too_long = len(text) // CHARS_PER_TOKEN_BOUND > self.prompt_limit
+        tokens = None if too_long else len(self.model.prompt_token_ids(messages))
+        if too_long or tokens > self.prompt_limit:
+            size = f"{len(text):,} characters" if too_long else f"{tokens:,} tokens"
             return {**base, "ok": False, "data": None, "attempts": 0, "raw": None,
-                    "error": f"the prompt is {tokens:,} tokens, over the {self.prompt_limit:,} the window leaves; "
+                    "error": f"the prompt is {size}, over the {self.prompt_limit:,} tokens the window leaves; "
                              f"extract per chunk instead"}
         raw, error, value = "", None, None
         for attempt in range(1, self.options.retries + 2):

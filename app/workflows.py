@@ -145,6 +145,7 @@ def summarize(settings: Settings, paths: Sequence[str | Path] | None = None, col
     from feldspar.agents.summarize import SummaryCache, SummaryOptions, summarize_documents
     from feldspar.home import require_writable
 
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
     if bool(paths) == bool(collection):
         raise AgentError("summarize needs files or a collection, not both and not neither")
     out = check_output(out)
@@ -278,6 +279,7 @@ def extract(settings: Settings, schema: Any, paths: Sequence[str | Path], out: P
     """Rows of JSON per file (or chunk) appended to ``out`` as made; rows already there are not redone."""
     from feldspar.agents.extract import ExtractOptions, extract_rows
 
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     schema = load_schema(schema)  # before any model work
     out = check_output(out)
     done = _done_rows(out) if out is not None else set()

@@ -119,3 +119,15 @@ def test_a_rerun_appends_only_what_is_missing_and_drops_a_cut_off_last_line(corp
     report = extract(settings, SCHEMA, paths, out, chat_model=chat)
     assert report["skipped_done"] == 1 and len(chat.backend.requests) == 1
     assert [r["data"]["topic"] for r in rows_of(out)] == ["router", "minerals"]
+
+
+def test_a_file_too_long_for_one_prompt_gets_a_row_that_says_so(settings, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("Feldspar is common. " * 200, encoding="utf-8")
+    chat = scripted_model([], context_window=900)
+    out = tmp_path / "rows.jsonl"
+    report = extract(settings.model_copy(update={"max_new_tokens": 64}), SCHEMA, str(big), out, chat_model=chat)
+    (row,) = rows_of(out)
+    assert row["ok"] is False and row["attempts"] == 0 and "over the 836 tokens the window leaves" in row["error"]
+    assert row["error"].endswith("extract per chunk instead") and chat.backend.requests == []
+    assert report["invalid"] == 1
