@@ -5,6 +5,7 @@ and the bad inputs a user can give (one `error:` line, exit 2 for the command li
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def test_summarize_on_the_tiny_random_checkpoint(cli, files, tiny_checkpoint, tm
     assert "_Mode: long-context: 2 file(s) in one call (state pack 'summary-files')" in text
     assert f"- [1] {files / 'modem.txt'} — chars 0-" in text and f"- [2] {files / 'router.md'}" in text
     assert "skipped" in long.err and "blob.txt: binary content" in long.err
-    assert RANDOM_LABEL in long.err and "summary: long-context" in long.err and "reused" in long.err
+    assert RANDOM_LABEL in long.err and "summary: long-context" in long.err
+    prompt, reused = map(int, re.search(r"prompt ([\d,]+) tok \(reused ([\d,]+)\)", long.err.replace(",", "")).groups())
+    assert reused > prompt * 0.8  # the call resumed from the state pack of the documents
     assert [p.name for p in (feldspar_home / "packs").iterdir()] == ["summary-files"]
     first = cli("summarize", str(files), "--mode", "map-reduce", "-m", str(tiny_checkpoint), "-n", "4", "--json")
     report = json.loads(first.out)
