@@ -267,7 +267,8 @@ class Summarizer:
                            f"{self.window:,}-token window"), None
         tokens = self.count([HumanMessage(self.long_prompt())], documents=documents_of(docs))
         if tokens > budget:
-            return False, f"{len(docs)} file(s) are {tokens:,} tokens, over {share:.0%} of the {self.window:,}-token window", tokens
+            return False, (f"{len(docs)} file(s) are {tokens:,} tokens, over {share:.0%} of the {self.window:,}-token "
+                           f"window"), tokens
         return True, (f"{len(docs)} file(s) are {tokens:,} tokens, within {share:.0%} of the {self.window:,}-token "
                       f"window: one call over all of them"), tokens
 
