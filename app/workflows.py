@@ -36,7 +36,7 @@ def read_sources(paths: Sequence[str | Path], max_bytes: int) -> tuple[list, lis
     """(documents, skipped): every readable file under ``paths``; the rest with a status and reason."""
     from feldspar.pack_documents import scan_paths
 
-    docs, skipped = [], []
+    docs, skipped, seen = [], [], set()
     for raw in paths:
         given = str(raw)
         if not Path(given).expanduser().exists():
@@ -44,6 +44,9 @@ def read_sources(paths: Sequence[str | Path], max_bytes: int) -> tuple[list, lis
             continue
         is_dir = Path(given).expanduser().is_dir()
         for scanned in scan_paths([given], max_bytes):
+            if os.path.realpath(scanned.path) in seen:  # named twice (a file and its folder): read once
+                continue
+            seen.add(os.path.realpath(scanned.path))
             shown = os.path.join(given, scanned.key) if is_dir else given
             doc, problem = _read_one(shown, scanned.path, os.path.dirname(scanned.path), scanned.skip_reason,
                                      max_bytes)

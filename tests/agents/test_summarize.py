@@ -179,10 +179,11 @@ def test_forced_modes_and_impossible_windows(files, settings):
 
 def test_unreadable_files_are_reported_and_the_rest_summarised(files, settings, tmp_path):
     (files / "blob.txt").write_bytes(b"\x00\x01\x02 binary")
-    report = summarize(settings, paths=[files, tmp_path / "missing.md"], chat_model=model(), summary_tokens=64)
+    report = summarize(settings, paths=[files, tmp_path / "missing.md", files / "guide.md"], chat_model=model(),
+                       summary_tokens=64)
     reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
     assert reasons == {"blob.txt": "binary content", "missing.md": "no such file or directory"}
-    assert report["files_total"] == 3
+    assert report["files_total"] == 3  # guide.md, named twice, is read once
     with pytest.raises(AgentError, match="no readable files"):
         summarize(settings, paths=[files / "blob.txt"], chat_model=model())
 
