@@ -46,6 +46,8 @@ REMEDIES = {
     "remote_status": "see the server's log; docs/remote.md lists the setups Feldspar is tested with",
     "postgres_url": ("start the PostgreSQL server or fix postgres_url (FELDSPAR_POSTGRES_URL or config.toml); "
                      "unset it to keep threads in threads.sqlite"),
+    "summary_tokens": "lower --max-new-tokens or use a model with a larger context window",
+    "map_reduce": "use --mode map-reduce (or auto)",
 }
 
 
