@@ -27,7 +27,7 @@ def catalog_rows() -> list[dict[str, Any]]:
 def model_kind(config: Any) -> str:
     """hybrid, moe-hybrid or dense, read from the checkpoint's own config (as the catalog names them)."""
     layers = list(getattr(config, "layer_types", None) or [])
-    mamba = any(kind == "mamba" for kind in layers)
+    mamba = any(kind in ("mamba", "linear_attention") for kind in layers)  # transformers names Mamba2 layers so
     experts = int(getattr(config, "num_local_experts", 0) or 0) > 0
     if mamba:
         return "moe-hybrid" if experts else "hybrid"

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from feldspar.settings import Settings
 
+SCRIPTED_REPLIES_ENV = "FELDSPAR_TEST_SCRIPTED_REPLIES"  # test only: see scripted_chat_model_from_env
 RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"  # as cli_root.RANDOM_LABEL
 
 
@@ -290,3 +291,17 @@ class UiServices:
 
             self._library = LibraryServices(self.settings)  # integration point: the Documents/Packs helper's class
         return self._library
+
+
+def scripted_chat_model_from_env():
+    """Test only: ChatGranite over scripted replies (a JSON list in ``$FELDSPAR_TEST_SCRIPTED_REPLIES``), else None."""
+    import json
+
+    path = os.environ.get(SCRIPTED_REPLIES_ENV)
+    if not path:
+        return None
+    from feldspar.agents.chat_model import ChatGranite
+    from feldspar.agents.scripted import ScriptedBackend
+
+    replies = json.loads(Path(path).read_text(encoding="utf-8"))
+    return ChatGranite(backend=ScriptedBackend([str(r) for r in replies], name="scripted-test"))
