@@ -21,6 +21,7 @@ def render() -> None:
         with st.spinner(f"Loading {svc.settings.model}…"):
             try:
                 svc.engine()
+                st.rerun()
             except svc.user_errors:
                 pass  # model_status() carries the message
     render_loaded(svc.model_status())

@@ -118,4 +118,5 @@ def render_approval(request: dict[str, Any]) -> bool | None:
 
 def thread_label(row: dict[str, Any]) -> str:
     where = f"pack {row['pack']}" if row.get("pack") else (row.get("collection") or "")
-    return f"{(row.get('title') or 'untitled')[:40]} · {row.get('turns', 0)} turns · {where}"
+    turns = row.get("turns") or 0
+    return f"{(row.get('title') or 'untitled')[:40]} · {turns} turn{'' if turns == 1 else 's'} · {where}"

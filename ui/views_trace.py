@@ -16,7 +16,8 @@ import streamlit as st
 
 from feldspar.agents.trace import describe
 
-ICONS = {"retrieve": "🔎", "model": "🧠", "tool": "🔧", "approval": "✋", "summarise": "📝", "final": "🏁", "mode": "🧭"}
+ICONS = {"retrieve": "search", "model": "psychology", "tool": "build", "approval": "front_hand",
+         "summarise": "summarize", "final": "flag", "mode": "explore"}  # Material icons ship with Streamlit
 STOP_REASONS = {
     "answered": "the model answered", "awaiting_approval": "waiting for your approval",
     "max_steps": "too many model turns", "max_tool_calls": "too many tool calls",
@@ -26,7 +27,7 @@ STOP_REASONS = {
 
 def headline(step: dict[str, Any]) -> str:
     """The step's one-line summary (the same words as `feldspar ask --trace`)."""
-    return f"{ICONS.get(step.get('node'), '•')} {describe(step).splitlines()[0]}"
+    return f":material/{ICONS.get(step.get('node'), 'circle')}: {describe(step).splitlines()[0]}"
 
 
 def _hits_table(hits: list[dict[str, Any]]) -> None:
