@@ -23,7 +23,6 @@ from typing import Any, Iterator
 from feldspar.settings import Settings
 
 SCRIPTED_REPLIES_ENV = "FELDSPAR_TEST_SCRIPTED_REPLIES"  # test only: see scripted_chat_model_from_env
-RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"  # as cli_root.RANDOM_LABEL
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,9 @@ class UiServices:
     def __init__(self, settings: Settings, *, chat_model: Any = None, engine: Any = None,
                  tools_module: str | Path | None = None) -> None:
         self.settings = settings
-        self.random_label = RANDOM_LABEL
+        from feldspar.cli_root import RANDOM_LABEL
+
+        self.random_label = RANDOM_LABEL  # the CLI's words, on every random-weight answer
         self._chat_model = chat_model      # injected (tests, the test-only scripted switch)
         self._engine = engine              # injected or loaded on first use
         self._engine_error: str | None = None

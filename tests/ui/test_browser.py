@@ -145,7 +145,9 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         expect(page.get_by_text("Saved your note about the reset").first).to_be_visible()
         assert notes.read_text(encoding="utf-8") == "router reset: hold 10 s\n"
         expect(page.get_by_text("2 turns").first).to_be_visible()  # the thread in the sidebar
-        shot(page, "05-chat-approved")
+        page.get_by_text("Prompt budget").last.click()
+        expect(page.get_by_text("context window:").last).to_be_visible()
+        shot(page, "05-chat-approved-budget")
 
         page.get_by_role("link", name="Models").click()
         expect(page.get_by_role("heading", name="Models")).to_be_visible()
