@@ -177,19 +177,21 @@ def _check_thread(svc: Any) -> None:
         st.warning(notice["text"])
 
 
-def _pending(svc: Any, choice: Any, thread_id: str, turns: list[dict[str, Any]]) -> None:
+def _pending(svc: Any, choice: Any, thread_id: str, turns: list[dict[str, Any]]) -> bool:
+    """Approve / Reject a side-effecting call the thread waits on; True while one waits."""
     if not turns or turns[-1]["finished"]:
-        return
+        return False
     try:
         request = svc.pending_approval(choice, thread_id)
     except svc.user_errors as exc:
         st.error(svc.error_text(exc))
-        return
+        return False
     if request is None:
-        return
+        return False
     decision = render_approval(request)
     if decision is not None and _stream(svc, choice, None, resume=decision):
         st.rerun()
+    return True
 
 
 def render() -> None:
@@ -205,10 +207,11 @@ def render() -> None:
     _check_thread(svc)
     thread_id = st.session_state.get("thread_id")
     turns = _history(svc, choice, thread_id) if thread_id else []
+    waiting = False
     if thread_id:
         if turns and st.session_state.get("budget"):
             render_budget_warning(st.session_state.budget)  # the warning given before the last question
-        _pending(svc, choice, thread_id, turns)
+        waiting = _pending(svc, choice, thread_id, turns)
     if st.session_state.get("unsent"):
         st.info(f"Not answered yet, kept here: {st.session_state.unsent}")
         if st.button("Try again", key="retry"):
@@ -217,6 +220,7 @@ def render() -> None:
     if choice.policy == "pack" and not choice.pack:
         st.info("Pick a state pack in the sidebar (make one on the Packs page).")
         return
-    question = st.chat_input("Ask about your documents", key="question")
+    question = st.chat_input("Approve or reject the tool call first" if waiting else "Ask about your documents",
+                             key="question", disabled=waiting)
     if question and _stream(svc, choice, question):
         st.rerun()

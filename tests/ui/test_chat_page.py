@@ -88,6 +88,7 @@ def test_side_effecting_tool_waits_for_approve(make_services, tools_module):
     ask(at, "Save a note about the reset")
     assert not notes.exists()  # never runs on its own
     assert "save_note" in texts(at)
+    assert at.chat_input(key="question").proto.disabled  # no new question while one call waits
     at.button(key="approve").click().run()
     assert not at.exception, at.exception
     assert notes.read_text(encoding="utf-8") == "reset = 10 s\n"
