@@ -67,7 +67,8 @@ def _choice_controls(svc: Any):
                        ("max-new", base.max_new_tokens), ("temperature", float(base.temperature)), ("k", base.k)):
         st.session_state.setdefault(key, value)
     _adopt_thread_choice(svc, base)
-    kind = st.radio("Answer from", ("Collection", "State pack"), key="source-kind", horizontal=True)
+    kind = st.radio("Answer from", ("Collection", "State pack"), key="source-kind", horizontal=True,
+                    label_visibility="collapsed")
     collection = pack = None
     if kind == "Collection":
         names = sorted(set(svc.collections()) | {st.session_state["collection"]})
@@ -194,6 +195,12 @@ def _pending(svc: Any, choice: Any, thread_id: str, turns: list[dict[str, Any]])
     return True
 
 
+def _where(choice: Any) -> str:
+    if choice.policy == "pack":
+        return f"state pack `{choice.pack}`" if choice.pack else "a state pack (none chosen)"
+    return f"collection `{choice.collection}` (retrieval policy {choice.policy})"
+
+
 def render() -> None:
     svc = services()
     st.session_state.setdefault("thread_id", None)
@@ -206,6 +213,7 @@ def render() -> None:
     st.title("Chat")
     _check_thread(svc)
     thread_id = st.session_state.get("thread_id")
+    st.caption(f"{'Thread ' + thread_id if thread_id else 'New thread'} · answers from {_where(choice)}")
     turns = _history(svc, choice, thread_id) if thread_id else []
     waiting = False
     if thread_id:

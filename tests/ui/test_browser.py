@@ -130,6 +130,8 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         page.get_by_text("Sources (1)").click()
         expect(page.locator("mark").first).to_contain_text("ten seconds")  # the cited span, highlighted
         expect(page.get_by_text("guide.md —").first).to_be_visible()
+        page.get_by_role("button", name="Open file").first.click()
+        expect(page.get_by_role("button", name="Download guide.md")).to_be_visible()  # only the collection's file
         shot(page, "02-chat-answer-sources")
         page.get_by_text("Trace (").first.click()
         expect(page.get_by_text("retrieve query=").first).to_be_visible()
