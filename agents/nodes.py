@@ -314,7 +314,7 @@ def model_record(reply: AIMessage) -> dict:
         "prompt_tokens": meta.get("prompt_tokens", usage.get("input_tokens")),
         "reused_tokens": meta.get("reused_tokens", (usage.get("input_token_details") or {}).get("cache_read", 0)),
         "computed_tokens": meta.get("computed_tokens"), "completion_tokens": usage.get("output_tokens"),
-        "ttft_s": meta.get("ttft_s"), "finish_reason": meta.get("finish_reason"),
+        "ttft_s": meta.get("ttft_s"), "decode_s": meta.get("decode_s"), "finish_reason": meta.get("finish_reason"),
         "raw_text": meta.get("raw_text", reply.content), "random_weights": bool(meta.get("random_weights")),
         "tool_calls": [{"name": c["name"], "args": c.get("args"), "id": c.get("id")} for c in reply.tool_calls or []],
         "repairs": list(meta.get("repairs") or []), "parse_errors": [e.get("error") for e in reply.invalid_tool_calls or []],

@@ -174,6 +174,7 @@ class PrefixStateCache:
         self.entries: list[Entry] = []
         self.clock = 0
         self._lineages: dict[int, tuple[weakref.ref, list[Entry]]] = {}
+        self.lookups = self.hits = self.prompt_tokens_seen = self.reused_tokens_seen = 0  # stats (UI, benches)
 
     # ---- StateSource ---------------------------------------------------------------
     def prepare(self, model: torch.nn.Module, ids: Sequence[int], *, chunk_size: int,
@@ -186,6 +187,7 @@ class PrefixStateCache:
         started = time.perf_counter()
         matched, passed = self.tree.match(tokens)
         resume = self._resume_entry(passed, len(tokens))
+        self._count(len(tokens), resume.snapshot.length if resume else 0)
         state = restore(resume.snapshot, model) if resume else new_state(model)
         restored = time.perf_counter()
         if resume is not None:
@@ -249,6 +251,18 @@ class PrefixStateCache:
             raise StateError(
                 f"the state cache budget ({self.budget_bytes:,} bytes) is smaller than one snapshot of this "
                 f"model ({one:,} bytes)", fix="cache_budget_or_no_reuse")
+
+    def _count(self, prompt_tokens: int, reused_tokens: int) -> None:
+        self.lookups += 1
+        self.hits += reused_tokens > 0
+        self.prompt_tokens_seen += prompt_tokens
+        self.reused_tokens_seen += reused_tokens
+
+    def stats(self) -> dict[str, int]:
+        """Bytes held of the budget, snapshots, and how often prompts resumed from a saved state."""
+        return {"bytes": self.total_bytes, "budget_bytes": self.budget_bytes, "snapshots": len(self.entries),
+                "lookups": self.lookups, "hits": self.hits, "prompt_tokens": self.prompt_tokens_seen,
+                "reused_tokens": self.reused_tokens_seen}
 
     # ---- internals ------------------------------------------------------------------
     @staticmethod

@@ -1,12 +1,244 @@
-"""The chat page (being built)."""
+"""The chat page: threads in the sidebar, streamed answers with Sources, Trace and Prompt budget.
+
+The sidebar holds the persistent threads (new, resume, rename, delete: the same threads as
+`feldspar threads`), what to answer from (a collection or a state pack), the retrieval
+policy and the generation settings. A question streams its answer token by token while the
+agent's steps appear in a status box; the finished turn is then drawn from the thread's
+saved state, so what the page shows is what the thread holds. A side-effecting tool call
+waits for Approve / Reject. Everything comes from ``services()``; this module decides
+nothing the agent decides.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
 from feldspar.ui.context import services
+from feldspar.ui.views_chat import render_approval, render_file, render_turn, thread_label
+from feldspar.ui.views_trace import headline, render_budget_warning
+
+POLICIES = ("always", "auto", "none")
+STEP_EVENTS = ("retrieval", "model_turn", "tool_result", "approval", "summary", "final_step")
+
+
+# ---- sidebar ------------------------------------------------------------------------------
+def _thread_controls(svc: Any) -> None:
+    if st.button("New thread", key="new-thread", width="stretch"):
+        st.session_state.thread_id = None
+    rows = svc.list_threads()
+    current = st.session_state.get("thread_id")
+    st.caption(f"{len(rows)} thread(s)" if rows else "no threads yet")
+    for row in rows[:50]:
+        mark = "▶ " if row["thread_id"] == current else ""
+        if st.button(mark + thread_label(row), key=f"thread-{row['thread_id']}", width="stretch"):
+            st.session_state.thread_id = row["thread_id"]
+            st.session_state.adopt_choice = True
+    if current and svc.thread_exists(current):
+        with st.expander("This thread"):
+            title = st.text_input("Title", key="rename-title", placeholder="new title")
+            if st.button("Rename", key="rename") and title.strip():
+                svc.rename_thread(current, title)
+                st.rerun()
+            sure = st.checkbox("Yes, delete it and its saved state", key="delete-sure")
+            if st.button("Delete thread", key="delete-thread", disabled=not sure):
+                svc.delete_thread(current)
+                st.session_state.thread_id = None
+                st.rerun()
+
+
+def _adopt_thread_choice(svc: Any, base: Any) -> None:
+    """Resuming a thread: answer from what it was made with (its collection or pack)."""
+    thread = st.session_state.get("thread_id")
+    if not (st.session_state.pop("adopt_choice", False) and thread and svc.thread_exists(thread)):
+        return
+    chosen = svc.thread_choice(thread, st.session_state.get("choice") or base)
+    st.session_state["source-kind"] = "State pack" if chosen.pack else "Collection"
+    if chosen.pack:
+        st.session_state["pack"] = chosen.pack
+    elif chosen.collection:
+        st.session_state["collection"] = chosen.collection
+
+
+def _adopt_pack_from_packs_page() -> None:
+    """"Start a chat" on the Packs page: a new thread answering from that pack."""
+    pack = st.session_state.pop("chat_pack", None)
+    if pack:
+        st.session_state["source-kind"] = "State pack"
+        st.session_state["pack"] = pack
+        st.session_state["thread_id"] = None
+
+
+def _choice_controls(svc: Any):
+    base = svc.default_choice()
+    for key, value in (("source-kind", "Collection"), ("collection", base.collection), ("policy", base.policy),
+                       ("max-new", base.max_new_tokens), ("temperature", float(base.temperature)), ("k", base.k)):
+        st.session_state.setdefault(key, value)
+    _adopt_thread_choice(svc, base)
+    _adopt_pack_from_packs_page()
+    kind = st.radio("Answer from", ("Collection", "State pack"), key="source-kind", horizontal=True,
+                    label_visibility="collapsed")
+    collection = pack = None
+    if kind == "Collection":
+        names = sorted(set(svc.collections()) | {st.session_state["collection"]})
+        collection = st.selectbox("Collection", names, key="collection")
+        policy = st.selectbox("Retrieval policy", POLICIES, key="policy",
+                              help="always: search before every answer; auto: the model decides; none: tools only")
+    else:
+        packs = svc.packs()
+        if st.session_state.get("pack") not in packs:
+            st.session_state.pop("pack", None)
+        first = {} if "pack" in st.session_state else {"index": 0 if packs else None}
+        pack = st.selectbox("State pack", packs, key="pack", placeholder="no packs yet", **first)
+        policy = "pack"
+    with st.expander("Model and generation"):
+        st.caption(svc.chat_backend_name() or f"model: {svc.settings.model}")
+        max_new = st.number_input("Max new tokens", 1, 32768, key="max-new")
+        temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key="temperature")
+        k = st.number_input("Passages per search (k)", 1, 50, key="k")
+    choice = type(base)(collection=collection, pack=pack, policy=policy, k=int(k), max_new_tokens=int(max_new),
+                        temperature=float(temperature))
+    st.session_state.choice = choice
+    return choice
+
+
+# ---- the conversation --------------------------------------------------------------------
+def _context_of(svc: Any):
+    cache = st.session_state.setdefault("source-contexts", {})
+
+    def context(source: dict[str, Any]) -> dict[str, Any] | None:
+        if not source.get("collection") or source.get("start") is None:
+            return None
+        key = (source["collection"], source.get("path"), source.get("start"), source.get("end"))
+        if key not in cache:
+            try:
+                cache[key] = svc.source_context(source["collection"], source["path"], source["start"], source["end"])
+            except svc.user_errors:
+                cache[key] = None
+        return cache[key]
+
+    return context
+
+
+def _open_file(svc: Any):
+    def show(source: dict[str, Any], key: str) -> None:
+        try:
+            render_file(svc.source_file(source["collection"], source["path"]), key)
+        except svc.user_errors as exc:
+            st.error(svc.error_text(exc))
+
+    return show
+
+
+def _history(svc: Any, choice: Any, thread_id: str) -> list[dict[str, Any]]:
+    turns = svc.thread_turns(thread_id, svc.known_window(choice))
+    for turn in turns:
+        render_turn(turn, svc.random_label, _context_of(svc), _open_file(svc))
+    return turns
+
+
+def _stream(svc: Any, choice: Any, question: str | None, resume: bool | None = None) -> bool:
+    """Run a question (or an approval decision) with the answer streamed; False when it failed."""
+    thread_id = st.session_state.get("thread_id")
+    notice = st.session_state.get("notice")
+    if notice and notice["run"] < st.session_state.runs:  # shown until the next question
+        st.session_state.pop("notice")
+    st.session_state.pop("budget", None)
+    if question is not None:
+        with st.chat_message("user"):
+            st.markdown(question)
+    with st.chat_message("assistant"):
+        try:
+            if svc.random_weights(choice):
+                st.warning(svc.random_label)
+            if question is not None:
+                st.session_state.budget = svc.budget(choice, thread_id, question)  # kept under the answer
+                render_budget_warning(st.session_state.budget)
+            status = st.status("Working…", expanded=False)
+
+            def tokens():
+                for event in svc.stream_turn(choice, question, thread_id, resume):
+                    st.session_state.thread_id = event.thread_id
+                    if event.kind == "token":
+                        yield event.text
+                    elif event.kind in STEP_EVENTS:
+                        status.write(headline(event.data))
+
+            st.write_stream(tokens())
+            status.update(label="Done", state="complete")
+        except svc.user_errors as exc:
+            st.error(svc.error_text(exc))
+            st.session_state.unsent = question
+            return False
+    st.session_state.pop("unsent", None)
+    return True
+
+
+def _check_thread(svc: Any) -> None:
+    """A thread deleted elsewhere (another tab, the CLI): say so and start a new one."""
+    thread_id = st.session_state.get("thread_id")
+    if thread_id and not svc.thread_exists(thread_id):
+        st.session_state.notice = {"run": st.session_state.runs, "text": (
+            f"Thread {thread_id} was deleted (in another tab or with `feldspar threads rm`). "
+            f"Your question goes to a new thread; nothing else was changed.")}
+        st.session_state.thread_id = None
+    notice = st.session_state.get("notice")
+    if notice:
+        st.warning(notice["text"])
+
+
+def _pending(svc: Any, choice: Any, thread_id: str, turns: list[dict[str, Any]]) -> bool:
+    """Approve / Reject a side-effecting call the thread waits on; True while one waits."""
+    if not turns or turns[-1]["finished"]:
+        return False
+    try:
+        request = svc.pending_approval(choice, thread_id)
+    except svc.user_errors as exc:
+        st.error(svc.error_text(exc))
+        return False
+    if request is None:
+        return False
+    decision = render_approval(request)
+    if decision is not None and _stream(svc, choice, None, resume=decision):
+        st.rerun()
+    return True
+
+
+def _where(choice: Any) -> str:
+    if choice.policy == "pack":
+        return f"state pack `{choice.pack}`" if choice.pack else "a state pack (none chosen)"
+    return f"collection `{choice.collection}` (retrieval policy {choice.policy})"
 
 
 def render() -> None:
-    services()
+    svc = services()
+    st.session_state.setdefault("thread_id", None)
+    st.session_state.runs = st.session_state.get("runs", 0) + 1
+    with st.sidebar:
+        st.subheader("Threads")
+        _thread_controls(svc)
+        st.subheader("Answer from")
+        choice = _choice_controls(svc)
     st.title("Chat")
+    _check_thread(svc)
+    thread_id = st.session_state.get("thread_id")
+    st.caption(f"{'Thread ' + thread_id if thread_id else 'New thread'} · answers from {_where(choice)}")
+    turns = _history(svc, choice, thread_id) if thread_id else []
+    waiting = False
+    if thread_id:
+        if turns and st.session_state.get("budget"):
+            render_budget_warning(st.session_state.budget)  # the warning given before the last question
+        waiting = _pending(svc, choice, thread_id, turns)
+    if st.session_state.get("unsent"):
+        st.info(f"Not answered yet, kept here: {st.session_state.unsent}")
+        if st.button("Try again", key="retry"):
+            if _stream(svc, choice, st.session_state.unsent):
+                st.rerun()
+    if choice.policy == "pack" and not choice.pack:
+        st.info("Pick a state pack in the sidebar (make one on the Packs page).")
+        return
+    question = st.chat_input("Approve or reject the tool call first" if waiting else "Ask about your documents",
+                             key="question", disabled=waiting)
+    if question and _stream(svc, choice, question):
+        st.rerun()

@@ -1,0 +1,160 @@
+"""The chat page under Streamlit's AppTest, with the scripted Granite chat model and a real collection.
+
+The agent, threads, retrieval and citations are the real ones; only the model's words are
+scripted (Granite-format text through the real parser).
+"""
+
+from __future__ import annotations
+
+from agent_helpers import tool_call
+from ui_helpers import chat_page, page_test, texts
+
+QUESTION = "How do I reset the router?"
+ANSWER = "Hold the recessed button for ten seconds [1]."
+
+
+def ask(at, question):
+    at.chat_input(key="question").set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def expander(at, prefix):
+    return next(e for e in at.expander if e.label.startswith(prefix))
+
+
+def test_question_streams_a_cited_answer_with_sources_trace_and_budget(make_services):
+    svc = make_services([ANSWER])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    page = texts(at)
+    assert "Hold the recessed button for ten seconds [1]." in page
+    sources = expander(at, "Sources")
+    assert sources.label == "Sources (1)"
+    source_text = "\n".join(m.value for m in sources.markdown)
+    assert "guide.md" in source_text and "chars" in source_text
+    assert "<mark" in source_text and "ten seconds" in source_text  # the cited span, highlighted in the file
+    trace = expander(at, "Trace")
+    trace_text = "\n".join(m.value for m in trace.markdown)
+    assert "retrieve" in trace_text and "model" in trace_text and "final" in trace_text
+    budget = expander(at, "Prompt budget")
+    labels = {m.label: m.value for m in budget.metric}
+    assert int(labels["prompt tokens"].replace(",", "")) > 0
+    assert "context window" in budget.get("progress")[0].proto.text
+    [thread] = svc.list_threads()
+    assert thread["title"] == QUESTION and at.session_state.thread_id == thread["thread_id"]
+
+
+def test_open_file_serves_only_the_collections_file(make_services):
+    svc = make_services([ANSWER])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    at.button(key="open-t1-s0").click().run()
+    assert not at.exception
+    assert "To reset the Feldspar router" in "\n".join(c.value for c in at.code)
+    import pytest
+
+    from feldspar.retrieval.documents import DocumentNotFound
+
+    with pytest.raises(DocumentNotFound):
+        svc.source_file("docs", "../../etc/passwd")
+
+
+def test_follow_up_reuses_the_thread_and_resume_from_sidebar(make_services):
+    svc = make_services([ANSWER, "Two years [2]."])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    ask(at, "How long is the warranty?")
+    [thread] = svc.list_threads()
+    assert thread["turns"] == 2
+    second = [e for e in at.expander if e.label.startswith("Prompt budget")][1]
+    reused = int({m.label: m.value for m in second.metric}["reused"].replace(",", ""))
+    assert reused > 0  # the follow-up resumed from the first turn's state
+    at.button(key="new-thread").click().run()
+    assert at.session_state.thread_id is None and "Two years" not in texts(at)
+    at.button(key=f"thread-{thread['thread_id']}").click().run()
+    assert "Two years" in texts(at) and QUESTION in texts(at)
+
+
+def test_side_effecting_tool_waits_for_approve(make_services, tools_module):
+    notes = tools_module.with_name("notes.txt")
+    svc = make_services([tool_call("save_note", text="reset = 10 s"), "Saved your note [1]."], agent_policy="always")
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, "Save a note about the reset")
+    assert not notes.exists()  # never runs on its own
+    assert "save_note" in texts(at)
+    assert at.chat_input(key="question").proto.disabled  # no new question while one call waits
+    at.button(key="approve").click().run()
+    assert not at.exception, at.exception
+    assert notes.read_text(encoding="utf-8") == "reset = 10 s\n"
+    assert "Saved your note" in texts(at)
+    assert not [b for b in at.button if b.key == "approve"]
+
+
+def test_rejected_tool_never_runs(make_services, tools_module):
+    svc = make_services([tool_call("save_note", text="x"), "I did not save it."])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, "Save a note")
+    at.button(key="reject").click().run()
+    assert not tools_module.with_name("notes.txt").exists()
+    assert "I did not save it." in texts(at)
+    trace = "\n".join(m.value for e in at.expander if e.label.startswith("Trace") for m in e.markdown)
+    assert "refused" in trace
+
+
+def test_rename_and_delete_thread(make_services):
+    svc = make_services([ANSWER])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    thread_id = at.session_state.thread_id
+    at.text_input(key="rename-title").input("Router notes").run()
+    at.button(key="rename").click().run()
+    assert svc.threads.meta(thread_id)["title"] == "Router notes"
+    assert any("Router notes" in b.label for b in at.button)
+    at.checkbox(key="delete-sure").check().run()
+    at.button(key="delete-thread").click().run()
+    assert svc.list_threads() == [] and at.session_state.thread_id is None
+
+
+def test_thread_deleted_in_another_tab_starts_a_new_one(make_services):
+    svc = make_services([ANSWER, "Two years [1]."])
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    old = at.session_state.thread_id
+    svc.delete_thread(old)  # what another tab (or `feldspar threads rm`) does
+    ask(at, "How long is the warranty?")
+    assert f"Thread {old} was deleted" in texts(at)
+    assert "Two years" in texts(at)
+    [thread] = svc.list_threads()
+    assert thread["thread_id"] != old and thread["title"] == "How long is the warranty?"
+
+
+def test_question_over_the_window_is_warned_about(make_services):
+    svc = make_services([ANSWER], context_window=400)
+    at = page_test(chat_page, svc)
+    at.run()
+    at.number_input(key="max-new").set_value(64).run()
+    ask(at, "Please explain " + "the router reset procedure in great detail " * 40)
+    warnings = "\n".join(w.value for w in at.warning)
+    assert "over the model's 400-token context window" in warnings
+    assert "no longer fits the model's context window" in texts(at)  # the agent stopped and said why
+
+
+def test_model_that_fails_to_load_is_a_message_and_the_question_is_kept(make_services):
+    svc = make_services(None, model="granite-4.0-no-such-model")
+    at = page_test(chat_page, svc)
+    at.run()
+    ask(at, QUESTION)
+    errors = "\n".join(e.value for e in at.error)
+    assert "granite-4.0-no-such-model" in errors and "feldspar models" in errors
+    assert at.session_state.unsent == QUESTION
+    at.button(key="new-thread").click().run()  # the rest of the page still works
+    assert not at.exception
+    assert f"kept here: {QUESTION}" in texts(at)

@@ -1,0 +1,38 @@
+"""Helpers for AppTest: run one page of the app with services registered in this process.
+
+Imported by the test modules as ``ui_helpers`` (this folder is on sys.path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def chat_page() -> None:
+    from feldspar.ui import page_chat
+
+    page_chat.render()
+
+
+def models_page() -> None:
+    from feldspar.ui import page_models
+
+    page_models.render()
+
+
+def page_test(script, services: Any, timeout: float = 120):
+    """An AppTest of ``script`` (a page function above) with ``services`` registered for it."""
+    from streamlit.testing.v1 import AppTest
+
+    from feldspar.ui.context import register_services
+
+    register_services(services)
+    return AppTest.from_function(script, default_timeout=timeout)
+
+
+def texts(at: Any) -> str:
+    """Everything the page wrote as markdown, captions, alerts and code, as one string."""
+    parts = []
+    for kind in ("markdown", "caption", "warning", "info", "error", "code", "success", "title", "subheader"):
+        parts += [str(getattr(e, "value", "")) for e in getattr(at, kind)]
+    return "\n".join(parts)

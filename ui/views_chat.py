@@ -1,0 +1,122 @@
+"""View functions for the chat page: one turn, its sources, the approval request, the thread list.
+
+Each function draws plain dicts (as app/ui_chat.py shapes them) with Streamlit and returns
+what the user clicked; fetching data and acting on clicks is the page's job. Passage text
+is escaped before the cited span is highlighted, so a document cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any, Callable
+
+import streamlit as st
+
+from feldspar.ui.views_trace import STOP_REASONS, render_budget, render_trace
+
+SourceContext = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def source_title(source: dict[str, Any]) -> str:
+    """``[3] guide.md — docs/guide.md · p. 2 · chars 120–480 · Reset · score 0.031``."""
+    path = str(source.get("path") or source.get("source") or "?")
+    parts = [f"[{source.get('doc_id')}] {os.path.basename(path)} — {path}"]
+    if source.get("page"):
+        parts.append(f"p. {source['page']}")
+    if source.get("start") is not None:
+        parts.append(f"chars {source.get('start')}–{source.get('end')}")
+    if source.get("heading"):
+        parts.append(str(source["heading"]))
+    if isinstance(source.get("score"), (int, float)):
+        parts.append(f"score {source['score']:.3f}")
+    return " · ".join(parts)
+
+
+def highlighted(before: str, span: str, after: str) -> str:
+    """HTML of a passage with its cited span marked; all text escaped first."""
+    def esc(text: str) -> str:
+        return html.escape(text).replace("\n", "<br>")
+
+    return (f'<div class="feldspar-passage" style="font-size:0.9em;line-height:1.5">'
+            f'<span style="opacity:0.6">{"…" if before else ""}{esc(before)}</span>'
+            f'<mark style="background:#ffe58a">{esc(span)}</mark>'
+            f'<span style="opacity:0.6">{esc(after)}{"…" if after else ""}</span></div>')
+
+
+def render_source(source: dict[str, Any], context: dict[str, Any] | None, key: str) -> bool:
+    """One cited passage; returns True when the user asked for the whole file."""
+    st.markdown(f"**{html.escape(source_title(source))}**")
+    if context:
+        st.markdown(highlighted(context["before"], context["span"], context["after"]), unsafe_allow_html=True)
+    else:
+        st.markdown(highlighted("", str(source.get("text") or ""), ""), unsafe_allow_html=True)
+    if source.get("collection"):
+        return st.button("Open file", key=f"open-{key}", help="show and download the whole file")
+    return False
+
+
+def render_file(file: dict[str, Any], key: str) -> None:
+    """The whole file of a source: a download button, and its text when it is text."""
+    st.download_button(f"Download {file['name']}", data=file["data"], file_name=file["name"], mime=file["mime"],
+                       key=f"dl-{key}")
+    if file["mime"].startswith("text/") or file["name"].endswith((".md", ".py", ".rst", ".txt", ".json", ".csv")):
+        st.code(file["data"].decode("utf-8", "replace"), language=None, wrap_lines=True)
+
+
+def render_sources(turn: dict[str, Any], context_of: SourceContext, open_file: Callable[[dict[str, Any], str], None]) -> None:
+    sources = turn.get("sources") or []
+    if not sources:
+        st.caption("The answer cites no passage.")
+    for index, source in enumerate(sources):
+        key = f"t{turn['turn']}-s{index}"
+        if render_source(source, context_of(source), key):
+            st.session_state[f"show-{key}"] = True
+        if st.session_state.get(f"show-{key}"):
+            open_file(source, key)
+    if turn.get("unknown_citations"):
+        st.caption(f"dropped citations of ids the model was never given: {', '.join(turn['unknown_citations'])}")
+
+
+def render_turn(turn: dict[str, Any], random_label: str, context_of: SourceContext,
+                open_file: Callable[[dict[str, Any], str], None]) -> None:
+    """One question and its answer, with Sources, Trace and Prompt budget under it."""
+    with st.chat_message("user"):
+        st.markdown(turn["question"])
+    with st.chat_message("assistant"):
+        if turn["usage"].get("random_weights"):
+            st.warning(random_label)
+        if turn.get("answer") is not None:
+            st.markdown(turn["answer"] or "_(empty answer)_")
+        else:
+            st.caption("This turn has not finished (it is waiting for approval or was interrupted).")
+        if turn.get("stop_reason") not in (None, "answered"):
+            st.caption(f"stopped: {STOP_REASONS.get(turn['stop_reason'], turn['stop_reason'])}")
+        with st.expander(f"Sources ({len(turn.get('sources') or [])})"):
+            render_sources(turn, context_of, open_file)
+        with st.expander(f"Trace ({len(turn.get('steps') or [])} steps)"):
+            render_trace(turn.get("steps") or [])
+        with st.expander("Prompt budget"):
+            render_budget(turn["usage"])
+
+
+def render_approval(request: dict[str, Any]) -> bool | None:
+    """A side-effecting tool call waiting for the user: True approve, False reject, None not yet."""
+    with st.container(border=True):
+        st.markdown(f"**The agent wants to run `{html.escape(str(request.get('tool')))}`** — it has side effects "
+                    f"and runs only if you approve.")
+        if request.get("description"):
+            st.caption(str(request["description"]))
+        st.json(request.get("args") or {})
+        left, right = st.columns(2)
+        if left.button("Approve", key="approve", type="primary"):
+            return True
+        if right.button("Reject", key="reject"):
+            return False
+    return None
+
+
+def thread_label(row: dict[str, Any]) -> str:
+    where = f"pack {row['pack']}" if row.get("pack") else (row.get("collection") or "")
+    turns = row.get("turns") or 0
+    return f"{(row.get('title') or 'untitled')[:40]} · {turns} turn{'' if turns == 1 else 's'} · {where}"
