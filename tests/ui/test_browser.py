@@ -81,7 +81,12 @@ def ui_server(tiny_checkpoint, ui_home, tools_module, tmp_path):
     replies = tmp_path / "replies.json"
     replies.write_text(json.dumps(REPLIES), encoding="utf-8")
     port = free_port()
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "quartz.md").write_text("# Quartz\n\nQuartz is a hard mineral made of silicon and oxygen.\n", "utf-8")
+    (library / "feldspar.txt").write_text("Feldspars are the most common minerals in the crust.\n", "utf-8")
     env = {**os.environ, "FELDSPAR_TEST_SCRIPTED_REPLIES": str(replies), "HF_HUB_OFFLINE": "1",
+           "FELDSPAR_UI_ALLOWED_ROOTS": json.dumps([str(tmp_path)]),
            "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "feldspar", "ui", "--port", str(port), "--home", str(ui_home),
                "--model", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32", "--collection", "docs",
@@ -160,12 +165,17 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         expect(page.get_by_test_id("stDataFrame").last).to_be_visible()  # the catalog
         shot(page, "06-models")
 
-        for name in ("Documents", "Packs"):
-            page.get_by_role("link", name=name).click()
-            expect(page.get_by_role("heading", name=name)).to_be_visible()
-            shot(page, f"07-{name.lower()}")
-        # TODO(issue 10, Documents page merge): ingest a folder and watch it finish, e.g.
-        #   page.get_by_label("Folder path").fill(str(folder)); page.get_by_role("button", name="Ingest").click()
-        #   expect(page.get_by_text("indexed")).to_be_visible()  # the progress bar reaching the end
-        #   shot(page, "08-documents-ingested")
+        page.get_by_role("link", name="Packs").click()
+        expect(page.get_by_role("heading", name="Packs", exact=True)).to_be_visible()
+        shot(page, "07-packs")
+
+        page.get_by_role("link", name="Documents").click()
+        expect(page.get_by_role("heading", name="Documents", exact=True)).to_be_visible()
+        page.get_by_role("textbox", name="Folder on the server").fill(str(tools_module.parent.parent / "library"))
+        page.get_by_role("button", name="Ingest folder").click()
+        expect(page.get_by_text("finished").first).to_be_visible()  # the live progress reaching its end
+        expect(page.get_by_text("indexed 2").first).to_be_visible()
+        # the per-file status table (a canvas grid: its cells are in the DOM for accessibility, not "visible")
+        shot(page, "08-documents-ingested")
+        expect(page.locator("[role=gridcell]", has_text="quartz.md").first).to_be_attached()
         browser.close()
