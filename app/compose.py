@@ -230,3 +230,45 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
         servers = {name: server.model_dump(exclude_none=True) for name, server in settings.mcp_servers.items()}
         tools += load_mcp_tools(servers)
     return check_unique(tools)
+
+
+# ---- many questions: batch, eval answers, the Python API ----------------------------------
+class AgentFactory:
+    """Agents for any (collection, pack), built on first use and kept; all share one engine or chat model.
+
+    The engine is loaded only when the first agent needs it. ``max_workers`` is how many questions
+    the backend can serve at once: 1 for the local engine, the backend's ``max_concurrency`` else.
+    """
+
+    def __init__(self, settings: Settings, *, chat_model=None, engine: "Engine | None" = None, pack: str | None = None,
+                 **agent_options) -> None:
+        import threading
+
+        self.settings, self.chat_model, self.engine, self.options = settings, chat_model, engine, agent_options
+        self.default_pack = pack  # used when a question names neither a collection nor a pack
+        self.agents: dict[tuple[str | None, str | None], object] = {}
+        self._lock = threading.Lock()
+
+    def get_engine(self) -> "Engine":
+        if self.engine is None:
+            self.engine = build_engine(self.settings)
+        return self.engine
+
+    def __call__(self, collection: str | None = None, pack: str | None = None):
+        if collection is None and pack is None:
+            pack = self.default_pack
+        with self._lock:
+            key = (collection, pack)
+            if key not in self.agents:
+                settings = self.settings.model_copy(update={"collection": collection}) if collection else self.settings
+                engine = self.get_engine() if self.chat_model is None else self.engine
+                self.agents[key] = build_agent(settings, engine, chat_model=self.chat_model, pack=pack, **self.options)
+            return self.agents[key]
+
+    def max_workers(self) -> int:
+        """1 for the local engine (one request at a time); a remote backend says how many it serves."""
+        chat_model = self.chat_model or self(None, None).deps.chat_model
+        limit = getattr(chat_model.backend, "max_concurrency", None)
+        if limit is not None:
+            return max(1, int(limit))
+        return 1 if type(chat_model.backend).__name__ == "LocalChatBackend" else 64

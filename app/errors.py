@@ -35,6 +35,7 @@ REMEDIES = {
                   "Feldspar at it with chroma_host (FELDSPAR_CHROMA_HOST)"),
     "ingest_first": "ingest something first (`feldspar ingest PATH --collection {collection}`)",
     "cache_budget_or_no_reuse": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES) or turn reuse off (--no-reuse)",
+    "output_path": "choose another output file (--out)",
 }
 
 
