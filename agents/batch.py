@@ -224,6 +224,11 @@ class BatchSummary:
         return dict(vars(self))
 
 
+def describe(exc: BaseException) -> str:
+    """An error as one line for the answer file: a user error's message, else its type and message."""
+    return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+
+
 def answer_record(item: BatchItem, answer: dict[str, Any], random_weights: bool) -> dict[str, Any]:
     sources = answer.get("sources") or []
     record = {"id": item.id, "question": item.question, "line": item.line, "collection": item.collection,
@@ -263,10 +268,10 @@ class BatchRunner:
 
     def __init__(self, agent_for: Callable[[str | None, str | None], Any], write: Callable[[dict[str, Any]], None],
                  *, approve: Callable[[dict[str, Any]], bool] | None = None,
-                 describe_error: Callable[[BaseException], str] = str,
+                 describe_error: Callable[[BaseException], str] | None = None,
                  known_threads: dict[str, str] | None = None, error_types: tuple[type[BaseException], ...] = (Exception,)):
         self.agent_for, self.write, self.approve = agent_for, write, approve
-        self.describe_error, self.error_types = describe_error, error_types
+        self.describe_error, self.error_types = describe_error or describe, error_types
         self.threads: dict[str, str] = dict(known_threads or {})  # thread label -> thread id
         self._lock = threading.Lock()
 

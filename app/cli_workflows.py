@@ -38,7 +38,7 @@ def describe_error(exc: BaseException) -> str:
 
 def report_bad_lines(path: Path, bad: list[Any]) -> None:
     for line in bad:
-        err_console.print(f"[yellow]{escape(str(path))}:{line.line}: skipped: {escape(line.reason)}[/yellow]")
+        err_console.print(f"[yellow]{escape(str(path))}:{line.line}: skipped: {escape(line.reason)}[/yellow]", soft_wrap=True)
 
 
 def _factory(flags: dict[str, Any], pack: str | None, policy: str | None, approve: str | None, tools_module,
@@ -55,8 +55,9 @@ def choose_workers(factory, requested: int, quiet: bool) -> int:
         return 1
     limit = factory.max_workers()
     if requested > limit and not quiet:
-        err_console.print(f"[yellow]--workers {requested}: the local engine serves one request at a time, so "
-                          f"{limit} worker runs (more workers help with a remote backend)[/yellow]")
+        why = ("the local engine serves one request at a time, so 1 worker runs (more workers help with a remote "
+               "backend)" if limit == 1 else f"the backend serves at most {limit} requests at once")
+        err_console.print(f"[yellow]--workers {requested}: {why}[/yellow]", soft_wrap=True)
     return min(requested, limit)
 
 
@@ -120,7 +121,7 @@ def batch(
     try:
         if log.torn_bytes:
             err_console.print(f"[yellow]{escape(str(out))}: removed an unfinished last line ({log.torn_bytes} bytes) "
-                              f"left by an interrupted run[/yellow]")
+                              f"left by an interrupted run[/yellow]", soft_wrap=True)
         items, bad = read_questions(questions)
         report_bad_lines(questions, bad)
         pending = [item for item in items if item.id not in log.done]
@@ -145,7 +146,7 @@ def batch(
     else:
         if random_weights:
             err_console.print(RANDOM_LABEL, style="bold yellow", markup=False)
-        err_console.print(summary_line(summary, out, random_weights), markup=False, highlight=False)
+        err_console.print(summary_line(summary, out, random_weights), markup=False, highlight=False, soft_wrap=True)
     if records and summary.answered == 0:
         raise typer.Exit(1)  # every question failed: each error is in its line of --out
 

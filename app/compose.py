@@ -236,8 +236,9 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 class AgentFactory:
     """Agents for any (collection, pack), built on first use and kept; all share one engine or chat model.
 
-    The engine is loaded only when the first agent needs it. ``max_workers`` is how many questions
-    the backend can serve at once: 1 for the local engine, the backend's ``max_concurrency`` else.
+    The engine is loaded only when the first agent needs it. Each calling thread gets agents of its
+    own (a thread store's SQLite connection serves one thread at a time). ``max_workers`` is how many
+    questions the backend can serve at once: 1 for the local engine, the backend's ``max_concurrency`` else.
     """
 
     def __init__(self, settings: Settings, *, chat_model=None, engine: "Engine | None" = None, pack: str | None = None,
@@ -246,8 +247,8 @@ class AgentFactory:
 
         self.settings, self.chat_model, self.engine, self.options = settings, chat_model, engine, agent_options
         self.default_pack = pack  # used when a question names neither a collection nor a pack
-        self.agents: dict[tuple[str | None, str | None], object] = {}
-        self._lock = threading.Lock()
+        self.agents: dict[tuple[str | None, str | None, int], object] = {}
+        self._lock, self._threading = threading.Lock(), threading
 
     def get_engine(self) -> "Engine":
         if self.engine is None:
@@ -258,7 +259,7 @@ class AgentFactory:
         if collection is None and pack is None:
             pack = self.default_pack
         with self._lock:
-            key = (collection, pack)
+            key = (collection, pack, self._threading.get_ident())
             if key not in self.agents:
                 settings = self.settings.model_copy(update={"collection": collection}) if collection else self.settings
                 engine = self.get_engine() if self.chat_model is None else self.engine
