@@ -124,12 +124,14 @@ def items_from(questions: Iterable[Any]) -> tuple[list[BatchItem], list[BadLine]
 
 # ---- output --------------------------------------------------------------------------------
 class AnswerLog:
-    """An append-only JSONL answer file: locked, repaired after a crash, one fsync per answer."""
+    """An append-only JSONL answer file (its folder made if needed): locked, repaired after a crash,
+    one fsync per answer."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise BatchError(f"cannot write the output file {self.path}: {(exc.strerror or str(exc)).lower()}",
