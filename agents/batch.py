@@ -146,7 +146,7 @@ class AnswerLog:
         self.done = {str(r["id"]) for r in self.records if "id" in r}
 
     def _repair(self) -> int:
-        """Truncate a last line without its newline (a write cut by a crash); return the bytes removed."""
+        """Truncate a last line cut short by a crash (no newline, not a JSON object); return the bytes removed."""
         size = os.fstat(self.fd).st_size
         if size == 0:
             return 0
@@ -155,6 +155,9 @@ class AnswerLog:
         if data.endswith(b"\n"):
             return 0
         keep = data.rfind(b"\n") + 1
+        if _is_object(data[keep:]):  # a whole line that only lacks its newline (written by hand): keep it
+            os.write(self.fd, b"\n")
+            return 0
         os.ftruncate(self.fd, keep)
         os.fsync(self.fd)
         return size - keep
@@ -189,6 +192,13 @@ class AnswerLog:
         if self.fd >= 0:
             os.close(self.fd)  # releases the lock
             self.fd = -1
+
+
+def _is_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
 
 
 def crash_point(point: str) -> None:

@@ -132,6 +132,8 @@ def batch(
         flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                  "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
         factory = _factory(flags, pack, policy, approve, tools_module, no_reuse)
+        if pending:
+            factory.get_engine()  # a model that cannot load stops the batch here, once
         count = choose_workers(factory, workers, json_out) if pending else 1
         with BatchBar(len(pending), enabled=not json_out and bool(pending)) as bar:
             records, summary = run_batch(items, factory, log.append, done=log.done, workers=count,
@@ -148,7 +150,10 @@ def batch(
             err_console.print(RANDOM_LABEL, style="bold yellow", markup=False)
         err_console.print(summary_line(summary, out, random_weights), markup=False, highlight=False, soft_wrap=True)
     if records and summary.answered == 0:
-        raise typer.Exit(1)  # every question failed: each error is in its line of --out
+        from feldspar.agents.batch import BatchError
+
+        first = next(r["error"] for r in records if r.get("error"))
+        raise BatchError(f"no question could be answered (each error is in its line of {out}); the first: {first}")
 
 
 # ---- eval answers ---------------------------------------------------------------------------
@@ -180,6 +185,7 @@ def eval_answers_command(
         flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                  "max_new_tokens": max_new_tokens, "seed": seed, "temperature": 0.0}
         factory = _factory(flags, pack, policy, "never", tools_module, False)
+        factory.get_engine()
         collected: list[dict[str, Any]] = []
 
         def write(record: dict[str, Any]) -> None:

@@ -244,3 +244,29 @@ def test_kill_9_mid_write_then_resume_on_the_tiny_checkpoint(tiny_checkpoint, tm
     assert again.code == 0 and report["skipped"] == 3 and report["answered"] == 0
     assert report["bad_lines"] == [{"line": 2, "reason": report["bad_lines"][0]["reason"]}]
     assert len(records(out)) == 3
+
+
+def test_a_last_line_without_newline_that_is_whole_is_kept(tmp_path):
+    from feldspar.agents.batch import AnswerLog
+
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"id": "a", "answer": "x"}\n{"id": "b", "answer": "y"}')  # edited by hand, no final newline
+    log = AnswerLog(out)
+    log.append({"id": "c", "answer": "z"})
+    log.close()
+    assert log.torn_bytes == 0 and [r["id"] for r in records(out)] == ["a", "b", "c"]
+
+
+def test_a_missing_model_stops_once_and_all_failing_exits_1(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    questions = write_lines(tmp_path / "q.jsonl", '{"id": "a", "question": "one?", "pack": "no-such-pack"}',
+                            '{"id": "b", "question": "two?", "pack": "no-such-pack"}')
+    out = tmp_path / "answers.jsonl"
+    missing = run_cli(["batch", str(questions), "--out", str(out), "--model", str(tmp_path / "no-model")],
+                      capsys, monkeypatch)
+    assert missing.code == 1 and missing.err.startswith("error: ") and len(missing.err.strip().splitlines()) == 1
+    assert out.read_text() == ""
+    failed = run_cli(["batch", str(questions), "--out", str(out), "--model", str(tiny_checkpoint),
+                      "--max-new-tokens", "4"], capsys, monkeypatch)
+    last = failed.err.strip().splitlines()[-1]
+    assert failed.code == 1 and last.startswith("error: no question could be answered") and "no-such-pack" in last
+    assert [(r["id"], "no-such-pack" in r["error"]) for r in records(out)] == [("a", True), ("b", True)]
