@@ -45,7 +45,10 @@ def _factory(flags: dict[str, Any], pack: str | None, policy: str | None, approv
              no_reuse: bool):
     from feldspar.compose import AgentFactory
 
+    from feldspar.home import require_writable
+
     settings = settings_from(**_pack_defaults(flags, pack))
+    require_writable(settings.home)  # threads and their saved states are written there
     return AgentFactory(settings, pack=pack, policy=policy, approve=approve or "never", tools_module=tools_module,
                         no_reuse=no_reuse)
 

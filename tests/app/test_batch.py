@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from test_cli_usage import read_only_folder  # noqa: E402,F401 - a fixture
 
 CALL = '<tool_call>\n{{"name": "calculator", "arguments": {{"expression": "{}"}}}}\n</tool_call>'
 
@@ -190,10 +191,10 @@ def test_the_local_engine_runs_one_worker(tiny_checkpoint):
 
 
 # ---- the command ----------------------------------------------------------------------------
-def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, capsys, monkeypatch):
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path, read_only_folder, capsys, monkeypatch):
     questions = write_lines(tmp_path / "q.jsonl", *QUESTIONS)
     (tmp_path / "afile").write_text("x")
-    for out in (tmp_path, tmp_path / "afile" / "answers.jsonl"):
+    for out in (tmp_path, tmp_path / "afile" / "answers.jsonl", read_only_folder / "answers.jsonl"):
         result = run_cli(["batch", str(questions), "--out", str(out), "--model", str(tmp_path / "no-model")],
                          capsys, monkeypatch)  # the model is never looked at: the output is checked first
         assert_one_error_line(result, 1, f"cannot write the output file {out}")
@@ -270,3 +271,11 @@ def test_a_missing_model_stops_once_and_all_failing_exits_1(tiny_checkpoint, tmp
     last = failed.err.strip().splitlines()[-1]
     assert failed.code == 1 and last.startswith("error: no question could be answered") and "no-such-pack" in last
     assert [(r["id"], "no-such-pack" in r["error"]) for r in records(out)] == [("a", True), ("b", True)]
+
+
+def test_a_data_home_that_cannot_be_written_fails_before_any_work(tmp_path, read_only_folder, capsys, monkeypatch):
+    questions = write_lines(tmp_path / "q.jsonl", *QUESTIONS)
+    result = run_cli(["batch", str(questions), "--out", str(tmp_path / "answers.jsonl"),
+                      "--home", str(read_only_folder / "home"), "--model", str(tmp_path / "no-model")],
+                     capsys, monkeypatch)
+    assert_one_error_line(result, 1, "data home")
