@@ -164,7 +164,8 @@ def batch(
 def eval_answers_command(
     questions: Annotated[Path, typer.Argument(help="JSONL: id, question, expected_sources and/or expected_facts")],
     collection: CollectionOpt = None, pack: PackOpt = None, policy: PolicyOpt = None, tools_module: ToolsOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also append every answer here (JSONL)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also append every answer here (JSONL); "
+                                                "ids already in it are scored from it, not asked again")] = None,
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, seed: SeedOpt = None, verbose: VerboseOpt = False,
     json_out: JsonOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
@@ -188,19 +189,17 @@ def eval_answers_command(
         flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                  "max_new_tokens": max_new_tokens, "seed": seed, "temperature": 0.0}
         factory = _factory(flags, pack, policy, "never", tools_module, False)
-        factory.get_engine()
-        collected: list[dict[str, Any]] = []
-
-        def write(record: dict[str, Any]) -> None:
-            collected.append(record)
-            if log is not None:
-                log.append(record)
-
-        with BatchBar(len(items), enabled=not json_out) as bar:
-            records, _summary = run_batch(items, factory, write, on_record=bar.advance, describe_error=describe_error)
+        earlier = {str(r.get("id")): r for r in log.records} if log is not None else {}
+        if any(item.id not in earlier for item in items):
+            factory.get_engine()
+        with BatchBar(sum(item.id not in earlier for item in items), enabled=not json_out) as bar:
+            new, _summary = run_batch(items, factory, log.append if log is not None else (lambda record: None),
+                                      done=set(earlier), on_record=bar.advance, describe_error=describe_error)
     finally:
         if log is not None:
             log.close()
+    answered = {r["id"]: r for r in new}
+    records = [answered.get(item.id) or {**earlier[item.id], **item.extra} for item in items]
     report = evaluate_records(records)
     report["bad_lines"] = [vars(b) for b in bad]
     if json_out:

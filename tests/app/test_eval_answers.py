@@ -42,6 +42,11 @@ def test_eval_answers_table_and_json(tiny_checkpoint, tmp_path, capsys, monkeypa
     saved = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in saved] == ["r", "f"] and saved[0]["expected_facts"] == ["ten seconds"]
 
+    rescored = run_cli([*args, "--json", "--out", str(out), "--model", str(tmp_path / "no-model")],
+                       capsys, monkeypatch)  # every id is in --out already: no model is needed
+    assert rescored.code == 0, rescored.err
+    assert json.loads(rescored.out)["per_question"] == report["per_question"] and len(out.read_text().splitlines()) == 2
+
 
 def test_eval_answers_without_usable_questions_fails(tmp_path, capsys, monkeypatch):
     questions = tmp_path / "eval.jsonl"
