@@ -111,7 +111,7 @@ def batch(
     device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Answer every question of a JSONL file with the agent; one JSON answer per line in --out, resumable."""
-    from feldspar.agents.batch import AnswerLog, read_questions, run_batch
+    from feldspar.agents.batch import AnswerLog
     from feldspar.agents.configuration import POLICIES
     from feldspar.cli_output import quiet_libraries
 
@@ -120,30 +120,49 @@ def batch(
     _check_choice(approve, ("always", "never"), "--approve")
     if pack and collection:
         raise usage_error("choose --collection or --pack, not both")
+    if out.expanduser().resolve() == questions.expanduser().resolve():
+        raise usage_error("--out must not be the questions file")
     log = AnswerLog(out)  # before any work: an output that cannot be written stops us here
     try:
-        if log.torn_bytes:
-            err_console.print(f"[yellow]{escape(str(out))}: removed an unfinished last line ({log.torn_bytes} bytes) "
-                              f"left by an interrupted run[/yellow]", soft_wrap=True)
-        items, bad = read_questions(questions)
-        report_bad_lines(questions, bad)
-        pending = [item for item in items if item.id not in log.done]
-        if not items:
-            from feldspar.agents.batch import BatchError
-
-            raise BatchError(f"{questions} has no usable question ({len(bad)} malformed line(s))")
+        items, bad = _read_batch(questions, log, out)
         flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                  "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
         factory = _factory(flags, pack, policy, approve, tools_module, no_reuse)
-        if pending:
-            factory.get_engine()  # a model that cannot load stops the batch here, once
-        count = choose_workers(factory, workers, json_out) if pending else 1
-        with BatchBar(len(pending), enabled=not json_out and bool(pending)) as bar:
-            records, summary = run_batch(items, factory, log.append, done=log.done, workers=count,
-                                         previous=log.records, on_record=bar.advance, describe_error=describe_error)
+        records, summary = _answer_batch(items, factory, log, workers, json_out)
     finally:
         log.close()
     summary.bad_lines = len(bad)
+    _report_batch(records, summary, bad, out, json_out)
+
+
+def _read_batch(questions: Path, log, out: Path):
+    from feldspar.agents.batch import BatchError, read_questions
+
+    if log.torn_bytes:
+        err_console.print(f"[yellow]{escape(str(out))}: removed an unfinished last line ({log.torn_bytes} bytes) "
+                          f"left by an interrupted run[/yellow]", soft_wrap=True)
+    items, bad = read_questions(questions)
+    report_bad_lines(questions, bad)
+    if not items:
+        raise BatchError(f"{questions} has no usable question ({len(bad)} malformed line(s))")
+    return items, bad
+
+
+def _answer_batch(items, factory, log, workers: int, json_out: bool):
+    from feldspar.agents.batch import run_batch
+
+    pending = [item for item in items if item.id not in log.done]
+    if pending:
+        factory.get_engine()  # a model that cannot load stops the batch here, once
+    count = choose_workers(factory, workers, json_out) if pending else 1
+    with BatchBar(len(pending), enabled=not json_out and bool(pending)) as bar:
+        return run_batch(items, factory, log.append, done=log.done, workers=count, previous=log.records,
+                         on_record=bar.advance, describe_error=describe_error)
+
+
+def _report_batch(records, summary, bad, out: Path, json_out: bool) -> None:
+    from feldspar.agents.batch import BatchError
+
     random_weights = any(r.get("random_weights") for r in records)
     if json_out:
         print_json({**summary.to_dict(), "out": str(out), "random_weights": random_weights,
@@ -153,8 +172,6 @@ def batch(
             err_console.print(RANDOM_LABEL, style="bold yellow", markup=False)
         err_console.print(summary_line(summary, out, random_weights), markup=False, highlight=False, soft_wrap=True)
     if records and summary.answered == 0:
-        from feldspar.agents.batch import BatchError
-
         first = next(r["error"] for r in records if r.get("error"))
         raise BatchError(f"no question could be answered (each error is in its line of {out}); the first: {first}")
 

@@ -279,3 +279,10 @@ def test_a_data_home_that_cannot_be_written_fails_before_any_work(tmp_path, read
                       "--home", str(read_only_folder / "home"), "--model", str(tmp_path / "no-model")],
                      capsys, monkeypatch)
     assert_one_error_line(result, 1, "data home")
+
+
+def test_the_questions_file_is_never_the_output(tmp_path, capsys, monkeypatch):
+    questions = write_lines(tmp_path / "q.jsonl", *QUESTIONS)
+    result = run_cli(["batch", str(questions), "--out", str(questions)], capsys, monkeypatch)
+    assert_one_error_line(result, 2, "--out must not be the questions file")
+    assert questions.read_text() == "".join(line + "\n" for line in QUESTIONS)
