@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_agent import ApproveOpt, PolicyOpt, _check_choice, _pack_defaults
+from feldspar.cli_agent import PolicyOpt, _check_choice, _pack_defaults
 from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
 from feldspar.cli_root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, err_console, eval_app, print_json, print_table, settings_from,
@@ -27,6 +27,8 @@ CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help
 PackOpt = Annotated[Optional[str], typer.Option("--pack", help="default state pack to answer from")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="questions at once (a remote backend only: "
                                          "the local engine serves one request at a time)")]
+ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: always or never "
+                                                   "(default: never; a batch asks no questions)")]
 ToolsOpt = Annotated[Optional[Path], typer.Option("--tools-module", help="Python file defining extra tools")]
 
 
