@@ -127,7 +127,8 @@ class AnswerLog:
     """An append-only JSONL answer file (its folder made if needed): locked, repaired after a crash,
     one fsync per answer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_records: bool = False) -> None:
+        """``keep_records``: keep every earlier record whole in ``records`` (else only id, thread, thread_id)."""
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
@@ -142,27 +143,39 @@ class AnswerLog:
             os.close(self.fd)
             raise BatchError(f"another batch is writing {self.path}", fix="output_path", path=str(self.path)) from None
         self.torn_bytes = self._repair()
-        self.records = self._read()
+        self.records = self._read(keep_records)
         self.done = {str(r["id"]) for r in self.records if "id" in r}
+
+    def _last_line_start(self, size: int) -> int:
+        """Offset just after the last newline before ``size`` (0 when there is none), reading from the end."""
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            os.lseek(self.fd, start, os.SEEK_SET)
+            found = os.read(self.fd, end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+        return 0
 
     def _repair(self) -> int:
         """Truncate a last line cut short by a crash (no newline, not a JSON object); return the bytes removed."""
         size = os.fstat(self.fd).st_size
         if size == 0:
             return 0
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        data = os.read(self.fd, size)
-        if data.endswith(b"\n"):
+        os.lseek(self.fd, size - 1, os.SEEK_SET)
+        if os.read(self.fd, 1) == b"\n":
             return 0
-        keep = data.rfind(b"\n") + 1
-        if _is_object(data[keep:]):  # a whole line that only lacks its newline (written by hand): keep it
+        keep = self._last_line_start(size)
+        os.lseek(self.fd, keep, os.SEEK_SET)
+        if _is_object(os.read(self.fd, size - keep)):  # a whole line that only lacks its newline (hand-made)
             os.write(self.fd, b"\n")
             return 0
         os.ftruncate(self.fd, keep)
         os.fsync(self.fd)
         return size - keep
 
-    def _read(self) -> list[dict[str, Any]]:
+    def _read(self, whole: bool) -> list[dict[str, Any]]:
         records = []
         with open(self.path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -171,7 +184,7 @@ class AnswerLog:
                 except ValueError:
                     continue  # kept in the file as it is; its id (if any) is simply not skipped
                 if isinstance(record, dict):
-                    records.append(record)
+                    records.append(record if whole else {k: record.get(k) for k in ("id", "thread", "thread_id")})
         return records
 
     def append(self, record: dict[str, Any]) -> None:

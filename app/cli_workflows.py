@@ -197,7 +197,7 @@ def eval_answers_command(
     _check_choice(policy, ("always", "auto", "pack", "none"), "--policy")
     if pack and collection:
         raise usage_error("choose --collection or --pack, not both")
-    log = AnswerLog(out) if out is not None else None
+    log = AnswerLog(out, keep_records=True) if out is not None else None
     try:
         items, bad = read_questions(questions, extra_keys=EXPECTED_KEYS)
         items, unusable = require_expectations(items)

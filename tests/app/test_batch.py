@@ -286,3 +286,20 @@ def test_the_questions_file_is_never_the_output(tmp_path, capsys, monkeypatch):
     result = run_cli(["batch", str(questions), "--out", str(questions)], capsys, monkeypatch)
     assert_one_error_line(result, 2, "--out must not be the questions file")
     assert questions.read_text() == "".join(line + "\n" for line in QUESTIONS)
+
+
+def test_a_torn_line_longer_than_the_read_block_is_found(tmp_path):
+    from feldspar.agents.batch import AnswerLog
+
+    out = tmp_path / "answers.jsonl"
+    good = json.dumps({"id": "a", "answer": "x" * 70000}) + "\n"
+    torn = json.dumps({"id": "b", "answer": "y" * 150000})[:-10]
+    out.write_text(good + torn)
+    log = AnswerLog(out)
+    log.close()
+    assert log.torn_bytes == len(torn) and out.read_text() == good and log.records == [
+        {"id": "a", "thread": None, "thread_id": None}]
+    only_torn = tmp_path / "torn.jsonl"
+    only_torn.write_text(torn)
+    AnswerLog(only_torn).close()
+    assert only_torn.read_text() == ""
