@@ -9,8 +9,9 @@ prompt tokens were reused vs computed. Knows flags, bars and tables; nothing of 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -69,15 +70,16 @@ def choose_workers(factory, requested: int, quiet: bool) -> int:
 class BatchBar:
     """A progress bar on stderr: questions done of total, rate, elapsed and ETA."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, clock: Callable[[], float] = time.monotonic) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn(), console=err_console, disable=not enabled,
+                            TimeRemainingColumn(), console=err_console, disable=not enabled, get_time=clock,
                             redirect_stdout=False, redirect_stderr=False)
         self.task = self.bar.add_task("questions", total=max(total, 1), rate="")
+        self.clock, self.started, self.done, self.failed = clock, clock(), 0, 0
 
     def __enter__(self) -> "BatchBar":
         self.bar.start()
@@ -87,10 +89,12 @@ class BatchBar:
         self.bar.stop()
 
     def advance(self, record: dict[str, Any]) -> None:
-        self.bar.advance(self.task)
-        speed = self.bar.tasks[0].speed
-        failed = " · error" if record.get("error") else ""
-        self.bar.update(self.task, rate=f"{speed:.2f} q/s{failed}" if speed else failed)
+        self.done += 1
+        self.failed += bool(record.get("error"))
+        elapsed = self.clock() - self.started
+        rate = f"{self.done / elapsed:.2f} q/s" if elapsed > 0 else ""
+        failed = f" · {self.failed} failed" if self.failed else ""
+        self.bar.update(self.task, advance=1, rate=rate + failed)
 
 
 def summary_line(summary, out: Path, random_weights: bool) -> str:

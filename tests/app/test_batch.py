@@ -303,3 +303,22 @@ def test_a_torn_line_longer_than_the_read_block_is_found(tmp_path):
     only_torn.write_text(torn)
     AnswerLog(only_torn).close()
     assert only_torn.read_text() == ""
+
+
+def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import feldspar.cli_workflows as workflows
+
+    screen = io.StringIO()
+    monkeypatch.setattr(workflows, "err_console", Console(file=screen, force_terminal=True, width=120))
+    now = [100.0]
+    with workflows.BatchBar(4, enabled=True, clock=lambda: now[0]) as bar:
+        for record in ({"id": "a"}, {"id": "b", "error": "boom"}, {"id": "c"}):
+            now[0] += 2.0
+            bar.advance(record)
+    shown = screen.getvalue()
+    assert "questions" in shown and "3/4" in shown and "ETA" in shown
+    assert "0.50 q/s · 1 failed" in shown  # 3 questions in 6 s
