@@ -157,7 +157,7 @@ class Feldspar:
             records, summary = run_batch(
                 items, self.agents, log.append if log else (lambda record: None), done=log.done if log else None,
                 previous=log.records if log else (), workers=1 if workers <= 1 else min(workers, self.agents.max_workers()),
-                on_record=on_record)
+                on_record=on_record, describe_error=_describe_error)
         finally:
             if log is not None:
                 log.close()
@@ -199,6 +199,13 @@ class Feldspar:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _describe_error(exc: BaseException) -> str:
+    """A failed question's error as the CLI words it (a user error with its remedy, else type: message)."""
+    from feldspar.errors import user_error_types, user_message
+
+    return user_message(exc) if isinstance(exc, user_error_types()) else f"{type(exc).__name__}: {exc}"
 
 
 def _random_weights(agent: Any) -> bool:

@@ -158,3 +158,15 @@ def test_ask_on_the_tiny_checkpoint_is_labelled_random(tiny_checkpoint, tmp_path
     answer = fs.ask("Hello?")
     assert answer.random_weights and answer.usage["prompt_tokens"] > 0
     assert fs.chat_model.backend.random_weights and fs.agents.max_workers() == 1
+
+
+def test_batch_lines_choose_their_collection(library):
+    from feldspar import Feldspar
+
+    fs = Feldspar(home=library, collection="elsewhere", chat_model=scripted([cite_passage_with("ten seconds")] * 4))
+    result = fs.batch([{"id": "ok", "question": "How do I reset the router?", "collection": "docs"},
+                       {"id": "missing", "question": "How do I reset the router?", "collection": "nope"}])
+    by_id = {r["id"]: r for r in result.records}
+    assert by_id["ok"]["error"] is None and by_id["ok"]["sources"][0]["path"].endswith("guide.md")
+    assert by_id["ok"]["collection"] == "docs" and by_id["missing"]["error"].startswith("no collection 'nope'")
+    assert result.summary.answered == 1 and result.summary.failed == 1
