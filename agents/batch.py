@@ -294,7 +294,8 @@ class BatchRunner:
     def __init__(self, agent_for: Callable[[str | None, str | None], Any], write: Callable[[dict[str, Any]], None],
                  *, approve: Callable[[dict[str, Any]], bool] | None = None,
                  describe_error: Callable[[BaseException], str] | None = None,
-                 known_threads: dict[str, str] | None = None, error_types: tuple[type[BaseException], ...] = (Exception,)):
+                 known_threads: dict[str, str] | None = None,
+                 error_types: tuple[type[BaseException], ...] = (Exception,)):
         self.agent_for, self.write, self.approve = agent_for, write, approve
         self.describe_error, self.error_types = describe_error or describe, error_types
         self.threads: dict[str, str] = dict(known_threads or {})  # thread label -> thread id

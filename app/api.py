@@ -153,11 +153,12 @@ class Feldspar:
         else:
             items, bad = items_from(questions)
         log = AnswerLog(Path(out).expanduser()) if out is not None else None
+        workers = 1 if workers <= 1 else min(workers, self.agents.max_workers())
         try:
             records, summary = run_batch(
                 items, self.agents, log.append if log else (lambda record: None), done=log.done if log else None,
-                previous=log.records if log else (), workers=1 if workers <= 1 else min(workers, self.agents.max_workers()),
-                on_record=on_record, describe_error=_describe_error)
+                previous=log.records if log else (), workers=workers, on_record=on_record,
+                describe_error=_describe_error)
         finally:
             if log is not None:
                 log.close()

@@ -41,7 +41,8 @@ def describe_error(exc: BaseException) -> str:
 
 def report_bad_lines(path: Path, bad: list[Any]) -> None:
     for line in bad:
-        err_console.print(f"[yellow]{escape(str(path))}:{line.line}: skipped: {escape(line.reason)}[/yellow]", soft_wrap=True)
+        err_console.print(f"[yellow]{escape(str(path))}:{line.line}: skipped: {escape(line.reason)}[/yellow]",
+                          soft_wrap=True)
 
 
 def _factory(flags: dict[str, Any], pack: str | None, policy: str | None, approve: str | None, tools_module,
