@@ -145,7 +145,8 @@ class Feldspar:
     def batch(self, questions: str | Path | Iterable[Any], out: str | Path | None = None, *, workers: int = 1,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
         """Answer many questions: a JSONL path, or strings / dicts like its lines. With ``out`` the answers
-        are appended there as `feldspar batch` does (ids already in it are skipped)."""
+        are appended there as `feldspar batch` does (ids already in it are skipped). ``workers`` is capped at
+        what the backend serves at once (``max_concurrency``; 1 for the local engine)."""
         from feldspar.agents.batch import AnswerLog, items_from, read_questions, run_batch
 
         if isinstance(questions, (str, Path)):

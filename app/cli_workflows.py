@@ -63,7 +63,7 @@ def choose_workers(factory, requested: int, quiet: bool) -> int:
     limit = factory.max_workers()
     if requested > limit and not quiet:
         why = ("the local engine serves one request at a time, so 1 worker runs (more workers help with a remote "
-               "backend)" if limit == 1 else f"the backend serves at most {limit} requests at once")
+               "backend that serves several)" if limit == 1 else f"the backend serves at most {limit} requests at once")
         err_console.print(f"[yellow]--workers {requested}: {why}[/yellow]", soft_wrap=True)
     return min(requested, limit)
 

@@ -238,7 +238,7 @@ class AgentFactory:
 
     The engine is loaded only when the first agent needs it. Each calling thread gets agents of its
     own (a thread store's SQLite connection serves one thread at a time). ``max_workers`` is how many
-    questions the backend can serve at once: 1 for the local engine, the backend's ``max_concurrency`` else.
+    questions the backend can serve at once: its ``max_concurrency``, 1 when it declares none.
     """
 
     def __init__(self, settings: Settings, *, chat_model=None, engine: "Engine | None" = None, pack: str | None = None,
@@ -267,9 +267,7 @@ class AgentFactory:
             return self.agents[key]
 
     def max_workers(self) -> int:
-        """1 for the local engine (one request at a time); a remote backend says how many it serves."""
+        """How many requests the backend serves at once: its ``max_concurrency`` attribute, else 1
+        (the local engine serves one request at a time; a remote backend declares more)."""
         chat_model = self.chat_model or self(None, None).deps.chat_model
-        limit = getattr(chat_model.backend, "max_concurrency", None)
-        if limit is not None:
-            return max(1, int(limit))
-        return 1 if type(chat_model.backend).__name__ == "LocalChatBackend" else 64
+        return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))

@@ -41,11 +41,14 @@ def reply(request: dict) -> str:
     return f"Answer to {question} (turn {turns})"
 
 
-def scripted(n: int = 64):
+def scripted(n: int = 64, max_concurrency: int | None = None):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
 
-    return ChatGranite(backend=ScriptedBackend([reply] * n))
+    backend = ScriptedBackend([reply] * n)
+    if max_concurrency is not None:
+        backend.max_concurrency = max_concurrency  # as a remote backend declares how many requests it serves
+    return ChatGranite(backend=backend)
 
 
 def factory(chat_model=None):
@@ -160,8 +163,9 @@ def test_workers_give_the_same_answers_as_one_worker(tmp_path):
     answers = {}
     for workers in (1, 4):
         written: list[dict] = []
-        agents = factory()
-        assert agents.max_workers() > 1  # the scripted backend serves requests concurrently
+        assert factory().max_workers() == 1  # a backend that declares nothing serves one request at a time
+        agents = factory(scripted(max_concurrency=4))
+        assert agents.max_workers() == 4
         new, summary = run_batch(items, agents, written.append, workers=workers)
         assert [r["id"] for r in new] == [i.id for i in items] and summary.workers == workers
         assert sorted(r["id"] for r in written) == sorted(i.id for i in items)
