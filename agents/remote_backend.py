@@ -99,8 +99,9 @@ class RemoteChatBackend:
 
     def __init__(self, base_url: str, model: str = "", *, api_key: str | None = None, timeout_s: float = 120.0,
                  context_window: int | None = None, tokenizer: Callable[[str], list[int]] | None = None,
-                 max_retries: int = 1, client: openai.OpenAI | None = None) -> None:
+                 max_retries: int = 1, client: openai.OpenAI | None = None, max_concurrency: int = 4) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency  # requests in flight at once (batch workers); a server batches them
         self.model = model
         self.tokenizer = tokenizer
         self.chars_per_token = DEFAULT_CHARS_PER_TOKEN

@@ -6,6 +6,8 @@ torch nor chromadb (nor pydantic) until a name below is first used:
 - ``Settings`` / ``load_settings``: one configuration (defaults < config.toml < FELDSPAR_* < keywords).
 - ``build_engine(settings)``: the Granite engine (generation with hybrid state reuse).
 - ``build_retrieval(settings)``: the retrieval service (ingest + hybrid search) for a collection.
+- ``Feldspar(settings=None, **overrides)``: the Python API (ask, stream, batch, ingest, search …),
+  returning ``Answer``s; see docs/python-api.md.
 
 Subpackages: ``feldspar.model`` (Granite on torch + transformers), ``feldspar.retrieval``
 (Chroma + sentence-transformers), ``feldspar.agents``, ``feldspar.ui``, ``feldspar.bench``.
@@ -25,11 +27,14 @@ _EXPORTS = {
     "SettingsError": "feldspar.settings",
     "build_engine": "feldspar.compose",
     "build_retrieval": "feldspar.compose",
+    "Feldspar": "feldspar.api",
+    "Answer": "feldspar.api",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from feldspar.api import Answer, Feldspar
     from feldspar.compose import build_engine, build_retrieval
     from feldspar.settings import Settings, SettingsError, load_settings
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "feldspar.cli_bench", "feldspar.cli_demo", "feldspar.cli_agent", "feldspar.cli_tools",
     "feldspar.cli_summarize",
     "feldspar.cli_ui",
+    "feldspar.cli_workflows",
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1

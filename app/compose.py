@@ -275,7 +275,8 @@ def build_remote_backend(settings: Settings):
         loaded = load_tokenizer(resolve(settings.remote_tokenizer))
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
-                                context_window=settings.remote_context_window, tokenizer=tokenizer)
+                                context_window=settings.remote_context_window, tokenizer=tokenizer,
+                                max_concurrency=settings.remote_concurrency)
     return backend.connect()
 
 
@@ -313,3 +314,46 @@ def build_library(settings: Settings, engine=None, hook=None):
 
     return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
                            engine=engine or (lambda: build_engine(settings)), hook=hook)
+
+
+# ---- many questions: batch, eval answers, the Python API ----------------------------------
+class AgentFactory:
+    """Agents for any (collection, pack), built on first use and kept; all share one engine or chat model.
+
+    The engine is loaded only when the first agent needs it. Each calling thread gets agents of its
+    own (a thread store's SQLite connection serves one thread at a time). ``max_workers`` is how many
+    questions the backend can serve at once: its ``max_concurrency``, 1 when it declares none.
+    """
+
+    def __init__(self, settings: Settings, *, chat_model=None, engine: "Engine | None" = None, pack: str | None = None,
+                 **agent_options) -> None:
+        import threading
+
+        if chat_model is None and engine is None and remote_target(settings) is not None:
+            chat_model = build_remote_chat_model(settings)  # Granite on an OpenAI-compatible server
+        self.settings, self.chat_model, self.engine, self.options = settings, chat_model, engine, agent_options
+        self.default_pack = pack  # used when a question names neither a collection nor a pack
+        self.agents: dict[tuple[str | None, str | None, int], object] = {}
+        self._lock, self._threading = threading.Lock(), threading
+
+    def get_engine(self) -> "Engine":
+        if self.engine is None:
+            self.engine = build_engine(self.settings)
+        return self.engine
+
+    def __call__(self, collection: str | None = None, pack: str | None = None):
+        if collection is None and pack is None:
+            pack = self.default_pack
+        with self._lock:
+            key = (collection, pack, self._threading.get_ident())
+            if key not in self.agents:
+                settings = self.settings.model_copy(update={"collection": collection}) if collection else self.settings
+                engine = self.get_engine() if self.chat_model is None else self.engine
+                self.agents[key] = build_agent(settings, engine, chat_model=self.chat_model, pack=pack, **self.options)
+            return self.agents[key]
+
+    def max_workers(self) -> int:
+        """How many requests the backend serves at once: its ``max_concurrency`` attribute, else 1
+        (the local engine serves one request at a time; a remote backend declares more)."""
+        chat_model = self.chat_model or self(None, None).deps.chat_model
+        return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))

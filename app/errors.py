@@ -48,6 +48,7 @@ REMEDIES = {
                      "unset it to keep threads in threads.sqlite"),
     "summary_tokens": "lower --max-new-tokens or use a model with a larger context window",
     "map_reduce": "use --mode map-reduce (or auto)",
+    "output_path": "choose another output file (--out)",
 }
 
 

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     remote_context_window: int | None = Field(None, ge=256, description="remote model's window (default: "
                                               "what the server lists, else 8192)")
     remote_timeout_s: float = Field(120.0, gt=0, description="limit of one remote request")
+    remote_concurrency: int = Field(4, ge=1, description="requests sent to the remote server at once (batch --workers)")
     remote_tokenizer: str | None = Field(None, description="local checkpoint whose tokenizer counts remote prompts "
                                          "exactly (default: an estimate)")
 
