@@ -20,6 +20,7 @@ from feldspar.errors import user_error_types, user_message
 COMMAND_MODULES = (
     "feldspar.cli_models", "feldspar.cli_model", "feldspar.cli_chat", "feldspar.cli_retrieval", "feldspar.cli_packs",
     "feldspar.cli_bench", "feldspar.cli_demo", "feldspar.cli_agent", "feldspar.cli_tools",
+    "feldspar.cli_serve",
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1

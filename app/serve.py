@@ -133,6 +133,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 # ---- the app ------------------------------------------------------------------------------
+class JsonBodies:
+    """ASGI middleware: a POST body is read as JSON whatever its Content-Type (curl -d sends a form type)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST":
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | None = None, queue: int = 8) -> FastAPI:
     """The server over ``models`` (chat models and at most one agent model)."""
     state = ServerState(models, api_key, queue)
@@ -145,6 +158,7 @@ def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | Non
     app = FastAPI(title="Feldspar", version=state.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.feldspar = state
     install_error_handlers(app)
+    app.add_middleware(JsonBodies)
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
     router.add_api_route("/models", list_models, methods=["GET"])
     router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])

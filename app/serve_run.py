@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 LOOPBACK = "127.0.0.1"
 
@@ -42,16 +42,24 @@ def serve_in_thread(app: Any, host: str = LOOPBACK, port: int = 0) -> Iterator[s
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="feldspar-serve", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
+        yield base_url(sock)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
 
 
-def serve_forever(app: Any, host: str, port: int, log_level: str = "info") -> None:
-    """Serve in the foreground until Ctrl-C (uvicorn handles the signals)."""
+def base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve_forever(app: Any, host: str, port: int, log_level: str = "info",
+                  announce: Callable[[str], None] | None = None) -> None:
+    """Serve in the foreground until Ctrl-C (uvicorn handles the signals); ``announce(base_url)`` once bound."""
     sock = bind(host, port)
+    if announce is not None:
+        announce(base_url(sock))
     try:
         make_server(app, log_level).run(sockets=[sock])
     finally:

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     tools_module: Path | None = Field(None, description="Python file defining extra agent tools")
     mcp_servers: dict[str, McpServer] = Field(default_factory=dict, description="MCP servers lending tools")
 
+    # --- serve ----------------------------------------------------------------------
+    api_key: str | None = Field(None, description="bearer token `feldspar serve` requires (FELDSPAR_API_KEY)")
+    serve_queue: int = Field(8, ge=0, description="requests waiting per engine before `feldspar serve` answers 429")
+
     @classmethod
     def settings_customise_sources(
         cls,
