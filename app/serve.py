@@ -22,7 +22,7 @@ import secrets
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Sequence
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -133,14 +133,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 # ---- the app ------------------------------------------------------------------------------
-class JsonBodies:
-    """ASGI middleware: a POST body is read as JSON whatever its Content-Type (curl -d sends a form type)."""
+class Gate:
+    """ASGI middleware: the bearer token is checked before anything else under /v1 (so an
+    anonymous client learns nothing, not even whether its body is valid), and a POST body is
+    read as JSON whatever its Content-Type (curl -d sends a form type)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, api_key: str | None) -> None:
+        self.app, self.api_key = app, api_key
+
+    def authorised(self, scope: dict) -> bool:
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), self.api_key.encode())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and scope.get("method") == "POST":
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        if self.api_key and scope.get("path", "").startswith("/v1") and not self.authorised(scope):
+            error = ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>",
+                             code="invalid_api_key")
+            return await error_response(error)(scope, receive, send)
+        if scope.get("method") == "POST":
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
             scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
@@ -158,8 +171,8 @@ def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | Non
     app = FastAPI(title="Feldspar", version=state.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.feldspar = state
     install_error_handlers(app)
-    app.add_middleware(JsonBodies)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    app.add_middleware(Gate, api_key=state.api_key)
+    router = APIRouter(prefix="/v1")
     router.add_api_route("/models", list_models, methods=["GET"])
     router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
     router.add_api_route("/chat/completions", chat_completions, methods=["POST"])
@@ -171,16 +184,6 @@ def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | Non
 
 def server_state(request: Request) -> ServerState:
     return request.app.state.feldspar
-
-
-async def require_key(request: Request) -> None:
-    key = server_state(request).api_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
-        raise ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>",
-                       code="invalid_api_key")
 
 
 async def health(request: Request) -> dict[str, Any]:
