@@ -15,7 +15,6 @@ before each burst is not counted. Bounded: ``requests`` requests,
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
