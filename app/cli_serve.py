@@ -55,12 +55,12 @@ def serve(
     state = server.state.feldspar
     for served in state.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""
-        err_console.print(f"model [bold]{escape(served.id)}[/bold]{label}", highlight=False)
+        err_console.print(f"model [bold]{escape(served.id)}[/bold]{label}", highlight=False, soft_wrap=True)
     waiting = settings.serve_queue if queue is None else queue
     token = ", bearer token required" if settings.api_key else ""
 
     def announce(url: str) -> None:
         err_console.print(f"serving the OpenAI API on {url}/v1 ({waiting} waiting per engine{token}); Ctrl-C stops",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)  # one line: scripts read the address from it
 
     serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce)
