@@ -64,7 +64,7 @@ def stream_pieces(stream: Any, tools: list[dict[str, Any]] | None, extension: di
             yield rest
         calls = turn.calls
         finish = "tool_calls" if calls else finish
-        extension = {**extension, "tool_call_repairs": list(turn.repairs),
+        extension = {**extension, "raw_text": result.text, "tool_call_repairs": list(turn.repairs),
                      "tool_call_errors": [{"name": e.name, "kind": e.kind, "message": e.message, "raw": e.raw}
                                           for e in turn.errors]}
     extension = {**extension, "reused_tokens": result.reused_tokens, "computed_tokens": result.computed_tokens,

@@ -3,7 +3,8 @@
 For each target (a label and a factory the app passes in: entering it starts a server on a
 loopback port and yields its base URL and model id; leaving it stops the server), a fixed
 number of requests is sent by ``clients`` concurrent workers with the official ``openai``
-client: streaming chat, one shared system prompt, a different question each, usage
+client: streaming chat, one shared system prompt, a different question each (so reuse
+comes from the shared prefix, not from repeated prompts), usage
 included. Per target it reports requests/s (completed requests over the wall time of the
 burst), p50/p95 time to first token (request sent -> first content chunk, or the final
 chunk when a random model's first tokens are not yet printable text), the share of prompt
@@ -110,7 +111,8 @@ def burst(base_url: str, model: str, cfg: ServeBenchConfig) -> dict[str, Any]:
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=cfg.clients) as pool:
         for i in range(cfg.requests):
-            pool.submit(lambda q=QUESTIONS[i % len(QUESTIONS)]: tally.add(one_request(client, model, q, cfg.max_new_tokens)))
+            question = f"{QUESTIONS[i % len(QUESTIONS)]} (ticket {i + 1})"  # every prompt differs after the system prompt
+            pool.submit(lambda q=question: tally.add(one_request(client, model, q, cfg.max_new_tokens)))
     wall = time.perf_counter() - started
     done = [o for o in tally.outcomes if o.ok]
     ttfts = [o.ttft_s for o in done if o.ttft_s is not None]

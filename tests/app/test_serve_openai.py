@@ -147,6 +147,7 @@ def test_streamed_tool_calls_and_repaired_shapes(client):
     last = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
     assert last.choices[0].finish_reason == "tool_calls"
     assert "python_call" in last.model_extra["feldspar"]["tool_call_repairs"]
+    assert last.model_extra["feldspar"]["raw_text"] == 'get_weather(city="Lyon")'
 
 
 def test_tool_choice_none_hides_the_tools(client, server):
