@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "feldspar.cli_summarize",
     "feldspar.cli_ui",
     "feldspar.cli_workflows",
+    "feldspar.cli_serve",
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1

@@ -183,3 +183,64 @@ def bench_agent(
     met = {True: "met", False: "MISSED", None: "no follow-up reached 4K tokens"}[report["met"]]
     console.print(f"goal: follow-up TTFT >= 10x faster than recomputing at 4K+ tokens: {met}; "
                   f"{report['elapsed_s']:.0f} s in all")
+
+
+# ---- bench serve -----------------------------------------------------------------------
+def serve_target(label: str, preset: str, tiny: bool, queue: int, max_new_tokens: int, log):
+    """A factory for bench/serve.py: a random-weight checkpoint served on a loopback port."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def start():
+        import tempfile
+        from pathlib import Path
+
+        from feldspar.cli_root import settings_from
+        from feldspar.compose import build_server
+        from feldspar.model.checkpoint_random import write_random_checkpoint
+        from feldspar.serve_run import serve_in_thread
+
+        with tempfile.TemporaryDirectory(prefix="feldspar-bench-serve-") as temp:
+            log(f"{label}: writing {preset} with random weights{' (tiny)' if tiny else ''} …")
+            checkpoint = write_random_checkpoint(preset, Path(temp) / "model", tiny=tiny, seed=0, allow_large=True)
+            settings = settings_from(home=Path(temp) / "home", model=str(checkpoint), device="cpu", dtype="float32",
+                                     max_new_tokens=max_new_tokens, temperature=0.0)
+            app = build_server(settings, agent=False, queue=queue)
+            (model_id,) = app.state.feldspar.models
+            with serve_in_thread(app) as url:
+                yield url, model_id
+
+    return start
+
+
+@bench_app.command("serve")
+def bench_serve(
+    presets: Annotated[str, typer.Option("--preset", help="comma-separated: tiny (the h-350m miniature) and/or "
+                                         "catalog models at their real shape, e.g. tiny,h-350m")] = "tiny",
+    clients: Annotated[int, typer.Option("--clients", min=1, max=64, help="concurrent clients")] = 4,
+    requests: Annotated[int, typer.Option("--requests", min=1, max=10_000, help="requests per preset")] = 32,
+    queue: Annotated[int, typer.Option("--queue", min=0, help="server queue (waiting requests before 429)")] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="tokens per answer")] = 8,
+    json_out: JsonOpt = False,
+) -> None:
+    """N concurrent OpenAI clients with a shared system prompt against `feldspar serve` on loopback."""
+    from feldspar.bench.serve import ServeBenchConfig, run_serve_bench, table_rows as serve_rows
+
+    log = lambda msg: err_console.print(f"[dim]{msg}[/dim]")  # noqa: E731
+    targets = {}
+    for name in (p.strip() for p in presets.split(",") if p.strip()):
+        tiny = name == "tiny"
+        preset = check_names("granite-4.0-h-350m" if tiny else name, "float32")
+        targets[f"{preset} (tiny)" if tiny else preset] = serve_target(name, preset, tiny, queue, max_new_tokens, log)
+    if not targets:
+        raise typer.BadParameter("name at least one preset", param_hint="--preset")
+    cfg = ServeBenchConfig(clients=clients, requests=requests, max_new_tokens=max_new_tokens)
+    report = run_serve_bench(targets, cfg, log=log)
+    report.update(queue=queue)
+    if json_out:
+        print_json(report)
+        return
+    print_table(serve_rows(report), list(serve_rows(report)[0]), title=f"feldspar serve on loopback, random weights, "
+                f"fp32 CPU: {clients} clients, {requests} requests, queue {queue}, {max_new_tokens} new tokens")
+    console.print(f"TTFT: request sent -> first text; reused: prompt tokens resumed from saved state; 429s: refused "
+                  f"beyond the queue (not retried); {report['elapsed_s']:.0f} s in all")

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
                                          description="folders the UI may ingest from (and below); hidden "
                                                      "folders under them are refused")
     ui_max_upload_bytes: int = Field(50 * 1024**2, ge=1, description="largest file the UI accepts as an upload")
+    # --- serve ----------------------------------------------------------------------
+    api_key: str | None = Field(None, description="bearer token `feldspar serve` requires (FELDSPAR_API_KEY)")
+    serve_queue: int = Field(8, ge=0, description="requests waiting per engine before `feldspar serve` answers 429")
 
     @classmethod
     def settings_customise_sources(

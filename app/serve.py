@@ -1,0 +1,334 @@
+"""`feldspar serve`: an OpenAI-compatible HTTP server over Feldspar's models and agent.
+
+``create_app(models, agent=None, api_key=None, queue=8)`` returns the FastAPI app:
+``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
+tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
+fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
+on a lane (app/serve_lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
+with Retry-After. A streaming client that disconnects stops its generation at the next
+token (Starlette cancels the response; the job's cancel flag stops the worker); a
+non-streaming one too (a watcher reads ``http.disconnect``). Every error is an OpenAI
+error object with its status code, never a traceback; the server keeps serving. The parts
+served are built by the caller (app/cli_serve.py through app/compose.py, or tests with
+scripted backends); this module knows HTTP, the wire format and lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from feldspar.serve_lanes import Job, Lane, LaneFull
+from feldspar.serve_models import AgentModel, Final, ServedModel
+from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, Envelope, error_body, openai_tool_calls, sse
+
+log = logging.getLogger("feldspar.serve")
+NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
+
+
+class ServerState:
+    """The models by id, one lane per engine (or backend), and the bearer token."""
+
+    def __init__(self, models: Sequence[ServedModel | AgentModel], api_key: str | None, queue: int) -> None:
+        from feldspar import __version__
+
+        self.version = __version__
+        self.models = {m.id: m for m in models}
+        if len(self.models) != len(models):
+            raise ValueError("two served models have the same id")
+        self.api_key = api_key or None
+        self.lanes: dict[int, Lane] = {}
+        for model in models:
+            self.lanes.setdefault(id(model.lane_key), Lane(model.id, queue))
+
+    def model(self, name: str) -> ServedModel | AgentModel:
+        if name not in self.models:
+            raise ApiError(404, f"the model {name!r} does not exist; see /v1/models (served: "
+                           f"{', '.join(self.models)})", param="model", code="model_not_found")
+        return self.models[name]
+
+    def lane(self, model: ServedModel | AgentModel) -> Lane:
+        return self.lanes[id(model.lane_key)]
+
+    def close(self) -> None:
+        for lane in self.lanes.values():
+            lane.close()
+
+
+# ---- errors ------------------------------------------------------------------------------
+def as_api_error(exc: BaseException) -> ApiError:
+    """Any exception as the error object the client gets (500 for bugs, which are logged)."""
+    from feldspar.errors import user_error_types, user_message
+
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, LaneFull):
+        return ApiError(429, f"{exc}; the server runs one request at a time per model and its queue is full",
+                        "rate_limit_error", code="queue_full", headers={"Retry-After": str(exc.retry_after)})
+    name = type(exc).__name__
+    if name == "ContextOverflowError":
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, user_error_types()):
+        return ApiError(404 if name in NOT_FOUND else 400, user_message(exc), code=_snake(name))
+    log.error("internal error while serving a request", exc_info=exc)
+    return ApiError(500, f"internal server error ({name}); the server log has the details", "server_error")
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    error = as_api_error(exc)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        message = f"the request body is not valid JSON ({detail.get('ctx', {}).get('error', detail.get('msg'))})"
+        return JSONResponse(error_body(message, code="invalid_json"), status_code=400)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return JSONResponse(error_body(message, param=param, code="invalid_value"), status_code=400)
+
+
+def api_errors(endpoint):
+    """Endpoint errors (user errors of the layers below included) become ApiErrors, answered by the handler."""
+    @functools.wraps(endpoint)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise as_api_error(exc) from None
+
+    return wrapper
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, lambda _r, exc: validation_response(exc))
+    app.add_exception_handler(HTTPException, lambda _r, exc: JSONResponse(
+        error_body(str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error",
+                   code="not_found" if exc.status_code == 404 else None),
+        status_code=exc.status_code, headers=getattr(exc, "headers", None)))
+    app.add_exception_handler(Exception, lambda _r, exc: error_response(exc))
+    app.add_exception_handler(ApiError, lambda _r, exc: error_response(exc))
+
+
+# ---- the app ------------------------------------------------------------------------------
+class Gate:
+    """ASGI middleware: the bearer token is checked before anything else under /v1 (so an
+    anonymous client learns nothing, not even whether its body is valid), and a POST body is
+    read as JSON whatever its Content-Type (curl -d sends a form type)."""
+
+    def __init__(self, app: Any, api_key: str | None) -> None:
+        self.app, self.api_key = app, api_key
+
+    def authorised(self, scope: dict) -> bool:
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), self.api_key.encode())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        if self.api_key and scope.get("path", "").startswith("/v1") and not self.authorised(scope):
+            error = ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>",
+                             code="invalid_api_key")
+            return await error_response(error)(scope, receive, send)
+        if scope.get("method") == "POST":
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | None = None, queue: int = 8) -> FastAPI:
+    """The server over ``models`` (chat models and at most one agent model)."""
+    state = ServerState(models, api_key, queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(title="Feldspar", version=state.version, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.feldspar = state
+    install_error_handlers(app)
+    app.add_middleware(Gate, api_key=state.api_key)
+    router = APIRouter(prefix="/v1")
+    router.add_api_route("/models", list_models, methods=["GET"])
+    router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
+    router.add_api_route("/chat/completions", chat_completions, methods=["POST"])
+    router.add_api_route("/completions", completions, methods=["POST"])
+    app.include_router(router)
+    app.add_api_route("/health", health, methods=["GET"])
+    return app
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.feldspar
+
+
+async def health(request: Request) -> dict[str, Any]:
+    state = server_state(request)
+    return {"status": "ok", "version": state.version, "models": list(state.models),
+            "lanes": {lane.name: lane.snapshot() for lane in state.lanes.values()}}
+
+
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [m.describe() for m in server_state(request).models.values()]}
+
+
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    return server_state(request).model(model_id).describe()
+
+
+def _headers(model: ServedModel | AgentModel) -> dict[str, str]:
+    return {"X-Feldspar-Random-Weights": "true"} if model.random_weights else {}
+
+
+def _admit(lane: Lane):
+    try:
+        return lane.admit()
+    except LaneFull as exc:
+        raise as_api_error(exc) from None
+
+
+@api_errors
+async def chat_completions(body: ChatRequest, request: Request):
+    state = server_state(request)
+    model = state.model(body.model)
+    lane = state.lane(model)
+    ticket = _admit(lane)
+    try:
+        if isinstance(model, AgentModel):
+            key = model.target(body)
+            agent = model.cached(key) or await lane.call(lambda: model.agent_for(key))
+            work = await run_in_threadpool(model.open_chat, agent, body, key)
+        else:
+            work = await run_in_threadpool(model.open_chat, body)
+    except BaseException:
+        ticket.release()
+        raise
+    job = ticket.submit(work)
+    envelope = Envelope("chat", model.id, model.random_weights, state.version)
+    if body.stream:
+        usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(chat_events(job, envelope, usage_wanted), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", **_headers(model)})
+    text, final = await collect(job, request)
+    return JSONResponse(envelope.chat(final.text if final.text is not None else text, final.calls, final.finish_reason,
+                                      final.usage, final.extension, final.citations), headers=_headers(model))
+
+
+@api_errors
+async def completions(body: CompletionRequest, request: Request):
+    state = server_state(request)
+    model = state.model(body.model)
+    if isinstance(model, AgentModel):
+        raise ApiError(400, f"{model.id} answers chat only; use /v1/chat/completions", param="model",
+                       code="unsupported_model")
+    ticket = _admit(state.lane(model))
+    try:
+        work = await run_in_threadpool(model.open_completion, body)
+    except BaseException:
+        ticket.release()
+        raise
+    job = ticket.submit(work)
+    envelope = Envelope("completion", model.id, model.random_weights, state.version)
+    if body.stream:
+        usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(completion_events(job, envelope, usage_wanted), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", **_headers(model)})
+    text, final = await collect(job, request)
+    return JSONResponse(envelope.completion(text, final.finish_reason, final.usage, final.extension),
+                        headers=_headers(model))
+
+
+# ---- running a job -------------------------------------------------------------------------
+async def collect(job: Job, request: Request) -> tuple[str, Final]:
+    """All of a job's text and its Final; a client that disconnects meanwhile cancels the job."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+    try:
+        parts: list[str] = []
+        final = None
+        async for piece in job.items():
+            if isinstance(piece, Final):
+                final = piece
+            else:
+                parts.append(piece)
+        if final is None:
+            raise ApiError(500, "the generation ended without a result", "server_error")
+        return "".join(parts), final
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            job.cancel.set()
+            return
+
+
+async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
+    yield sse(envelope.chat_chunk({"role": "assistant", "content": ""}))
+    try:
+        final = None
+        async for piece in job.items():
+            if isinstance(piece, Final):
+                final = piece
+            else:
+                yield sse(envelope.chat_chunk({"content": piece}))
+        if final is None:
+            raise ApiError(500, "the generation ended without a result", "server_error")
+        if final.calls:
+            yield sse(envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)}))
+        last = envelope.chat_chunk({}, final.finish_reason)
+        last["feldspar"] = final.extension
+        if final.citations is not None:
+            last["citations"] = final.citations
+        yield sse(last)
+        if usage_wanted:
+            yield sse(envelope.usage_chunk("chat.completion.chunk", final.usage))
+    except Exception as exc:  # after the headers: the error travels as an event
+        yield sse(as_api_error(exc).body())
+    yield sse("[DONE]")
+
+
+async def completion_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
+    try:
+        final = None
+        async for piece in job.items():
+            if isinstance(piece, Final):
+                final = piece
+            else:
+                yield sse(envelope.completion_chunk(piece))
+        if final is None:
+            raise ApiError(500, "the generation ended without a result", "server_error")
+        last = envelope.completion_chunk("", final.finish_reason)
+        last["feldspar"] = final.extension
+        yield sse(last)
+        if usage_wanted:
+            yield sse(envelope.usage_chunk("text_completion", final.usage))
+    except Exception as exc:
+        yield sse(as_api_error(exc).body())
+    yield sse("[DONE]")
