@@ -101,6 +101,8 @@ class Feldspar:
     @property
     def chat_model(self):
         """The langchain chat model (ChatGranite) the agent uses; bind tools to it for your own graphs."""
+        if self._chat_model is None and self.agents.chat_model is not None:  # a remote server's model
+            self._chat_model = self.agents.chat_model
         if self._chat_model is None:
             from feldspar.compose import build_chat_model
 
@@ -183,12 +185,14 @@ class Feldspar:
         """Map-reduce summary of files or a collection: see ``feldspar.workflows.summarize``."""
         from feldspar.workflows import summarize
 
+        kwargs.setdefault("chat_model", self.chat_model)  # the engine (or server) this object already uses
         return summarize(self.settings, *args, **kwargs)
 
     def extract(self, *args: Any, **kwargs: Any):
         """Schema-validated extraction from files: see ``feldspar.workflows.extract``."""
         from feldspar.workflows import extract
 
+        kwargs.setdefault("chat_model", self.chat_model)
         return extract(self.settings, *args, **kwargs)
 
     def close(self) -> None:

@@ -170,3 +170,24 @@ def test_batch_lines_choose_their_collection(library):
     assert by_id["ok"]["error"] is None and by_id["ok"]["sources"][0]["path"].endswith("guide.md")
     assert by_id["ok"]["collection"] == "docs" and by_id["missing"]["error"].startswith("no collection 'nope'")
     assert result.summary.answered == 1 and result.summary.failed == 1
+
+
+def test_summarize_and_extract_run_on_the_api_objects_chat_model(tmp_path):
+    from feldspar import Feldspar
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_text(GUIDE, encoding="utf-8")
+    model = scripted(["The router resets with a ten-second press [1].",
+                      '{"product": "router"', '{"product": "router", "warranty_years": 2}'])
+    fs = Feldspar(home=tmp_path / "home", chat_model=model)
+    report = fs.summarize(paths=[folder], out=tmp_path / "summary.md", mode="long-context")
+    assert report["mode"] == "long-context" and report["files_total"] == 1
+    assert "ten-second press" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    schema = {"type": "object", "required": ["product", "warranty_years"],
+              "properties": {"product": {"type": "string"}, "warranty_years": {"type": "integer"}}}
+    rows = fs.extract(schema, [folder / "guide.md"], tmp_path / "rows.jsonl")
+    assert rows["valid"] == 1 and rows["model_calls"] == 2  # the cut-off JSON went back once with its error
+    row = json.loads((tmp_path / "rows.jsonl").read_text(encoding="utf-8"))
+    assert row["data"] == {"product": "router", "warranty_years": 2} and row["path"].endswith("guide.md")
+    assert len(model.backend.requests) == 3  # every call went to the object's own chat model
