@@ -35,6 +35,7 @@ class LaneStats:
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0
+    abandoned: int = 0  # callers that left while their job still waited in the queue
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Job:
                 else:
                     return
         finally:
+            if not self.cancel.is_set() and not self.started.is_set():
+                self.lane.note_abandoned()
             self.cancel.set()  # a no-op once finished; stops the worker when the caller left early
 
 
@@ -80,6 +83,17 @@ class Lane:
         self._guard = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._changed = threading.Condition(self._guard)
+
+    def note_abandoned(self) -> None:
+        with self._changed:
+            self.stats.abandoned += 1
+            self._changed.notify_all()
+
+    def wait_abandoned(self, count: int, timeout_s: float) -> bool:
+        """Block until ``count`` callers have left while queued (tests, monitoring); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.stats.abandoned >= count, timeout_s)
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self) -> "Ticket":

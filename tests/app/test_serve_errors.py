@@ -167,6 +167,9 @@ def test_a_request_whose_client_left_while_queued_never_runs(client, gated, serv
     queued = client.chat.completions.create(model="gated", messages=HELLO, max_tokens=2, stream=True)
     next(queued)  # its role chunk: admitted, waiting behind the first
     queued.close()
+    state = server["app"].state.feldspar
+    lane = state.lane(state.model("gated"))
+    assert lane.wait_abandoned(1, BOUND)  # the server saw the queued client leave (no race with the gate)
     gated.gate.set()
     list(running)
     follow = client.chat.completions.create(model="gated", messages=HELLO, max_tokens=2)  # runs after the queued one
