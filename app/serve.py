@@ -20,7 +20,7 @@ import functools
 import logging
 import secrets
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -211,28 +211,43 @@ def _admit(lane: Lane):
         raise as_api_error(exc) from None
 
 
+async def _submit(lane: Lane, open_work: Callable[[], Awaitable[Any]]) -> Job:
+    """Admit a request to its lane (429 when full), prepare its work, queue it; the slot is freed on failure."""
+    ticket = _admit(lane)
+    try:
+        work = await open_work()
+    except BaseException:
+        ticket.release()
+        raise
+    return ticket.submit(work)
+
+
+def _usage_wanted(body: Any) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def _event_stream(events: Any, model: ServedModel | AgentModel) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", **_headers(model)})
+
+
 @api_errors
 async def chat_completions(body: ChatRequest, request: Request):
     state = server_state(request)
     model = state.model(body.model)
     lane = state.lane(model)
-    ticket = _admit(lane)
-    try:
+
+    async def open_work():
         if isinstance(model, AgentModel):
             key = model.target(body)
             agent = model.cached(key) or await lane.call(lambda: model.agent_for(key))
-            work = await run_in_threadpool(model.open_chat, agent, body, key)
-        else:
-            work = await run_in_threadpool(model.open_chat, body)
-    except BaseException:
-        ticket.release()
-        raise
-    job = ticket.submit(work)
+            return await run_in_threadpool(model.open_chat, agent, body, key)
+        return await run_in_threadpool(model.open_chat, body)
+
+    job = await _submit(lane, open_work)
     envelope = Envelope("chat", model.id, model.random_weights, state.version)
     if body.stream:
-        usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(chat_events(job, envelope, usage_wanted), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **_headers(model)})
+        return _event_stream(chat_events(job, envelope, _usage_wanted(body)), model)
     text, final = await collect(job, request)
     return JSONResponse(envelope.chat(final.text if final.text is not None else text, final.calls, final.finish_reason,
                                       final.usage, final.extension, final.citations), headers=_headers(model))
@@ -245,18 +260,14 @@ async def completions(body: CompletionRequest, request: Request):
     if isinstance(model, AgentModel):
         raise ApiError(400, f"{model.id} answers chat only; use /v1/chat/completions", param="model",
                        code="unsupported_model")
-    ticket = _admit(state.lane(model))
-    try:
-        work = await run_in_threadpool(model.open_completion, body)
-    except BaseException:
-        ticket.release()
-        raise
-    job = ticket.submit(work)
+
+    async def open_work():
+        return await run_in_threadpool(model.open_completion, body)
+
+    job = await _submit(state.lane(model), open_work)
     envelope = Envelope("completion", model.id, model.random_weights, state.version)
     if body.stream:
-        usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(completion_events(job, envelope, usage_wanted), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **_headers(model)})
+        return _event_stream(completion_events(job, envelope, _usage_wanted(body)), model)
     text, final = await collect(job, request)
     return JSONResponse(envelope.completion(text, final.finish_reason, final.usage, final.extension),
                         headers=_headers(model))

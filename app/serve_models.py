@@ -72,6 +72,17 @@ def stream_pieces(stream: Any, tools: list[dict[str, Any]] | None, extension: di
     yield Final(finish, usage(result.prompt_tokens, result.completion_tokens, result.reused_tokens), extension, calls)
 
 
+def backend_random_weights(backend: Any) -> bool:
+    return bool(getattr(backend, "random_weights", False))
+
+
+def model_entry(model_id: str, backend: Any, **extra: Any) -> dict[str, Any]:
+    """A /v1/models entry: OpenAI's fields plus the window and whether the weights are random."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "feldspar",
+            "context_window": getattr(backend, "context_window", None),
+            "random_weights": backend_random_weights(backend), **extra}
+
+
 class ServedModel:
     """A chat model (any chat backend); completions too when it has the engine behind it."""
 
@@ -83,14 +94,10 @@ class ServedModel:
         self.default_max_tokens = default_max_tokens
         self.lane_key = lane_key if lane_key is not None else (engine if engine is not None else backend)
 
-    @property
-    def random_weights(self) -> bool:
-        return bool(getattr(self.backend, "random_weights", False))
+    random_weights = property(lambda self: backend_random_weights(self.backend))
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "model", "created": 0, "owned_by": "feldspar",
-                "context_window": getattr(self.backend, "context_window", None), "random_weights": self.random_weights,
-                "completions": self.engine is not None}
+        return model_entry(self.id, self.backend, completions=self.engine is not None)
 
     def extension(self) -> dict[str, Any]:
         return {"random_weights": self.random_weights}
@@ -146,14 +153,11 @@ class AgentModel:
         self._agents: dict[tuple[str | None, str | None], Any] = {}
         self._guard = threading.Lock()
 
-    @property
-    def random_weights(self) -> bool:
-        return bool(getattr(self.backend, "random_weights", False))
+    random_weights = property(lambda self: backend_random_weights(self.backend))
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "model", "created": 0, "owned_by": "feldspar",
-                "context_window": getattr(self.backend, "context_window", None), "random_weights": self.random_weights,
-                "completions": False, "agent": {"collection": self.default_collection, "pack": self.default_pack}}
+        return model_entry(self.id, self.backend, completions=False,
+                           agent={"collection": self.default_collection, "pack": self.default_pack})
 
     def target(self, request: ChatRequest) -> tuple[str | None, str | None]:
         if request.collection and request.pack:
