@@ -105,6 +105,24 @@ def test_the_agent_streams_and_continues_a_thread(client, server):
     assert "How long is the warranty?" in sent and "And for the modem?" in sent
 
 
+def test_a_client_resending_the_whole_conversation_continues_its_thread(client, server):
+    """Open WebUI and most chat clients send the full history and no thread_id on every turn."""
+    system = {"role": "system", "content": "Be brief."}
+    first = client.chat.completions.create(model="scripted-agent", messages=[
+        system, {"role": "user", "content": "Where is the reset button?"}])
+    thread_id = first.model_extra["feldspar"]["thread_id"]
+    history = [system, {"role": "user", "content": "Where is the reset button?"},
+               {"role": "assistant", "content": first.choices[0].message.content + "\n"},  # clients trim or add space
+               {"role": "user", "content": "And how long do I hold it?"}]
+    follow = client.chat.completions.create(model="scripted-agent", messages=history)
+    assert follow.model_extra["feldspar"]["thread_id"] == thread_id
+    sent = [m["content"] for m in server["scripted"].requests[-1]["messages"] if m["role"] == "user"]
+    assert sent[-2:] == ["Where is the reset button?", "And how long do I hold it?"]  # one thread, both turns
+    edited = [*history[:2], {"role": "assistant", "content": "Something I never said."}, history[3]]
+    other = client.chat.completions.create(model="scripted-agent", messages=edited)
+    assert other.model_extra["feldspar"]["thread_id"] != thread_id  # an unknown history starts afresh
+
+
 def test_the_agent_reports_unknown_collections_and_threads(client):
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, "Hi?", collection="nowhere")
