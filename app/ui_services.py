@@ -51,6 +51,7 @@ class UiServices:
         self._engine = engine              # injected or loaded on first use
         self._engine_error: str | None = None
         self._tools_module = tools_module
+        self._models_used = [settings.model]
         self._agents: dict[ChatChoice, Any] = {}
         self._threads = None
         self._retrieval = None
@@ -84,6 +85,24 @@ class UiServices:
                     self._engine_error = self.error_text(exc)
                     raise
             return self._engine
+
+    def model_choices(self) -> list[str]:
+        """The models the sidebar offers: those used in this server (the configured one first), then the catalog's."""
+        from feldspar.model.catalog import CATALOG
+
+        names = [*self._models_used, *(spec.name for spec in CATALOG if not spec.base)]
+        return list(dict.fromkeys(names))
+
+    def switch_model(self, name: str) -> None:
+        """Answer with ``name`` from now on (for every browser on this server): the engine loads on next
+        use, agents are rebuilt, threads and collections stay. A model that cannot load is a message then."""
+        with self._lock, self._build_lock:
+            if name == self.settings.model:
+                return
+            self.settings = self.settings.model_copy(update={"model": name})
+            self._models_used.append(name)
+            self._engine, self._engine_error, self._library = None, None, None
+            self._agents.clear()
 
     @property
     def engine_loaded(self) -> bool:

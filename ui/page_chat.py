@@ -70,6 +70,16 @@ def _adopt_pack_from_packs_page() -> None:
         st.session_state["thread_id"] = None
 
 
+def _model_picker(svc: Any) -> None:
+    models = svc.model_choices()
+    chosen = st.selectbox("Model", models, index=models.index(svc.settings.model),
+                          help="a catalog name or the checkpoint Feldspar was started with; it loads with "
+                               "the next question (for everyone using this server)")
+    if chosen != svc.settings.model:
+        svc.switch_model(chosen)
+        st.rerun()
+
+
 def _choice_controls(svc: Any):
     base = svc.default_choice()
     for key, value in (("source-kind", "Collection"), ("collection", base.collection), ("policy", base.policy),
@@ -93,7 +103,10 @@ def _choice_controls(svc: Any):
         pack = st.selectbox("State pack", packs, key="pack", placeholder="no packs yet", **first)
         policy = "pack"
     with st.expander("Model and generation"):
-        st.caption(svc.chat_backend_name() or f"model: {svc.settings.model}")
+        if svc.scripted:
+            st.caption(svc.chat_backend_name())
+        else:
+            _model_picker(svc)
         max_new = st.number_input("Max new tokens", 1, 32768, key="max-new")
         temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key="temperature")
         k = st.number_input("Passages per search (k)", 1, 50, key="k")

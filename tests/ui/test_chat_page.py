@@ -158,3 +158,21 @@ def test_model_that_fails_to_load_is_a_message_and_the_question_is_kept(make_ser
     at.button(key="new-thread").click().run()  # the rest of the page still works
     assert not at.exception
     assert f"kept here: {QUESTION}" in texts(at)
+
+
+def test_the_sidebar_switches_models_and_a_model_that_cannot_load_is_a_message(make_services, tiny_checkpoint):
+    svc = make_services(None, model=str(tiny_checkpoint), device="cpu", dtype="float32", max_new_tokens=3,
+                        agent_policy="none")
+    at = page_test(chat_page, svc)
+    at.run()
+    picker = next(s for s in at.selectbox if s.label == "Model")
+    assert picker.value == str(tiny_checkpoint) and "granite-4.0-h-micro" in picker.options
+    picker.select("granite-4.0-h-micro").run()  # not downloadable here: the question says so, the page goes on
+    assert svc.settings.model == "granite-4.0-h-micro" and not at.exception
+    ask(at, QUESTION)
+    assert "granite-4.0-h-micro" in "\n".join(e.value for e in at.error)
+    next(s for s in at.selectbox if s.label == "Model").select(str(tiny_checkpoint)).run()
+    assert svc.settings.model == str(tiny_checkpoint)
+    at.button(key="new-thread").click().run()
+    ask(at, QUESTION)
+    assert not at.error and svc.engine_loaded and "RANDOM WEIGHTS" in texts(at)  # answered, and labelled so
