@@ -61,6 +61,9 @@ def _adopt_thread_choice(svc: Any, base: Any) -> None:
         st.session_state["collection"] = chosen.collection
 
 
+KEPT = "kept:"  # session-state prefix of the sidebar choices' copies
+
+
 def _adopt_pack_from_packs_page() -> None:
     """"Start a chat" on the Packs page: a new thread answering from that pack."""
     pack = st.session_state.pop("chat_pack", None)
@@ -84,7 +87,9 @@ def _choice_controls(svc: Any):
     base = svc.default_choice()
     for key, value in (("source-kind", "Collection"), ("collection", base.collection), ("policy", base.policy),
                        ("max-new", base.max_new_tokens), ("temperature", float(base.temperature)), ("k", base.k)):
-        st.session_state.setdefault(key, value)
+        st.session_state.setdefault(key, st.session_state.get(KEPT + key, value))
+    if "pack" not in st.session_state and KEPT + "pack" in st.session_state:
+        st.session_state["pack"] = st.session_state[KEPT + "pack"]
     _adopt_thread_choice(svc, base)
     _adopt_pack_from_packs_page()
     kind = st.radio("Answer from", ("Collection", "State pack"), key="source-kind", horizontal=True,
@@ -113,7 +118,15 @@ def _choice_controls(svc: Any):
     choice = type(base)(collection=collection, pack=pack, policy=policy, k=int(k), max_new_tokens=int(max_new),
                         temperature=float(temperature))
     st.session_state.choice = choice
+    _keep_choices()
     return choice
+
+
+def _keep_choices() -> None:
+    """Streamlit forgets a widget's value on a run that does not draw it (another page): keep copies."""
+    for key in ("source-kind", "collection", "policy", "max-new", "temperature", "k", "pack"):
+        if key in st.session_state:
+            st.session_state[KEPT + key] = st.session_state[key]
 
 
 # ---- the conversation --------------------------------------------------------------------

@@ -176,3 +176,18 @@ def test_the_sidebar_switches_models_and_a_model_that_cannot_load_is_a_message(m
     at.button(key="new-thread").click().run()
     ask(at, QUESTION)
     assert not at.error and svc.engine_loaded and "RANDOM WEIGHTS" in texts(at)  # answered, and labelled so
+
+
+def test_sidebar_choices_survive_a_visit_to_another_page(make_services):
+    from ui_helpers import chat_or_models_page
+
+    at = page_test(chat_or_models_page, make_services([ANSWER]))
+    at.run()
+    at.number_input(key="k").set_value(7).run()
+    at.selectbox(key="policy").select("none").run()
+    at.session_state["on_models"] = True
+    at.run()
+    at.session_state["on_models"] = False
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="k").value == 7 and at.selectbox(key="policy").value == "none"

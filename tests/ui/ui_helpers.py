@@ -36,3 +36,12 @@ def texts(at: Any) -> str:
     for kind in ("markdown", "caption", "warning", "info", "error", "code", "success", "title", "subheader"):
         parts += [str(getattr(e, "value", "")) for e in getattr(at, kind)]
     return "\n".join(parts)
+
+
+def chat_or_models_page() -> None:
+    """The chat page, or the models page while ``session_state["on_models"]``: a page switch in one AppTest."""
+    import streamlit as st
+
+    from feldspar.ui import page_chat, page_models
+
+    (page_models if st.session_state.get("on_models") else page_chat).render()
