@@ -2,9 +2,14 @@
 
 On first use the model's transformer is exported to ONNX by ``torch.onnx.export`` (eager
 attention, so ONNX Runtime's BERT optimizer can fuse attention, GELU and layer norms),
-optimised by ``onnxruntime.transformers.optimizer`` and quantised with
-``onnxruntime.quantization.quantize_dynamic`` (int8 weights, per channel; activations
-quantised per batch at run time; the fused attention stays fp32). The result is cached under ``cache_dir`` keyed by the
+optimised by ``onnxruntime.transformers.optimizer`` into separate Q/K/V projections feeding
+a ``MultiHeadAttention`` op, and quantised with ``onnxruntime.quantization.quantize_dynamic``
+(int8 weights, per channel, for every weight MatMul including Q/K/V; activations quantised
+per run; the attention itself, scores and softmax, stays fp32). The attention ops then lose
+their padding-mask input, which lets ONNX Runtime use its CPU flash-attention kernel, so the
+encoder runs one text per session call (no padding to mask; each text's activations are
+quantised on their own, so a vector does not depend on its batch companions). Models the
+optimizer cannot fuse keep their mask and run padded batches. The result is cached under ``cache_dir`` keyed by the
 model's files and the recipe, built once under a file lock and moved in atomically, so
 parallel processes share it. Running needs only ``tokenizers``, ``onnxruntime`` and
 numpy: torch and sentence-transformers are imported for the export alone.
@@ -30,11 +35,14 @@ import numpy as np
 
 from feldspar.retrieval.errors import EmbeddingModelUnavailable
 
-RECIPE = "int8-dynamic-per-channel-attention-fp32-v3"
-# Fused attention (QKV projection + softmax) stays fp32: quantising it per batch cost the most
-# retrieval quality on the Python reference corpus (vector-only MRR 0.905 vs 0.910 fp32; with it
-# in fp32, 0.919), for about 7 % of the int8 speed. Everything else (the dense layers) is int8.
+RECIPE = "int8-dynamic-per-channel-qkv-int8-flash-attention-fp32-v4"
+# Attention scores and softmax stay fp32: quantising the fused Attention op (QAttention) cost the
+# most retrieval quality on the Python reference corpus (MRR 0.88 vs 0.90 fp32). The Q/K/V
+# projections are plain weight MatMuls here (MultiHeadAttention fusion) and are int8 like the
+# other dense layers. With the padding mask removed, ONNX Runtime's CPU MultiHeadAttention runs
+# its flash-attention kernel: about 40 % of int8 time was the unfused attention before (v3).
 KEEP_FP32_OPS = {"Attention", "MultiHeadAttention"}
+MASK_INPUT_OF = {"MultiHeadAttention": 4}  # key_padding_mask
 OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}
 
@@ -108,12 +116,13 @@ def _build(config: PipelineConfig, folder: Path, target: Path) -> None:
             names = _export(config.model_dir, exported)
             source = _optimise(config, exported, Path(work) / "optimised.onnx")
             _quantise(source, Path(work) / "int8.onnx")
+            unpadded = _drop_padding_masks(Path(work) / "int8.onnx")
         except EmbeddingModelUnavailable:
             raise
         except Exception as exc:  # exporter/optimiser errors of many kinds
             raise EmbeddingModelUnavailable(f"cannot build the int8 embedder for {config.model_dir.name}: "
                                             f"{type(exc).__name__}: {exc}", fix="embed_fp32") from None
-        (folder / "inputs.json").write_text(json.dumps(names))
+        (folder / "inputs.json").write_text(json.dumps({"inputs": names, "one_text_per_run": unpadded}))
         os.replace(Path(work) / "int8.onnx", target)
 
 
@@ -152,10 +161,13 @@ def _export(model_dir: Path, out: Path) -> list[str]:
 def _optimise(config: PipelineConfig, exported: Path, out: Path) -> Path:
     if config.model_type not in OPTIMIZABLE or not config.heads:
         return exported
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions(OPTIMIZABLE[config.model_type])
+    options.use_multi_head_attention = True  # Q/K/V as weight MatMuls (quantisable) + MultiHeadAttention
     optimised = optimize_model(str(exported), model_type=OPTIMIZABLE[config.model_type],
-                               num_heads=config.heads, hidden_size=config.hidden)
+                               num_heads=config.heads, hidden_size=config.hidden, optimization_options=options)
     optimised.save_model_to_file(str(out))
     return out
 
@@ -170,7 +182,26 @@ def _quantise(source: Path, out: Path) -> None:
     keep = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node
             if node.op_type in KEEP_FP32_OPS]
     quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+
+
+def _drop_padding_masks(model_path: Path) -> bool:
+    """Remove the attention ops' padding-mask input (enables flash attention); False if none fused.
+
+    The caller must then run one text per call: nothing masks padding any more.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))
+    attention = [node for node in model.graph.node if node.op_type in MASK_INPUT_OF]
+    if not attention:
+        return False
+    for node in attention:
+        at = MASK_INPUT_OF[node.op_type]
+        if len(node.input) > at:
+            node.input[at] = ""
+    onnx.save(model, str(model_path))
+    return True
 
 
 class OnnxInt8Encoder:
@@ -181,7 +212,9 @@ class OnnxInt8Encoder:
 
         self.config = PipelineConfig(Path(model_dir))
         model_path = quantised_model(self.config, cache_dir)
-        self.input_names = json.loads((model_path.parent / "inputs.json").read_text())
+        layout = json.loads((model_path.parent / "inputs.json").read_text())
+        self.input_names = layout["inputs"]
+        self.one_text_per_run = bool(layout["one_text_per_run"])
         self.tokenizer = Tokenizer.from_file(str(self.config.model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.config.max_seq_length)
         self.tokenizer.no_padding()
@@ -199,8 +232,16 @@ class OnnxInt8Encoder:
         return len(self.tokenizer.encode(self._text(text), add_special_tokens=False).ids)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Normalised vectors in input order; batches hold texts of similar length (less padding)."""
+        """Normalised vectors in input order; batches hold texts of similar length (less padding).
+
+        An unpadded model (see ``_drop_padding_masks``) runs one text per session call.
+        """
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if self.one_text_per_run:
+            encodings = self.tokenizer.encode_batch([self._text(t) for t in texts])
+            for row, encoding in enumerate(encodings):
+                out[row] = self._run([encoding])[0]
+            return out
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for at in range(0, len(order), batch_size):
             rows = order[at : at + batch_size]
@@ -208,9 +249,11 @@ class OnnxInt8Encoder:
         return out
 
     def _batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch([self._text(t) for t in texts])
+        return self._run(self.tokenizer.encode_batch([self._text(t) for t in texts]))
+
+    def _run(self, encodings: list[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
-        feeds = {name: np.zeros((len(texts), width), dtype=np.int64) for name in self.input_names}
+        feeds = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in self.input_names}
         for row, encoding in enumerate(encodings):
             n = len(encoding.ids)
             for name, values in (("input_ids", encoding.ids), ("attention_mask", encoding.attention_mask),
