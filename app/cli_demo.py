@@ -80,6 +80,8 @@ def next_steps(settings) -> list[tuple[str, str]]:
         ("Search them", 'feldspar search "how are state packs checked?" --collection docs'),
         ("Ask the agent", 'feldspar ask "how are state packs checked?" --collection docs --trace'),
         ("Measure retrieval", f"feldspar eval retrieval {questions} --collection docs"),
+        ("In the browser", "feldspar ui --collection docs"),
+        ("As an OpenAI API", "feldspar serve --collection docs   (model `feldspar-agent` answers with citations)"),
         ("Your own folder", "feldspar ingest ~/notes --collection notes --reasons"),
         ("", 'feldspar search "your question" --collection notes'),
         ("", 'feldspar pack create notes ~/notes && feldspar ask --pack notes "your question"'),

@@ -51,6 +51,7 @@ def test_the_demo_ends_with_what_to_do_next(demo_run):
     assert "feldspar chat -m ./h-1b-random" in flat
     assert "feldspar ingest ~/notes --collection notes" in flat and 'feldspar ask --pack notes "your question"' in flat
     assert "feldspar eval retrieval docs/eval/docs_questions.jsonl --collection docs" in flat
+    assert "feldspar ui --collection docs" in flat and "feldspar serve --collection docs" in flat
 
 
 def _readme_commands(prefix: str) -> list[str]:
