@@ -68,7 +68,10 @@ class Agent:
         if question is not None:
             self._record_turn(thread_id, question)  # listed from its first step on, even if killed mid-turn
         payload: Any = Command(resume=resume) if resume is not None else {"question": question or ""}
-        for mode, chunk in self.graph.stream(payload, self.config(thread_id), stream_mode=["messages", "updates"]):
+        # durability="sync": each step's checkpoint is on disk before the next step starts, so a kill -9
+        # mid-tool leaves the thread at its last completed step (the default, "async", may lose it).
+        for mode, chunk in self.graph.stream(payload, self.config(thread_id), stream_mode=["messages", "updates"],
+                                             durability="sync"):
             yield from self._events(mode, chunk, thread_id)
         self._record_turn(thread_id)
         if self.state_hooks is not None and self.pending_approval(thread_id) is None:
