@@ -300,46 +300,48 @@ async def _cancel_on_disconnect(request: Request, job: Job) -> None:
             return
 
 
-async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
-    yield sse(envelope.chat_chunk({"role": "assistant", "content": ""}))
+async def job_events(job: Job, piece_chunk: Callable[[str], dict], final_chunks: Callable[[Final], list[dict]]
+                     ) -> AsyncIterator[bytes]:
+    """A job as SSE: a chunk per text piece, then its Final's chunks, then ``[DONE]``; an error
+    after the headers travels as an event."""
     try:
         final = None
         async for piece in job.items():
             if isinstance(piece, Final):
                 final = piece
             else:
-                yield sse(envelope.chat_chunk({"content": piece}))
+                yield sse(piece_chunk(piece))
         if final is None:
             raise ApiError(500, "the generation ended without a result", "server_error")
-        if final.calls:
-            yield sse(envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)}))
-        last = envelope.chat_chunk({}, final.finish_reason)
-        last["feldspar"] = final.extension
-        if final.citations is not None:
-            last["citations"] = final.citations
-        yield sse(last)
-        if usage_wanted:
-            yield sse(envelope.usage_chunk("chat.completion.chunk", final.usage))
+        for chunk in final_chunks(final):
+            yield sse(chunk)
     except Exception as exc:  # after the headers: the error travels as an event
         yield sse(as_api_error(exc).body())
     yield sse("[DONE]")
 
 
+async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
+    def final_chunks(final: Final) -> list[dict]:
+        chunks = [envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)})] if final.calls else []
+        last = envelope.chat_chunk({}, final.finish_reason)
+        last["feldspar"] = final.extension
+        if final.citations is not None:
+            last["citations"] = final.citations
+        chunks.append(last)
+        if usage_wanted:
+            chunks.append(envelope.usage_chunk("chat.completion.chunk", final.usage))
+        return chunks
+
+    yield sse(envelope.chat_chunk({"role": "assistant", "content": ""}))
+    async for event in job_events(job, lambda piece: envelope.chat_chunk({"content": piece}), final_chunks):
+        yield event
+
+
 async def completion_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
-    try:
-        final = None
-        async for piece in job.items():
-            if isinstance(piece, Final):
-                final = piece
-            else:
-                yield sse(envelope.completion_chunk(piece))
-        if final is None:
-            raise ApiError(500, "the generation ended without a result", "server_error")
+    def final_chunks(final: Final) -> list[dict]:
         last = envelope.completion_chunk("", final.finish_reason)
         last["feldspar"] = final.extension
-        yield sse(last)
-        if usage_wanted:
-            yield sse(envelope.usage_chunk("text_completion", final.usage))
-    except Exception as exc:
-        yield sse(as_api_error(exc).body())
-    yield sse("[DONE]")
+        return [last, envelope.usage_chunk("text_completion", final.usage)] if usage_wanted else [last]
+
+    async for event in job_events(job, envelope.completion_chunk, final_chunks):
+        yield event
