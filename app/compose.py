@@ -369,15 +369,14 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
     from feldspar.serve import create_app
     from feldspar.serve_models import AgentModel, ServedModel
 
-    served: list = []
     remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
     if remote:
         backend = build_remote_backend(settings)
-        served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
-    for name in [] if remote else models or [settings.model]:
-        engine = build_engine(settings, name)
-        served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
-                                  default_max_tokens=settings.max_new_tokens))
+        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
+    else:
+        engines = [build_engine(settings, name) for name in models or [settings.model]]
+        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
+                  for engine in engines]
     if agent:
         first = served[0]
         approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
