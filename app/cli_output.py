@@ -16,7 +16,7 @@ import sys
 
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
              "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
-LIBRARY_LOGGERS = ("transformers", "huggingface_hub", "sentence_transformers", "pypdf", "chromadb", "httpx")
+LIBRARY_LOGGERS = ("transformers", "huggingface_hub", "sentence_transformers", "pypdf", "chromadb", "httpx", "bm25s")
 _set_by_us: set[str] = set()
 
 

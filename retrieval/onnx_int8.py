@@ -1,15 +1,20 @@
 """The int8 CPU path of a sentence-transformers model: ONNX Runtime with dynamic quantisation.
 
 On first use the model's transformer is exported to ONNX by ``torch.onnx.export`` (eager
-attention, so ONNX Runtime's BERT optimizer can fuse attention, GELU and layer norms),
-optimised by ``onnxruntime.transformers.optimizer`` into separate Q/K/V projections feeding
-a ``MultiHeadAttention`` op, and quantised with ``onnxruntime.quantization.quantize_dynamic``
+attention, so ONNX Runtime's BERT optimizer can fuse attention and GELU), optimised by
+``onnxruntime.transformers.optimizer`` into separate Q/K/V projections feeding a
+``MultiHeadAttention`` op, and quantised with ``onnxruntime.quantization.quantize_dynamic``
 (int8 weights, per channel, for every weight MatMul including Q/K/V; activations quantised
-per run; the attention itself, scores and softmax, stays fp32). The attention ops then lose
-their padding-mask input, which lets ONNX Runtime use its CPU flash-attention kernel, so the
-encoder runs one text per session call (no padding to mask; each text's activations are
-quantised on their own, so a vector does not depend on its batch companions). Models the
-optimizer cannot fuse keep their mask and run padded batches. The result is cached under ``cache_dir`` keyed by the
+per run; the attention itself, scores and softmax, stays fp32). Residual adds and layer
+norms stay separate ``Add`` + ``LayerNormalization`` ops (offline and in the session):
+ONNX Runtime's fused ``SkipLayerNormalization`` CPU kernel cost 4x as much here. The
+attention ops then lose their padding-mask input, which lets ONNX Runtime use its CPU
+flash-attention kernel, so the encoder runs one text per session call (no padding to mask;
+each text's activations are quantised on their own, so a vector does not depend on its batch
+companions). Those calls run single-threaded, several at once (one per core by default):
+texts in parallel use two cores better than one text's small matrices split across them.
+Models the optimizer cannot fuse keep their mask and run padded batches on a multi-threaded
+session. The result is cached under ``cache_dir`` keyed by the
 model's files and the recipe, built once under a file lock and moved in atomically, so
 parallel processes share it. Running needs only ``tokenizers``, ``onnxruntime`` and
 numpy: torch and sentence-transformers are imported for the export alone.
@@ -28,6 +33,8 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +42,7 @@ import numpy as np
 
 from feldspar.retrieval.errors import EmbeddingModelUnavailable
 
-RECIPE = "int8-dynamic-per-channel-qkv-int8-flash-attention-fp32-v4"
+RECIPE = "int8-dynamic-per-channel-qkv-int8-flash-attention-fp32-plain-layernorm-v5"
 # Attention scores and softmax stay fp32: quantising the fused Attention op (QAttention) cost the
 # most retrieval quality on the Python reference corpus (MRR 0.88 vs 0.90 fp32). The Q/K/V
 # projections are plain weight MatMuls here (MultiHeadAttention fusion) and are int8 like the
@@ -45,6 +52,9 @@ KEEP_FP32_OPS = {"Attention", "MultiHeadAttention"}
 MASK_INPUT_OF = {"MultiHeadAttention": 4}  # key_padding_mask
 OPTIMIZABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}
+# Residual add + layer norm as two plain ops: ONNX Runtime's SkipLayerNormalization CPU kernel took
+# about 7 ms per 230-token text where Add + LayerNormalization take under 2 ms (single thread).
+UNFUSED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def _read_json(path: Path) -> dict:
@@ -166,6 +176,7 @@ def _optimise(config: PipelineConfig, exported: Path, out: Path) -> Path:
 
     options = FusionOptions(OPTIMIZABLE[config.model_type])
     options.use_multi_head_attention = True  # Q/K/V as weight MatMuls (quantisable) + MultiHeadAttention
+    options.enable_skip_layer_norm = False  # see UNFUSED_OPTIMIZERS
     optimised = optimize_model(str(exported), model_type=OPTIMIZABLE[config.model_type],
                                num_heads=config.heads, hidden_size=config.hidden, optimization_options=options)
     optimised.save_model_to_file(str(out))
@@ -176,13 +187,20 @@ def _quantise(source: Path, out: Path) -> None:
     import logging
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    keep = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node
-            if node.op_type in KEEP_FP32_OPS]
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:  # importing the quantiser calls logging.basicConfig(INFO), and it logs at INFO: keep the host's logging
+        root.setLevel(max(level, logging.ERROR))
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        keep = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node
+                if node.op_type in KEEP_FP32_OPS]
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _drop_padding_masks(model_path: Path) -> bool:
@@ -205,7 +223,12 @@ def _drop_padding_masks(model_path: Path) -> bool:
 
 
 class OnnxInt8Encoder:
-    """Tokenise, run the int8 model, pool and normalise: the sentence-transformers pipeline."""
+    """Tokenise, run the int8 model, pool and normalise: the sentence-transformers pipeline.
+
+    ``threads``: cores to use, 0 for all this process may run on. An unpadded model runs that
+    many single-threaded session calls at once (one text each); a padded one gives them to
+    one call's matrices.
+    """
 
     def __init__(self, model_dir: str | Path, cache_dir: Path, threads: int = 0) -> None:
         from tokenizers import Tokenizer
@@ -218,8 +241,11 @@ class OnnxInt8Encoder:
         self.tokenizer = Tokenizer.from_file(str(self.config.model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.config.max_seq_length)
         self.tokenizer.no_padding()
-        self.session = _session(model_path, threads)
+        self.workers = max(1, threads or available_cores()) if self.one_text_per_run else 1
+        self.session = _session(model_path, 1 if self.one_text_per_run else threads)
         self.dimension = int(self.session.get_outputs()[0].shape[-1] or self.config.hidden)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def max_seq_length(self) -> int:
@@ -234,19 +260,30 @@ class OnnxInt8Encoder:
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Normalised vectors in input order; batches hold texts of similar length (less padding).
 
-        An unpadded model (see ``_drop_padding_masks``) runs one text per session call.
+        An unpadded model (see ``_drop_padding_masks``) runs one text per session call, up to
+        ``workers`` calls at once.
         """
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if self.one_text_per_run:
             encodings = self.tokenizer.encode_batch([self._text(t) for t in texts])
-            for row, encoding in enumerate(encodings):
-                out[row] = self._run([encoding])[0]
+            rows = map(self._one, encodings) if len(encodings) == 1 else self._executor().map(self._one, encodings)
+            for row, vector in enumerate(rows):
+                out[row] = vector
             return out
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for at in range(0, len(order), batch_size):
             rows = order[at : at + batch_size]
             out[rows] = self._batch([texts[i] for i in rows])
         return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="feldspar-int8")
+            return self._pool
+
+    def _one(self, encoding: Any) -> np.ndarray:
+        return self._run([encoding])[0]
 
     def _batch(self, texts: list[str]) -> np.ndarray:
         return self._run(self.tokenizer.encode_batch([self._text(t) for t in texts]))
@@ -269,6 +306,14 @@ class OnnxInt8Encoder:
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _session(model_path: Path, threads: int) -> Any:
     import onnxruntime
 
@@ -277,4 +322,5 @@ def _session(model_path: Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared CPUs: no busy-wait
-    return onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=UNFUSED_OPTIMIZERS)

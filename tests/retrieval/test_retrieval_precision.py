@@ -3,6 +3,9 @@ how its vectors were made and a mismatch is refused like a different model."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from retrieval_helpers import store_ids
@@ -28,6 +31,16 @@ def test_int8_vectors_match_fp32_closely(embedder, fp32_embedder):
     assert [embedder.token_len(t) for t in TEXTS] == [fp32_embedder.token_len(t) for t in TEXTS]
     assert embedder.max_tokens == fp32_embedder.max_tokens and embedder.dimension == fp32_embedder.dimension
     assert np.allclose(embedder.embed_query(TEXTS[1]), int8[1], atol=0.05)
+
+
+def test_int8_texts_run_in_parallel_get_the_vectors_they_get_one_at_a_time(embedder):
+    texts = [f"{text} Variant {i}." * (1 + i % 3) for i in range(6) for text in TEXTS]  # mixed lengths
+    serial = Embedder(precision="int8", cache_dir=embedder.cache_dir, threads=1)
+    parallel = Embedder(precision="int8", cache_dir=embedder.cache_dir, threads=3)
+    assert serial.int8.workers == 1 and parallel.int8.workers == 3
+    one_at_a_time = np.stack([serial.embed([text])[0] for text in texts])
+    assert np.array_equal(parallel.embed(texts), one_at_a_time)  # same vectors, in input order
+    assert np.array_equal(serial.embed(texts), one_at_a_time)
 
 
 def test_fp16_path_runs_in_half_precision():
@@ -73,3 +86,26 @@ def test_collections_from_before_the_record_count_as_fp32(service):
     assert service.store.recorded("legacy") == (service.embedder.name, "fp32")
     with pytest.raises(EmbeddingPrecisionMismatch):
         service.store.open("legacy", service.embedder.name, create=False, precision="int8")
+
+
+def test_building_the_int8_model_leaves_the_hosts_logging_as_it_was(tmp_path):
+    """ONNX Runtime's quantiser calls logging.basicConfig when imported: that must not stick."""
+    script = """
+import logging, sys
+from pathlib import Path
+import onnx
+from onnx import TensorProto, helper
+from feldspar.retrieval.onnx_int8 import _quantise
+weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], [0.1 * i for i in range(16)])
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[1])
+_quantise(Path(sys.argv[1]), Path(sys.argv[2]))
+root = logging.getLogger()
+assert Path(sys.argv[2]).is_file()
+assert root.handlers == [] and root.level == logging.WARNING, (root.handlers, root.level)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
