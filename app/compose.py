@@ -389,4 +389,5 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
 
         served.append(AgentModel(build, first.backend, settings.collection, pack, lane_key=first.engine))
     served += list(extra_models or [])
-    return create_app(served, api_key=settings.api_key, queue=settings.serve_queue if queue is None else queue)
+    return create_app(served, api_key=settings.api_key, queue=settings.serve_queue if queue is None else queue,
+                      max_body=settings.serve_max_body_bytes)

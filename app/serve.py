@@ -1,13 +1,15 @@
 """`feldspar serve`: an OpenAI-compatible HTTP server over Feldspar's models and agent.
 
-``create_app(models, agent=None, api_key=None, queue=8)`` returns the FastAPI app:
+``create_app(models, api_key=None, queue=8, max_body=16 MiB, keepalive_s=15)`` returns the FastAPI app:
 ``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
 tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
 fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
 on a lane (app/serve_lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
 with Retry-After. A streaming client that disconnects stops its generation at the next
 token (Starlette cancels the response; the job's cancel flag stops the worker); a
-non-streaming one too (a watcher reads ``http.disconnect``). Every error is an OpenAI
+non-streaming one too (a watcher reads ``http.disconnect``). A stream waiting for its next
+token (queued, or a long prompt) gets an SSE comment every ``keepalive_s``; the token and
+body-size checks are app/serve_gate.py. Every error is an OpenAI
 error object with its status code, never a traceback; the server keeps serving. The parts
 served are built by the caller (app/cli_serve.py through app/compose.py, or tests with
 scripted backends); this module knows HTTP, the wire format and lanes.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import secrets
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
@@ -28,9 +29,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from feldspar.serve_lanes import Job, Lane, LaneFull
+from feldspar.serve_gate import Gate
+from feldspar.serve_lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve_models import AgentModel, Final, ServedModel
 from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, Envelope, error_body, openai_tool_calls, sse
+
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 log = logging.getLogger("feldspar.serve")
 NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
@@ -39,10 +43,12 @@ NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
 class ServerState:
     """The models by id, one lane per engine (or backend), and the bearer token."""
 
-    def __init__(self, models: Sequence[ServedModel | AgentModel], api_key: str | None, queue: int) -> None:
+    def __init__(self, models: Sequence[ServedModel | AgentModel], api_key: str | None, queue: int,
+                 keepalive_s: float = 15.0) -> None:
         from feldspar import __version__
 
         self.version = __version__
+        self.keepalive_s = keepalive_s
         self.models = {m.id: m for m in models}
         if len(self.models) != len(models):
             raise ValueError("two served models have the same id")
@@ -133,35 +139,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 # ---- the app ------------------------------------------------------------------------------
-class Gate:
-    """ASGI middleware: the bearer token is checked before anything else under /v1 (so an
-    anonymous client learns nothing, not even whether its body is valid), and a POST body is
-    read as JSON whatever its Content-Type (curl -d sends a form type)."""
+def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | None = None, queue: int = 8,
+               max_body: int = 16 * 1024**2, keepalive_s: float = 15.0) -> FastAPI:
+    """The server over ``models`` (chat models and at most one agent model).
 
-    def __init__(self, app: Any, api_key: str | None) -> None:
-        self.app, self.api_key = app, api_key
-
-    def authorised(self, scope: dict) -> bool:
-        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), self.api_key.encode())
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") != "http":
-            return await self.app(scope, receive, send)
-        if self.api_key and scope.get("path", "").startswith("/v1") and not self.authorised(scope):
-            error = ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>",
-                             code="invalid_api_key")
-            return await error_response(error)(scope, receive, send)
-        if scope.get("method") == "POST":
-            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
-            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
-
-
-def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | None = None, queue: int = 8) -> FastAPI:
-    """The server over ``models`` (chat models and at most one agent model)."""
-    state = ServerState(models, api_key, queue)
+    ``keepalive_s``: a stream whose next token is that long in coming (queued behind other
+    requests, or a long prompt) gets an SSE comment, so proxies and clients keep it open.
+    """
+    state = ServerState(models, api_key, queue, keepalive_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -171,7 +156,7 @@ def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | Non
     app = FastAPI(title="Feldspar", version=state.version, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.feldspar = state
     install_error_handlers(app)
-    app.add_middleware(Gate, api_key=state.api_key)
+    app.add_middleware(Gate, api_key=state.api_key, max_body=max_body)
     router = APIRouter(prefix="/v1")
     router.add_api_route("/models", list_models, methods=["GET"])
     router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
@@ -247,7 +232,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     job = await _submit(lane, open_work)
     envelope = Envelope("chat", model.id, model.random_weights, state.version)
     if body.stream:
-        return _event_stream(chat_events(job, envelope, _usage_wanted(body)), model)
+        return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s), model)
     text, final = await collect(job, request)
     return JSONResponse(envelope.chat(final.text if final.text is not None else text, final.calls, final.finish_reason,
                                       final.usage, final.extension, final.citations), headers=_headers(model))
@@ -267,7 +252,7 @@ async def completions(body: CompletionRequest, request: Request):
     job = await _submit(state.lane(model), open_work)
     envelope = Envelope("completion", model.id, model.random_weights, state.version)
     if body.stream:
-        return _event_stream(completion_events(job, envelope, _usage_wanted(body)), model)
+        return _event_stream(completion_events(job, envelope, _usage_wanted(body), state.keepalive_s), model)
     text, final = await collect(job, request)
     return JSONResponse(envelope.completion(text, final.finish_reason, final.usage, final.extension),
                         headers=_headers(model))
@@ -300,14 +285,16 @@ async def _cancel_on_disconnect(request: Request, job: Job) -> None:
             return
 
 
-async def job_events(job: Job, piece_chunk: Callable[[str], dict], final_chunks: Callable[[Final], list[dict]]
-                     ) -> AsyncIterator[bytes]:
+async def job_events(job: Job, piece_chunk: Callable[[str], dict], final_chunks: Callable[[Final], list[dict]],
+                     keepalive_s: float) -> AsyncIterator[bytes]:
     """A job as SSE: a chunk per text piece, then its Final's chunks, then ``[DONE]``; an error
-    after the headers travels as an event."""
+    after the headers travels as an event; an SSE comment whenever nothing came for ``keepalive_s``."""
     try:
         final = None
-        async for piece in job.items():
-            if isinstance(piece, Final):
+        async for piece in job.items(idle_s=keepalive_s):
+            if piece is IDLE:
+                yield KEEPALIVE
+            elif isinstance(piece, Final):
                 final = piece
             else:
                 yield sse(piece_chunk(piece))
@@ -320,7 +307,7 @@ async def job_events(job: Job, piece_chunk: Callable[[str], dict], final_chunks:
     yield sse("[DONE]")
 
 
-async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
+async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepalive_s: float) -> AsyncIterator[bytes]:
     def final_chunks(final: Final) -> list[dict]:
         chunks = [envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)})] if final.calls else []
         last = envelope.chat_chunk({}, final.finish_reason)
@@ -333,15 +320,17 @@ async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool) -> Async
         return chunks
 
     yield sse(envelope.chat_chunk({"role": "assistant", "content": ""}))
-    async for event in job_events(job, lambda piece: envelope.chat_chunk({"content": piece}), final_chunks):
+    async for event in job_events(job, lambda piece: envelope.chat_chunk({"content": piece}), final_chunks,
+                                  keepalive_s):
         yield event
 
 
-async def completion_events(job: Job, envelope: Envelope, usage_wanted: bool) -> AsyncIterator[bytes]:
+async def completion_events(job: Job, envelope: Envelope, usage_wanted: bool, keepalive_s: float
+                            ) -> AsyncIterator[bytes]:
     def final_chunks(final: Final) -> list[dict]:
         last = envelope.completion_chunk("", final.finish_reason)
         last["feldspar"] = final.extension
         return [last, envelope.usage_chunk("text_completion", final.usage)] if usage_wanted else [last]
 
-    async for event in job_events(job, envelope.completion_chunk, final_chunks):
+    async for event in job_events(job, envelope.completion_chunk, final_chunks, keepalive_s):
         yield event

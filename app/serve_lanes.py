@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
 
 END = object()
+IDLE = object()  # what ``Job.items(idle_s=…)`` yields when nothing came for that long
 
 
 class LaneFull(Exception):
@@ -55,11 +56,20 @@ class Job:
         except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
             self.cancel.set()
 
-    async def items(self) -> AsyncIterator[Any]:
-        """The iterator's items; its exception is raised here; cancelled when the caller stops."""
+    async def items(self, idle_s: float | None = None) -> AsyncIterator[Any]:
+        """The iterator's items; its exception is raised here; cancelled when the caller stops.
+
+        With ``idle_s``, ``IDLE`` comes whenever no item arrived for that many seconds (while
+        the job waits in the queue or computes a long prompt), so a stream can keep its
+        connection alive.
+        """
         try:
             while True:
-                kind, value = await self.out.get()
+                try:
+                    kind, value = await asyncio.wait_for(self.out.get(), idle_s)
+                except TimeoutError:
+                    yield IDLE
+                    continue
                 if kind == "item":
                     yield value
                 elif kind == "error":

@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     # --- serve ----------------------------------------------------------------------
     api_key: str | None = Field(None, description="bearer token `feldspar serve` requires (FELDSPAR_API_KEY)")
     serve_queue: int = Field(8, ge=0, description="requests waiting per engine before `feldspar serve` answers 429")
+    serve_max_body_bytes: int = Field(16 * 1024**2, ge=1024,
+                                      description="largest request body `feldspar serve` reads; larger ones get 413")
 
     @classmethod
     def settings_customise_sources(

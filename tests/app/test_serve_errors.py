@@ -5,6 +5,7 @@ server keeps serving after each. Queueing and disconnects are driven by a gated 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from serve_helpers import GatedBackend  # noqa: E402
 KEY = "test-key-123"
 HELLO = [{"role": "user", "content": "hello"}]
 BOUND = 60  # seconds: a safety bound on waits for events, never a synchronisation
+MAX_BODY = 64 * 1024
+KEEPALIVE_S = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,8 @@ def server():
 
     gated = GatedBackend()
     small = ScriptedBackend(["Fine, thanks."] * 100, name="small", context_window=1024)
-    app = create_app([ServedModel("gated", gated), ServedModel("small", small, default_max_tokens=64)], queue=1)
+    app = create_app([ServedModel("gated", gated), ServedModel("small", small, default_max_tokens=64)], queue=1,
+                     max_body=MAX_BODY, keepalive_s=KEEPALIVE_S)
     with serve_in_thread(app) as url:
         yield {"url": url, "gated": gated, "app": app}
 
@@ -109,6 +113,23 @@ def test_a_body_sent_as_a_form_type_is_still_read_as_json(server):
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "Fine, thanks."
 
 
+def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(server, client):
+    big = {"model": "small", "messages": [{"role": "user", "content": "word " * (MAX_BODY // 4)}]}
+    error = assert_error(httpx.post(server["url"] + "/v1/chat/completions", json=big), 413, "request_too_large")
+    assert f"{MAX_BODY:,}-byte limit" in error["message"]
+
+    def chunked():  # no Content-Length: the server counts as the body arrives
+        yield b'{"model": "small", "messages": [{"role": "user", "content": "'
+        for _ in range(MAX_BODY // 1024 + 1):
+            yield b"x" * 1024
+        yield b'"}]}'
+
+    assert_error(httpx.post(server["url"] + "/v1/chat/completions", content=chunked()), 413, "request_too_large")
+    under = {"model": "small", "messages": [{"role": "user", "content": "word " * 100}]}
+    assert httpx.post(server["url"] + "/v1/chat/completions", json=under).status_code == 200
+    still_serving(client)
+
+
 # ---- the queue -----------------------------------------------------------------------------
 def test_a_burst_beyond_the_queue_gets_429_with_retry_after_and_the_rest_complete(client, gated, server):
     running = client.chat.completions.create(model="gated", messages=HELLO, max_tokens=3, stream=True)
@@ -136,6 +157,23 @@ def test_other_models_are_not_blocked_by_a_full_queue(client, gated):
     still_serving(client)  # another backend, another lane
     gated.gate.set()
     list(held)
+
+
+def test_a_stream_waiting_in_the_queue_gets_keep_alive_comments_then_its_answer(client, gated, server):
+    running = client.chat.completions.create(model="gated", messages=HELLO, max_tokens=2, stream=True)
+    next(running), next(running)  # held at the gate: the next request waits in the queue
+    body = {"model": "gated", "messages": HELLO, "max_tokens": 2, "stream": True}
+    with httpx.stream("POST", server["url"] + "/v1/chat/completions", json=body, timeout=BOUND) as queued:
+        lines = queued.iter_lines()
+        assert json.loads(next(lines).removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+        assert next(line for line in lines if line) == ": keep-alive"  # nothing else can come while it waits
+        assert not gated.runs[1].started.is_set()  # still queued
+        gated.gate.set()
+        events = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "tok tok "
+    list(running)
 
 
 # ---- disconnects ---------------------------------------------------------------------------
