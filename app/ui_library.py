@@ -6,7 +6,8 @@ source, and runs ingests (a server folder inside ``ui_allowed_roots``, checked u
 stored under ``<home>/uploads/<collection>/``, or a re-sync of a collection's roots) and
 pack creation as background ``Job``s with live progress; an ingest's Cancel sets the
 retrieval layer's own stop event, so it ends after the current batch and the next run
-resumes. One ingest and one pack job at a time. Every action returns an ``Outcome`` (a
+resumes; a pack's Cancel stops its prefill between chunks and saves nothing. One ingest and
+one pack job at a time. Every action returns an ``Outcome`` (a
 user error is ``ok=False`` with its one-line message); only bugs raise. Knows Settings
 and the lower layers' public calls; is handed its retrieval service and engine; renders nothing.
 """
@@ -25,6 +26,10 @@ from feldspar.ui_jobs import Job, JobView, Refused
 from feldspar.ui_uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
 STATUSES = ("indexed", "skipped", "failed", "pending")
+
+
+class _PackCancelled(Exception):
+    """Raised between prefill chunks once a pack job's Cancel was pressed."""
 
 
 @dataclass
@@ -306,6 +311,13 @@ class LibraryServices:
             return f"creating pack {name!r} from {len(files)} file(s)", name
         return _attempt(start)
 
+    def cancel_pack(self) -> Outcome:
+        job = self._pack
+        if job is None or not job.view().active:
+            return Outcome(False, "no pack is being created")
+        job.cancel()
+        return Outcome(True, "stopping after the current prefill chunk; nothing will be saved")
+
     def _make_pack(self, job: Job, name: str, files: list[str], force: bool) -> tuple[str, dict]:
         from feldspar.home import require_writable
         from feldspar.model.packs import create_pack, prefix_ids
@@ -326,8 +338,18 @@ class LibraryServices:
                           "context window (and questions need room too); choose fewer or shorter files")
         job.checkpoint("prefill")
         job.update(phase="prefill", done=0, total=tokens)
-        meta = create_pack(engine, self.settings.packs_dir, name, read.documents, read.sources, force=force,
-                           progress=lambda done, total: job.update(done=done, total=total))
+
+        def progress(done: int, total: int) -> None:  # between prefill chunks
+            if job.stop.is_set():
+                raise _PackCancelled
+            job.update(done=done, total=total)
+
+        try:
+            progress(0, tokens)
+            meta = create_pack(engine, self.settings.packs_dir, name, read.documents, read.sources, force=force,
+                               progress=progress)
+        except _PackCancelled:
+            return f"pack {name!r} cancelled; nothing was saved", {"interrupted": True}
         share = 100 * tokens / window
         return (f"pack {name!r}: {tokens:,} of {window:,} tokens ({share:.1f}% of the window) from "
                 f"{meta['documents']} file(s), prefill {meta['prefill_s']:.1f} s"), {**meta, "window": window}

@@ -69,6 +69,10 @@ def _job_panel(library) -> None:
         if current is None:
             return
         st.subheader(f"Pack {current.label}")
+        if current.active and st.button("Cancel", key="packs_cancel",
+                                        help="Stop after the current prefill chunk; nothing is saved."):
+            show_outcome(library.cancel_pack())
+            current = library.pack_job()
         if current.result.get("window"):
             token_gauge(current.result["tokens"], current.result["window"])
         job_progress(current, "packs_job")

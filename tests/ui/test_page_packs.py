@@ -100,6 +100,32 @@ def test_create_list_inspect_and_delete_a_pack(make_library, allowed, engine, fe
     assert "No packs yet" in messages(at)
 
 
+def test_cancel_a_pack_mid_creation_saves_nothing_and_a_new_try_works(make_library, allowed, engine, gate,
+                                                                      feldspar_home):
+    gate.event, gate.armed = "prefill", True
+    library = make_library(engine=lambda: engine)
+    names = ingested(library, allowed / "notes", 2)
+    at = page_app("page_packs").run()
+    create_through_page(at, names, "notes")
+    assert gate.reached.wait(WAIT_S), "the pack job never reached its prefill"
+    at.run()
+    assert at.button(key="packs_cancel").label == "Cancel"
+    at.button(key="packs_cancel").click().run()
+    assert "nothing will be saved" in messages(at), messages(at)
+    gate.release.set()
+    assert library.wait(WAIT_S)
+    at.run()
+    view = library.pack_job()
+    assert view.state == "cancelled" and "nothing was saved" in view.message, view
+    assert library.packs() == [] and not (feldspar_home / "packs" / "notes").exists()
+    assert "packs_cancel" not in [button.key for button in at.button]
+
+    gate.armed = False
+    create_through_page(at, names, "notes")  # the same name is free: nothing half-made is left
+    assert library.wait(WAIT_S)
+    assert library.pack_job().state == "done" and [p["name"] for p in library.packs()] == ["notes"]
+
+
 def test_a_pack_over_the_window_is_a_clear_message(make_library, allowed, small_window_engine, feldspar_home):
     library = make_library(engine=lambda: small_window_engine)
     names = ingested(library, allowed / "notes", 2)
