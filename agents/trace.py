@@ -64,7 +64,8 @@ def describe(s: dict[str, Any]) -> str:
         return (f"{head} {s.get('messages')} messages summarised: prompt {s.get('tokens_before')} -> "
                 f"{s.get('tokens_after')} tokens")
     if node == "final":
-        return f"{head} stop: {s.get('stop_reason')}; cited {s.get('cited')}; unknown ids {s.get('unknown_ids') or '-'}"
+        unknown = f"; dropped unknown ids {s['unknown_ids']}" if s.get("unknown_ids") else ""
+        return f"{head} stop: {s.get('stop_reason')}; cited {s.get('cited')}{unknown}"
     return f"{head} {_short({k: v for k, v in s.items() if k not in ('started', 'ended')})}"
 
 

@@ -59,3 +59,12 @@ def test_model_kind_reads_the_checkpoint_config():
     assert model_kind(SimpleNamespace(layer_types=["linear_attention", "full_attention"], num_local_experts=4)) == "moe-hybrid"
     assert model_kind(SimpleNamespace(layer_types=["mamba", "attention"], num_local_experts=0)) == "hybrid"
     assert model_kind(SimpleNamespace(layer_types=["full_attention"], num_local_experts=0)) == "dense"
+
+
+def test_final_step_names_dropped_ids_only_when_there_are_some():
+    from feldspar.agents.trace import describe
+
+    plain = describe({"node": "final", "stop_reason": "answered", "cited": [1]})
+    assert plain.endswith("stop: answered; cited [1]") and "unknown" not in plain
+    dropped = describe({"node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
+    assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids [7]")
