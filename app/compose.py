@@ -139,8 +139,8 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     from feldspar.agents.runner import Agent
     from feldspar.agents.tools import run_tool
 
-    if chat_model is None and engine is None and remote_target(settings) is not None:
-        chat_model = build_remote_chat_model(settings)
+    if chat_model is None and engine is None:
+        chat_model = remote_chat_model(settings)
     if pack is not None and engine is None and remote_target(settings) is not None:
         refuse_remote(settings.model if settings.model.startswith("openai:") else f"openai:{settings.remote_url}")
     if chat_model is None:
@@ -280,6 +280,12 @@ def build_remote_backend(settings: Settings):
     return backend.connect()
 
 
+def remote_chat_model(settings: Settings):
+    """ChatGranite over the remote server when ``settings`` name one (Granite on an
+    OpenAI-compatible server), else None: the caller builds the local engine."""
+    return build_remote_chat_model(settings) if remote_target(settings) is not None else None
+
+
 def build_remote_chat_model(settings: Settings):
     """ChatGranite over the remote server, with the generation settings."""
     from feldspar.agents.chat_model import ChatGranite
@@ -329,8 +335,8 @@ class AgentFactory:
                  **agent_options) -> None:
         import threading
 
-        if chat_model is None and engine is None and remote_target(settings) is not None:
-            chat_model = build_remote_chat_model(settings)  # Granite on an OpenAI-compatible server
+        if chat_model is None and engine is None:
+            chat_model = remote_chat_model(settings)
         self.settings, self.chat_model, self.engine, self.options = settings, chat_model, engine, agent_options
         self.default_pack = pack  # used when a question names neither a collection nor a pack
         self.agents: dict[tuple[str | None, str | None, int], object] = {}

@@ -223,14 +223,14 @@ class UiServices:
             return self._agents[choice]
 
     def _build_agent(self, choice: ChatChoice):
-        from feldspar.compose import build_agent, build_chat_model, build_remote_chat_model, remote_target
+        from feldspar.compose import build_agent, build_chat_model, remote_chat_model
 
         settings = self.settings.model_copy(update={
             "collection": choice.collection or self.settings.collection, "agent_k": choice.k,
             "max_new_tokens": choice.max_new_tokens, "temperature": choice.temperature})
         chat_model = self._chat_model
-        if chat_model is None and choice.pack is None and remote_target(settings) is not None:
-            chat_model = build_remote_chat_model(settings)  # Granite on an OpenAI-compatible server
+        if chat_model is None and choice.pack is None:
+            chat_model = remote_chat_model(settings)
         engine = None if chat_model is not None and choice.pack is None else self.engine()
         if chat_model is None:
             chat_model = build_chat_model(settings, engine)

@@ -127,10 +127,11 @@ def write_atomically(out: Path, text: str) -> None:
 def _chat_model(settings: Settings, chat_model, max_new_tokens: int | None = None):
     """(chat model, local engine or None): the given model, or ChatGranite over the engine of ``settings``."""
     if chat_model is None:
-        from feldspar.compose import build_chat_model, build_engine, build_remote_chat_model, remote_target
+        from feldspar.compose import build_chat_model, build_engine, remote_chat_model
 
-        if remote_target(settings) is not None:  # Granite on an OpenAI-compatible server: no local engine
-            return build_remote_chat_model(settings), None
+        remote = remote_chat_model(settings)
+        if remote is not None:  # no local engine
+            return remote, None
 
         engine = build_engine(settings)
         return build_chat_model(settings, engine), engine
