@@ -39,6 +39,13 @@ class Outcome:
     value: Any = None
 
 
+def _cancel(job: Job | None, idle: str, stopping: str) -> Outcome:
+    if job is None or not job.view().active:
+        return Outcome(False, idle)
+    job.cancel()
+    return Outcome(True, stopping)
+
+
 def _attempt(action: Callable[[], tuple[str, Any]]) -> Outcome:
     try:
         message, value = action()
@@ -228,11 +235,7 @@ class LibraryServices:
         return _attempt(start)
 
     def cancel_ingest(self) -> Outcome:
-        job = self._ingest
-        if job is None or not job.view().active:
-            return Outcome(False, "no ingest is running")
-        job.cancel()
-        return Outcome(True, "stopping after the current batch; ingest again to resume")
+        return _cancel(self._ingest, "no ingest is running", "stopping after the current batch; ingest again to resume")
 
     def _refuse_while_ingesting(self, collection: str, what: str) -> None:
         view = self.ingest_job()
@@ -312,11 +315,8 @@ class LibraryServices:
         return _attempt(start)
 
     def cancel_pack(self) -> Outcome:
-        job = self._pack
-        if job is None or not job.view().active:
-            return Outcome(False, "no pack is being created")
-        job.cancel()
-        return Outcome(True, "stopping after the current prefill chunk; nothing will be saved")
+        return _cancel(self._pack, "no pack is being created",
+                       "stopping after the current prefill chunk; nothing will be saved")
 
     def _make_pack(self, job: Job, name: str, files: list[str], force: bool) -> tuple[str, dict]:
         from feldspar.home import require_writable
