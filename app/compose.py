@@ -66,6 +66,7 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
         embedding_model=settings.embedding_model,
         embed_batch_size=settings.embed_batch_size,
         embed_precision=settings.embed_precision,
+        embed_threads=settings.embed_threads,
         embed_cache_dir=settings.embedders_cache,
         reranker=settings.reranker,
         ingest=options,

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     embed_precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto", description="embedder precision: auto = int8 (ONNX Runtime) on a CPU, fp16 on a GPU, "
                             "or what an existing collection was built with")
+    embed_threads: int = Field(0, ge=0, description="cores the int8 embedder runs texts on at once "
+                                                   "(0: every core this process may use)")
     embed_cache_dir: Path | None = Field(None, description="where the int8 embedder is built once "
                                                            "(default: the user cache folder)")
     parse_workers: int = Field(2, ge=1, description="parser subprocesses during ingest")

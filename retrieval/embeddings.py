@@ -103,7 +103,8 @@ class Embedder:
 
     ``precision``: ``fp32`` (sentence-transformers on the CPU or GPU), ``fp16`` (the same in
     half precision, meant for a GPU) or ``int8`` (ONNX Runtime on the CPU, see ``onnx_int8``;
-    ``cache_dir`` keeps its quantised model).
+    ``cache_dir`` keeps its quantised model; ``threads`` is how many texts it runs at once,
+    0 for one per core this process may use).
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, batch_size: int = 64, precision: str = "fp32",

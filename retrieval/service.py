@@ -37,6 +37,7 @@ class RetrievalConfig:
     embedding_model: str = DEFAULT_MODEL
     embed_batch_size: int = 16
     embed_precision: str = "auto"  # auto, fp32, fp16 or int8
+    embed_threads: int = 0  # int8: texts run at once (0: every core this process may use)
     embed_cache_dir: Path | None = None  # where the int8 model is built once
     reranker: str | None = None
     ingest: IngestOptions = field(default_factory=IngestOptions)
@@ -64,7 +65,8 @@ class RetrievalService:
         with self._lock:
             if precision not in self._embedders:
                 self._embedders[precision] = Embedder(self.config.embedding_model, self.config.embed_batch_size,
-                                                      precision, self.config.embed_cache_dir)
+                                                      precision, self.config.embed_cache_dir,
+                                                      self.config.embed_threads)
             return self._embedders[precision]
 
     def use_embedder(self, embedder: Embedder) -> None:

@@ -3,6 +3,7 @@ how its vectors were made and a mismatch is refused like a different model."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,18 @@ def test_int8_texts_run_in_parallel_get_the_vectors_they_get_one_at_a_time(embed
     one_at_a_time = np.stack([serial.embed([text])[0] for text in texts])
     assert np.array_equal(parallel.embed(texts), one_at_a_time)  # same vectors, in input order
     assert np.array_equal(serial.embed(texts), one_at_a_time)
+
+
+def test_the_embed_threads_setting_sets_how_many_texts_run_at_once(embedder):
+    from feldspar.compose import build_retrieval
+    from feldspar.settings import load_settings
+
+    for threads, workers in ((1, 1), (0, len(os.sched_getaffinity(0)))):
+        service = build_retrieval(load_settings(embed_threads=threads, embed_cache_dir=embedder.cache_dir))
+        try:
+            assert service.embedder_for("int8").int8.workers == workers
+        finally:
+            service.close()
 
 
 def test_fp16_path_runs_in_half_precision():
