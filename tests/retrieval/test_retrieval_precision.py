@@ -46,14 +46,27 @@ def test_int8_texts_run_in_parallel_get_the_vectors_they_get_one_at_a_time(embed
 
 def test_the_embed_threads_setting_sets_how_many_texts_run_at_once(embedder):
     from feldspar.compose import build_retrieval
+    from feldspar.retrieval.onnx_int8 import available_cores
     from feldspar.settings import load_settings
 
-    for threads, workers in ((1, 1), (0, len(os.sched_getaffinity(0)))):
+    for threads, workers in ((1, 1), (0, available_cores())):
         service = build_retrieval(load_settings(embed_threads=threads, embed_cache_dir=embedder.cache_dir))
         try:
             assert service.embedder_for("int8").int8.workers == workers
         finally:
             service.close()
+
+
+def test_available_cores_follow_affinity_and_a_cgroup_quota(tmp_path):
+    from feldspar.retrieval.onnx_int8 import available_cores
+
+    visible = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    for text, expected in (("max 100000", visible), ("50000 100000", 1), ("150000 100000", min(2, visible)),
+                           ("garbage", visible)):
+        quota.write_text(text + "\n")
+        assert available_cores(quota) == expected, text
+    assert available_cores(tmp_path / "absent") == visible
 
 
 def test_fp16_path_runs_in_half_precision():
