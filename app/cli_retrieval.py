@@ -41,7 +41,9 @@ def _service(home: Path | None, collection: str | None = None, embedding_model: 
 
     settings = settings_from(home=home, collection=collection, embedding_model=embedding_model)
     require_writable(settings.home)  # the manifest, Chroma and caches all write there
-    return build_retrieval(settings, library_warnings=verbose)
+    service = build_retrieval(settings, library_warnings=verbose)
+    service.announce = lambda message: err_console.print(message, style="dim", highlight=False)
+    return service
 
 
 class _RichProgress:

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,7 +108,8 @@ class Embedder:
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, batch_size: int = 64, precision: str = "fp32",
-                 cache_dir: Path | None = None, threads: int = 0) -> None:
+                 cache_dir: Path | None = None, threads: int = 0,
+                 announce: Callable[[str], None] | None = None) -> None:
         if precision not in PRECISIONS:
             raise EmbeddingModelUnavailable(f"unknown embedding precision {precision!r}")
         self.name = name
@@ -116,6 +117,7 @@ class Embedder:
         self.precision = precision
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "feldspar-embedders"
         self.threads = threads
+        self.announce = announce  # told when a slow one-time step (building the int8 model) starts
         self.seconds = 0.0
         self._model: Any = None
         self._int8: Any = None
@@ -138,11 +140,19 @@ class Embedder:
                 from feldspar.retrieval.onnx_int8 import OnnxInt8Encoder
 
                 try:
+                    self._announce_build()
                     self._int8 = OnnxInt8Encoder(_model_folder(self.name), self.cache_dir, self.threads)
                 except (OSError, ValueError) as exc:
                     raise EmbeddingModelUnavailable(f"cannot load the int8 embedder for {self.name!r}: {exc}",
                                                     fix="embed_fp32") from None
             return self._int8
+
+    def _announce_build(self) -> None:
+        from feldspar.retrieval.onnx_int8 import PipelineConfig, built_model_path
+
+        if self.announce is not None and not built_model_path(PipelineConfig(Path(_model_folder(self.name))),
+                                                              self.cache_dir).is_file():
+            self.announce(f"building the int8 embedder for {self.name} (first use only, about half a minute) …")
 
     def load(self) -> None:
         """Load the model now (the first embedding would otherwise)."""

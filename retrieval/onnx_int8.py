@@ -105,12 +105,17 @@ class PipelineConfig:
         return digest.hexdigest()[:16]
 
 
+def built_model_path(config: PipelineConfig, cache_dir: Path) -> Path:
+    """Where the int8 ONNX file for the model and recipe lives (it may not be built yet)."""
+    return cache_dir / f"{config.model_dir.name}-{config.cache_key()}" / "model-int8.onnx"
+
+
 def quantised_model(config: PipelineConfig, cache_dir: Path) -> Path:
     """The cached int8 ONNX file for the model, built on first use."""
     from filelock import FileLock
 
-    folder = cache_dir / f"{config.model_dir.name}-{config.cache_key()}"
-    target = folder / "model-int8.onnx"
+    target = built_model_path(config, cache_dir)
+    folder = target.parent
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)

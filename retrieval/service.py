@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from feldspar.retrieval.bm25 import Bm25Cache
 from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer, resolve_precision
@@ -52,6 +52,7 @@ class RetrievalService:
         self._searchers: dict[str, HybridSearcher] = {}
         self._reranker = None
         self._lock = threading.RLock()  # the service is shared by concurrent searches
+        self.announce: Callable[[str], None] | None = None  # told of slow one-time steps (building int8)
 
     @property
     def manifest(self) -> Manifest:
@@ -66,8 +67,12 @@ class RetrievalService:
             if precision not in self._embedders:
                 self._embedders[precision] = Embedder(self.config.embedding_model, self.config.embed_batch_size,
                                                       precision, self.config.embed_cache_dir,
-                                                      self.config.embed_threads)
+                                                      self.config.embed_threads, self._announce)
             return self._embedders[precision]
+
+    def _announce(self, message: str) -> None:
+        if self.announce is not None:
+            self.announce(message)
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Share an already loaded embedder (same model) for its precision."""

@@ -69,6 +69,14 @@ def test_available_cores_follow_affinity_and_a_cgroup_quota(tmp_path):
     assert available_cores(tmp_path / "absent") == visible
 
 
+def test_building_the_int8_model_is_announced_and_loading_a_built_one_is_not(embedder, tmp_path):
+    told: list[str] = []
+    Embedder(precision="int8", cache_dir=embedder.cache_dir, announce=told.append).load()  # built already
+    assert told == []
+    Embedder(precision="int8", cache_dir=tmp_path / "empty-cache", announce=told.append)._announce_build()
+    assert len(told) == 1 and "building the int8 embedder" in told[0] and "first use only" in told[0]
+
+
 def test_fp16_path_runs_in_half_precision():
     half = Embedder(precision="fp16")
     vectors = half.embed(TEXTS[:2])
