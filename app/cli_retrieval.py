@@ -67,7 +67,8 @@ class _RichProgress:
 
     def working_on(self, path: str) -> None:
         if self.task is not None:
-            shown = path if len(path) <= 40 else "…" + path[-39:]
+            room = 40 if self.progress.console.width >= WIDE else 24
+            shown = path if len(path) <= room else "…" + path[-(room - 1):]
             self.progress.update(self.task, description=f"{self.label}: {shown}")
 
     def chunks(self, written: int) -> None:
@@ -79,7 +80,14 @@ class _RichProgress:
         self.progress.console.print(message)
 
 
+WIDE = 120  # columns from which the bar also shows bytes, bytes/s and the elapsed time
+
+
 def _progress_bar(out: Console) -> Progress:
+    if out.width < WIDE:  # an 80-column terminal: fewer columns rather than every one cut short
+        return Progress(TextColumn("{task.description}"), BarColumn(bar_width=12),
+                        TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[chunks]}"),
+                        TimeRemainingColumn(), console=out, transient=False)
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TextColumn("{task.fields[chunks]}"), TimeRemainingColumn(), TimeElapsedColumn(),
                     console=out, transient=False)
