@@ -256,7 +256,11 @@ class LibraryServices:
             service = self.retrieval
 
             def work(job: Job) -> tuple[str, dict]:
-                summary = service.ingest(paths, collection, progress=_JobProgress(job), stop=job.stop)
+                service.announce = job.notice  # "building the int8 embedder …" on first use
+                try:
+                    summary = service.ingest(paths, collection, progress=_JobProgress(job), stop=job.stop)
+                finally:
+                    service.announce = None
                 counts = " · ".join(f"{k} {v}" for k, v in summary.counts().items())
                 done = f"{what}: {counts} · {summary.chunks_written} chunks in {summary.seconds:.1f} s"
                 if summary.interrupted:
