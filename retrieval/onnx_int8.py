@@ -251,6 +251,7 @@ class OnnxInt8Encoder:
         self.session = _session(model_path, 1 if self.one_text_per_run else threads)
         self.dimension = int(self.session.get_outputs()[0].shape[-1] or self.config.hidden)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
     @property
@@ -284,8 +285,9 @@ class OnnxInt8Encoder:
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child has none of the threads
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="feldspar-int8")
+                self._pool_pid = os.getpid()
             return self._pool
 
     def _one(self, encoding: Any) -> np.ndarray:

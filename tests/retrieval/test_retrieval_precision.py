@@ -77,6 +77,25 @@ def test_building_the_int8_model_is_announced_and_loading_a_built_one_is_not(emb
     assert len(told) == 1 and "building the int8 embedder" in told[0] and "first use only" in told[0]
 
 
+def test_a_forked_child_embeds_with_its_own_threads(embedder):
+    """Pool threads do not survive fork(): a child reusing the parent's pool would wait forever."""
+    script = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from feldspar.retrieval.embeddings import Embedder
+parent = Embedder(precision="int8", cache_dir=Path(sys.argv[1]), threads=2)
+before = parent.embed(["one text", "two texts", "three"])
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(parent.embed(["one text", "two texts", "three"]), before) else 3)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(embedder.cache_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_fp16_path_runs_in_half_precision():
     half = Embedder(precision="fp16")
     vectors = half.embed(TEXTS[:2])
