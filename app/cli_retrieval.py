@@ -67,7 +67,7 @@ class _RichProgress:
 
     def working_on(self, path: str) -> None:
         if self.task is not None:
-            room = 40 if self.progress.console.width >= WIDE else 24
+            room = 40 if self.progress.console.width >= WIDE else 20
             shown = path if len(path) <= room else "…" + path[-(room - 1):]
             self.progress.update(self.task, description=f"{self.label}: {shown}")
 
@@ -85,7 +85,7 @@ WIDE = 120  # columns from which the bar also shows bytes, bytes/s and the elaps
 
 def _progress_bar(out: Console) -> Progress:
     if out.width < WIDE:  # an 80-column terminal: fewer columns rather than every one cut short
-        return Progress(TextColumn("{task.description}"), BarColumn(bar_width=12),
+        return Progress(TextColumn("{task.description}"), BarColumn(bar_width=10),
                         TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[chunks]}"),
                         TimeRemainingColumn(), console=out, transient=False)
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -19,6 +19,7 @@ def rendered(width: int) -> list[str]:
     with _progress_bar(console) as bar:
         progress = _RichProgress(bar)
         progress.start(250_000, "notes")
+        progress.started -= 20.0  # as if 20 s in: a realistic rate (640 chunks in 20 s), not one of microseconds
         progress.working_on("projects/2026/very-long-folder-name/meeting-notes-from-the-quarterly-review.md")
         progress.advance(100_000)
         progress.chunks(640)
