@@ -38,3 +38,23 @@ def test_32_searches_in_threads_and_processes_during_an_ingest(make_service, tmp
     assert len(threaded) == 32 and all(hits for hits in threaded)
     assert len(in_processes) == 32 and [error for _, error in in_processes if error] == []
     assert writer.returncode == 0
+
+
+def test_concurrent_searches_after_a_write_share_one_bm25_build(service, tmp_path):
+    import threading
+
+    write_files(tmp_path / "corpus", 40)
+    service.ingest([tmp_path / "corpus"])
+    searcher = service.searcher(service.embedder)
+    assert searcher.bm25.builds == 0  # nothing searched yet: the index of this generation is not built
+    start = threading.Barrier(8)
+
+    def search(i: int):
+        start.wait()
+        return service.search(f"granite minerals number {i}", k=3)
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(search, range(8)))
+    assert all(answered) and searcher.bm25.builds == 1
+    service.search("granite", k=3)
+    assert searcher.bm25.builds == 1  # same generation: loaded, not rebuilt
