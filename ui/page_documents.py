@@ -11,10 +11,10 @@ from __future__ import annotations
 import streamlit as st
 
 from feldspar.ui.context import services
-from feldspar.ui.views_documents import collections_table, job_progress, show_outcome, sources_table
+from feldspar.ui.views_documents import collections_table, show_outcome, sources_table
+from feldspar.ui.views_jobs import live_job_panel
 
 STATUSES = ["indexed", "skipped", "failed", "pending"]
-POLL_SECONDS = 1.0
 
 
 def render() -> None:
@@ -27,9 +27,8 @@ def render() -> None:
         return
     collection = _collection_picker(library, listed.value)
     _add_documents(library, collection)
-    st.session_state["documents_full_run"] = True  # the job panel below runs inside this run
-    _job_panel(library)
-    st.session_state["documents_full_run"] = False
+    live_job_panel("documents", library.ingest_job, library.cancel_ingest,
+                   "Stop after the current batch; ingest again to resume.", lambda job: f"Ingest into {job.label}")
     _file_statuses(library, collection)
     _manage_collections(library, collection)
 
@@ -74,38 +73,6 @@ def _add_documents(library, collection: str) -> None:
     if st.button("Re-sync collection", key="documents_resync",
                  help="Read the collection's folders again: changed files are re-indexed, deleted ones removed."):
         _act(library.resync(collection))
-
-
-def _job_panel(library) -> None:
-    view = library.ingest_job()
-    every = POLL_SECONDS if view is not None and view.active else None
-
-    @st.fragment(run_every=every)
-    def panel() -> None:
-        current = library.ingest_job()
-        if current is None:
-            return
-        st.subheader(f"Ingest into {current.label}")
-        if current.active and st.button("Cancel", key="documents_cancel",
-                                        help="Stop after the current batch; ingest again to resume."):
-            show_outcome(library.cancel_ingest())
-            current = library.ingest_job()
-        job_progress(current, "documents_job")
-        _rerun_when_finished(current)
-
-    panel()
-
-
-def _rerun_when_finished(view) -> None:
-    """Once a job this session saw running has ended, rerun the whole page so the tables refresh
-    (only when the panel polled on its own: a whole-page run draws the tables after it anyway)."""
-    seen = st.session_state.get("documents_job_seen")
-    if view.active:
-        st.session_state["documents_job_seen"] = view.started
-    elif seen == view.started:
-        st.session_state["documents_job_seen"] = None
-        if not st.session_state.get("documents_full_run"):
-            st.rerun()
 
 
 def _file_statuses(library, collection: str) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import streamlit as st
 
 from feldspar.ui.context import services
-from feldspar.ui.views_documents import job_progress, show_outcome
+from feldspar.ui.views_documents import show_outcome
+from feldspar.ui.views_jobs import live_job_panel
 from feldspar.ui.views_packs import pack_record, packs_table, token_gauge
 
-POLL_SECONDS = 1.0
 CHAT_PACK_KEY = "chat_pack"
 
 
@@ -24,9 +24,9 @@ def render() -> None:
     st.title("Packs")
     show_outcome(st.session_state.pop("packs_flash", None))
     _create_form(library)
-    st.session_state["packs_full_run"] = True
-    _job_panel(library)
-    st.session_state["packs_full_run"] = False
+    live_job_panel("packs", library.pack_job, library.cancel_pack,
+                   "Stop after the current prefill chunk; nothing is saved.", lambda job: f"Pack {job.label}",
+                   details=_token_gauge)
     listed = library.attempt(library.packs)
     if not listed.ok:
         show_outcome(listed)
@@ -59,36 +59,9 @@ def _create_form(library) -> None:
         _act(library.create_pack(name.strip(), [paths[label] for label in chosen], force=force))
 
 
-def _job_panel(library) -> None:
-    view = library.pack_job()
-    every = POLL_SECONDS if view is not None and view.active else None
-
-    @st.fragment(run_every=every)
-    def panel() -> None:
-        current = library.pack_job()
-        if current is None:
-            return
-        st.subheader(f"Pack {current.label}")
-        if current.active and st.button("Cancel", key="packs_cancel",
-                                        help="Stop after the current prefill chunk; nothing is saved."):
-            show_outcome(library.cancel_pack())
-            current = library.pack_job()
-        if current.result.get("window"):
-            token_gauge(current.result["tokens"], current.result["window"])
-        job_progress(current, "packs_job")
-        _rerun_when_finished(current)
-
-    panel()
-
-
-def _rerun_when_finished(view) -> None:
-    seen = st.session_state.get("packs_job_seen")
-    if view.active:
-        st.session_state["packs_job_seen"] = view.started
-    elif seen == view.started:
-        st.session_state["packs_job_seen"] = None
-        if not st.session_state.get("packs_full_run"):
-            st.rerun()
+def _token_gauge(job) -> None:
+    if job.result.get("window"):
+        token_gauge(job.result["tokens"], job.result["window"])
 
 
 def _inspect(library, names: list[str]) -> None:
