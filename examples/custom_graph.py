@@ -11,7 +11,7 @@ from __future__ import annotations
 from _common import parse_args, scripted_model
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from feldspar import Feldspar
