@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-STATE_WORDS = {"running": "running", "cancelling": "stopping after the current batch…", "done": "finished",
+STATE_WORDS = {"running": "running", "cancelling": "stopping…", "done": "finished",
                "cancelled": "cancelled", "failed": "failed"}
 
 
