@@ -1,7 +1,8 @@
 """Prefill, decode one token, sample: small pure functions over an explicit model state.
 
 Contract: works on token ids and tensors with any transformers causal LM that takes a
-``past_key_values`` cache (Granite 4.0 in practice). Knows nothing about tokenization,
+cache (``cache=`` on transformers >= 5.24, ``past_key_values=`` before; Granite 4.0 in
+practice). Knows nothing about tokenization,
 prompts, chat templates or where a state came from; a ``ModelState`` is a cache plus the
 number of tokens it has consumed, and every function here either advances a state or
 reads logits. Choosing device, dtype and compilation is the caller's business.
@@ -9,6 +10,8 @@ reads logits. Choosing device, dtype and compilation is the caller's business.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
@@ -78,11 +81,20 @@ def scan_chunking(model: torch.nn.Module, seq_len: int) -> Iterator[None]:
             mixer.chunk_size = configured
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_argument(model_class: type) -> str:
+    """The keyword this model class takes its cache by: ``cache`` where transformers has
+    renamed it (5.24 deprecates ``past_key_values``, 5.40 removes it), else the old name."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def forward(model: torch.nn.Module, state: ModelState, ids: torch.Tensor) -> torch.Tensor:
     """Feed ``ids`` (shape [1, T]) onto ``state``; return the last position's logits (fp32)."""
     with scan_chunking(model, ids.shape[-1]):
-        out = model(input_ids=ids, past_key_values=state.cache, use_cache=True, logits_to_keep=1)
+        cache = {_cache_argument(type(model)): state.cache}
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
     state.length += int(ids.shape[-1])
     return out.logits[0, -1].float()
 
