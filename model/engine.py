@@ -48,6 +48,7 @@ class GenerationParams:
     seed: int | None = None
     reuse: bool | None = None  # None: the engine's default
     stop: tuple[str, ...] = ()  # stop strings: the text ends before the first one
+    structure: Any = None  # a model.structure.Structure the output must have (model/constrained.py)
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
@@ -174,8 +175,16 @@ class Engine:
         if not ids:
             raise PromptError("the prompt is empty")
         self.check_fits(len(ids), params.max_new_tokens)
+        self.constraint(params)  # a structure that cannot compile raises here, before any compute
         holder: list[GenerationResult] = []
         return Stream(self._generate(ids, params, progress, holder), holder)
+
+    def constraint(self, params: GenerationParams):
+        if params.structure is None:
+            return None
+        from feldspar.model.constrained import constraint_for
+
+        return constraint_for(self.tokenizer, params.structure, self.model.config.vocab_size, params.max_new_tokens)
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> GenerationResult:
         return self.stream(prompt, params).finish()
@@ -191,8 +200,9 @@ class Engine:
         stops = StopScanner(params.stop)
         ttft = decode_started = None
         finish = "length"
+        constraint = self.constraint(params)
         for token in decode_tokens(self.model, prepared.state, prepared.logits, params.max_new_tokens,
-                                   params.sampling(), self.stop_ids):
+                                   params.sampling(), self.stop_ids, constraint):
             if ttft is None:
                 ttft = decode_started = time.perf_counter()
             if token in self.stop_ids:
