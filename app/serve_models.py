@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
+from feldspar.serve_structure import request_structure, structure_errors
 
 AGENT_MODEL = "feldspar-agent"
 
@@ -112,9 +113,12 @@ class ServedModel:
         tools = request.tools or None
         if request.tool_choice == "none":
             tools = None
-        stream = self.backend.stream_chat(
-            granite_messages(request.messages), tools, request.documents or None,
-            max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request))
+        structure, param = request_structure(request)
+        with structure_errors(param):
+            stream = self.backend.stream_chat(
+                granite_messages(request.messages), tools, request.documents or None,
+                max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
+                **({"structure": structure} if structure is not None else {}))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
@@ -124,12 +128,14 @@ class ServedModel:
         from feldspar.model.engine import GenerationParams
 
         prompt = request.prompt_value()
+        structure, param = request_structure(request)
         params = GenerationParams(max_new_tokens=request.max_tokens, reuse=None, stop=tuple(request.stop_list()),
-                                  **{k: v for k, v in _sampling(request).items() if k != "stop"})
-        if request.suffix is not None:
-            stream = self.engine.fill_in_middle(prompt, request.suffix, params)
-        else:
-            stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+                                  structure=structure, **{k: v for k, v in _sampling(request).items() if k != "stop"})
+        with structure_errors(param):
+            if request.suffix is not None:
+                stream = self.engine.fill_in_middle(prompt, request.suffix, params)
+            else:
+                stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
         return lambda: stream_pieces(stream, None, self.extension())
 
 

@@ -16,7 +16,6 @@ Knows tokenizers, grammars and logits; nothing of prompts, HTTP or the CLI.
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ def _error(grammar: str, lltok: Any) -> str:
 def check_compiles(structure: Structure, tokenizer: Any, vocab_size: int) -> str:
     """The grammar text of ``structure``; raises ``StructureError`` naming what cannot compile."""
     lltok, _ = ll_tokenizer(tokenizer, vocab_size)
-    grammar = structure.grammar()
+    grammar = bind(tokenizer, structure).grammar()
     message = _error(grammar, lltok)
     if not message:
         return grammar
@@ -182,6 +181,7 @@ class GrammarConstraint:
 
 
 def constraint_for(tokenizer: Any, structure: Structure, vocab_size: int, budget: int) -> GrammarConstraint:
+    structure = bind(tokenizer, structure)
     grammar = check_compiles(structure, tokenizer, vocab_size)
     lltok, vocabulary = ll_tokenizer(tokenizer, vocab_size)
     matcher = _llg().LLMatcher(lltok, grammar, log_level=0)
@@ -193,14 +193,11 @@ def constraint_for(tokenizer: Any, structure: Structure, vocab_size: int, budget
 
 def tool_structure(tokenizer: Any, tools: list[dict[str, Any]], names: list[str] | None,
                    parallel: bool) -> Structure:
-    """Forced Granite tool calls: one or more ``<tool_call>`` blocks naming one of ``names``."""
-    from feldspar.model.structure import ToolChoice
+    """Forced Granite tool calls bound to this tokenizer's ``<tool_call>`` token ids."""
+    return bind(tokenizer, Structure.tool_calls(tools, names, parallel))
+
+
+def bind(tokenizer: Any, structure: Structure) -> Structure:
     from feldspar.model.toolcalls import CLOSE, OPEN
 
-    table = [((t.get("function") or t).get("name", ""), json.dumps((t.get("function") or t).get("parameters") or {}))
-             for t in tools]
-    chosen = tuple((n, p) for n, p in table if n and (names is None or n in names))
-    if not chosen:
-        raise StructureError(f"no declared tool named {', '.join(names or [])}", "tool_choice")
-    choice = ToolChoice(chosen, parallel, tokenizer.convert_tokens_to_ids(OPEN), tokenizer.convert_tokens_to_ids(CLOSE))
-    return Structure("tool_calls", choice)
+    return structure.with_token_ids(tokenizer.convert_tokens_to_ids(OPEN), tokenizer.convert_tokens_to_ids(CLOSE))

@@ -41,7 +41,7 @@ class ToolChoice:
 
     tools: tuple[tuple[str, str], ...]  # (name, parameters schema as JSON text)
     parallel: bool = True
-    open_id: int = -1  # the <tool_call> / </tool_call> token ids of the tokenizer
+    open_id: int = -1  # the <tool_call> / </tool_call> token ids, bound by model/constrained.py
     close_id: int = -1
 
 
@@ -76,6 +76,23 @@ class Structure:
         if not options:
             raise StructureError("a choice needs at least one non-empty option")
         return cls("choice", options)
+
+    @classmethod
+    def tool_calls(cls, tools: Sequence[dict[str, Any]], names: Sequence[str] | None = None,
+                   parallel: bool = True) -> "Structure":
+        """Forced Granite ``<tool_call>`` blocks calling one of ``names`` (None: any declared tool)."""
+        table = [((t.get("function") or t).get("name", ""), json.dumps((t.get("function") or t).get("parameters") or {}))
+                 for t in tools]
+        chosen = tuple((n, p) for n, p in table if n and (names is None or n in names))
+        if not chosen:
+            raise StructureError(f"no declared tool named {', '.join(names or []) or '(none declared)'}", "tool_choice")
+        return cls("tool_calls", ToolChoice(chosen, parallel))
+
+    def with_token_ids(self, open_id: int, close_id: int) -> "Structure":
+        """A tool-call structure bound to a tokenizer's ``<tool_call>`` / ``</tool_call>`` ids."""
+        if self.kind != "tool_calls":
+            return self
+        return Structure(self.kind, ToolChoice(self.value.tools, self.value.parallel, open_id, close_id), self.name)
 
     @property
     def is_json(self) -> bool:
