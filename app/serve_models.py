@@ -118,7 +118,7 @@ class ServedModel:
             stream = self.backend.stream_chat(
                 granite_messages(request.messages), tools, request.documents or None,
                 max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
-                **({"structure": structure} if structure is not None else {}))
+                **({"structure": structure} if structure is not None and getattr(self.backend, "constrains", False) else {}))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:

@@ -22,6 +22,8 @@ Message = dict[str, Any]
 
 
 class LocalChatBackend:
+    constrains = True  # stream_chat takes structure= (grammar-constrained decoding)
+
     def __init__(self, engine: Engine, progress: Progress | None = None) -> None:
         self.engine = engine
         self.progress = progress  # called with (tokens done, total) while a prompt is prefilled
