@@ -114,9 +114,10 @@ class ChatGranite(BaseChatModel):
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(self, schema: Any, *, method: str = "json_schema", include_raw: bool = False,
-                               **kwargs: Any) -> Runnable:
+                               strict: bool | None = None, **kwargs: Any) -> Runnable:
         """Output parsed into ``schema`` (pydantic class, TypedDict or JSON Schema), decoding constrained
-        to it: ``json_schema`` (default), ``function_calling`` (a forced tool call) or ``json_mode``."""
+        to it: ``json_schema`` (default), ``function_calling`` (a forced tool call) or ``json_mode``.
+        Constrained decoding is always strict, so ``strict`` changes nothing."""
         if kwargs:
             raise TypeError(f"with_structured_output got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
         return structured_runnable(self, schema, method, include_raw)

@@ -29,6 +29,11 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
   (vLLM), ``context_length``/``context_window`` or ``meta.n_ctx``, else
   ``DEFAULT_CONTEXT_WINDOW``; ``random_weights`` is true only when the listing says so.
 
+Structured output (agents/remote_structured.py): ``structure=`` is sent as the server takes it
+(``structured``: openai response_format, vllm structured_outputs, llamacpp json_schema); a
+server that refuses it gets one ``notice`` line and the request again without it, and
+``constrains`` turns false so callers (extract, with_structured_output) validate and retry.
+
 Errors become one-line ``AgentError``s (agents/remote_errors.py), raised by
 ``stream_chat`` before any text for a refused request. Torch-free; knows the OpenAI wire
 format and the chat-backend protocol, nothing of the CLI or settings.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import zlib
 from typing import Any, Callable, Iterator, Sequence
@@ -46,6 +52,7 @@ import httpx
 import openai
 
 from feldspar.agents.remote_errors import remote_error, unknown_model
+from feldspar.agents.remote_structured import DIALECTS, merged, refused, request_fields
 from feldspar.agents.scripted import render
 from feldspar.model.results import GenerationResult, Stream
 
@@ -99,8 +106,14 @@ class RemoteChatBackend:
 
     def __init__(self, base_url: str, model: str = "", *, api_key: str | None = None, timeout_s: float = 120.0,
                  context_window: int | None = None, tokenizer: Callable[[str], list[int]] | None = None,
-                 max_retries: int = 1, client: openai.OpenAI | None = None, max_concurrency: int = 4) -> None:
+                 max_retries: int = 1, client: openai.OpenAI | None = None, max_concurrency: int = 4,
+                 structured: str = "openai", notice: Callable[[str], None] | None = None) -> None:
+        if structured not in DIALECTS:
+            raise ValueError(f"structured must be one of {', '.join(DIALECTS)}, not {structured!r}")
         self.base_url = base_url.rstrip("/")
+        self.structured = structured  # how this server takes a schema (agents/remote_structured.py)
+        self.constrains = True  # False once the server refused a schema: validate-and-retry from then on
+        self.notice = notice or (lambda line: print(f"notice: {line}", file=sys.stderr))
         self.max_concurrency = max_concurrency  # requests in flight at once (batch workers); a server batches them
         self.model = model
         self.tokenizer = tokenizer
@@ -173,8 +186,11 @@ class RemoteChatBackend:
     # ---- generation ------------------------------------------------------------------------------
     def stream_chat(self, messages, tools=None, documents=None, *, max_new_tokens: int = 512,
                     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                    reuse: bool | None = None, stop: Sequence[str] | None = None) -> Stream:
-        """Send the request now (a refusal raises here, before any text); read the answer lazily."""
+                    reuse: bool | None = None, stop: Sequence[str] | None = None, structure: Any = None) -> Stream:
+        """Send the request now (a refusal raises here, before any text); read the answer lazily.
+
+        ``structure`` goes to the server in its dialect's form; a server that refuses it is said so
+        in one line and asked again without it (callers validate and retry)."""
         request: dict[str, Any] = dict(model=self.model, messages=openai_messages(messages), stream=True,
                                        stream_options={"include_usage": True}, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p)
@@ -188,7 +204,7 @@ class RemoteChatBackend:
             request["extra_body"] = {"documents": list(documents)}
         prompt_text = self.render(messages, tools, documents)
         started = time.perf_counter()
-        chunks = self._send(lambda: self.client.chat.completions.create(**request))
+        chunks = self._send_structured(request, structure)
         holder: list[GenerationResult] = []
         return Stream(self._read(chunks, started, prompt_text, holder), holder)
 
@@ -205,6 +221,22 @@ class RemoteChatBackend:
         chunks = self._send(lambda: self.client.completions.create(**request))
         holder: list[GenerationResult] = []
         return Stream(self._read(chunks, started, prompt + (suffix or ""), holder), holder)
+
+    def _send_structured(self, request: dict[str, Any], structure: Any) -> Any:
+        fields = request_fields(structure, self.structured) if self.constrains else {}
+        if fields is None:
+            self.notice(f"{self.base_url} ({self.structured}) cannot constrain output to a {structure.kind}; "
+                        "the answer is validated instead")
+        if not fields:
+            return self._send(lambda: self.client.chat.completions.create(**request))
+        try:
+            return self.client.chat.completions.create(**merged(request, fields))
+        except openai.OpenAIError as exc:
+            if not refused(exc):
+                raise remote_error(exc, self.base_url, self.model, self.models) from None
+        self.constrains = False
+        self.notice(f"{self.base_url} cannot constrain output to a schema; Feldspar validates and retries instead")
+        return self._send(lambda: self.client.chat.completions.create(**request))
 
     def _send(self, call: Callable[[], Any]) -> Any:
         try:
