@@ -38,7 +38,9 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     ``library_warnings`` lets the parser subprocesses log their libraries' warnings (pypdf's
     repairs of damaged files…); by default they are quiet, the per-file reason says enough.
     """
+    from feldspar.retrieval.bm25 import FieldBoosts
     from feldspar.retrieval.ingest import IngestOptions
+    from feldspar.retrieval.search import Fusion
     from feldspar.retrieval.service import RetrievalConfig, RetrievalService
     from feldspar.retrieval.store import StoreLocation
 
@@ -51,6 +53,7 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     options = IngestOptions(
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
+        chunk_context=settings.chunk_context,
         max_file_bytes=settings.max_file_bytes,
         parse_timeout_s=settings.parse_timeout_s,
         parse_memory_bytes=settings.parse_memory_mb * 1024**2,
@@ -68,7 +71,11 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
         embed_precision=settings.embed_precision,
         embed_threads=settings.embed_threads,
         embed_cache_dir=settings.embedders_cache,
-        reranker=settings.reranker,
+        rerank_model=settings.rerank_model,
+        rerank_top=settings.rerank_top,
+        mmr=settings.search_mmr,
+        fusion=Fusion(settings.rrf_k, settings.rrf_vector_weight, settings.rrf_bm25_weight),
+        boosts=FieldBoosts(settings.bm25_title_boost, settings.bm25_heading_boost),
         ingest=options,
     )
     return RetrievalService(config)
