@@ -7,6 +7,11 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
 - requests: ``/v1/chat/completions`` streamed, with ``tools=`` passed natively and Granite
   ``documents`` as the extension field ``documents`` (``extra_body``); ``stream_options``
   asks for usage in the last chunk;
+- control strings: every string of the messages (tool calls and results included), tools and
+  documents, and a FIM prefix/suffix, is ``neutralise``d (model/control_tokens.py) before it
+  is sent: the server tokenises text itself, and llama.cpp's server turns ``<|start_of_role|>``
+  inside a message into the control token; a zero-width space after the first character
+  keeps it text there (docs/remote.md);
 - text: content deltas are yielded as they come. Calls the server parsed itself
   (``delta.tool_calls``) are rendered back into Granite's raw form
   ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`` after the text, so
@@ -47,6 +52,7 @@ import openai
 
 from feldspar.agents.remote_errors import remote_error, unknown_model
 from feldspar.agents.scripted import render
+from feldspar.model.control_tokens import neutralise, neutralise_data
 from feldspar.model.results import GenerationResult, Stream
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -175,6 +181,7 @@ class RemoteChatBackend:
                     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                     reuse: bool | None = None, stop: Sequence[str] | None = None) -> Stream:
         """Send the request now (a refusal raises here, before any text); read the answer lazily."""
+        messages, tools, documents = (neutralise_data(list(v)) if v else v for v in (messages, tools, documents))
         request: dict[str, Any] = dict(model=self.model, messages=openai_messages(messages), stream=True,
                                        stream_options={"include_usage": True}, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p)
@@ -195,7 +202,13 @@ class RemoteChatBackend:
     def stream_completion(self, prompt: str, suffix: str | None = None, *, max_new_tokens: int = 512,
                           temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                           stop: Sequence[str] | None = None) -> Stream:
-        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle."""
+        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle.
+
+        A plain prompt is the caller's own text and goes as written (as locally); a FIM prefix
+        and suffix are code, so control strings in them are neutralised like chat data.
+        """
+        if suffix is not None:
+            prompt, suffix = neutralise(prompt), neutralise(suffix)
         request: dict[str, Any] = dict(model=self.model, prompt=prompt, stream=True, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, stream_options={"include_usage": True})
         for key, value in (("suffix", suffix), ("seed", seed), ("stop", list(stop or []) or None)):
