@@ -54,6 +54,7 @@ from feldspar.agents.remote_errors import remote_error, unknown_model
 from feldspar.agents.scripted import render
 from feldspar.model.control_tokens import neutralise, neutralise_data
 from feldspar.model.results import GenerationResult, Stream
+from feldspar.model.text_checks import check_text
 
 DEFAULT_CONTEXT_WINDOW = 8192
 DEFAULT_CHARS_PER_TOKEN = 3.0
@@ -181,6 +182,8 @@ class RemoteChatBackend:
                     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                     reuse: bool | None = None, stop: Sequence[str] | None = None) -> Stream:
         """Send the request now (a refusal raises here, before any text); read the answer lazily."""
+        for param, value in (("messages", messages), ("tools", tools), ("documents", documents)):
+            check_text(list(value) if value else None, param)  # JSON cannot carry an unpaired surrogate
         messages, tools, documents = (neutralise_data(list(v)) if v else v for v in (messages, tools, documents))
         request: dict[str, Any] = dict(model=self.model, messages=openai_messages(messages), stream=True,
                                        stream_options={"include_usage": True}, max_tokens=max_new_tokens,
@@ -207,6 +210,8 @@ class RemoteChatBackend:
         A plain prompt is the caller's own text and goes as written (as locally); a FIM prefix
         and suffix are code, so control strings in them are neutralised like chat data.
         """
+        check_text(prompt, "prompt")
+        check_text(suffix, "suffix")
         if suffix is not None:
             prompt, suffix = neutralise(prompt), neutralise(suffix)
         request: dict[str, Any] = dict(model=self.model, prompt=prompt, stream=True, max_tokens=max_new_tokens,

@@ -83,3 +83,12 @@ def test_property_no_text_reaches_the_server_as_a_control_token(server, text):
     backend(server).stream_chat(*chat(text)).finish()
     assert server.control_ids[-1] == []
     assert unjoined(server.requests[-1]["documents"])[0]["text"] == text.replace("\u200b", "")
+
+
+def test_an_unpaired_surrogate_is_a_prompt_error_before_anything_is_sent(server):
+    from feldspar.model.errors import PromptError
+
+    sent = len(server.requests)
+    with pytest.raises(PromptError, match="documents.0.text holds an unpaired surrogate"):
+        backend(server).stream_chat([{"role": "user", "content": "hi"}], documents=[{"text": "\ud800"}])
+    assert len(server.requests) == sent
