@@ -7,6 +7,11 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
 - requests: ``/v1/chat/completions`` streamed, with ``tools=`` passed natively and Granite
   ``documents`` as the extension field ``documents`` (``extra_body``); ``stream_options``
   asks for usage in the last chunk;
+- control strings: every string of the messages (tool calls and results included), tools and
+  documents, and a FIM prefix/suffix, is ``neutralise``d (model/control_tokens.py) before it
+  is sent: the server tokenises text itself, and llama.cpp's server turns ``<|start_of_role|>``
+  inside a message into the control token; a zero-width space after the first character
+  keeps it text there (docs/remote.md);
 - text: content deltas are yielded as they come. Calls the server parsed itself
   (``delta.tool_calls``) are rendered back into Granite's raw form
   ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`` after the text, so
@@ -54,7 +59,9 @@ import openai
 from feldspar.agents.remote_errors import remote_error, unknown_model
 from feldspar.agents.remote_structured import DIALECTS, merged, refused, request_fields
 from feldspar.agents.scripted import render
+from feldspar.model.control_tokens import neutralise, neutralise_data
 from feldspar.model.results import GenerationResult, Stream
+from feldspar.model.text_checks import check_text
 
 DEFAULT_CONTEXT_WINDOW = 8192
 DEFAULT_CHARS_PER_TOKEN = 3.0
@@ -191,6 +198,9 @@ class RemoteChatBackend:
 
         ``structure`` goes to the server in its dialect's form; a server that refuses it is said so
         in one line and asked again without it (callers validate and retry)."""
+        for param, value in (("messages", messages), ("tools", tools), ("documents", documents)):
+            check_text(list(value) if value else None, param)  # JSON cannot carry an unpaired surrogate
+        messages, tools, documents = (neutralise_data(list(v)) if v else v for v in (messages, tools, documents))
         request: dict[str, Any] = dict(model=self.model, messages=openai_messages(messages), stream=True,
                                        stream_options={"include_usage": True}, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p)
@@ -211,7 +221,15 @@ class RemoteChatBackend:
     def stream_completion(self, prompt: str, suffix: str | None = None, *, max_new_tokens: int = 512,
                           temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                           stop: Sequence[str] | None = None) -> Stream:
-        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle."""
+        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle.
+
+        A plain prompt is the caller's own text and goes as written (as locally); a FIM prefix
+        and suffix are code, so control strings in them are neutralised like chat data.
+        """
+        check_text(prompt, "prompt")
+        check_text(suffix, "suffix")
+        if suffix is not None:
+            prompt, suffix = neutralise(prompt), neutralise(suffix)
         request: dict[str, Any] = dict(model=self.model, prompt=prompt, stream=True, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, stream_options={"include_usage": True})
         for key, value in (("suffix", suffix), ("seed", seed), ("stop", list(stop or []) or None)):

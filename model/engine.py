@@ -26,6 +26,7 @@ from feldspar.model.loader import Resolved, load_checkpoint
 from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
 from feldspar.model.stops import StopScanner
+from feldspar.model.text_checks import check_token_ids
 
 __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "Stream"]
 
@@ -97,6 +98,11 @@ class Engine:
     @property
     def context_window(self) -> int:
         return int(self.model.config.max_position_embeddings)
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the model can embed: ``0..vocab_size-1``."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def device(self) -> torch.device:
@@ -172,6 +178,7 @@ class Engine:
         """Validate now (errors raise here, before any compute), generate lazily."""
         params = params or GenerationParams()
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        check_token_ids(ids, self.vocab_size)
         if not ids:
             raise PromptError("the prompt is empty")
         self.check_fits(len(ids), params.max_new_tokens)
