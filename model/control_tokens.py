@@ -106,6 +106,28 @@ class ControlGuard:
         return ids + _encode(self.tokenizer, rendered[position:])
 
 
+def plain_text_ids(tokenizer: Any, text: str) -> list[int]:
+    """Ids of ``text`` with every control-token string in it as ordinary text (no added-token id)."""
+    guard = ControlGuard(tokenizer)
+    return guard.encode(guard.text(text))
+
+
+def neutralise(text: str, controls: Sequence[str], joiner: str = "\u200b") -> str:
+    """``text`` with a zero-width space after the first character of each control string.
+
+    For text handed to a server that tokenises it (llama.cpp turns control strings into control
+    tokens): the string reads the same but no longer matches any added token. Applied until no
+    control string is left (an insertion cannot splice a new one: the joiner is in none).
+    """
+    ordered = sorted((c for c in controls if c), key=len, reverse=True)
+    if not ordered:
+        return text
+    find = re.compile("|".join(re.escape(c) for c in ordered))
+    while find.search(text):
+        text = find.sub(lambda m: m.group(0)[0] + joiner + m.group(0)[1:], text)
+    return text
+
+
 def guarded_chat_ids(tokenizer: Any, render, messages: Sequence[dict[str, Any]],
                      tools: Sequence[dict[str, Any]] | None, documents: Sequence[dict[str, Any]] | None,
                      add_generation_prompt: bool) -> list[int]:
