@@ -26,7 +26,10 @@ def _interrupt_once_streaming(process: subprocess.Popen) -> tuple[str, str]:
     first = process.stdout.read(1)
     assert first, process.stderr.read()
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=LIMIT_S)
+    try:
+        out, err = process.communicate(timeout=LIMIT_S)
+    finally:
+        process.kill()  # a no-op once it has exited; never leave a generating child behind
     return first + out, err
 
 
