@@ -270,21 +270,22 @@ def refuse_remote(model: str) -> None:
                             "(a catalog name, hub id or local path)")
 
 
-def build_remote_backend(settings: Settings):
+def build_remote_backend(settings: Settings, target: tuple[str, str] | None = None):
     """The chat backend on the remote server, connected (model name checked, window read)."""
     from feldspar.agents.remote_backend import RemoteChatBackend
 
-    url, model = remote_target(settings)
-    tokenizer = None
-    if settings.remote_tokenizer:
+    url, model = target or remote_target(settings)
+    tokenizer = prompt_ids = None
+    if settings.remote_tokenizer:  # exact counts: the checkpoint's tokenizer and its own chat template
         from feldspar.model.loader import load_tokenizer, resolve
-        from feldspar.model.prompts import encode
+        from feldspar.model.prompts import chat_token_ids, encode
 
         loaded = load_tokenizer(resolve(settings.remote_tokenizer))
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
+        prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids)
     return backend.connect()
 
 
@@ -350,6 +351,11 @@ class AgentFactory:
         self.agents: dict[tuple[str | None, str | None, int], object] = {}
         self._lock, self._threading = threading.Lock(), threading
 
+    def check(self) -> None:
+        """Load the local engine now when the agents need one (a remote chat model is connected already)."""
+        if self.chat_model is None:
+            self.get_engine()
+
     def get_engine(self) -> "Engine":
         if self.engine is None:
             self.engine = build_engine(self.settings)
@@ -383,20 +389,29 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
     from feldspar.serve import create_app
     from feldspar.serve_models import AgentModel, ServedModel
 
-    remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
-    if remote:
-        backend = build_remote_backend(settings)
-        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
-    else:
-        engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
+    from feldspar.agents.remote_backend import parse_model_spec
+
+    names = models or [settings.model]
+    targets = [parse_model_spec(name) for name in names]
+    if not models and targets[0] is None:
+        targets = [remote_target(settings)]
+    served: list = []
+    for name, target in zip(names, targets):
+        if target is not None:  # a proxy: Granite runs on another server
+            backend = build_remote_backend(settings, target)
+            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
+        else:
+            engine = build_engine(settings, name)
+            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
+                                      default_max_tokens=settings.max_new_tokens))
+    remote = targets[0] is not None
     if agent:
         first = served[0]
+        remote_settings = settings.model_copy(update={"model": names[0]}) if remote and models else settings
         approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
 
         def build(collection: str | None, pack_name: str | None):
-            chosen = settings.model_copy(update={"collection": collection}) if collection else settings
+            chosen = remote_settings.model_copy(update={"collection": collection}) if collection else remote_settings
             if remote:
                 return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
             return build_agent(chosen, first.engine, pack=pack_name, approve=approve)

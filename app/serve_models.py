@@ -101,7 +101,8 @@ class ServedModel:
     random_weights = property(lambda self: backend_random_weights(self.backend))
 
     def describe(self) -> dict[str, Any]:
-        return model_entry(self.id, self.backend, completions=self.engine is not None)
+        return model_entry(self.id, self.backend,
+                           completions=self.engine is not None or hasattr(self.backend, "stream_completion"))
 
     def extension(self) -> dict[str, Any]:
         return {"random_weights": self.random_weights}
@@ -120,6 +121,8 @@ class ServedModel:
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        if self.engine is None and hasattr(self.backend, "stream_completion"):  # a proxy to a remote server
+            return self._remote_completion(request)
         if self.engine is None:
             raise ApiError(400, f"model {self.id!r} answers chat only, not completions", param="model",
                            code="unsupported_model")
@@ -134,6 +137,15 @@ class ServedModel:
                 stream = self.engine.fill_in_middle(prompt, request.suffix, params)
             else:
                 stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+        return lambda: stream_pieces(stream, None, self.extension())
+
+
+    def _remote_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        prompt = request.prompt_value()
+        if not isinstance(prompt, str):
+            raise ApiError(400, "a proxied model takes the prompt as text", param="prompt", code="invalid_prompt")
+        stream = self.backend.stream_completion(prompt, request.suffix, max_new_tokens=request.max_tokens,
+                                                **_sampling(request))
         return lambda: stream_pieces(stream, None, self.extension())
 
 
