@@ -38,7 +38,9 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     ``library_warnings`` lets the parser subprocesses log their libraries' warnings (pypdf's
     repairs of damaged files…); by default they are quiet, the per-file reason says enough.
     """
+    from feldspar.retrieval.bm25 import FieldBoosts
     from feldspar.retrieval.ingest import IngestOptions
+    from feldspar.retrieval.search import Fusion
     from feldspar.retrieval.service import RetrievalConfig, RetrievalService
     from feldspar.retrieval.store import StoreLocation
 
@@ -51,6 +53,7 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     options = IngestOptions(
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
+        chunk_context=settings.chunk_context,
         max_file_bytes=settings.max_file_bytes,
         parse_timeout_s=settings.parse_timeout_s,
         parse_memory_bytes=settings.parse_memory_mb * 1024**2,
@@ -68,7 +71,11 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
         embed_precision=settings.embed_precision,
         embed_threads=settings.embed_threads,
         embed_cache_dir=settings.embedders_cache,
-        reranker=settings.reranker,
+        rerank_model=settings.rerank_model,
+        rerank_top=settings.rerank_top,
+        mmr=settings.search_mmr,
+        fusion=Fusion(settings.rrf_k, settings.rrf_vector_weight, settings.rrf_bm25_weight),
+        boosts=FieldBoosts(settings.bm25_title_boost, settings.bm25_heading_boost),
         ingest=options,
     )
     return RetrievalService(config)
@@ -271,21 +278,22 @@ def refuse_remote(model: str) -> None:
                             "(a catalog name, hub id or local path)")
 
 
-def build_remote_backend(settings: Settings):
+def build_remote_backend(settings: Settings, target: tuple[str, str] | None = None):
     """The chat backend on the remote server, connected (model name checked, window read)."""
     from feldspar.agents.remote_backend import RemoteChatBackend
 
-    url, model = remote_target(settings)
-    tokenizer = None
-    if settings.remote_tokenizer:
+    url, model = target or remote_target(settings)
+    tokenizer = prompt_ids = None
+    if settings.remote_tokenizer:  # exact counts: the checkpoint's tokenizer and its own chat template
         from feldspar.model.loader import load_tokenizer, resolve
-        from feldspar.model.prompts import encode
+        from feldspar.model.prompts import chat_token_ids, encode
 
         loaded = load_tokenizer(resolve(settings.remote_tokenizer))
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
+        prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids)
     return backend.connect()
 
 
@@ -353,6 +361,11 @@ class AgentFactory:
         self.agents: dict[tuple[str | None, str | None, int], object] = {}
         self._lock, self._threading = threading.Lock(), threading
 
+    def check(self) -> None:
+        """Load the local engine now when the agents need one (a remote chat model is connected already)."""
+        if self.chat_model is None:
+            self.get_engine()
+
     def get_engine(self) -> "Engine":
         if self.engine is None:
             self.engine = build_engine(self.settings)
@@ -386,20 +399,29 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
     from feldspar.serve import create_app
     from feldspar.serve_models import AgentModel, ServedModel
 
-    remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
-    if remote:
-        backend = build_remote_backend(settings)
-        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
-    else:
-        engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
+    from feldspar.agents.remote_backend import parse_model_spec
+
+    names = models or [settings.model]
+    targets = [parse_model_spec(name) for name in names]
+    if not models and targets[0] is None:
+        targets = [remote_target(settings)]
+    served: list = []
+    for name, target in zip(names, targets):
+        if target is not None:  # a proxy: Granite runs on another server
+            backend = build_remote_backend(settings, target)
+            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
+        else:
+            engine = build_engine(settings, name)
+            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
+                                      default_max_tokens=settings.max_new_tokens))
+    remote = targets[0] is not None
     if agent:
         first = served[0]
+        remote_settings = settings.model_copy(update={"model": names[0]}) if remote and models else settings
         approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
 
         def build(collection: str | None, pack_name: str | None):
-            chosen = settings.model_copy(update={"collection": collection}) if collection else settings
+            chosen = remote_settings.model_copy(update={"collection": collection}) if collection else remote_settings
             if remote:
                 return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
             return build_agent(chosen, first.engine, pack=pack_name, approve=approve)
