@@ -24,6 +24,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,
+        quant=settings.quant,
         prefill_chunk=settings.prefill_chunk,
         reuse=settings.reuse,
         cache_budget_bytes=settings.cache_budget_bytes,

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     model: str = Field("granite-4.0-h-1b", description="catalog name, hub id or local path")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quant: Literal["none", "int8", "int4", "auto"] = Field("none", description="weight quantisation of the "
+                                                          "local model (auto: int8 on CPU, none on CUDA)")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)
