@@ -277,7 +277,7 @@ def build_remote_backend(settings: Settings):
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency)
+                                max_concurrency=settings.remote_concurrency, structured=settings.remote_structured)
     return backend.connect()
 
 
