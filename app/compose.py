@@ -294,7 +294,8 @@ def build_remote_backend(settings: Settings, target: tuple[str, str] | None = No
         prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids,
+                                structured=settings.remote_structured)
     return backend.connect()
 
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     remote_concurrency: int = Field(4, ge=1, description="requests sent to the remote server at once (batch --workers)")
     remote_tokenizer: str | None = Field(None, description="local checkpoint whose tokenizer counts remote prompts "
                                          "exactly (default: an estimate)")
+    remote_structured: Literal["openai", "vllm", "llamacpp"] = Field(
+        "openai", description="how the remote server takes a schema: openai (response_format), vllm "
+                              "(structured_outputs: regex and choice too) or llamacpp (json_schema)")
 
     # --- hybrid state reuse ---------------------------------------------------------
     reuse: bool = True
