@@ -287,6 +287,8 @@ def bench_retrieval_command(
     big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", help="ingest it this long, then Ctrl-C")] = 60.0,
     precision: Annotated[bool, typer.Option("--precision/--no-precision", help="fp32 vs int8 rows")] = True,
     basics: Annotated[bool, typer.Option("--basics/--no-basics", help="throughput, re-sync and latency rows")] = True,
+    ingest_files: Annotated[int, typer.Option("--ingest-files", help="files for the throughput test")] = 300,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality", help="recall/MRR before vs now")] = False,
 ) -> None:
     """Ingest throughput, re-sync, search latency; fp32 vs int8; a big file, Ctrl-C, searches during a write."""
     import sys
@@ -297,8 +299,8 @@ def bench_retrieval_command(
 
     settings = settings_from()
 
-    def make_service(home, collection, precision=None):
-        update = {"home": home, "collection": collection, "chroma_host": None}
+    def make_service(home, collection, precision=None, **overrides):
+        update = {**overrides, "home": home, "collection": collection, "chroma_host": None}
         if precision:
             update["embed_precision"] = precision
         return build_retrieval(settings.model_copy(update=update))
@@ -306,7 +308,8 @@ def bench_retrieval_command(
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print, docs=REPO_DOCS,
                          ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
-                         big_file_seconds=big_file_seconds, precision=precision, basics=basics)
+                         big_file_seconds=big_file_seconds, precision=precision, basics=basics,
+                         ingest_files=ingest_files, quality=quality)
     if json_out:
         print_json(rows)
     else:

@@ -14,8 +14,8 @@ from feldspar.retrieval.evaluation import compare, evaluate, load_questions, mis
 from feldspar.retrieval.search import SearchHit
 
 DEV_SET = REPO / "docs" / "eval" / "docs_paraphrased.jsonl"
-# Measured with the defaults on the docs at this commit (docs/retrieval.md): a floor a little below.
-DEV_FLOOR = {"recall@5": 0.9, "mrr": 0.75}
+# Measured with the defaults: 0.95 and 0.83 (docs/retrieval.md); before contextual chunks 0.925 and 0.80.
+DEV_FLOOR = {"recall@5": 0.925, "mrr": 0.8}
 
 
 def _hits(*paths: str) -> list[SearchHit]:
