@@ -368,13 +368,14 @@ class AgentFactory:
 
 # ---- the OpenAI-compatible server ---------------------------------------------------------
 def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
+                 queue: int | None = None, extra_models: list | None = None, names: list[str] | None = None):
     """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
     ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
+    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects). Models are
+    served under ``names`` (in order), else ``served_name``: ids, /health and errors hold no paths."""
     from feldspar.model.chat_backend import LocalChatBackend
     from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
+    from feldspar.serve_models import AgentModel, ServedModel, served_name
 
     remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
     if remote:
@@ -382,8 +383,9 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
         served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
     else:
         engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
+        ids = list(names or []) + [served_name(engine) for engine in engines[len(names or []):]]
+        served = [ServedModel(id_, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
+                  for id_, engine in zip(ids, engines)]
     if agent:
         first = served[0]
         approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
