@@ -18,9 +18,10 @@ dicts; nothing of how generation, retrieval or the graph work inside.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from feldspar.settings import Settings, load_settings
 
@@ -198,8 +199,27 @@ class Feldspar:
         kwargs.setdefault("chat_model", self.chat_model)  # the engine (or server) this object already uses
         return summarize(self.settings, *args, **kwargs)
 
+    def generate(self, prompt: str, *, schema: dict[str, Any] | None = None, regex: str | None = None,
+                 choice: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
+        """One chat turn, constrained to a JSON Schema (``data`` is the parsed object), a regex or a choice.
+
+        ``options`` are ChatGranite call options (``max_new_tokens``, ``temperature``, ``seed`` …)."""
+        from feldspar.model.structure import Structure
+
+        given = [s for s in (Structure.json_schema(schema) if schema is not None else None,
+                             Structure.regex(regex) if regex is not None else None,
+                             Structure.choice(choice) if choice is not None else None) if s is not None]
+        if len(given) > 1:
+            raise ValueError("give one of schema=, regex=, choice=, not several")
+        message = self.chat_model.invoke(prompt, **({"structure": given[0]} if given else {}), **options)
+        text, meta = str(message.content), message.response_metadata
+        errors = given[0].validate(text) if given else []
+        return {"text": text, "data": json.loads(text) if schema is not None and not errors else None,
+                "valid": not errors, "errors": errors, "finish_reason": meta.get("finish_reason"),
+                "random_weights": bool(meta.get("random_weights"))}
+
     def extract(self, *args: Any, **kwargs: Any):
-        """Schema-validated extraction from files: see ``feldspar.workflows.extract``."""
+        """Schema-validated extraction from files, constrained decoding by default: see ``feldspar.workflows.extract``."""
         from feldspar.workflows import extract
 
         kwargs.setdefault("chat_model", self.chat_model)

@@ -56,7 +56,7 @@ def serve(
     err_console.print("[dim]loading models …[/dim]")
     if served_name and len(served_name) > len(model or [settings.model]):
         raise usage_error("give at most one --served-name per --model")
-    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue, names=served_name)
+    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue, served_names=served_name)
     state = server.state.feldspar
     for served in state.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""

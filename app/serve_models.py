@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
+from feldspar.serve_structure import request_structure, structure_errors
 from feldspar.serve_threads import Conversations
 
 AGENT_MODEL = "feldspar-agent"
@@ -109,7 +110,8 @@ class ServedModel:
     random_weights = property(lambda self: backend_random_weights(self.backend))
 
     def describe(self) -> dict[str, Any]:
-        return model_entry(self.id, self.backend, completions=self.engine is not None)
+        return model_entry(self.id, self.backend,
+                           completions=self.engine is not None or hasattr(self.backend, "stream_completion"))
 
     def extension(self) -> dict[str, Any]:
         return {"random_weights": self.random_weights}
@@ -119,24 +121,40 @@ class ServedModel:
         tools = request.tools or None
         if request.tool_choice == "none":
             tools = None
-        stream = self.backend.stream_chat(
-            granite_messages(request.messages), tools, request.documents or None,
-            max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request))
+        structure, param = request_structure(request)
+        with structure_errors(param):
+            stream = self.backend.stream_chat(
+                granite_messages(request.messages), tools, request.documents or None,
+                max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
+                **({"structure": structure} if structure is not None and getattr(self.backend, "constrains", False) else {}))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        if self.engine is None and hasattr(self.backend, "stream_completion"):  # a proxy to a remote server
+            return self._remote_completion(request)
         if self.engine is None:
             raise ApiError(400, f"model {self.id!r} answers chat only, not completions", param="model",
                            code="unsupported_model")
         from feldspar.model.engine import GenerationParams
 
         prompt = request.prompt_value()
+        structure, param = request_structure(request)
         params = GenerationParams(max_new_tokens=request.max_tokens, reuse=None, stop=tuple(request.stop_list()),
-                                  **{k: v for k, v in _sampling(request).items() if k != "stop"})
-        if request.suffix is not None:
-            stream = self.engine.fill_in_middle(prompt, request.suffix, params)
-        else:
-            stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+                                  structure=structure, **{k: v for k, v in _sampling(request).items() if k != "stop"})
+        with structure_errors(param):
+            if request.suffix is not None:
+                stream = self.engine.fill_in_middle(prompt, request.suffix, params)
+            else:
+                stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+        return lambda: stream_pieces(stream, None, self.extension())
+
+
+    def _remote_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        prompt = request.prompt_value()
+        if not isinstance(prompt, str):
+            raise ApiError(400, "a proxied model takes the prompt as text", param="prompt", code="invalid_prompt")
+        stream = self.backend.stream_completion(prompt, request.suffix, max_new_tokens=request.max_tokens,
+                                                **_sampling(request))
         return lambda: stream_pieces(stream, None, self.extension())
 
 
