@@ -33,6 +33,9 @@ def serve(
     pack: Annotated[Optional[str], typer.Option("--pack", help="feldspar-agent answers from this state pack "
                                                 "by default")] = None,
     no_agent: Annotated[bool, typer.Option("--no-agent", help="do not serve the feldspar-agent model")] = False,
+    served_name: Annotated[Optional[list[str]], typer.Option("--served-name", help="the name clients see for "
+                                                             "each --model, in order (default: the catalog name or "
+                                                             "the checkpoint folder's name)")] = None,
     max_new_tokens: MaxNewOpt = None, verbose: VerboseOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None,
     quant: QuantOpt = None, home: HomeOpt = None,
 ) -> None:
@@ -52,7 +55,9 @@ def serve(
         err_console.print(f"[yellow]warning: serving on {host} without an API key: anyone who can reach this "
                           "machine can use it; set FELDSPAR_API_KEY[/yellow]")
     err_console.print("[dim]loading models …[/dim]")
-    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue)
+    if served_name and len(served_name) > len(model or [settings.model]):
+        raise usage_error("give at most one --served-name per --model")
+    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue, served_names=served_name)
     state = server.state.feldspar
     for served in state.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""
