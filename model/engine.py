@@ -27,6 +27,7 @@ from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
 from feldspar.model.stop_flag import check_stop
 from feldspar.model.stops import StopScanner
+from feldspar.model.text_checks import check_token_ids
 
 __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "Stream"]
 
@@ -49,6 +50,7 @@ class GenerationParams:
     seed: int | None = None
     reuse: bool | None = None  # None: the engine's default
     stop: tuple[str, ...] = ()  # stop strings: the text ends before the first one
+    structure: Any = None  # a model.structure.Structure the output must have (model/constrained.py)
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
@@ -97,6 +99,11 @@ class Engine:
     @property
     def context_window(self) -> int:
         return int(self.model.config.max_position_embeddings)
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the model can embed: ``0..vocab_size-1``."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def device(self) -> torch.device:
@@ -172,11 +179,20 @@ class Engine:
         """Validate now (errors raise here, before any compute), generate lazily."""
         params = params or GenerationParams()
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        check_token_ids(ids, self.vocab_size)
         if not ids:
             raise PromptError("the prompt is empty")
         self.check_fits(len(ids), params.max_new_tokens)
+        self.constraint(params)  # a structure that cannot compile raises here, before any compute
         holder: list[GenerationResult] = []
         return Stream(self._generate(ids, params, progress, holder), holder)
+
+    def constraint(self, params: GenerationParams):
+        if params.structure is None:
+            return None
+        from feldspar.model.constrained import constraint_for
+
+        return constraint_for(self.tokenizer, params.structure, self.model.config.vocab_size, params.max_new_tokens)
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> GenerationResult:
         return self.stream(prompt, params).finish()
@@ -193,8 +209,9 @@ class Engine:
         stops = StopScanner(params.stop)
         ttft = decode_started = None
         finish = "length"
+        constraint = self.constraint(params)
         for token in decode_tokens(self.model, prepared.state, prepared.logits, params.max_new_tokens,
-                                   params.sampling(), self.stop_ids):
+                                   params.sampling(), self.stop_ids, constraint):
             check_stop()  # Ctrl-C (model/stop_flag.py) ends the call here, between tokens
             if ttft is None:
                 ttft = decode_started = time.perf_counter()
