@@ -123,12 +123,16 @@ class ThreadStateHooks:
         self.restored: set[str] = set()
 
     def restore(self, thread_id: str) -> int:
+        from feldspar.model.errors import StateError
         from feldspar.model.thread_states import restore_thread_state
 
         if thread_id in self.restored:
             return 0
         self.restored.add(thread_id)
-        return restore_thread_state(self.engine, self.directory, thread_id)
+        try:
+            return restore_thread_state(self.engine, self.directory, thread_id)
+        except StateError:  # saved by another model (the thread switched models): recompute from its messages
+            return 0
 
     def save(self, thread_id: str) -> None:
         from feldspar.model.thread_states import save_thread_state
