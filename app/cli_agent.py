@@ -138,7 +138,7 @@ def ask(
     from feldspar.agents.trace import format_trace
     from feldspar.cli_interrupt import on_interrupt
     from feldspar.cli_output import quiet_libraries
-    from feldspar.compose import build_agent
+    from feldspar.compose import build_agent, check_thread_store
 
     quiet_libraries(verbose)
     on_interrupt(INTERRUPTED)
@@ -151,6 +151,7 @@ def ask(
     flags = _pack_defaults({"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}, pack)
     settings = settings_from(**flags)
+    check_thread_store(settings)  # an unusable data home fails before the model loads
     approver = _approver(approve, json_out)
     agent = build_agent(settings, pack=pack, policy=policy, approve=approve or ("ask" if approver else "never"),
                         tools_module=tools_module, no_reuse=no_reuse)

@@ -39,7 +39,7 @@ def serve(
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health) over Granite."""
     from feldspar.cli_output import quiet_libraries
     from feldspar.compose import build_server
-    from feldspar.serve_run import serve_forever
+    from feldspar.serve_run import bind_or_refuse, serve_forever
 
     quiet_libraries(verbose)
     if pack and collection:
@@ -50,8 +50,13 @@ def serve(
     if host not in LOOPBACK_HOSTS and not settings.api_key:
         err_console.print(f"[yellow]warning: serving on {host} without an API key: anyone who can reach this "
                           "machine can use it; set FELDSPAR_API_KEY[/yellow]")
+    sock = bind_or_refuse(host, port)  # a port in use fails here, not after the models have loaded
     err_console.print("[dim]loading models …[/dim]")
-    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue)
+    try:
+        server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue)
+    except BaseException:
+        sock.close()
+        raise
     state = server.state.feldspar
     for served in state.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""
@@ -63,4 +68,4 @@ def serve(
         err_console.print(f"serving the OpenAI API on {url}/v1 ({waiting} waiting per engine{token}); Ctrl-C stops",
                           highlight=False, soft_wrap=True)  # one line: scripts read the address from it
 
-    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce)
+    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce, sock=sock)

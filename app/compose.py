@@ -330,7 +330,16 @@ def build_thread_store(settings: Settings):
 
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
+    check_thread_store(settings)
     return ThreadStore(settings.threads_path)
+
+
+def check_thread_store(settings: Settings) -> None:
+    """A data home that cannot hold ``threads.sqlite`` fails as one line (cheap: before a model loads)."""
+    from feldspar.home import require_writable
+
+    if not settings.postgres_url:
+        require_writable(settings.threads_path.parent)
 
 
 # ---- the web UI --------------------------------------------------------------------------
