@@ -120,9 +120,15 @@ def random_checkpoint(
 ) -> None:
     """Write a RANDOM-WEIGHT checkpoint of a catalog model (for tests and benchmarks)."""
     from feldspar.model.catalog import get_spec
+    from feldspar.home import require_writable
     from feldspar.model.checkpoint_random import write_random_checkpoint
 
     spec = get_spec(name)
+    existing = directory.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:  # nothing is created before the checks below
+        existing = existing.parent
+    require_writable(existing, "output directory" if existing == directory.expanduser().absolute() else
+                     "folder for the output", fix="choose a directory you can write")  # before any weights
     write_random_checkpoint(  # its progress lines end with "done: DIR (RANDOM WEIGHTS)"
         spec, directory, tiny=tiny, seed=seed, dtype=dtype,
         overwrite=force, allow_large=allow_large, progress=_say,

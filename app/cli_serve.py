@@ -42,7 +42,7 @@ def serve(
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health) over Granite."""
     from feldspar.cli_output import quiet_libraries
     from feldspar.compose import build_server
-    from feldspar.serve_run import serve_forever
+    from feldspar.serve_run import bind_or_refuse, serve_forever
 
     quiet_libraries(verbose)
     if pack and collection:
@@ -54,10 +54,16 @@ def serve(
     if host not in LOOPBACK_HOSTS and not settings.api_key:
         err_console.print(f"[yellow]warning: serving on {host} without an API key: anyone who can reach this "
                           "machine can use it; set FELDSPAR_API_KEY[/yellow]")
-    err_console.print("[dim]loading models …[/dim]")
     if served_name and len(served_name) > len(model or [settings.model]):
         raise usage_error("give at most one --served-name per --model")
-    server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue, served_names=served_name)
+    sock = bind_or_refuse(host, port)  # a port in use fails here, not after the models have loaded
+    err_console.print("[dim]loading models …[/dim]")
+    try:
+        server = build_server(settings, model or None, agent=not no_agent, pack=pack, queue=queue,
+                              served_names=served_name)
+    except BaseException:
+        sock.close()
+        raise
     state = server.state.feldspar
     for served in state.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""
@@ -69,4 +75,4 @@ def serve(
         err_console.print(f"serving the OpenAI API on {url}/v1 ({waiting} waiting per engine{token}); Ctrl-C stops",
                           highlight=False, soft_wrap=True)  # one line: scripts read the address from it
 
-    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce)
+    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce, sock=sock)

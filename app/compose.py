@@ -124,12 +124,16 @@ class ThreadStateHooks:
         self.restored: set[str] = set()
 
     def restore(self, thread_id: str) -> int:
+        from feldspar.model.errors import StateError
         from feldspar.model.thread_states import restore_thread_state
 
         if thread_id in self.restored:
             return 0
         self.restored.add(thread_id)
-        return restore_thread_state(self.engine, self.directory, thread_id)
+        try:
+            return restore_thread_state(self.engine, self.directory, thread_id)
+        except StateError:  # saved by another model (the thread switched models): recompute from its messages
+            return 0
 
     def save(self, thread_id: str) -> None:
         from feldspar.model.thread_states import save_thread_state
@@ -328,7 +332,16 @@ def build_thread_store(settings: Settings):
 
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
+    check_thread_store(settings)
     return ThreadStore(settings.threads_path)
+
+
+def check_thread_store(settings: Settings) -> None:
+    """A data home that cannot hold ``threads.sqlite`` fails as one line (cheap: before a model loads)."""
+    from feldspar.home import require_writable
+
+    if not settings.postgres_url:
+        require_writable(settings.threads_path.parent)
 
 
 # ---- the web UI --------------------------------------------------------------------------
