@@ -47,7 +47,7 @@ import openai
 
 from feldspar.agents.remote_errors import RemoteServerError, overflow_advice, remote_error, unknown_model
 from feldspar.agents.scripted import render
-from feldspar.model.results import GenerationResult, Stream
+from feldspar.model.results import RANDOM_CONTENT_LABEL, GenerationResult, Stream
 
 DEFAULT_CONTEXT_WINDOW = 8192
 DEFAULT_CHARS_PER_TOKEN = 3.0
@@ -291,6 +291,8 @@ class RemoteChatBackend:
                             slot["name"] += call.function.name or ""
                             slot["arguments"] += call.function.arguments or ""
                     piece = delta.content if delta is not None else getattr(choice, "text", None)
+                    if piece and not text and piece.startswith(RANDOM_CONTENT_LABEL):
+                        piece = piece[len(RANDOM_CONTENT_LABEL):]  # feldspar serve's display line; we label ourselves
                     if piece:
                         first = first or time.perf_counter()
                         last = time.perf_counter()
