@@ -7,6 +7,11 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
 - requests: ``/v1/chat/completions`` streamed, with ``tools=`` passed natively and Granite
   ``documents`` as the extension field ``documents`` (``extra_body``); ``stream_options``
   asks for usage in the last chunk;
+- control strings: every string of the messages (tool calls and results included), tools and
+  documents, and a FIM prefix/suffix, is ``neutralise``d (model/control_tokens.py) before it
+  is sent: the server tokenises text itself, and llama.cpp's server turns ``<|start_of_role|>``
+  inside a message into the control token; a zero-width space after the first character
+  keeps it text there (docs/remote.md);
 - text: content deltas are yielded as they come. Calls the server parsed itself
   (``delta.tool_calls``) are rendered back into Granite's raw form
   ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`` after the text, so
@@ -29,6 +34,11 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
   (vLLM), ``context_length``/``context_window`` or ``meta.n_ctx``, else
   ``DEFAULT_CONTEXT_WINDOW``; ``random_weights`` is true only when the listing says so.
 
+Structured output (agents/remote_structured.py): ``structure=`` is sent as the server takes it
+(``structured``: openai response_format, vllm structured_outputs, llamacpp json_schema); a
+server that refuses it gets one ``notice`` line and the request again without it, and
+``constrains`` turns false so callers (extract, with_structured_output) validate and retry.
+
 Errors become one-line ``AgentError``s (agents/remote_errors.py), raised by
 ``stream_chat`` before any text for a refused request. Torch-free; knows the OpenAI wire
 format and the chat-backend protocol, nothing of the CLI or settings.
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import zlib
 from typing import Any, Callable, Iterator, Sequence
@@ -46,8 +57,11 @@ import httpx
 import openai
 
 from feldspar.agents.remote_errors import RemoteServerError, overflow_advice, remote_error, unknown_model
+from feldspar.agents.remote_structured import DIALECTS, merged, refused, request_fields
 from feldspar.agents.scripted import render
+from feldspar.model.control_tokens import neutralise, neutralise_data
 from feldspar.model.results import RANDOM_CONTENT_LABEL, GenerationResult, Stream
+from feldspar.model.text_checks import check_text
 
 DEFAULT_CONTEXT_WINDOW = 8192
 DEFAULT_CHARS_PER_TOKEN = 3.0
@@ -101,8 +115,14 @@ class RemoteChatBackend:
     def __init__(self, base_url: str, model: str = "", *, api_key: str | None = None, timeout_s: float = 120.0,
                  context_window: int | None = None, tokenizer: Callable[[str], list[int]] | None = None,
                  max_retries: int = 1, client: openai.OpenAI | None = None, max_concurrency: int = 4,
+                 structured: str = "openai", notice: Callable[[str], None] | None = None,
                  prompt_ids: Callable[..., list[int]] | None = None) -> None:
+        if structured not in DIALECTS:
+            raise ValueError(f"structured must be one of {', '.join(DIALECTS)}, not {structured!r}")
         self.base_url = base_url.rstrip("/")
+        self.structured = structured  # how this server takes a schema (agents/remote_structured.py)
+        self.constrains = True  # False once the server refused a schema: validate-and-retry from then on
+        self.notice = notice or (lambda line: print(f"notice: {line}", file=sys.stderr))
         self.prompt_ids = prompt_ids  # (messages, tools, documents) -> ids with the checkpoint's real template
         self.slots: int | None = None  # llama-server: slots sharing its -c window (from /props)
         self.ignores_suffix = False  # llama-server: /v1/completions drops `suffix` (FIM goes as token ids)
@@ -216,8 +236,14 @@ class RemoteChatBackend:
     # ---- generation ------------------------------------------------------------------------------
     def stream_chat(self, messages, tools=None, documents=None, *, max_new_tokens: int = 512,
                     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                    reuse: bool | None = None, stop: Sequence[str] | None = None) -> Stream:
-        """Send the request now (a refusal raises here, before any text); read the answer lazily."""
+                    reuse: bool | None = None, stop: Sequence[str] | None = None, structure: Any = None) -> Stream:
+        """Send the request now (a refusal raises here, before any text); read the answer lazily.
+
+        ``structure`` goes to the server in its dialect's form; a server that refuses it is said so
+        in one line and asked again without it (callers validate and retry)."""
+        for param, value in (("messages", messages), ("tools", tools), ("documents", documents)):
+            check_text(list(value) if value else None, param)  # JSON cannot carry an unpaired surrogate
+        messages, tools, documents = (neutralise_data(list(v)) if v else v for v in (messages, tools, documents))
         request: dict[str, Any] = dict(model=self.model, messages=openai_messages(messages), stream=True,
                                        stream_options={"include_usage": True}, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p)
@@ -231,7 +257,7 @@ class RemoteChatBackend:
             request["extra_body"] = {"documents": list(documents)}
         prompt_text = self.render(messages, tools, documents)
         started = time.perf_counter()
-        chunks = self._send(lambda: self.client.chat.completions.create(**request))
+        chunks = self._send_structured(request, structure)
         holder: list[GenerationResult] = []
         count = lambda: len(self.prompt_token_ids(messages, tools, documents))  # noqa: E731 - when no usage came
         return Stream(self._read(chunks, started, prompt_text, holder, count), holder)
@@ -239,10 +265,19 @@ class RemoteChatBackend:
     def stream_completion(self, prompt: str, suffix: str | None = None, *, max_new_tokens: int = 512,
                           temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                           stop: Sequence[str] | None = None) -> Stream:
-        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle."""
+        """Plain completion (``/v1/completions``); ``suffix`` asks for fill-in-the-middle.
+
+        A plain prompt is the caller's own text and goes as written (as locally); a FIM prefix
+        and suffix are code, so control strings in them are neutralised like chat data (or, on a
+        server that ignores ``suffix``, sent as ids with the code tokenised as plain text).
+        """
+        check_text(prompt, "prompt")
+        check_text(suffix, "suffix")
         sent: Any = prompt
         if suffix is not None and self.ignores_suffix:  # llama-server drops `suffix`: Granite's FIM prompt, as ids
             sent, suffix = self.fim_token_ids(prompt, suffix), None
+        elif suffix is not None:
+            sent, suffix = neutralise(prompt), neutralise(suffix)
         request: dict[str, Any] = dict(model=self.model, prompt=sent, stream=True, max_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, stream_options={"include_usage": True})
         for key, value in (("suffix", suffix), ("seed", seed), ("stop", list(stop or []) or None)):
@@ -252,6 +287,22 @@ class RemoteChatBackend:
         chunks = self._send(lambda: self.client.completions.create(**request))
         holder: list[GenerationResult] = []
         return Stream(self._read(chunks, started, prompt + (suffix or ""), holder), holder)
+
+    def _send_structured(self, request: dict[str, Any], structure: Any) -> Any:
+        fields = request_fields(structure, self.structured) if self.constrains else {}
+        if fields is None:
+            self.notice(f"{self.base_url} ({self.structured}) cannot constrain output to a {structure.kind}; "
+                        "the answer is validated instead")
+        if not fields:
+            return self._send(lambda: self.client.chat.completions.create(**request))
+        try:
+            return self.client.chat.completions.create(**merged(request, fields))
+        except openai.OpenAIError as exc:
+            if not refused(exc):
+                raise remote_error(exc, self.base_url, self.model, self.models) from None
+        self.constrains = False
+        self.notice(f"{self.base_url} cannot constrain output to a schema; Feldspar validates and retries instead")
+        return self._send(lambda: self.client.chat.completions.create(**request))
 
     def _tokenize(self, text: str, special: bool) -> list[int] | None:
         answer = self._get("/tokenize", {"content": text, "add_special": False, "parse_special": special})

@@ -27,6 +27,8 @@ PolicyOpt = Annotated[Optional[str], typer.Option("--policy", help="retrieval: a
 ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: ask, always or never "
                                                    "(default: ask when interactive, else never)")]
 
+INTERRUPTED = "interrupted; the thread keeps its last completed turn"
+
 
 def _check_choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
     if value is not None and value not in choices:
@@ -113,10 +115,12 @@ def ask(
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
     from feldspar.agents.configuration import APPROVALS, POLICIES
     from feldspar.agents.trace import format_trace
+    from feldspar.cli_interrupt import on_interrupt
     from feldspar.cli_output import quiet_libraries
     from feldspar.compose import build_agent
 
     quiet_libraries(verbose)
+    on_interrupt(INTERRUPTED)
     _check_choice(policy, POLICIES, "--policy")
     _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:

@@ -36,6 +36,7 @@ from feldspar.serve_models import AgentModel, Final, ServedModel
 from feldspar.serve_protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
                                      openai_tool_calls, sse)
 from feldspar.serve_tasks import TASK_HEADER
+from feldspar.serve_threads import principal_of
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
@@ -254,7 +255,8 @@ async def chat_completions(body: ChatRequest, request: Request):
         if isinstance(model, AgentModel):
             key = model.target(body)
             agent = model.cached(key) or await lane.call(lambda: model.agent_for(key))
-            return await run_in_threadpool(model.open_chat, agent, body, key, task)
+            principal = principal_of(request.headers, state.api_key is not None)
+            return await run_in_threadpool(model.open_chat, agent, body, key, principal, task)
         return await run_in_threadpool(model.open_chat, body)
 
     try:

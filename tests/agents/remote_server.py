@@ -24,6 +24,10 @@ cached_tokens`` is the longest common prefix with an earlier request plus its re
 way a server's prefix cache behaves. It also refuses a wrong bearer key (401), an unknown
 model (404, as vLLM words it) and, when ``tools_supported`` is false, any ``tools`` (400).
 Every request body and its Authorization header is kept in ``requests``.
+
+It tokenises like llama.cpp's server (``llama_tokens``): a Granite control string anywhere in
+the text of a request becomes that control token's id, so ``control_ids[i]`` lists the control
+ids request ``i``'s messages, tools, documents, prompt and suffix would have put in the prompt.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from feldspar.model.control_tokens import GRANITE_CONTROL_STRINGS
+
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
 FIM_IDS = {"<|fim_prefix|>": 100_001, "<|fim_suffix|>": 100_002, "<|fim_middle|>": 100_003}
 
@@ -51,6 +57,37 @@ def token_id(piece: str) -> int:
 
 def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
+
+
+_CONTROL = re.compile("|".join(re.escape(c) for c in sorted(GRANITE_CONTROL_STRINGS, key=len, reverse=True)))
+CONTROL_BASE_ID = 100256  # Granite's first added-token id
+
+
+def llama_tokens(text: str) -> list[int | str]:
+    """Text as llama.cpp tokenises it with special parsing on: control strings -> ids, the rest words."""
+    out: list[int | str] = []
+    position = 0
+    for match in _CONTROL.finditer(text):
+        out += _tokens(text[position:match.start()])
+        out.append(CONTROL_BASE_ID + GRANITE_CONTROL_STRINGS.index(match.group(0)))
+        position = match.end()
+    return out + _tokens(text[position:])
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def request_control_ids(body: dict[str, Any]) -> list[int]:
+    """The control ids the text of a request's data becomes under llama.cpp's tokenisation."""
+    texts = _strings([body.get(k) for k in ("messages", "tools", "documents", "prompt", "suffix")])
+    return [t for text in texts for t in llama_tokens(text) if isinstance(t, int)]
 
 
 def free_port() -> int:
@@ -72,6 +109,7 @@ class StandIn:
         self.tools_supported = True
         self.replies: list[Any] = []
         self.requests: list[dict[str, Any]] = []
+        self.control_ids: list[list[int]] = []
         self._seen: list[list[str]] = []
         self._release = threading.Event()
         self.app = self._build()
@@ -91,7 +129,7 @@ class StandIn:
         return f"openai:{self.base_url}#{model}"
 
     def script(self, *replies: Any) -> "StandIn":
-        self.replies, self.requests, self._seen = list(replies), [], []
+        self.replies, self.requests, self._seen, self.control_ids = list(replies), [], [], []
         self.tools_supported = True
         return self
 
@@ -158,6 +196,7 @@ class StandIn:
     async def _answer(self, request: Request, chat: bool):
         body = await request.json()
         self.requests.append({**body, "authorization": request.headers.get("authorization")})
+        self.control_ids.append(request_control_ids(body))
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
