@@ -66,7 +66,8 @@ def _messages(text: str, system: str | None) -> list[dict[str, Any]]:
 def print_stats(result, random_weights: bool = False) -> None:
     err_console.print(
         ("[bold yellow]RANDOM WEIGHTS[/bold yellow] · " if random_weights else "")
-        + f"[dim]prompt {result.prompt_tokens} tok (reused {result.reused_tokens}, computed {result.computed_tokens}) · "
+        + f"[dim]{'~' if getattr(result, 'estimated', False) else ''}prompt {result.prompt_tokens} tok"
+        f"{' (estimated: the server sent no usage)' if getattr(result, 'estimated', False) else ''} (reused {result.reused_tokens}, computed {result.computed_tokens}) · "
         f"{result.completion_tokens} new tok · finish {result.finish_reason} · restore {result.restore_s * 1000:.1f} ms · "
         f"prefill {result.prefill_s:.2f} s ({result.prefill_tokens_per_s:.0f} tok/s) · "
         f"TTFT {result.ttft_s:.2f} s · decode {result.decode_tokens_per_s:.1f} tok/s[/dim]"

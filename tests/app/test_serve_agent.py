@@ -138,12 +138,22 @@ def test_the_agent_reports_unknown_collections_and_threads(client, settings):
     assert info.value.body["code"] == "unsupported_model"
 
 
+def test_a_bad_pack_answers_like_a_bad_collection(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        ask(client, "Hi?", model="feldspar-agent", pack="nopack")
+    assert info.value.body["code"] == "unknown_pack" and info.value.body["param"] == "pack"
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "Hi?", model="feldspar-agent", pack="bad name!")
+    assert info.value.body["code"] == "invalid_pack_name" and info.value.body["param"] == "pack"
+
+
 def test_feldspar_agent_over_the_tiny_model_is_marked_random(client):
     models = {m.id: m.model_extra for m in client.models.list()}
     assert models["feldspar-agent"]["random_weights"] is True
     assert models["feldspar-agent"]["agent"] == {"collection": "manuals", "pack": None}
     reply = ask(client, "How do I reset the router?", model="feldspar-agent")
     assert reply.system_fingerprint == "feldspar-random-weights"
+    assert reply.choices[0].message.content.startswith("[RANDOM WEIGHTS")  # what a chat client displays
     assert reply.model_extra["feldspar"]["random_weights"] is True
     assert isinstance(reply.model_extra["citations"], list)
     assert reply.usage.prompt_tokens > 0 and reply.model_extra["feldspar"]["model_calls"] >= 1
