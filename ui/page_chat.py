@@ -177,7 +177,7 @@ def _context_of(svc: Any):
 def _open_file(svc: Any):
     def show(source: dict[str, Any], key: str) -> None:
         try:
-            render_file(svc.source_file(source["collection"], source["path"]), key)
+            render_file(svc.source_file(source["collection"], source["path"]), key, source)
         except svc.user_errors as exc:
             st.error(svc.error_text(exc))
 
