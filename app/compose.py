@@ -313,16 +313,6 @@ def build_thread_store(settings: Settings):
     return ThreadStore(settings.threads_path)
 
 
-# ---- the web UI --------------------------------------------------------------------------
-def build_library(settings: Settings, engine=None, hook=None):
-    """The web UI's documents and packs services (feldspar.ui_library); ``engine``: a callable
-    returning an already loaded engine to share for pack creation (default: loaded on first use)."""
-    from feldspar.ui_library import LibraryServices
-
-    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
-                           engine=engine or (lambda: build_engine(settings)), hook=hook)
-
-
 # ---- many questions: batch, eval answers, the Python API ----------------------------------
 class AgentFactory:
     """Agents for any (collection, pack), built on first use and kept; all share one engine or chat model.
@@ -364,37 +354,3 @@ class AgentFactory:
         (the local engine serves one request at a time; a remote backend declares more)."""
         chat_model = self.chat_model or self(None, None).deps.chat_model
         return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))
-
-
-# ---- the OpenAI-compatible server ---------------------------------------------------------
-def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
-    """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
-    ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
-    from feldspar.model.chat_backend import LocalChatBackend
-    from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
-
-    remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
-    if remote:
-        backend = build_remote_backend(settings)
-        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
-    else:
-        engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
-    if agent:
-        first = served[0]
-        approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
-
-        def build(collection: str | None, pack_name: str | None):
-            chosen = settings.model_copy(update={"collection": collection}) if collection else settings
-            if remote:
-                return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
-            return build_agent(chosen, first.engine, pack=pack_name, approve=approve)
-
-        served.append(AgentModel(build, first.backend, settings.collection, pack, lane_key=first.engine))
-    served += list(extra_models or [])
-    return create_app(served, api_key=settings.api_key, queue=settings.serve_queue if queue is None else queue,
-                      max_body=settings.serve_max_body_bytes)

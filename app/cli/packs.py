@@ -1,4 +1,4 @@
-"""CLI for state packs: `pack create|list|show|rm` (`ask --pack` lives in app/cli_agent.py).
+"""CLI for state packs: `pack create|list|show|rm` (`ask --pack` lives in app/cli/agent.py).
 
 Turns flags into Settings and calls model.packs and the engine; shows a
 progress bar on stderr while a long prompt is prefilled; prints tables, or JSON with
@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt
-from feldspar.cli_root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
-from feldspar.cli_progress import prefill_progress
+from feldspar.cli.generate import DeviceOpt, DtypeOpt
+from feldspar.cli.root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
+from feldspar.cli.progress import prefill_progress
 from feldspar.compose import build_engine
 
 

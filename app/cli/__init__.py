@@ -14,16 +14,16 @@ import sys
 
 import typer
 
-from feldspar.cli_root import app, tidy_help
+from feldspar.cli.root import app, tidy_help
 from feldspar.errors import user_error_types, user_message
 
 COMMAND_MODULES = (
-    "feldspar.cli_models", "feldspar.cli_model", "feldspar.cli_chat", "feldspar.cli_retrieval", "feldspar.cli_packs",
-    "feldspar.cli_bench", "feldspar.cli_demo", "feldspar.cli_agent", "feldspar.cli_tools",
-    "feldspar.cli_summarize",
-    "feldspar.cli_ui",
-    "feldspar.cli_workflows",
-    "feldspar.cli_serve",
+    "feldspar.cli.models", "feldspar.cli.generate", "feldspar.cli.chat", "feldspar.cli.retrieval", "feldspar.cli.packs",
+    "feldspar.cli.bench", "feldspar.cli.demo", "feldspar.cli.agent", "feldspar.cli.tools",
+    "feldspar.cli.summarize",
+    "feldspar.cli.ui",
+    "feldspar.cli.workflows",
+    "feldspar.cli.serve",
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1
@@ -49,7 +49,7 @@ def usage_line(exc: Exception) -> str:
 
 
 def _run() -> int:
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
 
     quiet_libraries()
     command = tidy_help(typer.main.get_command(app))

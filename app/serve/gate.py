@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from feldspar.serve_protocol import ApiError
+from feldspar.serve.protocol import ApiError
 
 
 def _refuse(error: ApiError) -> JSONResponse:
