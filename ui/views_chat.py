@@ -1,6 +1,6 @@
 """View functions for the chat page: one turn, its sources, the approval request, the thread list.
 
-Each function draws plain dicts (as app/ui_chat.py shapes them) with Streamlit and returns
+Each function draws plain dicts (as app/webui/chat.py shapes them) with Streamlit and returns
 what the user clicked; fetching data and acting on clicks is the page's job. Passage text
 is escaped before the cited span is highlighted, so a document cannot inject markup.
 """

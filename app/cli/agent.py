@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
-from feldspar.cli_root import (
+from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
+from feldspar.cli.root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
 )
 
@@ -137,8 +137,8 @@ def ask(
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
     from feldspar.agents.configuration import APPROVALS, POLICIES
     from feldspar.agents.trace import format_trace
-    from feldspar.cli_interrupt import on_interrupt
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.interrupt import on_interrupt
+    from feldspar.cli.output import quiet_libraries
     from feldspar.compose import build_agent, check_thread_store
 
     quiet_libraries(verbose)

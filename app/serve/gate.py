@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from feldspar.serve_protocol import ApiError
-from feldspar.serve_validate import bound_messages
+from feldspar.serve.protocol import ApiError
+from feldspar.serve.validate import bound_messages
 
 
 def _refuse(error: ApiError) -> JSONResponse:

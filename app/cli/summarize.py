@@ -15,8 +15,8 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, SeedOpt, TempOpt, VerboseOpt
-from feldspar.cli_root import (
+from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, SeedOpt, TempOpt, VerboseOpt
+from feldspar.cli.root import (
     RANDOM_LABEL, HomeOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
 )
 
@@ -66,7 +66,7 @@ def summarize(
     home: HomeOpt = None,
 ) -> None:
     """Summarise files (map-reduce, cached per file) or a whole collection, with citations to the files."""
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
     from feldspar.workflows import mode_line, summarize as run_summarize
 
     quiet_libraries(verbose)
@@ -105,7 +105,7 @@ def extract(
 ) -> None:
     """One JSON object per file (or chunk) matching a JSON Schema: decoding is constrained to the schema
     (--unconstrained: validated, invalid answers retried, then kept)."""
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
     from feldspar.workflows import extract as run_extract
 
     quiet_libraries(verbose)

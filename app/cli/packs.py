@@ -1,4 +1,4 @@
-"""CLI for state packs: `pack create|list|show|rm` (`ask --pack` lives in app/cli_agent.py).
+"""CLI for state packs: `pack create|list|show|rm` (`ask --pack` lives in app/cli/agent.py).
 
 Turns flags into Settings and calls model.packs and the engine; shows a
 progress bar on stderr while a long prompt is prefilled; prints tables, or JSON with
@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt
-from feldspar.cli_root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
-from feldspar.cli_progress import prefill_progress
+from feldspar.cli.generate import DeviceOpt, DtypeOpt
+from feldspar.cli.root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
+from feldspar.cli.progress import prefill_progress
 from feldspar.compose import build_engine, pack_tool_schemas
 
 
@@ -42,7 +42,7 @@ def pack_create(
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Read files as Granite documents, prefill them once and save the state to disk."""
-    from feldspar.cli_interrupt import on_interrupt
+    from feldspar.cli.interrupt import on_interrupt
     from feldspar.home import require_writable
     from feldspar.model.packs import check_new_pack, create_pack
     from feldspar.pack_documents import read_pack_documents

@@ -21,7 +21,7 @@ from typing import Iterable, Protocol, Sequence
 
 from feldspar.retrieval.loaders import CODE_EXTENSIONS, DATA_EXTENSIONS, HTML_EXTENSIONS, JSONL_EXTENSIONS
 from feldspar.retrieval.loaders import TEXT_EXTENSIONS, file_kind
-from feldspar.ui_jobs import Refused
+from feldspar.webui.jobs import Refused
 
 MAX_NAME_BYTES = 200
 BAD_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format (bidi tricks), odd code points

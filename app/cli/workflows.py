@@ -16,9 +16,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_agent import PolicyOpt, _check_choice, _pack_defaults
-from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
-from feldspar.cli_root import (
+from feldspar.cli.agent import PolicyOpt, _check_choice, _pack_defaults
+from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
+from feldspar.cli.root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, err_console, eval_app, print_json, print_table, settings_from,
     usage_error,
 )
@@ -120,8 +120,8 @@ def batch(
     """Answer every question of a JSONL file with the agent; one JSON answer per line in --out, resumable."""
     from feldspar.agents.batch import AnswerLog
     from feldspar.agents.configuration import POLICIES
-    from feldspar.cli_interrupt import on_interrupt
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.interrupt import on_interrupt
+    from feldspar.cli.output import quiet_libraries
 
     quiet_libraries(verbose)
     _check_choice(policy, POLICIES, "--policy")
@@ -203,7 +203,7 @@ def eval_answers_command(
     """Run the agent over questions with expected sources/facts: source recall, citation precision, matches."""
     from feldspar.agents.answer_eval import EXPECTED_KEYS, evaluate_records, require_expectations
     from feldspar.agents.batch import AnswerLog, BatchError, read_questions, run_batch
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
 
     quiet_libraries(verbose)
     _check_choice(policy, ("always", "auto", "pack", "none"), "--policy")

@@ -4,14 +4,14 @@
 ``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
 tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
 fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
-on a lane (app/serve_lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
+on a lane (app/serve/lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
 with Retry-After. A streaming client that disconnects stops its generation at the next
 token (Starlette cancels the response; the job's cancel flag stops the worker); a
 non-streaming one too (a watcher reads ``http.disconnect``). A stream waiting for its next
 token (queued, or a long prompt) gets an SSE comment every ``keepalive_s``; the token and
-body-size checks are app/serve_gate.py. Every error is an OpenAI
+body-size checks are app/serve/gate.py. Every error is an OpenAI
 error object with its status code, never a traceback; the server keeps serving. The parts
-served are built by the caller (app/cli_serve.py through app/compose.py, or tests with
+served are built by the caller (app/cli/serve.py through app/compose.py, or tests with
 scripted backends); this module knows HTTP, the wire format and lanes.
 """
 
@@ -30,19 +30,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from feldspar.serve_citations import SOURCES_PATH, SourceStore, annotations
-from feldspar.serve_gate import Gate
-from feldspar.serve_lanes import IDLE, Job, Lane, LaneFull
-from feldspar.serve_models import AgentModel, Final, ServedModel
-from feldspar.serve_protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
+from feldspar.serve.citations import SOURCES_PATH, SourceStore, annotations
+from feldspar.serve.gate import Gate
+from feldspar.serve.lanes import IDLE, Job, Lane, LaneFull
+from feldspar.serve.models import AgentModel, Final, ServedModel
+from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
                                      openai_tool_calls, sse)
-from feldspar.serve_tasks import TASK_HEADER
-from feldspar.serve_threads import principal_of
-from feldspar.serve_validate import check_chat, check_completion
+from feldspar.serve.tasks import TASK_HEADER
+from feldspar.serve.threads import principal_of
+from feldspar.serve.validate import check_chat, check_completion
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
-log = logging.getLogger("feldspar.serve")
+log = logging.getLogger("feldspar.serve.endpoints")
 NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from feldspar.cli_inputs import read_text_file
-from feldspar.cli_root import usage_error
+from feldspar.inputs import read_text_file
+from feldspar.cli.root import usage_error
 from feldspar.model.structure import Structure, StructureError
 
 SchemaOpt = Annotated[Optional[Path], typer.Option("--json-schema", help="JSON Schema file: the output is JSON matching it")]

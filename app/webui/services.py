@@ -1,13 +1,13 @@
 """The UI's services: what the Streamlit pages act on, built from Settings via app/compose.py.
 
-One ``UiServices`` per server process (cached with ``st.cache_resource`` in app/ui_main.py),
+One ``UiServices`` per server process (cached with ``st.cache_resource`` in app/webui/main.py),
 shared by every browser session: the engine loads lazily on first use (a failure is a
 message, not a crash, and the next use tries again), agents are built once per chat choice
 (collection or pack, policy, k, generation settings) and share the persistent threads of
 the CLI. Tests inject a chat model (``chat_model=``, e.g. ChatGranite over the scripted
 backend) or an engine (``engine=``). One turn runs at a time on the one model
 (``stream_turn`` holds a lock). The chat-page data shapes (turns of a thread, sources,
-budget) come from app/ui_chat.py. Knows compose, Settings and the agent's public API;
+budget) come from app/webui/chat.py. Knows compose, Settings and the agent's public API;
 renders nothing.
 """
 
@@ -44,7 +44,7 @@ class UiServices:
     def __init__(self, settings: Settings, *, chat_model: Any = None, engine: Any = None,
                  tools_module: str | Path | None = None) -> None:
         self.settings = settings
-        from feldspar.cli_root import RANDOM_LABEL
+        from feldspar.labels import RANDOM_LABEL
 
         self.random_label = RANDOM_LABEL  # the CLI's words, on every random-weight answer
         self._chat_model = chat_model      # injected (tests, the test-only scripted switch)
@@ -115,7 +115,7 @@ class UiServices:
 
     def model_status(self) -> dict[str, Any]:
         """What the Models page shows: the configured model, and the loaded one's facts."""
-        from feldspar.ui_models import engine_facts
+        from feldspar.webui.models import engine_facts
 
         status: dict[str, Any] = {"configured": self.settings.model, "loaded": self._engine is not None,
                                   "error": self._engine_error, "chat_backend": self.chat_backend_name()}
@@ -129,13 +129,13 @@ class UiServices:
         return None
 
     def catalog(self) -> list[dict[str, Any]]:
-        from feldspar.ui_models import catalog_rows
+        from feldspar.webui.models import catalog_rows
 
         return catalog_rows()
 
     def cache_stats(self) -> dict[str, Any] | None:
         """The engine's state cache (bytes used of budget, snapshots, hit rate); None when not loaded."""
-        from feldspar.ui_models import cache_stats
+        from feldspar.webui.models import cache_stats
 
         return cache_stats(self._engine) if self._engine is not None else None
 
@@ -201,7 +201,7 @@ class UiServices:
 
     def thread_turns(self, thread_id: str, window: int | None = None) -> list[dict[str, Any]]:
         """Every turn of a thread as the chat page shows it (question, answer, sources, trace, usage)."""
-        from feldspar.ui_chat import turns_of
+        from feldspar.webui.chat import turns_of
 
         meta = self.threads.meta(thread_id)
         turns = turns_of(self.threads.values(thread_id), window)
@@ -279,7 +279,7 @@ class UiServices:
         from langchain_core.messages import HumanMessage
 
         from feldspar.agents.nodes import Nodes
-        from feldspar.ui_chat import budget_before
+        from feldspar.webui.chat import budget_before
 
         agent = self.agent(choice)
         values = self.threads.values(thread_id) if thread_id and self.thread_exists(thread_id) else {}
@@ -321,9 +321,9 @@ class UiServices:
     # ---- the other pages --------------------------------------------------------------
     @property
     def library(self):
-        """Documents and packs services (app/ui_library.py), built on first use."""
+        """Documents and packs services (app/webui/library.py), built on first use."""
         if self._library is None:
-            from feldspar.compose import build_library
+            from feldspar.webui.library import build_library
 
             self._library = build_library(self.settings, engine=self.engine,  # packs share the loaded engine
                                           tools_module=self._tools_module)

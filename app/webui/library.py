@@ -1,6 +1,6 @@
 """The web UI's documents and packs: what the Documents and Packs pages act on.
 
-``LibraryServices`` (built by ``feldspar.compose.build_library(settings)``, shared by every
+``LibraryServices`` (built by ``build_library(settings)`` below, shared by every
 browser session of one server) lists collections and their files, creates and deletes collections, removes a
 source, and runs ingests (a server folder inside ``ui_allowed_roots``, checked uploads
 stored under ``<home>/uploads/<collection>/``, or a re-sync of a collection's roots) and
@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 
 from feldspar.errors import user_error_types, user_message
 from feldspar.settings import Settings
-from feldspar.ui_jobs import Job, JobView, Refused
-from feldspar.ui_uploads import UploadedFile, allowed_folder, check_upload, store_uploads
+from feldspar.webui.jobs import Job, JobView, Refused
+from feldspar.webui.uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
 STATUSES = ("indexed", "skipped", "failed", "pending")
 
@@ -375,3 +375,14 @@ class LibraryServices:
                 job.wait(60)
         if self._retrieval is not None:
             self._retrieval.close()
+
+
+def build_library(settings: Settings, engine=None, hook=None, tools_module=None):
+    """The web UI's documents and packs services (this module); ``engine``: a callable
+    returning an already loaded engine to share for pack creation (default: loaded on first use).
+    Packs are made with the tools the chats on them offer (``tools_module`` or the settings')."""
+    from feldspar.compose import build_engine, build_retrieval, pack_tool_schemas
+
+    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
+                           engine=engine or (lambda: build_engine(settings)), hook=hook,
+                           tools=lambda: pack_tool_schemas(settings, tools_module))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from feldspar.cli_root import err_console
+from feldspar.cli.root import err_console
 
 PROGRESS_MIN_TOKENS = 1024  # shorter prefills finish before a bar is worth drawing
 

@@ -1,4 +1,4 @@
-"""CLI commands that talk to the Granite engine: generate and prompt (chat: app/cli_chat.py).
+"""CLI commands that talk to the Granite engine: generate and prompt (chat: app/cli/chat.py).
 
 Turns flags into Settings and GenerationParams, streams deltas to the terminal and prints
 reuse statistics with --verbose or as JSON with --json. Output from a random-weight
@@ -13,14 +13,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from feldspar.cli_inputs import documents_from_files, read_json_list, read_text_file
-from feldspar.cli_root import (
+from feldspar.inputs import documents_from_files, read_json_list, read_text_file
+from feldspar.cli.root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, in_range, one_of, print_json, settings_from,
     usage_error,
 )
-from feldspar.cli_output import quiet_libraries
-from feldspar.cli_structure import ChoiceOpt, RegexOpt, SchemaOpt, structure_from_flags
-from feldspar.cli_progress import prefill_progress
+from feldspar.cli.output import quiet_libraries
+from feldspar.cli.structure import ChoiceOpt, RegexOpt, SchemaOpt, structure_from_flags
+from feldspar.cli.progress import prefill_progress
 from feldspar.compose import build_generator, refuse_remote
 
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", min=1, help="tokens to generate")]

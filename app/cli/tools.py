@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from feldspar.cli_root import HomeOpt, JsonOpt, app, print_json, print_table, settings_from
+from feldspar.cli.root import HomeOpt, JsonOpt, app, print_json, print_table, settings_from
 
 tools_app = typer.Typer(help="Agent tools: list them, or run one by hand for debugging.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")

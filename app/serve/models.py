@@ -10,7 +10,7 @@ whole conversation without ``thread_id`` continues the thread that answered it, 
 that thread's principal and the thread has not moved on (app/serve_threads.py). ``open_*`` validate a
 request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
 tool calls, finish reason, usage and extension fields): the server runs it on a lane
-(app/serve_lanes.py). Tool calls are read from the model's raw text by Feldspar's own
+(app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
 parser (model/toolcalls.py, repairs included). Knows chat backends, the engine's public
 API and agent events; nothing of HTTP.
 """
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
-from feldspar.serve_structure import request_structure, structure_errors
-from feldspar.serve_tasks import utility_task
-from feldspar.serve_threads import Conversations
+from feldspar.serve.protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
+from feldspar.serve.structure import request_structure, structure_errors
+from feldspar.serve.tasks import utility_task
+from feldspar.serve.threads import Conversations
 
 AGENT_MODEL = "feldspar-agent"
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from feldspar.cli_root import JsonOpt, bench_app, console, err_console, print_json, print_table
+from feldspar.cli.root import JsonOpt, bench_app, console, err_console, print_json, print_table
 
 TABLE_COLUMNS = ["row", "impl", "tokens", "seconds", "tokens/s", "achieved", "% of roofline", "vs baseline"]
 
@@ -157,8 +157,8 @@ def bench_agent(
     from pathlib import Path
 
     from feldspar.bench.agent import run_agent_bench, table_rows
-    from feldspar.cli_retrieval import REPO_DOCS
-    from feldspar.cli_root import settings_from
+    from feldspar.cli.retrieval import REPO_DOCS
+    from feldspar.cli.root import settings_from
     from feldspar.compose import build_agent, build_engine, build_retrieval
     from feldspar.model.checkpoint_random import write_random_checkpoint
 
@@ -195,10 +195,10 @@ def serve_target(label: str, preset: str, tiny: bool, queue: int, max_new_tokens
         import tempfile
         from pathlib import Path
 
-        from feldspar.cli_root import settings_from
-        from feldspar.compose import build_server
+        from feldspar.cli.root import settings_from
+        from feldspar.serve.server import build_server
         from feldspar.model.checkpoint_random import write_random_checkpoint
-        from feldspar.serve_run import serve_in_thread
+        from feldspar.serve.run import serve_in_thread
 
         with tempfile.TemporaryDirectory(prefix="feldspar-bench-serve-") as temp:
             log(f"{label}: writing {preset} with random weights{' (tiny)' if tiny else ''} …")

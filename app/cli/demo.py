@@ -17,26 +17,26 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_root import HomeOpt, ModelOpt, app, console, settings_from
+from feldspar.cli.root import HomeOpt, ModelOpt, app, console, settings_from
 
 QUESTION = "How does Feldspar reuse the state of a hybrid Granite model?"
 
 
 def _catalog() -> None:
-    from feldspar.cli_models import print_catalog
+    from feldspar.cli.models import print_catalog
 
     print_catalog()
 
 
 def _retrieval(settings) -> None:
-    from feldspar.cli_retrieval import demo_retrieval
+    from feldspar.cli.retrieval import demo_retrieval
 
     demo_retrieval(settings, console)
 
 
 def answer_question(agent, question: str = QUESTION) -> dict:
     """Ask the agent one question, streaming its answer and listing its sources."""
-    from feldspar.cli_agent import print_sources, print_usage, stream_answer
+    from feldspar.cli.agent import print_sources, print_usage, stream_answer
 
     console.print(f"[bold]you>[/bold] {question}")
     console.print("[bold]granite>[/bold] ", end="")
@@ -71,7 +71,7 @@ def _shown_path(path: Path) -> str:
 
 def next_steps(settings) -> list[tuple[str, str]]:
     """(what, command) lines printed after the demo."""
-    from feldspar.cli_retrieval import REPO_DOCS
+    from feldspar.cli.retrieval import REPO_DOCS
 
     questions = _shown_path(REPO_DOCS / "eval" / "docs_questions.jsonl")
     return [
@@ -103,7 +103,7 @@ def _print_next_steps(settings) -> None:
 def demo(model: ModelOpt = None, home: HomeOpt = None,
          max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", min=1)) -> None:
     """Catalog, ingest + search of the project's docs, and a grounded answer (when a checkpoint is available)."""
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
     from feldspar.home import require_writable
 
     quiet_libraries()

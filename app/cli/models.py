@@ -14,42 +14,13 @@ import typer
 from rich import box
 from rich.table import Table
 
-from feldspar.cli_root import JsonOpt, console, models_app, one_of, print_json
+from feldspar.cli.root import JsonOpt, console, models_app, one_of, print_json
+from feldspar.labels import human_count, spec_record
 from feldspar.model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec
 
 TABLE_COLUMNS = ["name", "kind", "params", "active", "context", "attn/mamba", "type", "hub id"]
 NARROW_DROP = ("type", "hub id")
 NUMERIC = ("params", "active", "context", "attn/mamba")
-
-
-def human_count(n: int) -> str:
-    """340332224 -> "340.3M", 6939037248 -> "6.9B"."""
-    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def spec_record(spec: ModelSpec) -> dict[str, Any]:
-    """The JSON object for one catalog entry."""
-    return {
-        "name": spec.name,
-        "hub_id": spec.hub_id,
-        "kind": spec.kind,
-        "base": spec.base,
-        "params": spec.params,
-        "active_params": spec.active_params,
-        "context": spec.context,
-        "layers": spec.num_layers,
-        "attention_layers": spec.attention_layers,
-        "mamba_layers": spec.mamba_layers,
-        "experts": spec.num_experts,
-        "experts_per_token": spec.experts_per_token,
-        "hidden_size": spec.hidden_size,
-        "position_embedding_type": spec.position_embedding_type,
-        "card_size": spec.card_size,
-        "default": spec.name == DEFAULT_MODEL,
-    }
 
 
 def _table_row(spec: ModelSpec) -> dict[str, Any]:
@@ -86,7 +57,7 @@ def print_catalog(as_json: bool = False) -> None:
 
 def engine_choice() -> dict[str, str]:
     """The dtype and quantisation the local engine would load with under the current settings, and why."""
-    from feldspar.cli_root import settings_from
+    from feldspar.cli.root import settings_from
     from feldspar.model.loader import dtype_choice, pick_device, quant_choice
 
     settings = settings_from()

@@ -19,14 +19,14 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 from rich.text import Text
 
-from feldspar.cli_output import quiet_libraries
-from feldspar.cli_root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, one_of, print_json
-from feldspar.cli_root import print_table, settings_from, usage_error
+from feldspar.cli.output import quiet_libraries
+from feldspar.cli.root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, one_of, print_json
+from feldspar.cli.root import print_table, settings_from, usage_error
 from feldspar.settings import Settings
 
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
 EmbeddingOpt = Annotated[Optional[str], typer.Option("--embedding-model", help="sentence-transformers model id or path")]
-REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPO_DOCS = Path(__file__).resolve().parents[2] / "docs"
 DEMO_QUERY = "How does hybrid search combine BM25 and vector similarity?"
 STATUSES = ("indexed", "skipped", "failed", "pending")
 NOT_INDEXED = ("skipped", "failed")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from feldspar.labels import RANDOM_LABEL  # noqa: F401  (re-exported for the command modules)
 from feldspar.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -43,7 +44,6 @@ HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="data home (defa
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path "
                                                  "(or openai:<base-url>#<model>: a remote server)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-RANDOM_LABEL = "[RANDOM WEIGHTS: this text is noise from an untrained test model]"
 
 _ROOT_OVERRIDES: dict[str, Any] = {}
 

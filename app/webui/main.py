@@ -16,7 +16,7 @@ import streamlit as st
 from feldspar.settings import SettingsError, load_settings
 from feldspar.ui import page_chat, page_documents, page_models, page_packs
 from feldspar.ui.context import register_services
-from feldspar.ui_services import UiServices, scripted_chat_model_from_env
+from feldspar.webui.services import UiServices, scripted_chat_model_from_env
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,7 +1,7 @@
 """`feldspar ui`: start the Streamlit app on this machine's Settings and data home.
 
 Checks the flags and the settings first (one `error: …` line, exit 1 or 2), then replaces
-this process with ``python -m streamlit run <feldspar/ui_main.py>`` bound to 127.0.0.1 by
+this process with ``python -m streamlit run <feldspar/webui/main.py>`` bound to 127.0.0.1 by
 default, headless and without usage statistics. The flags reach the app's entry script
 through ``FELDSPAR_*`` environment variables, so it loads the same Settings as the CLI.
 Knows Streamlit's command line; nothing of the pages.
@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt
-from feldspar.cli_root import HomeOpt, ModelOpt, app, err_console, in_range, settings_from
+from feldspar.cli.generate import DeviceOpt, DtypeOpt
+from feldspar.cli.root import HomeOpt, ModelOpt, app, err_console, in_range, settings_from
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
@@ -31,12 +31,12 @@ def streamlit_command(host: str, port: int) -> list[str]:
 
 
 def entry_script_path() -> Path:
-    """Where feldspar/ui_main.py is installed, found without running it."""
+    """Where feldspar/webui/main.py is installed, found without running it."""
     import importlib.util
 
-    spec = importlib.util.find_spec("feldspar.ui_main")
+    spec = importlib.util.find_spec("feldspar.webui.main")
     if spec is None or spec.origin is None:  # pragma: no cover - a broken install
-        raise RuntimeError("feldspar.ui_main is not installed")
+        raise RuntimeError("feldspar.webui.main is not installed")
     return Path(spec.origin).resolve()
 
 

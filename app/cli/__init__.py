@@ -14,16 +14,16 @@ import sys
 
 import typer
 
-from feldspar.cli_root import app, tidy_help
+from feldspar.cli.root import app, tidy_help
 from feldspar.errors import user_error_types, user_message
 
 COMMAND_MODULES = (
-    "feldspar.cli_models", "feldspar.cli_model", "feldspar.cli_chat", "feldspar.cli_retrieval", "feldspar.cli_packs",
-    "feldspar.cli_bench", "feldspar.cli_demo", "feldspar.cli_agent", "feldspar.cli_tools",
-    "feldspar.cli_summarize",
-    "feldspar.cli_ui",
-    "feldspar.cli_workflows",
-    "feldspar.cli_serve",
+    "feldspar.cli.models", "feldspar.cli.generate", "feldspar.cli.chat", "feldspar.cli.retrieval", "feldspar.cli.packs",
+    "feldspar.cli.bench", "feldspar.cli.demo", "feldspar.cli.agent", "feldspar.cli.tools",
+    "feldspar.cli.summarize",
+    "feldspar.cli.ui",
+    "feldspar.cli.workflows",
+    "feldspar.cli.serve",
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1
@@ -50,13 +50,13 @@ def usage_line(exc: Exception) -> str:
 
 
 def _run() -> int:
-    from feldspar.cli_output import quiet_libraries
+    from feldspar.cli.output import quiet_libraries
 
     quiet_libraries()
     command = tidy_help(typer.main.get_command(app))
     outcome = command.main(prog_name="feldspar", standalone_mode=False)  # errors propagate to main()
     if outcome == INTERRUPT_EXIT:  # Typer turns KeyboardInterrupt into Exit(130)
-        from feldspar.cli_interrupt import interrupted_line
+        from feldspar.cli.interrupt import interrupted_line
 
         line = interrupted_line()
         if line:
@@ -70,7 +70,7 @@ ClickException = UsageError.__mro__[1]
 
 
 def main() -> None:
-    from feldspar.cli_interrupt import ctrl_c_stops_generation
+    from feldspar.cli.interrupt import ctrl_c_stops_generation
 
     _register_commands()
     with ctrl_c_stops_generation():
@@ -98,7 +98,7 @@ def _main() -> None:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         sys.exit(RUNTIME_EXIT)
     except KeyboardInterrupt:
-        from feldspar.cli_interrupt import interrupted_line
+        from feldspar.cli.interrupt import interrupted_line
 
         print(interrupted_line() or "interrupted", file=sys.stderr)
         sys.exit(INTERRUPT_EXIT)

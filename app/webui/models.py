@@ -11,7 +11,7 @@ from typing import Any
 
 def catalog_rows() -> list[dict[str, Any]]:
     """One row per catalog model, as `feldspar models --json` describes it."""
-    from feldspar.cli_models import human_count, spec_record
+    from feldspar.labels import human_count, spec_record
     from feldspar.model.catalog import CATALOG
 
     rows = []

@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_model import DeviceOpt, DtypeOpt, MaxNewOpt, QuantOpt, VerboseOpt
-from feldspar.cli_root import HomeOpt, app, err_console, settings_from, usage_error
+from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, QuantOpt, VerboseOpt
+from feldspar.cli.root import HomeOpt, app, err_console, settings_from, usage_error
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -40,9 +40,9 @@ def serve(
     quant: QuantOpt = None, home: HomeOpt = None,
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health) over Granite."""
-    from feldspar.cli_output import quiet_libraries
-    from feldspar.compose import build_server
-    from feldspar.serve_run import bind_or_refuse, serve_forever
+    from feldspar.cli.output import quiet_libraries
+    from feldspar.serve.server import build_server
+    from feldspar.serve.run import bind_or_refuse, serve_forever
 
     quiet_libraries(verbose)
     if pack and collection:

@@ -15,14 +15,14 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli_inputs import read_json_list
-from feldspar.cli_model import (
+from feldspar.inputs import read_json_list
+from feldspar.cli.generate import (
     DeviceOpt, DocFilesOpt, DocsOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, QuantOpt, SeedOpt, SystemOpt, TempOpt, ToolsOpt,
     TopPOpt, VerboseOpt, _documents, _params, label_random, print_stats, stream_to_terminal,
 )
-from feldspar.cli_output import quiet_libraries
-from feldspar.cli_progress import prefill_progress
-from feldspar.cli_root import HomeOpt, ModelOpt, app, console, err_console, settings_from
+from feldspar.cli.output import quiet_libraries
+from feldspar.cli.progress import prefill_progress
+from feldspar.cli.root import HomeOpt, ModelOpt, app, console, err_console, settings_from
 from feldspar.compose import build_generator
 
 COMMANDS = {

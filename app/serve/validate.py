@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from feldspar.model.text_checks import first_surrogate
-from feldspar.serve_protocol import ApiError
+from feldspar.serve.protocol import ApiError
 
 MAX_MESSAGES = 10_000
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

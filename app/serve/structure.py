@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from feldspar.model.structure import Structure, StructureError
-from feldspar.serve_protocol import ApiError
+from feldspar.serve.protocol import ApiError
 
 FORMAT = "response_format"
 SCHEMA_PARAM = "response_format.json_schema.schema"
