@@ -13,7 +13,7 @@ TORCH := torch==2.13.0+cpu
 TORCH_WHEELS ?= /opt/wheels
 UV := uv==0.13.8
 
-.PHONY: demo test install lock clean
+.PHONY: demo test install lock test-floor clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ lock:
 	  --python-version 3.11 --find-links $(TORCH_WHEELS) --constraint <(echo '$(TORCH)') \
 	  --no-header --annotation-style line --quiet -o $(LOCK)
 
+# The model layer on the floor release of transformers (pyproject's lower bound), beside the
+# locked set: a side venv that sees .venv's packages but its own transformers.
+FLOOR_VENV := .venv-floor
+TRANSFORMERS_FLOOR := transformers==5.23.0
+test-floor: $(STAMP)
+	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+	  > $(FLOOR_VENV)/lib/python3.11/site-packages/_locked_set.pth
+	$(FLOOR_VENV)/bin/python -m pip install -q --no-deps $(TRANSFORMERS_FLOOR)
+	$(FLOOR_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(FLOOR_VENV)/bin/python -m pytest -q tests/model
+
 demo: $(STAMP)
 	$(VENV)/bin/feldspar demo
 
@@ -40,4 +52,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache

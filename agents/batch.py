@@ -249,6 +249,14 @@ class BatchSummary:
         return dict(vars(self))
 
 
+RETRIES = 2  # more tries for an answer the server interrupted
+
+
+def retryable(exc: BaseException) -> bool:
+    """An error that says the answer was cut off by the server, not refused: worth asking again."""
+    return bool(getattr(exc, "details", {}).get("retryable"))
+
+
 def describe(exc: BaseException) -> str:
     """An error as one line for the answer file: a user error's message, else its type and message."""
     return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
@@ -311,14 +319,18 @@ class BatchRunner:
 
     def answer(self, item: BatchItem) -> dict[str, Any]:
         thread_id = None
-        try:
-            agent = self.agent_for(item.collection, item.pack)
-            thread_id = self.thread_id(agent, item.thread)
-            answer = agent.ask(item.question, thread_id, approve=self.approve)
-            random = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
-            record = answer_record(item, answer, random)
-        except self.error_types as exc:
-            record = error_record(item, self.describe_error(exc), thread_id)
+        for attempt in range(1, RETRIES + 2):
+            try:
+                agent = self.agent_for(item.collection, item.pack)
+                thread_id = self.thread_id(agent, item.thread)
+                answer = agent.ask(item.question, thread_id, approve=self.approve)
+                random = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
+                record = answer_record(item, answer, random)
+            except self.error_types as exc:
+                if retryable(exc) and attempt <= RETRIES:
+                    continue  # an interrupted answer (no finish reason): ask again
+                record = error_record(item, self.describe_error(exc), thread_id)
+            break
         if item.thread is not None and record.get("thread_id"):
             self.threads.setdefault(item.thread, record["thread_id"])
         with self._lock:

@@ -38,7 +38,9 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     ``library_warnings`` lets the parser subprocesses log their libraries' warnings (pypdf's
     repairs of damaged files…); by default they are quiet, the per-file reason says enough.
     """
+    from feldspar.retrieval.bm25 import FieldBoosts
     from feldspar.retrieval.ingest import IngestOptions
+    from feldspar.retrieval.search import Fusion
     from feldspar.retrieval.service import RetrievalConfig, RetrievalService
     from feldspar.retrieval.store import StoreLocation
 
@@ -51,6 +53,7 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     options = IngestOptions(
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
+        chunk_context=settings.chunk_context,
         max_file_bytes=settings.max_file_bytes,
         parse_timeout_s=settings.parse_timeout_s,
         parse_memory_bytes=settings.parse_memory_mb * 1024**2,
@@ -68,7 +71,11 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
         embed_precision=settings.embed_precision,
         embed_threads=settings.embed_threads,
         embed_cache_dir=settings.embedders_cache,
-        reranker=settings.reranker,
+        rerank_model=settings.rerank_model,
+        rerank_top=settings.rerank_top,
+        mmr=settings.search_mmr,
+        fusion=Fusion(settings.rrf_k, settings.rrf_vector_weight, settings.rrf_bm25_weight),
+        boosts=FieldBoosts(settings.bm25_title_boost, settings.bm25_heading_boost),
         ingest=options,
     )
     return RetrievalService(config)
@@ -153,7 +160,7 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     if pack is None and config.policy == "auto" and engine is not None and settings.long_context_share > 0:
         retrieval = build_retrieval(settings)
         collection_search(settings, retrieval)  # a missing or empty collection fails here
-        pack, mode_note = long_context_pack(settings, engine, retrieval)
+        pack, mode_note = long_context_pack(settings, engine, retrieval, pack_tool_schemas(settings, tools_module))
         if pack is not None:
             config = replace(config, policy="pack")
     meta: dict = {"model": backend.name, "collection": settings.collection if mode_note or not pack else None,
@@ -165,9 +172,12 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     elif config.policy in ("always", "auto"):
         retrieval = retrieval or build_retrieval(settings)
         search = collection_search(settings, retrieval)
-    tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
-    if pack is not None:  # a pack's saved prefix has no tool list: only the user's own tools are worth breaking it
-        tools = [t for t in tools if t.source != "builtin"]
+    tools = [t for t in build_tools(settings, None if pack else retrieval, tools_module)
+             if t.name != "search_documents" and (pack is None or t.source != "builtin")]  # a pack: the user's own
+    if pack is not None:  # the pack's prefix holds the tools it was made with: say when they differ
+        from feldspar.pack_tools import reuse_note
+
+        mode_note = reuse_note(loaded.meta, [t.openai_schema() for t in tools]) or mode_note
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
                      run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
                      context_window=backend.context_window,
@@ -179,14 +189,14 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
-def long_context_pack(settings: Settings, engine: "Engine", retrieval) -> tuple[str | None, dict]:
+def long_context_pack(settings: Settings, engine: "Engine", retrieval, tools=None) -> tuple[str | None, dict]:
     """The collection's auto pack when it fits the window (made or refreshed as needed), and why."""
     from feldspar.long_context import decide, ensure_pack
 
     decision, read = decide(retrieval, engine, settings.collection, settings.long_context_share,
                             settings.max_new_tokens)
     if decision.use_pack:
-        ensure_pack(engine, settings.packs_dir, decision.pack, read)
+        ensure_pack(engine, settings.packs_dir, decision.pack, read, tools=tools)
     note = {"mode": "long-context pack" if decision.use_pack else "retrieval", "why": decision.reason,
             "collection_tokens": decision.tokens}
     return decision.pack if decision.use_pack else None, note
@@ -207,6 +217,11 @@ def token_counter(chat_model):
         return len(chat_model.prompt_token_ids(messages, tools, documents))
 
     return count
+
+
+def pack_tool_schemas(settings: Settings, tools_module=None) -> list[dict]:
+    """The tool schemas a chat on a pack offers (the user's own tools): what a pack is prefilled with."""
+    return [t.openai_schema() for t in build_tools(settings, None, tools_module) if t.source != "builtin"]
 
 
 def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
@@ -263,21 +278,22 @@ def refuse_remote(model: str) -> None:
                             "(a catalog name, hub id or local path)")
 
 
-def build_remote_backend(settings: Settings):
+def build_remote_backend(settings: Settings, target: tuple[str, str] | None = None):
     """The chat backend on the remote server, connected (model name checked, window read)."""
     from feldspar.agents.remote_backend import RemoteChatBackend
 
-    url, model = remote_target(settings)
-    tokenizer = None
-    if settings.remote_tokenizer:
+    url, model = target or remote_target(settings)
+    tokenizer = prompt_ids = None
+    if settings.remote_tokenizer:  # exact counts: the checkpoint's tokenizer and its own chat template
         from feldspar.model.loader import load_tokenizer, resolve
-        from feldspar.model.prompts import encode
+        from feldspar.model.prompts import chat_token_ids, encode
 
         loaded = load_tokenizer(resolve(settings.remote_tokenizer))
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
+        prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids)
     return backend.connect()
 
 
@@ -332,6 +348,11 @@ class AgentFactory:
         self.default_pack = pack  # used when a question names neither a collection nor a pack
         self.agents: dict[tuple[str | None, str | None, int], object] = {}
         self._lock, self._threading = threading.Lock(), threading
+
+    def check(self) -> None:
+        """Load the local engine now when the agents need one (a remote chat model is connected already)."""
+        if self.chat_model is None:
+            self.get_engine()
 
     def get_engine(self) -> "Engine":
         if self.engine is None:

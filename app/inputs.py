@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from feldspar.model.errors import PromptError
+from feldspar.model.text_checks import first_surrogate
 
 
 def read_text_file(path: Path, what: str = "input") -> str:
@@ -64,6 +65,10 @@ def read_json_list(path: Path | None, what: str) -> list[dict[str, Any]] | None:
         data = [data]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise PromptError(f"{what} file {path} must hold a JSON object or a list of objects")
+    hit = first_surrogate(data)
+    if hit is not None:
+        raise PromptError(f"{what} file {path}: item {int(hit[0].split('.')[0]) + 1} holds an unpaired surrogate "
+                          f"(U+{ord(hit[2]):04X}, at {hit[0] or 'top level'}), which is not valid Unicode text")
     check_items(data, what, f"{what} file {path}")
     return data
 

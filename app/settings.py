@@ -109,7 +109,19 @@ class Settings(BaseSettings):
     chroma_ssl: bool = False
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
-    reranker: str | None = None
+    chunk_context: Literal["none", "title-heading"] = Field(
+        "title-heading", description="header embedded and BM25-indexed before each chunk: title, heading path, "
+                                     "page, symbol (recorded per collection; changing it re-indexes)")
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    rrf_vector_weight: float = Field(1.0, ge=0.0, description="weight of the vector ranking in the fusion")
+    rrf_bm25_weight: float = Field(1.0, ge=0.0, description="weight of the BM25 ranking in the fusion")
+    bm25_title_boost: int = Field(2, ge=0, le=10, description="times a chunk's file title counts in BM25")
+    bm25_heading_boost: int = Field(1, ge=0, le=10, description="times a chunk's heading path counts in BM25")
+    rerank_model: str | None = Field(None, description="a cross-encoder (sentence-transformers name or local "
+                                                       "model folder) re-scoring the top rerank_top hits")
+    rerank_top: int = Field(20, ge=1, le=200, description="fused hits the reranker re-scores")
+    search_mmr: float | None = Field(None, ge=0.0, le=1.0, description="MMR relevance weight: pick hits that "
+                                     "are not near-duplicates of those above them (off when unset)")
     max_file_bytes: int = Field(50 * 1024**2, ge=1)
     parse_timeout_s: float = Field(60.0, gt=0)
     embed_batch_size: int = Field(16, ge=1, description="texts per embedding forward; Ctrl-C waits for one")

@@ -102,13 +102,27 @@ def ids_sha256(ids: Sequence[int]) -> str:
 
 
 # ---- prompts -----------------------------------------------------------------------------
-def prefix_ids(engine, documents: list[dict]) -> list[int]:
-    """Token ids of the rendered prompt up to the end of the system turn (before any user turn)."""
-    ids = engine.chat_ids([{"role": "user", "content": PROBE_QUESTION}], documents=documents)
+def prefix_ids(engine, documents: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of the rendered prompt up to the end of the system turn (before any user turn).
+
+    ``tools`` (OpenAI schemas) are rendered before the documents, so a pack is reusable only by
+    a chat that offers exactly these tools; the pack records them (``tools_digest``)."""
+    ids = engine.chat_ids([{"role": "user", "content": PROBE_QUESTION}], tools or None, documents)
     cuts = engine.boundaries(ids)
     if not cuts:
         raise PromptError("the chat template put no message boundary after the documents; cannot make a pack")
     return ids[: cuts[0]]
+
+
+def tools_digest(tools: list[dict] | None) -> str:
+    """A stable hash of the tool schemas a pack was prefilled with ("" for none)."""
+    if not tools:
+        return ""
+    return hashlib.sha256(json.dumps(tools, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def tool_names(tools: list[dict] | None) -> list[str]:
+    return [str((t.get("function") or t).get("name")) for t in tools or []]
 
 
 def question_ids(engine, documents: list[dict], question: str) -> list[int]:
@@ -125,8 +139,10 @@ def check_new_pack(packs_dir: Path, name: str, force: bool = False) -> Path:
 
 
 def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, Any]], sources: list[dict[str, Any]],
-                *, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Prefill ``documents`` (Granite documents) and save the state; returns the metadata.
+                *, force: bool = False, progress: Progress | None = None,
+                tools: list[dict] | None = None) -> dict[str, Any]:
+    """Prefill ``documents`` (Granite documents), after ``tools`` (the schemas the chats on it will
+    offer), and save the state; returns the metadata.
 
     ``sources`` describe where the documents came from (path, bytes, sha256) and are stored as
     they are; reading files is the caller's job.
@@ -134,7 +150,7 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
     target = check_new_pack(packs_dir, name, force)
     if not documents:
         raise PromptError("a pack needs at least one document")
-    ids = prefix_ids(engine, documents)
+    ids = prefix_ids(engine, documents, tools)
     if len(ids) >= engine.context_window:
         raise StateError(
             f"pack {name!r} would need {len(ids):,} tokens but {engine.name} has a {engine.context_window:,}-token "
@@ -142,6 +158,7 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
     prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk, progress=progress)
     snapshot = take_snapshot(prepared.state, prepared.logits)
     meta = state_metadata(engine, name, ids, sources, documents, prepared.prefill_s)
+    meta.update(tools=tool_names(tools), tools_sha256=tools_digest(tools))
     write_atomically(target, snapshot, ids, documents, meta)
     return read_meta(packs_dir, name)
 

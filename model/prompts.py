@@ -6,7 +6,7 @@ module also knows where message boundaries fall in rendered token ids (each mess
 with ``<|end_of_text|>`` and a newline), which state reuse uses as snapshot points.
 ``chat_token_ids`` is the one way a chat prompt becomes token ids: control-token strings
 inside messages, tools and documents are encoded as plain text (model/control_tokens.py),
-so only the template's own structure is control. Knows tokenizers and message dicts;
+so only the template's own structure is control; ``fim_ids`` does the same for FIM prompts. Knows tokenizers and message dicts;
 nothing of models or generation.
 """
 
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from feldspar.model.control_tokens import guarded_chat_ids
+from feldspar.model.control_tokens import guarded_chat_ids, plain_text_ids
 from feldspar.model.errors import PromptError
+from feldspar.model.text_checks import check_text
 
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
 END_OF_TEXT = "<|end_of_text|>"
@@ -74,12 +75,28 @@ def chat_token_ids(
     Decoding the ids gives back ``render_chat``'s text; only the ids of control-token strings
     that came from the data differ from a plain ``encode`` (they are ordinary text ids).
     """
+    for param, value in (("messages", messages), ("tools", tools), ("documents", documents)):
+        check_text(list(value) if value else None, param)
     return guarded_chat_ids(tokenizer, render_chat, messages, tools, documents, add_generation_prompt)
 
 
 def fim_prompt(prefix: str, suffix: str) -> str:
     """Fill-in-the-middle prompt: the model generates the text between prefix and suffix."""
     return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"
+
+
+def fim_ids(tokenizer: Any, prefix: str, suffix: str) -> list[int]:
+    """The ids of ``fim_prompt(prefix, suffix)`` with the code kept as text.
+
+    The three FIM tokens are spliced in by id; control strings inside ``prefix`` or ``suffix``
+    (code that mentions ``<|fim_middle|>`` or ``<|end_of_text|>``) are ordinary text ids.
+    """
+    check_fim_support(tokenizer)
+    check_text(prefix, "prompt")
+    check_text(suffix, "suffix")
+    vocab = tokenizer.get_vocab()
+    return ([vocab[FIM_PREFIX]] + plain_text_ids(tokenizer, prefix) + [vocab[FIM_SUFFIX]]
+            + plain_text_ids(tokenizer, suffix) + [vocab[FIM_MIDDLE]])
 
 
 def check_fim_support(tokenizer: Any) -> None:
@@ -91,6 +108,7 @@ def check_fim_support(tokenizer: Any) -> None:
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` exactly as written: no BOS or other tokens added."""
+    check_text(text, "prompt")
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

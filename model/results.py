@@ -27,6 +27,7 @@ class GenerationResult:
     ttft_s: float = 0.0
     decode_s: float = 0.0
     token_ids: list[int] = field(default_factory=list, repr=False)
+    estimated: bool = False  # token counts guessed (a remote server that sent no usage, no tokenizer here)
 
     @property
     def prefill_tokens_per_s(self) -> float:

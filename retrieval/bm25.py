@@ -6,6 +6,11 @@ progress is never reused. Building reads the chunk texts from Chroma page by pag
 loading a cached index needs no Chroma call. Alongside the index it keeps each chunk's
 id, path and file type so filters become a weight mask.
 
+Fields: a chunk's tokens are its text's, plus its file title's repeated ``title`` times and
+its header's heading path (and page, symbol) repeated ``heading`` times (``FieldBoosts``),
+so a query naming a document or section finds its chunks. Chunks without a header (from
+collections built before headers, or with the ``none`` recipe) are their text alone.
+
 This module does not know about embeddings, fusion or how chunks are written.
 """
 
@@ -17,6 +22,7 @@ import re
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -37,6 +43,23 @@ def tokenize(text: str) -> list[str]:
     return [t for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
+@dataclass(frozen=True)
+class FieldBoosts:
+    """How many times the title and heading-path tokens count beside the text's (0: not indexed)."""
+
+    title: int = 2
+    heading: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"t{self.title}h{self.heading}"
+
+    def tokens(self, text: str, meta: dict) -> list[str]:
+        title, context = meta.get("title") or "", meta.get("context") or ""
+        heading = context[len(title):] if title and context.startswith(title) else context
+        return tokenize(text) + tokenize(title) * self.title + tokenize(heading) * self.heading
+
+
 class Bm25Index:
     """Chunk ids with their BM25 index, paths and file types, in one order."""
 
@@ -47,13 +70,13 @@ class Bm25Index:
         self.exts = np.asarray(exts, dtype=object)
 
     @classmethod
-    def build(cls, collection: ChunkCollection) -> "Bm25Index":
+    def build(cls, collection: ChunkCollection, boosts: FieldBoosts = FieldBoosts()) -> "Bm25Index":
         import bm25s
 
         ids, tokens, paths, exts = [], [], [], []
         for page_ids, texts, metadatas in collection.iterate():
             ids += page_ids
-            tokens += [tokenize(t or "") or [""] for t in texts]
+            tokens += [boosts.tokens(t or "", m or {}) or [""] for t, m in zip(texts, metadatas)]
             paths += [m.get("path", "") for m in metadatas]
             exts += [m.get("ext", "") for m in metadatas]
         retriever = bm25s.BM25()
@@ -109,15 +132,16 @@ class Bm25Index:
 
 
 class Bm25Cache:
-    """Keeps one index per collection state under ``folder/<collection>/gen-<N>``.
+    """Keeps one index per collection state under ``folder/<collection>/gen-<N>-<boosts>``.
 
     Concurrent searches of a collection whose index must be built share one build: the
     others wait for it instead of each reading every chunk again (at 100k chunks a build
     takes seconds, and 32 parallel ones on two cores take minutes).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, boosts: FieldBoosts = FieldBoosts()) -> None:
         self.folder = folder
+        self.boosts = boosts
         self.builds = 0  # indexes built (not loaded from disk) by this cache
         self._loaded: dict[str, tuple[int, Bm25Index]] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -133,7 +157,7 @@ class Bm25Cache:
             held = self._loaded.get(collection.name)  # another search may have built it meanwhile
             if held and held[0] == generation:
                 return held[1]
-            target = self.folder / collection.name / f"gen-{generation}"
+            target = self.folder / collection.name / f"gen-{generation}-{self.boosts.key}"
             index = self._load_or_build(collection, target)
             self._loaded[collection.name] = (generation, index)
             self._remove_old(target)
@@ -145,7 +169,7 @@ class Bm25Cache:
                 return Bm25Index.load(target)
             except (OSError, ValueError, KeyError):
                 shutil.rmtree(target, ignore_errors=True)
-        index = Bm25Index.build(collection)
+        index = Bm25Index.build(collection, self.boosts)
         self.builds += 1
         index.save(target)
         return index

@@ -8,6 +8,7 @@ function, and every chunk records its exact character span in the extracted text
 (``iter_chunks``): a long segment is cut into windows of ``WINDOW_CHARS`` at a paragraph,
 line or word break before splitting, so a file of any size streams in bounded memory and
 always gives the same chunks. JSON Lines chunks also record their 1-based line range.
+Each chunk also carries its context header (``context.py``) for embedding and BM25.
 
 This module does not know about files, ids or embeddings; it takes a token counter.
 """
@@ -23,6 +24,7 @@ from typing import Callable, Iterator
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from feldspar.retrieval.context import HeaderBuilder, check_recipe
 from feldspar.retrieval.loaders import Extracted
 
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
@@ -43,6 +45,8 @@ class Chunk:
     content_hash: str
     line_start: int | None = None  # JSON Lines: first and last line (1-based) of the chunk
     line_end: int | None = None
+    context: str = ""  # the header embedded before the text (``context.HeaderBuilder``); not part of the span
+    title: str = ""  # the file's title, a BM25 field
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ class Segment:
 class Chunker:
     """Chunks of at most ``chunk_tokens`` tokens (per ``token_len``) with ``overlap`` tokens."""
 
-    def __init__(self, token_len: Callable[[str], int], chunk_tokens: int, overlap: int) -> None:
+    def __init__(self, token_len: Callable[[str], int], chunk_tokens: int, overlap: int,
+                 recipe: str = "none") -> None:
+        self.recipe = check_recipe(recipe)
         overlap = min(overlap, chunk_tokens // 2)
         self.splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_tokens,
@@ -65,19 +71,25 @@ class Chunker:
             strip_whitespace=True,
         )
 
-    def chunk(self, extracted: Extracted) -> list[Chunk]:
-        return list(self.iter_chunks(extracted))
+    def chunk(self, extracted: Extracted, name: str = "") -> list[Chunk]:
+        return list(self.iter_chunks(extracted, name))
 
-    def iter_chunks(self, extracted: Extracted) -> Iterator[Chunk]:
+    def iter_chunks(self, extracted: Extracted, name: str = "") -> Iterator[Chunk]:
+        """The chunks of ``extracted`` (``name``: the file's path, for the context header)."""
         lines = _LineIndex(extracted.text) if extracted.markup == "jsonl" else None
+        parts = segments(extracted)
+        first = next((s.heading for s in parts[:2] if s.heading), "") if extracted.markup != "jsonl" else ""
+        headers = HeaderBuilder(self.recipe, extracted, name, first)
         index = 0
-        for segment in segments(extracted):
+        for segment in parts:
             for window in _windows(extracted.text, segment):
                 for start, end in self._spans(extracted.text, window):
                     piece = extracted.text[start:end]
                     digest = hashlib.sha256(piece.encode("utf-8", "surrogatepass")).hexdigest()
                     first, last = lines.span(start, end) if lines else (None, None)
-                    yield Chunk(index, piece, start, end, segment.page, segment.heading, digest, first, last)
+                    context = headers.header(segment.heading, segment.page, start, end)
+                    yield Chunk(index, piece, start, end, segment.page, segment.heading, digest, first, last,
+                                context, headers.title)
                     index += 1
 
     def _spans(self, text: str, segment: Segment) -> list[tuple[int, int]]:

@@ -47,6 +47,7 @@ from feldspar.retrieval.writer import BatchWriter, FileJob, Written
 class IngestOptions:
     chunk_tokens: int = 256
     chunk_overlap: int = 32
+    chunk_context: str = "title-heading"  # the header recipe (retrieval/context.py); recorded per collection
     max_file_bytes: int = 50 * 1024**2
     parse_timeout_s: float = 60.0
     parse_memory_bytes: int | None = 2 * 1024**3
@@ -172,7 +173,8 @@ class Ingestor:
     def chunker(self) -> Chunker:
         if self._chunker is None:
             tokens = min(self.options.chunk_tokens, self.embedder.max_tokens)
-            self._chunker = Chunker(self.embedder.token_len, tokens, self.options.chunk_overlap)
+            self._chunker = Chunker(self.embedder.token_len, tokens, self.options.chunk_overlap,
+                                    self.options.chunk_context)
         return self._chunker
 
     def ingest(self, paths: list[str | Path], collection: str, prune: bool = True, reindex: bool = False,
@@ -215,6 +217,8 @@ class _Run:
         self.stop = stop
         options = ingestor.options
         self.chunking_key = f"{ingestor.embedder.name}|{options.chunk_tokens}|{options.chunk_overlap}"
+        if options.chunk_context != "none":  # collections from before recipes keep their key
+            self.chunking_key += f"|context={options.chunk_context}"
         previous = self.manifest.chunking(self.name)
         self.force = bool(previous) and previous != self.chunking_key
         self.writer = BatchWriter(self.manifest, collection, ingestor.embedder, options.flush_chunks, self.stop,
@@ -289,7 +293,7 @@ class _Run:
         self.progress.working_on(scanned.key)
         job = self._job(root, scanned, known, "indexed", "", scanned.sha256)
         job.real_path, job.text_chars = scanned.path, len(outcome.value.text)
-        for chunk in self.ingestor.chunker.iter_chunks(outcome.value):
+        for chunk in self.ingestor.chunker.iter_chunks(outcome.value, scanned.key):
             if self.stop.is_set() or self.writer.store_failure:
                 break
             self.writer.add(job, chunk, chunk_id(root, scanned.key, chunk))

@@ -1,8 +1,10 @@
-"""Hybrid search: vector similarity (Chroma) plus BM25, fused by reciprocal rank fusion.
+"""Hybrid search: vector similarity (Chroma) plus BM25, fused by weighted reciprocal rank fusion.
 
 Filters by path glob and file type apply to both sides (a Chroma ``where`` and a BM25
-weight mask). When a cross-encoder reranker is given, the fused candidates are
-re-scored by it. Every hit carries what a citation needs: path, root, page, character
+weight mask). ``Fusion`` holds the RRF constant and each side's weight. When a
+cross-encoder reranker is given, the top ``rerank_top`` fused candidates are re-scored by
+it. With ``mmr`` set (0..1, the weight of relevance), the final k are picked by maximal
+marginal relevance over word-set overlap, so near-duplicate chunks do not fill the top k. Every hit carries what a citation needs: path, root, page, character
 span, heading path, chunk text and score (and, for JSON Lines, the line range).
 
 This module does not know how chunks got into the store or where settings come from.
@@ -18,6 +20,15 @@ from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.store import ChunkCollection
 
 RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Weighted RRF: score = sum of weight / (k + rank) over the vector and BM25 rankings."""
+
+    k: int = RRF_K
+    vector_weight: float = 1.0
+    bm25_weight: float = 1.0
 
 
 @dataclass
@@ -40,21 +51,26 @@ class SearchHit:
         return asdict(self)
 
 
-def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
-    """Ids sorted by sum of 1/(k + rank) over the rankings (rank starts at 1)."""
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K,
+                           weights: list[float] | None = None) -> list[tuple[str, float]]:
+    """Ids sorted by sum of weight/(k + rank) over the rankings (rank starts at 1; weights 1 by default)."""
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 class HybridSearcher:
-    def __init__(self, embedder: Embedder, bm25: Bm25Cache, reranker: Any = None, candidates: int = 50) -> None:
+    def __init__(self, embedder: Embedder, bm25: Bm25Cache, reranker: Any = None, candidates: int = 50,
+                 fusion: Fusion = Fusion(), rerank_top: int = 20, mmr: float | None = None) -> None:
         self.embedder = embedder
         self.bm25 = bm25
         self.reranker = reranker
         self.candidates = candidates
+        self.fusion = fusion
+        self.rerank_top = rerank_top
+        self.mmr = mmr
 
     def search(self, collection: ChunkCollection, generation: int, query: str, k: int = 5,
                path_glob: str | None = None, file_types: list[str] | None = None) -> list[SearchHit]:
@@ -69,10 +85,23 @@ class HybridSearcher:
         vector_hits = collection.query(self.embedder.embed_query(query), min(n, len(index.ids)), where)
         bm25_ids = index.top(query, n, index.mask(path_glob, types))
         vector_ids = [hit[0] for hit in vector_hits]
-        fused = reciprocal_rank_fusion([vector_ids, bm25_ids])
-        pool = fused[: n if self.reranker is not None else k]
+        fused = reciprocal_rank_fusion([vector_ids, bm25_ids], self.fusion.k,
+                                       [self.fusion.vector_weight, self.fusion.bm25_weight])
+        pool = fused[: self._pool_size(k)]
         hits = self._hits(collection, pool, vector_hits, vector_ids, bm25_ids)
-        return self._rerank(query, hits)[:k] if self.reranker is not None else hits
+        if self.reranker is not None:
+            top = max(k, self.rerank_top)
+            hits = self._rerank(query, hits[:top]) + hits[top:]
+        return mmr_select(hits, k, self.mmr) if self.mmr is not None else hits[:k]
+
+    def _pool_size(self, k: int) -> int:
+        """Fused candidates to fetch: k, or more for the reranker and MMR to choose from."""
+        size = k
+        if self.reranker is not None:
+            size = max(size, self.rerank_top)
+        if self.mmr is not None:
+            size = max(size, 3 * k)
+        return size
 
     @staticmethod
     def _where(index, path_glob: str | None, types: set[str] | None) -> dict | str | None:
@@ -115,3 +144,30 @@ class HybridSearcher:
         for hit, score in zip(hits, scores):
             hit.score = round(float(score), 6)
         return sorted(hits, key=lambda hit: -hit.score)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.lower().split())
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def mmr_select(hits: list[SearchHit], k: int, relevance_weight: float) -> list[SearchHit]:
+    """``k`` hits by maximal marginal relevance: relevance (1 at the top rank, falling linearly)
+    weighed against the largest word-set overlap (Jaccard) with a hit already chosen."""
+    if len(hits) <= 1:
+        return hits[:k]
+    relevance = {id(hit): 1.0 - rank / len(hits) for rank, hit in enumerate(hits)}
+    words = {id(hit): _words(hit.text) for hit in hits}
+    chosen: list[SearchHit] = []
+    left = list(hits)
+    while left and len(chosen) < k:
+        def value(hit: SearchHit) -> float:
+            redundancy = max((_overlap(words[id(hit)], words[id(c)]) for c in chosen), default=0.0)
+            return relevance_weight * relevance[id(hit)] - (1.0 - relevance_weight) * redundancy
+        best = max(left, key=value)  # ties keep the fused order: max returns the first
+        chosen.append(best)
+        left.remove(best)
+    return chosen

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from feldspar.retrieval.bm25 import Bm25Cache
+from feldspar.retrieval.bm25 import Bm25Cache, FieldBoosts
 from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence_transformer, resolve_precision
 from feldspar.retrieval.errors import InvalidSource
 from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress, single_writer
 from feldspar.retrieval.manifest import Manifest
-from feldspar.retrieval.search import HybridSearcher, SearchHit
+from feldspar.retrieval.search import Fusion, HybridSearcher, SearchHit
 from feldspar.retrieval.store import ChromaStore, StoreLocation, check_collection_name
 
 
@@ -39,7 +39,11 @@ class RetrievalConfig:
     embed_precision: str = "auto"  # auto, fp32, fp16 or int8
     embed_threads: int = 0  # int8: texts run at once (0: every core this process may use)
     embed_cache_dir: Path | None = None  # where the int8 model is built once
-    reranker: str | None = None
+    rerank_model: str | None = None  # a cross-encoder re-scoring the top ``rerank_top`` fused hits
+    rerank_top: int = 20
+    mmr: float | None = None  # MMR relevance weight; None: off
+    fusion: Fusion = field(default_factory=Fusion)
+    boosts: FieldBoosts = field(default_factory=FieldBoosts)
     ingest: IngestOptions = field(default_factory=IngestOptions)
 
 
@@ -92,10 +96,12 @@ class RetrievalService:
     def searcher(self, embedder: Embedder) -> HybridSearcher:
         with self._lock:
             if embedder.precision not in self._searchers:
-                if self._reranker is None and self.config.reranker:
-                    self._reranker = load_sentence_transformer(self.config.reranker, cross_encoder=True)
-                cache = Bm25Cache(self.config.home / "bm25" / self.config.location.slug)
-                self._searchers[embedder.precision] = HybridSearcher(embedder, cache, self._reranker)
+                config = self.config
+                if self._reranker is None and config.rerank_model:
+                    self._reranker = load_sentence_transformer(config.rerank_model, cross_encoder=True)
+                cache = Bm25Cache(config.home / "bm25" / config.location.slug, config.boosts)
+                self._searchers[embedder.precision] = HybridSearcher(
+                    embedder, cache, self._reranker, fusion=config.fusion, rerank_top=config.rerank_top, mmr=config.mmr)
             return self._searchers[embedder.precision]
 
     # ---- operations ----------------------------------------------------------------------

@@ -5,7 +5,8 @@ spans many batches) and it ends with ``finish``. Every ``flush_chunks`` chunks t
 is written: (1) the manifest announces the ids about to be written for each file in the
 batch (added to the file's pending ids, so a crash cannot orphan them), (2) ids already
 in the store with the same metadata are skipped (a resumed file is not embedded again),
-the rest are embedded ``embed_batch`` at a time and upserted, checking the stop event
+the rest are embedded ``embed_batch`` at a time (each with its context header before
+its text; the stored text is the exact span) and upserted, checking the stop event
 between embedding batches, (3) for each file whose chunks are now all written, stale ids
 of earlier versions are deleted and (4) its final row is committed. kill -9 between any
 two steps converges on re-run. A file that changed or vanished while it was read fails
@@ -24,6 +25,7 @@ from typing import Callable
 
 from feldspar.retrieval import crashpoints
 from feldspar.retrieval.chunking import Chunk
+from feldspar.retrieval.context import embedded_text
 from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.manifest import FileRecord, Manifest
 from feldspar.retrieval.store import ChunkCollection
@@ -72,6 +74,8 @@ def chunk_metadata(record: FileRecord, chunk: Chunk) -> dict:
         meta["page"] = chunk.page
     if chunk.line_start is not None:
         meta["line_start"], meta["line_end"] = chunk.line_start, chunk.line_end
+    if chunk.context:  # the header embedded before the text, and the title (a BM25 field)
+        meta["context"], meta["title"] = chunk.context, chunk.title
     return meta
 
 
@@ -174,8 +178,8 @@ class BatchWriter:
         step = max(1, self.embedder.batch_size)
         for at in range(0, len(todo), step):
             part = todo[at : at + step]
-            texts = [batch[i][1].text for i in part]
-            vectors = self.embedder.embed(texts)
+            texts = [batch[i][1].text for i in part]  # stored: the exact source span
+            vectors = self.embedder.embed([embedded_text(batch[i][1].context, batch[i][1].text) for i in part])
             if not self._store(lambda: self.collection.upsert([batch[i][2] for i in part], vectors, texts,
                                                               [metadatas[i] for i in part])):
                 return True

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
 )
 USAGE_EXIT = 2
 RUNTIME_EXIT = 1
+INTERRUPT_EXIT = 130
 
 
 def _register_commands() -> None:
@@ -54,6 +55,12 @@ def _run() -> int:
     quiet_libraries()
     command = tidy_help(typer.main.get_command(app))
     outcome = command.main(prog_name="feldspar", standalone_mode=False)  # errors propagate to main()
+    if outcome == INTERRUPT_EXIT:  # Typer turns KeyboardInterrupt into Exit(130)
+        from feldspar.cli.interrupt import interrupted_line
+
+        line = interrupted_line()
+        if line:
+            print(line, file=sys.stderr)
     return outcome if isinstance(outcome, int) else 0
 
 
@@ -63,7 +70,14 @@ ClickException = UsageError.__mro__[1]
 
 
 def main() -> None:
+    from feldspar.cli.interrupt import ctrl_c_stops_generation
+
     _register_commands()
+    with ctrl_c_stops_generation():
+        _main()
+
+
+def _main() -> None:
     try:
         sys.exit(_run())
     except UsageError as exc:
@@ -84,8 +98,10 @@ def main() -> None:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         sys.exit(RUNTIME_EXIT)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        from feldspar.cli.interrupt import interrupted_line
+
+        print(interrupted_line() or "interrupted", file=sys.stderr)
+        sys.exit(INTERRUPT_EXIT)
 
 
 if __name__ == "__main__":

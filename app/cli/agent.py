@@ -27,6 +27,8 @@ PolicyOpt = Annotated[Optional[str], typer.Option("--policy", help="retrieval: a
 ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: ask, always or never "
                                                    "(default: ask when interactive, else never)")]
 
+INTERRUPTED = "interrupted; the thread keeps its last completed turn"
+
 
 def _check_choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
     if value is not None and value not in choices:
@@ -112,10 +114,12 @@ def ask(
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
     from feldspar.agents.configuration import APPROVALS, POLICIES
     from feldspar.agents.trace import format_trace
+    from feldspar.cli.interrupt import on_interrupt
     from feldspar.cli.output import quiet_libraries
     from feldspar.compose import build_agent
 
     quiet_libraries(verbose)
+    on_interrupt(INTERRUPTED)
     _check_choice(policy, POLICIES, "--policy")
     _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:
@@ -142,6 +146,7 @@ def ask(
         if not json_out:
             if random_weights:
                 console.print(RANDOM_LABEL, style="bold yellow", markup=False)
+            print_stop(answer)
             print_sources(answer)
             if trace:
                 console.print(format_trace(answer["trace"]), markup=False, highlight=False)
@@ -152,6 +157,17 @@ def ask(
                     "pack_load_s": agent.meta.get("pack_load_s"), "random_weights": random_weights, "answers": answers})
     elif not verbose and not trace:
         err_console.print(f"[dim]thread {thread_id} (continue with --thread {thread_id})[/dim]")
+    if any(a.get("stop_reason") == "context_window" for a in answers):
+        raise typer.Exit(1)  # no answer: the conversation does not fit the window
+
+
+def print_stop(answer: dict[str, Any]) -> None:
+    """Why the agent stopped without answering (the note is not streamed as model text)."""
+    if answer.get("stop_reason") in (None, "answered", "awaiting_approval"):
+        return
+    note = (answer.get("text") or "").strip().splitlines()
+    err_console.print(f"stopped ({answer['stop_reason']}): {note[-1] if note else 'no answer'}", style="yellow",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 # ---- threads ---------------------------------------------------------------------------

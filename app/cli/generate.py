@@ -7,6 +7,7 @@ checkpoint is labelled in every mode. Knows nothing about how the engine works i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,6 +19,7 @@ from feldspar.cli.root import (
     usage_error,
 )
 from feldspar.cli.output import quiet_libraries
+from feldspar.cli.structure import ChoiceOpt, RegexOpt, SchemaOpt, structure_from_flags
 from feldspar.cli.progress import prefill_progress
 from feldspar.compose import build_generator, refuse_remote
 
@@ -108,8 +110,11 @@ def generate(
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
     seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False, json_out: JsonOpt = False,
     device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
+    json_schema: SchemaOpt = None, regex: RegexOpt = None, choice: ChoiceOpt = None,
 ) -> None:
-    """One-shot generation: a chat turn (instruct models), plain completion (--raw, base models) or FIM."""
+    """One-shot generation: a chat turn (instruct models), plain completion (--raw, base models) or FIM.
+
+    --json-schema / --regex / --choice constrain decoding: the output has that structure."""
     quiet_libraries(verbose)
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
     fim = any(x is not None for x in (fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file))
@@ -122,8 +127,9 @@ def generate(
     suffix = read_text_file(fim_suffix_file, "FIM suffix") if fim_suffix_file else (fim_suffix or "")
     prompt = None if fim else _prompt_text(text, file)
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
+    structure = structure_from_flags(json_schema, regex, choice)
     engine = build_generator(settings)
-    params = _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse)
+    params = replace(_params(settings, max_new_tokens, temperature, top_p, seed, no_reuse), structure=structure)
     random_weights = label_random(engine, show=not json_out)
     with prefill_progress(not json_out) as progress:
         if fim:

@@ -8,7 +8,7 @@ progress bar on stderr while a long prompt is prefilled; prints tables, or JSON 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -16,7 +16,7 @@ from rich.markup import escape
 from feldspar.cli.generate import DeviceOpt, DtypeOpt
 from feldspar.cli.root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
 from feldspar.cli.progress import prefill_progress
-from feldspar.compose import build_engine
+from feldspar.compose import build_engine, pack_tool_schemas
 
 
 
@@ -36,6 +36,8 @@ def pack_create(
     name: Annotated[str, typer.Argument(help="pack name (letters, digits, . _ -)")],
     paths: Annotated[list[Path], typer.Argument(help="files or directories: text, markdown, code, PDF, …")],
     force: Annotated[bool, typer.Option("--force", help="replace an existing pack of that name")] = False,
+    tools_module: Annotated[Optional[Path], typer.Option(
+        "--tools-module", help="the tools module the chats on this pack will use (its tools sit before the documents)")] = None,
     model: ModelOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None,
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
@@ -45,6 +47,7 @@ def pack_create(
     from feldspar.pack_documents import read_pack_documents
 
     settings = settings_from(home=home, model=model, device=device, dtype=dtype)
+    tools = pack_tool_schemas(settings, tools_module)  # a broken tools module fails before the model loads
     require_writable(settings.home)
     require_writable(settings.packs_dir, "pack folder")  # before the prefill, not after it
     check_new_pack(settings.packs_dir, name, force)
@@ -54,7 +57,7 @@ def pack_create(
     engine = build_engine(settings)
     with prefill_progress(not json_out) as progress:
         meta = create_pack(engine, settings.packs_dir, name, read.documents, read.sources, force=force,
-                           progress=progress)
+                           progress=progress, tools=tools)
     if json_out:
         print_json({**meta, "skipped": read.skipped})
         return

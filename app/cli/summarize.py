@@ -97,11 +97,14 @@ def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON Lines file; rows are appended, rows done before kept")],
     per_chunk: Annotated[bool, typer.Option("--per-chunk", help="one row per chunk instead of per file")] = False,
     retries: Annotated[int, typer.Option("--retries", min=0, max=10, help="times an invalid answer is sent back")] = 2,
+    unconstrained: Annotated[bool, typer.Option("--unconstrained", help="do not constrain decoding to the schema "
+                                                "(validate and retry only)")] = False,
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, seed: SeedOpt = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, verbose: VerboseOpt = False, json_out: ReportOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """One JSON object per file (or chunk), validated against a JSON Schema; invalid answers retried, then kept."""
+    """One JSON object per file (or chunk) matching a JSON Schema: decoding is constrained to the schema
+    (--unconstrained: validated, invalid answers retried, then kept)."""
     from feldspar.cli.output import quiet_libraries
     from feldspar.workflows import extract as run_extract
 
@@ -110,7 +113,7 @@ def extract(
                              temperature=temperature, seed=seed)
     with stage_progress(not json_out) as progress:
         report = run_extract(settings, schema, [str(p) for p in paths], out, per_chunk=per_chunk, retries=retries,
-                             progress=progress)
+                             progress=progress, constrained=not unconstrained)
     _print_skipped(report["skipped"])
     if json_out:
         print_json(report)
@@ -119,4 +122,4 @@ def extract(
     done = f", {report['skipped_done']} done before" if report["skipped_done"] else ""
     err_console.print(f"{label}extract: {report['rows']} row(s) from {report['files']} file(s): {report['valid']} valid, "
                       f"{report['invalid']} invalid (kept with their error){done}, {report['model_calls']} model "
-                      f"call(s) → {out}", markup=False, highlight=False, soft_wrap=True)
+                      f"call(s), {'constrained' if report.get('constrained') else 'unconstrained'} → {out}", markup=False, highlight=False, soft_wrap=True)

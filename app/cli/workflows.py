@@ -160,7 +160,7 @@ def _answer_batch(items, factory, log, workers: int, json_out: bool):
 
     pending = [item for item in items if item.id not in log.done]
     if pending:
-        factory.get_engine()  # a model that cannot load stops the batch here, once
+        factory.check()  # a model that cannot load stops the batch here, once
     count = choose_workers(factory, workers, json_out) if pending else 1
     with BatchBar(len(pending), enabled=not json_out and bool(pending)) as bar:
         return run_batch(items, factory, log.append, done=log.done, workers=count, previous=log.records,

@@ -33,10 +33,11 @@ from feldspar.serve.gate import Gate
 from feldspar.serve.lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve.models import AgentModel, Final, ServedModel
 from feldspar.serve.protocol import ApiError, ChatRequest, CompletionRequest, Envelope, error_body, openai_tool_calls, sse
+from feldspar.serve.threads import principal_of
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
-log = logging.getLogger("feldspar.serve.endpoints")
+log = logging.getLogger("feldspar.serve")
 NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
 
 
@@ -226,7 +227,8 @@ async def chat_completions(body: ChatRequest, request: Request):
         if isinstance(model, AgentModel):
             key = model.target(body)
             agent = model.cached(key) or await lane.call(lambda: model.agent_for(key))
-            return await run_in_threadpool(model.open_chat, agent, body, key)
+            principal = principal_of(request.headers, state.api_key is not None)
+            return await run_in_threadpool(model.open_chat, agent, body, key, principal)
         return await run_in_threadpool(model.open_chat, body)
 
     job = await _submit(lane, open_work)

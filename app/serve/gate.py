@@ -1,6 +1,7 @@
 """The ASGI gate in front of `feldspar serve`: bearer token, body size, JSON bodies.
 
-Runs before FastAPI sees a request: under /v1 a missing or wrong bearer token is 401 before
+Runs before FastAPI sees a request: under /v1 a missing or wrong bearer token (the key, or
+one of several comma-separated keys, one per client) is 401 before
 anything else; a POST body over the limit is 413, decided from Content-Length or while the
 body arrives, before more than the limit is held; every POST body is read as JSON whatever
 its Content-Type. Knows ASGI and the OpenAI error shape; nothing of models or lanes.
@@ -29,11 +30,14 @@ class Gate:
 
     def __init__(self, app: Any, api_key: str | None, max_body: int) -> None:
         self.app, self.api_key, self.max_body = app, api_key, max_body
+        self.keys = [k.strip().encode() for k in (api_key or "").split(",") if k.strip()]  # one per client
 
     def authorised(self, scope: dict) -> bool:
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), self.api_key.encode())
+        given = token.strip().encode("latin-1")
+        matches = [secrets.compare_digest(given, key) for key in self.keys]  # every key compared: no timing hint
+        return scheme.lower() == "bearer" and any(matches)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":

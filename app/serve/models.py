@@ -6,8 +6,8 @@ a remote one) and plain / fill-in-the-middle completions when it has an ``engine
 ``AgentModel`` answers chat through the agent graph (``feldspar-agent``) over a collection
 or a state pack, with citations; its agents are built by a factory the app passes in
 (app/compose.py builds them) and cached per (collection, pack); a client that resends the
-whole conversation without ``thread_id`` continues the thread that answered it
-(``Conversations``). ``open_*`` validate a
+whole conversation without ``thread_id`` continues the thread that answered it, only if it is
+that thread's principal and the thread has not moved on (app/serve/threads.py). ``open_*`` validate a
 request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
 tool calls, finish reason, usage and extension fields): the server runs it on a lane
 (app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
@@ -17,14 +17,13 @@ API and agent events; nothing of HTTP.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from feldspar.serve.protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
+from feldspar.serve.structure import request_structure, structure_errors
+from feldspar.serve.threads import Conversations
 
 AGENT_MODEL = "feldspar-agent"
 
@@ -102,7 +101,8 @@ class ServedModel:
     random_weights = property(lambda self: backend_random_weights(self.backend))
 
     def describe(self) -> dict[str, Any]:
-        return model_entry(self.id, self.backend, completions=self.engine is not None)
+        return model_entry(self.id, self.backend,
+                           completions=self.engine is not None or hasattr(self.backend, "stream_completion"))
 
     def extension(self) -> dict[str, Any]:
         return {"random_weights": self.random_weights}
@@ -112,24 +112,40 @@ class ServedModel:
         tools = request.tools or None
         if request.tool_choice == "none":
             tools = None
-        stream = self.backend.stream_chat(
-            granite_messages(request.messages), tools, request.documents or None,
-            max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request))
+        structure, param = request_structure(request)
+        with structure_errors(param):
+            stream = self.backend.stream_chat(
+                granite_messages(request.messages), tools, request.documents or None,
+                max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
+                **({"structure": structure} if structure is not None and getattr(self.backend, "constrains", False) else {}))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        if self.engine is None and hasattr(self.backend, "stream_completion"):  # a proxy to a remote server
+            return self._remote_completion(request)
         if self.engine is None:
             raise ApiError(400, f"model {self.id!r} answers chat only, not completions", param="model",
                            code="unsupported_model")
         from feldspar.model.engine import GenerationParams
 
         prompt = request.prompt_value()
+        structure, param = request_structure(request)
         params = GenerationParams(max_new_tokens=request.max_tokens, reuse=None, stop=tuple(request.stop_list()),
-                                  **{k: v for k, v in _sampling(request).items() if k != "stop"})
-        if request.suffix is not None:
-            stream = self.engine.fill_in_middle(prompt, request.suffix, params)
-        else:
-            stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+                                  structure=structure, **{k: v for k, v in _sampling(request).items() if k != "stop"})
+        with structure_errors(param):
+            if request.suffix is not None:
+                stream = self.engine.fill_in_middle(prompt, request.suffix, params)
+            else:
+                stream = self.engine.complete(prompt, params) if isinstance(prompt, str) else self.engine.stream(prompt, params)
+        return lambda: stream_pieces(stream, None, self.extension())
+
+
+    def _remote_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
+        prompt = request.prompt_value()
+        if not isinstance(prompt, str):
+            raise ApiError(400, "a proxied model takes the prompt as text", param="prompt", code="invalid_prompt")
+        stream = self.backend.stream_completion(prompt, request.suffix, max_new_tokens=request.max_tokens,
+                                                **_sampling(request))
         return lambda: stream_pieces(stream, None, self.extension())
 
 
@@ -139,36 +155,6 @@ def _sampling(request: Any) -> dict[str, Any]:
         if getattr(request, key) is not None:
             values[key] = getattr(request, key)
     return values
-
-
-class Conversations:
-    """Which thread a resent conversation continues: clients such as Open WebUI send the whole
-    history with every request and no ``thread_id``; the history up to its last answer names
-    the thread that answered it, so the follow-up resumes that thread (and its saved state).
-    Kept in memory (the newest ``limit``); an unknown or edited history starts a new thread."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self.limit = limit
-        self._threads: OrderedDict[str, str] = OrderedDict()
-        self._guard = threading.Lock()
-
-    @staticmethod
-    def _key(target: tuple[str | None, str | None], messages: list[dict[str, Any]]) -> str:
-        turns = [(m["role"], " ".join(str(m.get("content") or "").split()))
-                 for m in messages if m["role"] in ("user", "assistant")]
-        return hashlib.sha256(json.dumps([list(target), turns]).encode()).hexdigest()
-
-    def thread_of(self, target: tuple[str | None, str | None], earlier: list[dict[str, Any]]) -> str | None:
-        if not any(m["role"] == "assistant" for m in earlier):
-            return None
-        with self._guard:
-            return self._threads.get(self._key(target, earlier))
-
-    def remember(self, target: tuple[str | None, str | None], conversation: list[dict[str, Any]], thread: str) -> None:
-        with self._guard:
-            self._threads[self._key(target, conversation)] = thread
-            while len(self._threads) > self.limit:
-                self._threads.popitem(last=False)
 
 
 class AgentModel:
@@ -215,30 +201,35 @@ class AgentModel:
                 self._agents[key] = agent
         return agent
 
-    def open_chat(self, agent: Any, request: ChatRequest, key: tuple[str | None, str | None]) -> Callable[[], Iterator[Piece]]:
+    def open_chat(self, agent: Any, request: ChatRequest, key: tuple[str | None, str | None],
+                  principal: str = "") -> Callable[[], Iterator[Piece]]:
         messages = granite_messages(request.messages)
         last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
         if last is None or not messages[last]["content"].strip():
             raise ApiError(400, "the agent needs a user message to answer", param="messages")
         earlier, question = messages[:last], messages[last]["content"]
-        thread_id = request.thread_id or self.conversations.thread_of(key, earlier)
+        if request.thread_id and not self.conversations.may_continue(principal, request.thread_id):
+            raise ApiError(404, f"no thread {request.thread_id!r}", param="thread_id", code="unknown_thread")
+        thread_id = request.thread_id or self.conversations.thread_of(principal, key, earlier)
         events = agent.stream(question, thread_id)  # an unknown thread fails here
-        return lambda: self._pieces(agent, events, key, [*earlier, messages[last]])
+        return lambda: self._pieces(agent, events, key, [*earlier, messages[last]], principal)
 
     def _pieces(self, agent: Any, events: Iterator[Any], key: tuple[str | None, str | None],
-                conversation: list[dict[str, Any]]) -> Iterator[Piece]:
-        thread_id = None
+                conversation: list[dict[str, Any]], principal: str) -> Iterator[Piece]:
+        thread_id, streamed = None, []
         try:
             for event in events:
                 thread_id = event.thread_id
                 if event.kind == "token" and event.text:
+                    streamed.append(event.text)
                     yield event.text
         finally:
             _close(events)
         answer = agent.result(thread_id) if thread_id else {}
         if thread_id:
-            self.conversations.remember(key, [*conversation, {"role": "assistant", "content": answer.get("text", "")}],
-                                        thread_id)
+            replies = {answer.get("text", ""), "".join(streamed)}  # as sent whole, and as streamed
+            self.conversations.remember(principal, key, [[*conversation, {"role": "assistant", "content": reply}]
+                                                         for reply in replies], thread_id)
         used = answer.get("usage") or {}
         extension = {"random_weights": self.random_weights, "thread_id": thread_id, "collection": key[0],
                      "pack": key[1], "stop_reason": answer.get("stop_reason"),

@@ -69,6 +69,7 @@ class _Generation(_Request):
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     logprobs: Any = None
+    response_format: dict[str, Any] | None = None  # text, json_object, json_schema (app/serve/structure.py)
 
     @field_validator("logprobs")
     @classmethod
@@ -87,6 +88,7 @@ class ChatRequest(_Generation):
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     documents: list[dict[str, Any]] | None = None  # extension: Granite documents
     collection: str | None = None  # extension, feldspar-agent: the collection to search
     pack: str | None = None  # extension, feldspar-agent: answer from this state pack

@@ -6,6 +6,7 @@ backends and agents and wraps them as ``ServedModel``/``AgentModel`` for ``creat
 
 from __future__ import annotations
 
+from feldspar.agents.remote_backend import parse_model_spec
 from feldspar.compose import build_agent, build_engine, build_remote_backend, build_remote_chat_model, remote_target
 from feldspar.model.chat_backend import LocalChatBackend
 from feldspar.serve.endpoints import create_app
@@ -18,20 +19,27 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
     """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
     ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
     by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
-    remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
-    if remote:
-        backend = build_remote_backend(settings)
-        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
-    else:
-        engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
+    names = models or [settings.model]
+    targets = [parse_model_spec(name) for name in names]
+    if not models and targets[0] is None:
+        targets = [remote_target(settings)]
+    served: list = []
+    for name, target in zip(names, targets):
+        if target is not None:  # a proxy: Granite runs on another server
+            backend = build_remote_backend(settings, target)
+            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
+        else:
+            engine = build_engine(settings, name)
+            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
+                                      default_max_tokens=settings.max_new_tokens))
+    remote = targets[0] is not None
     if agent:
         first = served[0]
+        remote_settings = settings.model_copy(update={"model": names[0]}) if remote and models else settings
         approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
 
         def build(collection: str | None, pack_name: str | None):
-            chosen = settings.model_copy(update={"collection": collection}) if collection else settings
+            chosen = remote_settings.model_copy(update={"collection": collection}) if collection else remote_settings
             if remote:
                 return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
             return build_agent(chosen, first.engine, pack=pack_name, approve=approve)

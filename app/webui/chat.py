@@ -47,7 +47,9 @@ def usage_of(steps: list[dict[str, Any]], turn: int, window: int | None) -> dict
     last = models[-1] if models else {}
     filled = int(last.get("prompt_tokens") or 0) + int(last.get("completion_tokens") or 0)
     usage.update(last_prompt_tokens=int(last.get("prompt_tokens") or 0), window=window, window_used=filled,
-                 window_share=filled / window if window else None)
+                 window_share=filled / window if window else None,
+                 pack_not_reused=next((s.get("why") for s in steps if s.get("node") == "mode"
+                                       and s.get("pack_reused") is False), None))
     return usage
 
 

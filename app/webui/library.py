@@ -80,7 +80,8 @@ class _JobProgress:
 
 class LibraryServices:
     def __init__(self, settings: Settings, *, retrieval: Callable[[], Any], engine: Callable[[], Any],
-                 hook: Callable[[Job, str], None] | None = None) -> None:
+                 hook: Callable[[Job, str], None] | None = None,
+                 tools: Callable[[], list[dict]] | None = None) -> None:
         """``retrieval`` and ``engine`` build (or hand over) the retrieval service and the Granite engine
         on first use (app/compose.py passes them); ``hook`` goes to every job (tests hold a job with it)."""
         self.settings = settings
@@ -88,6 +89,7 @@ class LibraryServices:
         self._engine_factory = engine
         self._engine = None
         self._hook = hook
+        self._tools = tools or (lambda: [])  # the tool schemas a chat on a pack offers: packs are made with them
         self._retrieval = None
         self._lock = threading.RLock()
         self._ingest: Job | None = None
@@ -335,7 +337,8 @@ class LibraryServices:
         job.update(phase="loading the model")
         engine = self.engine()
         job.update(phase="counting tokens")
-        tokens, window = len(prefix_ids(engine, read.documents)), engine.context_window
+        tools = self._tools()
+        tokens, window = len(prefix_ids(engine, read.documents, tools)), engine.context_window
         job.update(result={"tokens": tokens, "window": window, "model": engine.name})
         if tokens >= window:
             raise Refused(f"pack {name!r} would need {tokens:,} tokens but {engine.name} has a {window:,}-token "
@@ -351,7 +354,7 @@ class LibraryServices:
         try:
             progress(0, tokens)
             meta = create_pack(engine, self.settings.packs_dir, name, read.documents, read.sources, force=force,
-                               progress=progress)
+                               progress=progress, tools=tools)
         except _PackCancelled:
             return f"pack {name!r} cancelled; nothing was saved", {"interrupted": True}
         share = 100 * tokens / window
@@ -371,10 +374,12 @@ class LibraryServices:
             self._retrieval.close()
 
 
-def build_library(settings: Settings, engine=None, hook=None):
+def build_library(settings: Settings, engine=None, hook=None, tools_module=None):
     """The web UI's documents and packs services (this module); ``engine``: a callable
-    returning an already loaded engine to share for pack creation (default: loaded on first use)."""
-    from feldspar.compose import build_engine, build_retrieval
+    returning an already loaded engine to share for pack creation (default: loaded on first use).
+    Packs are made with the tools the chats on them offer (``tools_module`` or the settings')."""
+    from feldspar.compose import build_engine, build_retrieval, pack_tool_schemas
 
     return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
-                           engine=engine or (lambda: build_engine(settings)), hook=hook)
+                           engine=engine or (lambda: build_engine(settings)), hook=hook,
+                           tools=lambda: pack_tool_schemas(settings, tools_module))

@@ -275,8 +275,10 @@ class UiServices:
         state = {**values, "messages": [*values.get("messages", []), HumanMessage(question)]}
         tokens = nodes.prompt_tokens(nodes.prompt_messages(state))
         passages = choice.k * self.settings.chunk_tokens if choice.policy in ("always", "auto") else 0
-        return budget_before(tokens, agent.deps.context_window, choice.max_new_tokens, passages,
-                             agent.deps.config.summary_share)
+        budget = budget_before(tokens, agent.deps.context_window, choice.max_new_tokens, passages,
+                               agent.deps.config.summary_share)
+        note = agent.deps.mode_note or {}
+        return {**budget, "pack_not_reused": note.get("why") if note.get("pack_reused") is False else None}
 
     # ---- files of a collection ---------------------------------------------------------
     def source_context(self, collection: str, path: str, start: int, end: int, margin: int = 400) -> dict[str, Any]:
@@ -311,7 +313,8 @@ class UiServices:
         if self._library is None:
             from feldspar.webui.library import build_library
 
-            self._library = build_library(self.settings, engine=self.engine)  # packs share the loaded engine
+            self._library = build_library(self.settings, engine=self.engine,  # packs share the loaded engine
+                                          tools_module=self._tools_module)
         return self._library
 
 

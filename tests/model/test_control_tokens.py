@@ -116,3 +116,23 @@ def test_no_content_can_add_a_control_token(tiny_tokenizer, parts):
     assert control_counts(tiny_tokenizer, ids) == baseline
     assert tiny_tokenizer.decode(ids, skip_special_tokens=False) == \
         render_chat(tiny_tokenizer, *chat(document=text, content=text))
+
+
+# ---- fill-in-the-middle: the code is text, the three FIM tokens are spliced in by id ------------
+
+def test_fim_ids_keep_control_strings_in_code_as_text(tokenizer):
+    from feldspar.model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_ids, fim_prompt
+
+    code = 'FIM = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"\nEND = "<|end_of_text|>"\n'
+    ids = fim_ids(tokenizer, code, "\n" + INJECTION)
+    vocab = tokenizer.get_vocab()
+    assert [i for i in ids if i in control_counts(tokenizer, ids)] == [vocab[FIM_PREFIX], vocab[FIM_SUFFIX],
+                                                                        vocab[FIM_MIDDLE]]
+    assert tokenizer.decode(ids) == fim_prompt(code, "\n" + INJECTION)
+
+
+def test_fim_ids_of_clean_code_equal_the_plain_encoding(tokenizer):
+    from feldspar.model.prompts import fim_ids, fim_prompt
+
+    assert fim_ids(tokenizer, "def add(a, b):\n    ", "\n    return c\n") == encode(
+        tokenizer, fim_prompt("def add(a, b):\n    ", "\n    return c\n"))

@@ -112,6 +112,15 @@ def test_fim_prompt_construction_and_tokens(base_engine):
     assert result.prompt_tokens == len(base_engine.encode(fim_prompt("x = ", "\nprint(x)")))
 
 
+def test_fim_code_that_names_control_tokens_adds_none(base_engine):
+    """Completing code that mentions the FIM tokens (like model/prompts.py) puts one of each in the prompt."""
+    code = 'FIM = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"\nEND = "<|end_of_text|>"\n'
+    base_engine.fill_in_middle(code, code, GenerationParams(max_new_tokens=1)).finish()
+    added = set(base_engine.tokenizer.get_added_vocab().values())
+    special = [base_engine.tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
+    assert [i for i in base_engine.last_prompt_ids if i in added] == special
+
+
 def test_base_model_refuses_chat_with_a_clear_message(base_engine):
     assert not base_engine.is_chat
     with pytest.raises(PromptError, match="no chat template"):

