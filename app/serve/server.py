@@ -10,28 +10,31 @@ from feldspar.agents.remote_backend import parse_model_spec
 from feldspar.compose import build_agent, build_engine, build_remote_backend, build_remote_chat_model, remote_target
 from feldspar.model.chat_backend import LocalChatBackend
 from feldspar.serve.endpoints import create_app
-from feldspar.serve.models import AgentModel, ServedModel
+from feldspar.serve.models import AgentModel, ServedModel, served_name
 from feldspar.settings import Settings
 
 
 def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
+                 queue: int | None = None, extra_models: list | None = None, served_names: list[str] | None = None):
     """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
     ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
+    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects). Models are
+    served under ``served_names`` (in order), else ``served_name``: ids, /health and errors hold no paths."""
     names = models or [settings.model]
     targets = [parse_model_spec(name) for name in names]
     if not models and targets[0] is None:
         targets = [remote_target(settings)]
+    chosen_ids = list(served_names or [])
     served: list = []
-    for name, target in zip(names, targets):
+    for index, (name, target) in enumerate(zip(names, targets)):
         if target is not None:  # a proxy: Granite runs on another server
             backend = build_remote_backend(settings, target)
-            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
+            id_ = chosen_ids[index] if index < len(chosen_ids) else backend.name
+            served.append(ServedModel(id_, backend, None, default_max_tokens=settings.max_new_tokens))
         else:
             engine = build_engine(settings, name)
-            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
-                                      default_max_tokens=settings.max_new_tokens))
+            id_ = chosen_ids[index] if index < len(chosen_ids) else served_name(engine)
+            served.append(ServedModel(id_, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens))
     remote = targets[0] is not None
     if agent:
         first = served[0]
