@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from feldspar.cli_bench import parse_quants
+from feldspar.cli.bench import parse_quants
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import run_cli  # noqa: E402
