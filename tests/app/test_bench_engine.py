@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from feldspar.cli_bench import parse_lengths
-from feldspar.cli_root import console
+from feldspar.cli.bench import parse_lengths
+from feldspar.cli.root import console
 from feldspar.bench import roofline
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -24,7 +24,7 @@ def test_source_title_names_file_path_page_span_heading_score():
 
 
 def test_budget_levels():
-    from feldspar.ui_chat import budget_before
+    from feldspar.webui.chat import budget_before
 
     assert budget_before(100, 1000, 100, 200, 0.5)["level"] == "ok"
     assert budget_before(600, 1000, 100, 0, 0.5)["level"] == "summarise"
@@ -34,7 +34,7 @@ def test_budget_levels():
 
 
 def test_turns_of_rebuilds_each_answer_from_the_agent_state():
-    from feldspar.ui_chat import turns_of
+    from feldspar.webui.chat import turns_of
 
     call = {"name": "search_documents", "args": {"query": "q"}, "id": "c1"}
     values = {
@@ -54,7 +54,7 @@ def test_turns_of_rebuilds_each_answer_from_the_agent_state():
 
 
 def test_model_kind_reads_the_checkpoint_config():
-    from feldspar.ui_models import model_kind
+    from feldspar.webui.models import model_kind
 
     assert model_kind(SimpleNamespace(layer_types=["linear_attention", "full_attention"], num_local_experts=4)) == "moe-hybrid"
     assert model_kind(SimpleNamespace(layer_types=["mamba", "attention"], num_local_experts=0)) == "hybrid"
