@@ -99,8 +99,8 @@ def test_property_a_remote_server_gets_no_control_token(stand_in, text, where):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint):
-    from feldspar.compose import build_server
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     home = tmp_path_factory.mktemp("adversarial-home")
