@@ -60,7 +60,7 @@ from feldspar.agents.remote_errors import RemoteServerError, overflow_advice, re
 from feldspar.agents.remote_structured import DIALECTS, merged, refused, request_fields
 from feldspar.agents.scripted import render
 from feldspar.model.control_tokens import neutralise, neutralise_data
-from feldspar.model.results import GenerationResult, Stream
+from feldspar.model.results import RANDOM_CONTENT_LABEL, GenerationResult, Stream
 from feldspar.model.text_checks import check_text
 
 DEFAULT_CONTEXT_WINDOW = 8192
@@ -342,6 +342,8 @@ class RemoteChatBackend:
                             slot["name"] += call.function.name or ""
                             slot["arguments"] += call.function.arguments or ""
                     piece = delta.content if delta is not None else getattr(choice, "text", None)
+                    if piece and not text and piece.startswith(RANDOM_CONTENT_LABEL):
+                        piece = piece[len(RANDOM_CONTENT_LABEL):]  # feldspar serve's display line; we label ourselves
                     if piece:
                         first = first or time.perf_counter()
                         last = time.perf_counter()

@@ -97,7 +97,8 @@ def print_usage(answer: dict[str, Any]) -> None:
     usage = answer.get("usage") or {}
     ttft = usage.get("ttft_s")
     random = "RANDOM WEIGHTS · " if usage.get("random_weights") else ""
-    err_console.print(f"[dim]{random}{usage.get('model_calls', 0)} model call(s) · prompt {usage.get('prompt_tokens', 0)} tok "
+    err_console.print(f"[dim]{random}{usage.get('model_calls', 0)} model call(s) · prompt {'~' if usage.get('estimated_tokens') else ''}"
+                      f"{usage.get('prompt_tokens', 0)} tok{' (estimated)' if usage.get('estimated_tokens') else ''} "
                       f"(reused {usage.get('reused_tokens', 0)}, computed {usage.get('computed_tokens', 0)}) · "
                       f"TTFT {ttft if ttft is None else round(ttft, 2)} s · stop: {answer.get('stop_reason')} · "
                       f"thread {answer.get('thread_id')}[/dim]")

@@ -20,20 +20,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from feldspar.serve_citations import SOURCES_PATH, SourceStore, annotations
 from feldspar.serve_gate import Gate
 from feldspar.serve_lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve_models import AgentModel, Final, ServedModel
-from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, Envelope, error_body, openai_tool_calls, sse
+from feldspar.serve_protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
+                                     openai_tool_calls, sse)
+from feldspar.serve_tasks import TASK_HEADER
 from feldspar.serve_threads import principal_of
+from feldspar.serve_validate import check_chat, check_completion
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
@@ -54,6 +59,7 @@ class ServerState:
         if len(self.models) != len(models):
             raise ValueError("two served models have the same id")
         self.api_key = api_key or None
+        self.sources = SourceStore()  # cited passages behind the links of annotations
         self.lanes: dict[int, Lane] = {}
         for model in models:
             self.lanes.setdefault(id(model.lane_key), Lane(model.id, queue))
@@ -86,9 +92,19 @@ def as_api_error(exc: BaseException) -> ApiError:
     if name == "ContextOverflowError":
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, user_error_types()):
-        return ApiError(404 if name in NOT_FOUND else 400, user_message(exc), code=_snake(name))
+        param = (getattr(exc, "details", None) or {}).get("param")
+        return ApiError(404 if name in NOT_FOUND else 400, without_paths(user_message(exc)),
+                        param=param if isinstance(param, str) else None, code=_snake(name))
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(500, f"internal server error ({name}); the server log has the details", "server_error")
+
+
+_PATH = re.compile(r"(?<![\w:/.~-])~?/(?:[^\s'\"(),;:/]+/)+([^\s'\"(),;:/]*)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path of this machine cut to its last part (no server paths leak)."""
+    return _PATH.sub(lambda m: m.group(1) or "…", message)
 
 
 def _snake(name: str) -> str:
@@ -163,7 +179,9 @@ def create_app(models: Sequence[ServedModel | AgentModel], *, api_key: str | Non
     router.add_api_route("/models/{model_id:path}", get_model, methods=["GET"])
     router.add_api_route("/chat/completions", chat_completions, methods=["POST"])
     router.add_api_route("/completions", completions, methods=["POST"])
+    router.add_api_route("/responses", responses, methods=["POST", "GET"])
     app.include_router(router)
+    app.add_api_route(SOURCES_PATH + "/{token}", cited_passage, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
     return app
 
@@ -217,31 +235,60 @@ def _event_stream(events: Any, model: ServedModel | AgentModel) -> StreamingResp
                              headers={"Cache-Control": "no-cache", **_headers(model)})
 
 
+async def responses(request: Request):
+    raise ApiError(404, "this server does not implement the Responses API (/v1/responses): use /v1/chat/completions "
+                   "(or /v1/completions)", code="unsupported_endpoint")
+
+
+async def cited_passage(token: str, request: Request):
+    text = server_state(request).sources.get(token)
+    if text is None:
+        raise ApiError(404, "no such cited passage (links last while the server runs)", code="not_found")
+    return PlainTextResponse(text)
+
+
+def window_error(error: ApiError, body: ChatRequest) -> ApiError:
+    """An over-window error in the client's words: the token limit it sent (``max_tokens`` …)."""
+    if error.code != "context_length_exceeded":
+        return error
+    sent = "max_completion_tokens" if body.max_completion_tokens else "max_tokens" if body.max_tokens else None
+    message = str(error).replace("max_new_tokens", sent or "max_tokens")
+    return ApiError(error.status, message, param=sent or "messages", code="context_length_exceeded")
+
+
 @api_errors
 async def chat_completions(body: ChatRequest, request: Request):
+    check_chat(body)
     state = server_state(request)
     model = state.model(body.model)
     lane = state.lane(model)
+    task = request.headers.get(TASK_HEADER)
 
     async def open_work():
         if isinstance(model, AgentModel):
             key = model.target(body)
             agent = model.cached(key) or await lane.call(lambda: model.agent_for(key))
             principal = principal_of(request.headers, state.api_key is not None)
-            return await run_in_threadpool(model.open_chat, agent, body, key, principal)
+            return await run_in_threadpool(model.open_chat, agent, body, key, principal, task)
         return await run_in_threadpool(model.open_chat, body)
 
-    job = await _submit(lane, open_work)
+    try:
+        job = await _submit(lane, open_work)
+    except Exception as exc:  # noqa: BLE001 - every error becomes the client's error object
+        raise window_error(as_api_error(exc), body) from None
     envelope = Envelope("chat", model.id, model.random_weights, state.version)
+    cite = lambda final, text: annotations(final.citations or [], text, str(request.base_url), state.sources)  # noqa: E731
     if body.stream:
-        return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s), model)
+        return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s, cite), model)
     text, final = await collect(job, request)
-    return JSONResponse(envelope.chat(final.text if final.text is not None else text, final.calls, final.finish_reason,
-                                      final.usage, final.extension, final.citations), headers=_headers(model))
+    text = final.text if final.text is not None else text
+    return JSONResponse(envelope.chat(text, final.calls, final.finish_reason, final.usage, final.extension,
+                                      final.citations, cite(final, text)), headers=_headers(model))
 
 
 @api_errors
 async def completions(body: CompletionRequest, request: Request):
+    check_completion(body)
     state = server_state(request)
     model = state.model(body.model)
     if isinstance(model, AgentModel):
@@ -309,10 +356,20 @@ async def job_events(job: Job, piece_chunk: Callable[[str], dict], final_chunks:
     yield sse("[DONE]")
 
 
-async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepalive_s: float) -> AsyncIterator[bytes]:
+async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepalive_s: float,
+                      cite: Callable[[Final, str], list[dict]] | None = None) -> AsyncIterator[bytes]:
+    streamed: list[str] = []
+
+    def piece_chunk(piece: str) -> dict:
+        if not streamed and envelope.random_weights:
+            piece = RANDOM_CONTENT_LABEL + piece  # the first line a client shows
+        streamed.append(piece)
+        return envelope.chat_chunk({"content": piece})
+
     def final_chunks(final: Final) -> list[dict]:
         chunks = [envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)})] if final.calls else []
-        last = envelope.chat_chunk({}, final.finish_reason)
+        marks = cite(final, final.text if final.text is not None else "".join(streamed)) if cite else []
+        last = envelope.chat_chunk({"annotations": marks} if marks else {}, final.finish_reason)
         last["feldspar"] = final.extension
         if final.citations is not None:
             last["citations"] = final.citations
@@ -322,8 +379,7 @@ async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepaliv
         return chunks
 
     yield sse(envelope.chat_chunk({"role": "assistant", "content": ""}))
-    async for event in job_events(job, lambda piece: envelope.chat_chunk({"content": piece}), final_chunks,
-                                  keepalive_s):
+    async for event in job_events(job, piece_chunk, final_chunks, keepalive_s):
         yield event
 
 

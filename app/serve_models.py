@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
 from feldspar.serve_structure import request_structure, structure_errors
+from feldspar.serve_tasks import utility_task
 from feldspar.serve_threads import Conversations
 
 AGENT_MODEL = "feldspar-agent"
@@ -87,6 +89,14 @@ def model_entry(model_id: str, backend: Any, **extra: Any) -> dict[str, Any]:
             "random_weights": backend_random_weights(backend), **extra}
 
 
+def served_name(engine: Any) -> str:
+    """The name a model is served under: its catalog name, or the checkpoint folder's name (never a path)."""
+    resolved = engine.resolved
+    if resolved.catalog_name:
+        return resolved.catalog_name
+    return Path(resolved.source).name if resolved.local else resolved.source
+
+
 class ServedModel:
     """A chat model (any chat backend); completions too when it has the engine behind it."""
 
@@ -149,6 +159,32 @@ class ServedModel:
         return lambda: stream_pieces(stream, None, self.extension())
 
 
+def generation(request: ChatRequest, default_max_tokens: int | None = None) -> dict[str, Any]:
+    """The request's generation settings for the agent's model calls (only those the client sent)."""
+    options = _sampling(request)
+    if not options["stop"]:
+        options.pop("stop")
+    limit = request.max_completion_tokens or request.max_tokens or default_max_tokens
+    if limit:
+        options["max_new_tokens"] = limit
+    return options
+
+
+def _pack_errors(build: Callable[[], Any]) -> Any:
+    """A pack that does not exist or is misnamed answers like a collection would: 404 / 400 on ``pack``."""
+    from feldspar.model.errors import StateError
+
+    try:
+        return build()
+    except StateError as exc:
+        message = str(exc)
+        if message.startswith("invalid pack name"):
+            raise ApiError(400, message, param="pack", code="invalid_pack_name") from None
+        if getattr(exc, "fix", None) == "list_packs":
+            raise ApiError(404, message, param="pack", code="unknown_pack") from None
+        raise
+
+
 def _sampling(request: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"stop": request.stop_list()}
     for key in ("temperature", "top_p", "seed"):
@@ -196,14 +232,17 @@ class AgentModel:
         """Build (once) the agent for ``key``; runs on the lane, in order with generations."""
         agent = self.cached(key)
         if agent is None:
-            agent = self.build(*key)
+            agent = _pack_errors(lambda: self.build(*key))
             with self._guard:
                 self._agents[key] = agent
         return agent
 
     def open_chat(self, agent: Any, request: ChatRequest, key: tuple[str | None, str | None],
-                  principal: str = "") -> Callable[[], Iterator[Piece]]:
+                  principal: str = "", task: str | None = None) -> Callable[[], Iterator[Piece]]:
         messages = granite_messages(request.messages)
+        task = utility_task(messages, task)
+        if task is not None:  # a client's background task (a title, tags…): the plain model, no thread
+            return self.open_utility(request, messages, task)
         last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
         if last is None or not messages[last]["content"].strip():
             raise ApiError(400, "the agent needs a user message to answer", param="messages")
@@ -211,8 +250,15 @@ class AgentModel:
         if request.thread_id and not self.conversations.may_continue(principal, request.thread_id):
             raise ApiError(404, f"no thread {request.thread_id!r}", param="thread_id", code="unknown_thread")
         thread_id = request.thread_id or self.conversations.thread_of(principal, key, earlier)
-        events = agent.stream(question, thread_id)  # an unknown thread fails here
+        events = agent.stream(question, thread_id, generation=generation(request))  # an unknown thread fails here
         return lambda: self._pieces(agent, events, key, [*earlier, messages[last]], principal)
+
+    def open_utility(self, request: ChatRequest, messages: list[dict[str, Any]], task: str
+                     ) -> Callable[[], Iterator[Piece]]:
+        options = generation(request)
+        stream = self.backend.stream_chat(messages, None, None, max_new_tokens=options.pop("max_new_tokens", 512),
+                                          **options)
+        return lambda: stream_pieces(stream, None, {"random_weights": self.random_weights, "utility_task": task})
 
     def _pieces(self, agent: Any, events: Iterator[Any], key: tuple[str | None, str | None],
                 conversation: list[dict[str, Any]], principal: str) -> Iterator[Piece]:
@@ -237,6 +283,7 @@ class AgentModel:
                      "reused_tokens": used.get("reused_tokens", 0), "computed_tokens": used.get("computed_tokens", 0),
                      "model_calls": used.get("model_calls", 0)}
         sources = [{k: v for k, v in source.items()} for source in answer.get("sources", [])]
-        yield Final("stop", usage(used.get("prompt_tokens", 0), used.get("completion_tokens", 0),
+        finish = "length" if used.get("finish_reason") == "length" else "stop"
+        yield Final(finish, usage(used.get("prompt_tokens", 0), used.get("completion_tokens", 0),
                                   used.get("reused_tokens", 0)), extension, citations=sources,
                     text=answer.get("text", ""))

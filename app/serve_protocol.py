@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from feldspar.model.results import RANDOM_CONTENT_LABEL
+
 RANDOM_FINGERPRINT = "feldspar-random-weights"
+
+
+def without_label(text: str) -> str:
+    """An assistant message a client sends back, without the random-weights line it was shown."""
+    return text[len(RANDOM_CONTENT_LABEL):] if text.startswith(RANDOM_CONTENT_LABEL) else text
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -156,6 +163,8 @@ def granite_messages(messages: list[Message]) -> list[dict[str, Any]]:
     for i, message in enumerate(messages):
         role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
         item: dict[str, Any] = {"role": role, "content": content_text(message.content, i)}
+        if role == "assistant":
+            item["content"] = without_label(item["content"])
         if message.tool_calls:
             item["tool_calls"] = [_granite_call(call, i) for call in message.tool_calls]
         if message.tool_call_id:
@@ -199,8 +208,12 @@ class Envelope:
                 "system_fingerprint": self.fingerprint}
 
     def chat(self, text: str, calls: list[Any], finish: str, usage_: dict, extension: dict,
-             citations: list | None) -> dict[str, Any]:
+             citations: list | None, annotations: list | None = None) -> dict[str, Any]:
+        if text and self.random_weights:
+            text = RANDOM_CONTENT_LABEL + text
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        if annotations:
+            message["annotations"] = annotations
         if calls:
             message["tool_calls"] = openai_tool_calls(calls)
         body = {**self.head("chat.completion"),
