@@ -45,6 +45,28 @@ def _pack_defaults(flags: dict[str, Any], pack: str | None) -> dict[str, Any]:
     return {**flags, "model": flags.get("model") or meta.get("model_source"), "dtype": flags.get("dtype") or meta.get("dtype")}
 
 
+def _thread_defaults(home, thread: str, **given: str | None) -> tuple[str, tuple[str | None, ...]]:
+    """The thread's full id and the model, collection and pack it was asked with, unless given;
+    a flag that changes what the thread recorded wins and the change is said."""
+    store = _store(home)
+    thread = store.resolve(thread)
+    recorded = store.meta(thread)
+    chosen = dict(given)
+    source_given = given["collection"] is not None or given["pack"] is not None
+    for key in ("model", "collection", "pack"):
+        was = recorded.get(key)
+        if given[key] is None:
+            if key == "model" or not source_given:
+                chosen[key] = was
+            elif was is not None:
+                err_console.print(f"[yellow]thread {thread} was asked with {key} {escape(str(was))}; this turn "
+                                  f"does not use it[/yellow]", soft_wrap=True)
+        elif was is not None and given[key] != was:
+            err_console.print(f"[yellow]thread {thread} was asked with {key} {escape(str(was))}; "
+                              f"this turn uses {escape(str(given[key]))}[/yellow]", soft_wrap=True)
+    return thread, (chosen["model"], chosen["collection"], chosen["pack"])
+
+
 def _approver(mode: str | None, json_out: bool):
     """The approval callback for side-effecting tools, or None to let the graph refuse/wait."""
     if (mode or ("ask" if sys.stdin.isatty() else "never")) != "ask":
@@ -117,7 +139,7 @@ def ask(
     from feldspar.agents.trace import format_trace
     from feldspar.cli_interrupt import on_interrupt
     from feldspar.cli_output import quiet_libraries
-    from feldspar.compose import build_agent
+    from feldspar.compose import build_agent, check_thread_store
 
     quiet_libraries(verbose)
     on_interrupt(INTERRUPTED)
@@ -125,11 +147,12 @@ def ask(
     _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
+    if thread is not None:  # before any model or collection is loaded
+        thread, (model, collection, pack) = _thread_defaults(home, thread, model=model, collection=collection, pack=pack)
     flags = _pack_defaults({"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}, pack)
     settings = settings_from(**flags)
-    if thread is not None:
-        _store(home).require(thread)  # before any model or collection is loaded
+    check_thread_store(settings)  # an unusable data home fails before the model loads
     approver = _approver(approve, json_out)
     agent = build_agent(settings, pack=pack, policy=policy, approve=approve or ("ask" if approver else "never"),
                         tools_module=tools_module, no_reuse=no_reuse)
@@ -187,16 +210,17 @@ def threads_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
     elif not rows:
         console.print("no threads yet: `feldspar ask \"…\"` starts one")
     else:
-        print_table(rows, ["thread_id", "title", "turns", "updated", "model", "collection", "pack"])
+        print_table(rows, ["thread_id", "title", "turns", "updated", "model", "collection", "pack"], whole=("thread_id",))
 
 
 @threads_app.command("show")
-def threads_show(thread_id: Annotated[str, typer.Argument(help="thread id")], trace: Annotated[bool, typer.Option(
+def threads_show(thread_id: Annotated[str, typer.Argument(help="thread id (or a unique start of one)")], trace: Annotated[bool, typer.Option(
         "--trace", help="also print every step")] = False, json_out: JsonOpt = False, home: HomeOpt = None) -> None:
     """The whole conversation of a thread (nothing is ever deleted by summarisation)."""
     from feldspar.agents.trace import format_trace
 
-    exported = _store(home).export(thread_id)
+    store = _store(home)
+    exported = store.export(store.resolve(thread_id))
     if json_out:
         print_json(exported)
         return
@@ -208,17 +232,20 @@ def threads_show(thread_id: Annotated[str, typer.Argument(help="thread id")], tr
 
 
 @threads_app.command("export")
-def threads_export(thread_id: Annotated[str, typer.Argument(help="thread id")], home: HomeOpt = None) -> None:
+def threads_export(thread_id: Annotated[str, typer.Argument(help="thread id (or a unique start of one)")], home: HomeOpt = None) -> None:
     """The thread as JSON: messages, summary, passages, last answer and trace."""
-    print_json(_store(home).export(thread_id))
+    store = _store(home)
+    print_json(store.export(store.resolve(thread_id)))
 
 
 @threads_app.command("rm")
-def threads_rm(thread_id: Annotated[str, typer.Argument(help="thread id")], home: HomeOpt = None) -> None:
+def threads_rm(thread_id: Annotated[str, typer.Argument(help="thread id (or a unique start of one)")], home: HomeOpt = None) -> None:
     """Delete a thread and its saved model state."""
     from feldspar.model.thread_states import remove_thread_state
 
     settings = settings_from(home=home)
-    _store(home).remove(thread_id)
+    store = _store(home)
+    thread_id = store.resolve(thread_id)
+    store.remove(thread_id)
     remove_thread_state(settings.thread_states_dir, thread_id)
     console.print(f"removed thread {thread_id}")

@@ -1,4 +1,4 @@
-"""`feldspar bench engine` and `bench reuse`: engine speed vs the roofline, and state reuse vs recompute.
+"""`feldspar bench engine`, `reuse`, `agent`, `serve` and `structured` (constrained decoding: bench/structured.py).
 
 Parses flags into a ``bench.engine.BenchConfig``, reports progress on stderr and prints the
 result as a table (or ``--json``). Knows nothing of how timings are taken or counted; see
@@ -244,3 +244,46 @@ def bench_serve(
                 f"fp32 CPU: {clients} clients, {requests} requests, queue {queue}, {max_new_tokens} new tokens")
     console.print(f"TTFT: request sent -> first text; reused: prompt tokens resumed from saved state; 429s: refused "
                   f"beyond the queue (not retried); {report['elapsed_s']:.0f} s in all")
+
+
+# ---- bench structured -------------------------------------------------------------------
+def structured_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    v, e = report["validity"], report["extract"]
+    rows = [{"measure": f"schema-valid outputs, {mode} (miniature, sampled)", "value": f"{v[mode]['valid']}/"
+             f"{v[mode]['outputs']} ({100 * v[mode]['share']:.0f} %)"} for mode in ("constrained", "free")]
+    for d in report["decode"]:
+        shape = f"{d['shape']} ({d['vocab']:,} vocab)"
+        rows += [
+            {"measure": f"decode s/token free vs constrained, {shape}", "value": f"{d['free_s_per_token'] * 1000:.2f} ms vs "
+             f"{d['constrained_s_per_token'] * 1000:.2f} ms ({100 * d['slowdown']:+.1f} %)"},
+            {"measure": f"mask + advance alone per token, {shape}", "value": f"{d['mask_s_per_token'] * 1e6:.0f} us"},
+            {"measure": f"compile 50-property schema, {shape}", "value": f"{d['compile_50_properties_s'] * 1000:.1f} ms "
+             f"(tokenizer view once: {d['tokenizer_view_s']:.2f} s)"},
+        ]
+    rows += [{"measure": f"extract rows valid first try, {mode}", "value": f"{e[mode]['valid_first_try']}/{e[mode]['rows']} "
+              f"(valid after retries {e[mode]['valid']}, {e[mode]['model_calls']} model calls)"} for mode in ("constrained", "retry")]
+    return rows
+
+
+@bench_app.command("structured")
+def bench_structured(
+    preset: Annotated[str, typer.Option("--preset", help="catalog model built with random weights")]
+    = "granite-4.0-h-350m",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="sampled outputs per schema (validity rows)")] = 3,
+    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=2, help="tokens per timing run")] = 48,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timed runs per row; the best counts")] = 2,
+    tiny: Annotated[bool, typer.Option("--tiny", help="the miniature only (smoke runs)")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Constrained decoding: schema-valid share, per-token slowdown, compile time, extract first-try rows."""
+    from feldspar.bench.structured import StructuredBenchConfig, cpu_flags, run_structured_bench
+
+    cfg = StructuredBenchConfig(preset=check_names(preset, "float32"), seeds=seeds, decode_tokens=decode_tokens,
+                                repeats=repeats, full=not tiny)
+    report = run_structured_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    report["cpu_flags"] = cpu_flags()
+    if json_out:
+        print_json(report)
+        return
+    print_table(structured_rows(report), ["measure", "value"], title=f"{cfg.preset}, random weights, fp32 CPU")
+    console.print(f"CPU flags: {report['cpu_flags']}; {report['elapsed_s']:.0f} s in all")

@@ -79,6 +79,22 @@ def print_catalog(as_json: bool = False) -> None:
         print_json([spec_record(spec) for spec in CATALOG])
         return
     _print_catalog_table([_table_row(spec) for spec in CATALOG])
+    choice = engine_choice()
+    console.print(f"local engine on this machine: {choice['dtype']} ({choice['dtype_reason']}), "
+                  f"weights {choice['quant']} ({choice['quant_reason']})", highlight=False)
+
+
+def engine_choice() -> dict[str, str]:
+    """The dtype and quantisation the local engine would load with under the current settings, and why."""
+    from feldspar.cli_root import settings_from
+    from feldspar.model.loader import dtype_choice, pick_device, quant_choice
+
+    settings = settings_from()
+    device = pick_device("cpu" if settings.device == "cpu" else "auto")
+    dtype, dtype_reason = dtype_choice(settings.dtype, device)
+    quant, quant_reason = quant_choice(settings.quant, device)
+    return {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
+            "quant": quant, "quant_reason": quant_reason}
 
 
 def _print_catalog_table(rows: list[dict[str, Any]]) -> None:
@@ -104,9 +120,15 @@ def random_checkpoint(
 ) -> None:
     """Write a RANDOM-WEIGHT checkpoint of a catalog model (for tests and benchmarks)."""
     from feldspar.model.catalog import get_spec
+    from feldspar.home import require_writable
     from feldspar.model.checkpoint_random import write_random_checkpoint
 
     spec = get_spec(name)
+    existing = directory.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:  # nothing is created before the checks below
+        existing = existing.parent
+    require_writable(existing, "output directory" if existing == directory.expanduser().absolute() else
+                     "folder for the output", fix="choose a directory you can write")  # before any weights
     write_random_checkpoint(  # its progress lines end with "done: DIR (RANDOM WEIGHTS)"
         spec, directory, tiny=tiny, seed=seed, dtype=dtype,
         overwrite=force, allow_large=allow_large, progress=_say,

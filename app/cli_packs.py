@@ -42,6 +42,7 @@ def pack_create(
     json_out: JsonOpt = False, home: HomeOpt = None,
 ) -> None:
     """Read files as Granite documents, prefill them once and save the state to disk."""
+    from feldspar.cli_interrupt import on_interrupt
     from feldspar.home import require_writable
     from feldspar.model.packs import check_new_pack, create_pack
     from feldspar.pack_documents import read_pack_documents
@@ -55,6 +56,9 @@ def pack_create(
     for skipped in read.skipped:
         err_console.print(f"[yellow]{skipped['status']}[/yellow] {escape(skipped['path'])}: {escape(skipped['reason'])}")
     engine = build_engine(settings)
+    on_interrupt(f"interrupted; no pack was saved" + (f" (the existing pack {name!r} is unchanged)" if force else ""))
+    if not json_out:
+        err_console.print(f"[dim]prefilling {len(read.documents)} document(s) with {escape(engine.name)}…[/dim]")
     with prefill_progress(not json_out) as progress:
         meta = create_pack(engine, settings.packs_dir, name, read.documents, read.sources, force=force,
                            progress=progress, tools=tools)

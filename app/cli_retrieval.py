@@ -228,19 +228,54 @@ def collections_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None
 def eval_retrieval_command(
     questions: Annotated[Path, typer.Argument(help="JSONL: question, path, optional page")],
     collection: CollectionOpt = None,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="compare with another collection, or settings such as 'rrf_k=20,chunk_context=none'")] = None,
+    show_misses: Annotated[bool, typer.Option("--show-misses", help="list questions not answered at rank 1")] = False,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:
-    """Recall@1/5/10 and MRR of search over a questions file."""
-    from feldspar.retrieval.evaluation import evaluate, load_questions
+    """Recall@1/5/10, MRR and nDCG@10 of search over a questions file; --against compares two side by side."""
+    from feldspar.retrieval.evaluation import METRICS, compare, evaluate, load_questions, misses
 
+    asked = load_questions(questions)
     service = _service(home, collection)
-    report = evaluate(load_questions(questions), lambda q, k: service.search(q, k))
-    if json_out:
-        print_json(report)
+    report = evaluate(asked, lambda q, k: service.search(q, k))
+    if against is None:
+        if json_out:
+            print_json(report)
+            return
+        print_table([{"metric": m, "value": report[m]} for m in METRICS], ["metric", "value"],
+                    title=f"retrieval over {report['questions']} questions")
+        if show_misses:
+            print_table(misses(report), ["rank", "path", "question"], title="not at rank 1 (no rank: not in the top 10)")
         return
-    metrics = [{"metric": name, "value": report[name]} for name in ("recall@1", "recall@5", "recall@10", "mrr")]
-    print_table(metrics, ["metric", "value"], title=f"retrieval over {report['questions']} questions")
+    other = _against_service(home, collection, against)
+    result = compare(report, evaluate(asked, lambda q, k: other.search(q, k)))
+    if json_out:
+        print_json(result)
+        return
+    print_table(result["metrics"], ["metric", "left", "right", "change"],
+                title=f"{collection or 'default'} (left) vs {against} (right), {result['questions']} questions")
+    if show_misses:
+        print_table(result["moved"], ["left", "right", "path", "question"], title="questions whose rank moved")
+
+
+def _against_service(home: Path | None, collection: str | None, against: str):
+    """Another collection (a name), or the same one searched with other settings (``key=value,...``)."""
+    from feldspar.compose import build_retrieval
+
+    if "=" not in against:
+        return _service(home, against)
+    overrides = {}
+    for pair in against.split(","):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise usage_error(f"--against: expected a collection or key=value pairs, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise usage_error(f"--against: unknown setting {unknown[0]!r}")
+    return build_retrieval(settings_from(home=home, collection=collection, **overrides))
 
 
 @bench_app.command("retrieval")
@@ -252,6 +287,8 @@ def bench_retrieval_command(
     big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", help="ingest it this long, then Ctrl-C")] = 60.0,
     precision: Annotated[bool, typer.Option("--precision/--no-precision", help="fp32 vs int8 rows")] = True,
     basics: Annotated[bool, typer.Option("--basics/--no-basics", help="throughput, re-sync and latency rows")] = True,
+    ingest_files: Annotated[int, typer.Option("--ingest-files", help="files for the throughput test")] = 300,
+    quality: Annotated[bool, typer.Option("--quality/--no-quality", help="recall/MRR before vs now")] = False,
 ) -> None:
     """Ingest throughput, re-sync, search latency; fp32 vs int8; a big file, Ctrl-C, searches during a write."""
     import sys
@@ -262,8 +299,8 @@ def bench_retrieval_command(
 
     settings = settings_from()
 
-    def make_service(home, collection, precision=None):
-        update = {"home": home, "collection": collection, "chroma_host": None}
+    def make_service(home, collection, precision=None, **overrides):
+        update = {**overrides, "home": home, "collection": collection, "chroma_host": None}
         if precision:
             update["embed_precision"] = precision
         return build_retrieval(settings.model_copy(update=update))
@@ -271,7 +308,8 @@ def bench_retrieval_command(
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print, docs=REPO_DOCS,
                          ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
-                         big_file_seconds=big_file_seconds, precision=precision, basics=basics)
+                         big_file_seconds=big_file_seconds, precision=precision, basics=basics,
+                         ingest_files=ingest_files, quality=quality)
     if json_out:
         print_json(rows)
     else:

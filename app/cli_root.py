@@ -118,10 +118,16 @@ def cell(value: Any) -> Text:
     return Text("" if value is None else str(value).translate(_CONTROL))
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
+def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None,
+                whole: tuple[str, ...] = ()) -> None:
+    """Rows as a table; ``whole`` columns (ids a user pastes) are never wrapped or cut short."""
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        if col in whole:
+            width = max([len(col), *(len(cell(row.get(col))) for row in rows)])
+            table.add_column(col, no_wrap=True, min_width=width, overflow="fold")
+        else:
+            table.add_column(col)
     for row in rows:
         table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)

@@ -120,6 +120,7 @@ def batch(
     """Answer every question of a JSONL file with the agent; one JSON answer per line in --out, resumable."""
     from feldspar.agents.batch import AnswerLog
     from feldspar.agents.configuration import POLICIES
+    from feldspar.cli_interrupt import on_interrupt
     from feldspar.cli_output import quiet_libraries
 
     quiet_libraries(verbose)
@@ -130,6 +131,8 @@ def batch(
     if out.expanduser().resolve() == questions.expanduser().resolve():
         raise usage_error("--out must not be the questions file")
     log = AnswerLog(out)  # before any work: an output that cannot be written stops us here
+    on_interrupt(lambda: f"interrupted; {len(log.done)} answered question(s) kept in {out}; "
+                         "run the same command again to answer the rest")
     try:
         items, bad = _read_batch(questions, log, out)
         flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
@@ -152,6 +155,10 @@ def _read_batch(questions: Path, log, out: Path):
     report_bad_lines(questions, bad)
     if not items:
         raise BatchError(f"{questions} has no usable question ({len(bad)} malformed line(s))")
+    retried = sum(item.id in log.failed for item in items)
+    if retried:
+        err_console.print(f"retrying {retried} question(s) that failed in an earlier run (their error lines stay "
+                          f"in {escape(str(out))}; the new record of each id is the one that counts)", soft_wrap=True)
     return items, bad
 
 
@@ -214,6 +221,7 @@ def eval_answers_command(
                  "max_new_tokens": max_new_tokens, "seed": seed, "temperature": 0.0}
         factory = _factory(flags, pack, policy, "never", tools_module, False)
         earlier = {str(r.get("id")): r for r in log.records} if log is not None else {}
+        earlier = {key: r for key, r in earlier.items() if not r.get("error")}  # failed lines are asked again
         if any(item.id not in earlier for item in items):
             factory.get_engine()
         with BatchBar(sum(item.id not in earlier for item in items), enabled=not json_out) as bar:

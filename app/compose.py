@@ -24,6 +24,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,
+        quant=settings.quant,
         prefill_chunk=settings.prefill_chunk,
         reuse=settings.reuse,
         cache_budget_bytes=settings.cache_budget_bytes,
@@ -123,12 +124,16 @@ class ThreadStateHooks:
         self.restored: set[str] = set()
 
     def restore(self, thread_id: str) -> int:
+        from feldspar.model.errors import StateError
         from feldspar.model.thread_states import restore_thread_state
 
         if thread_id in self.restored:
             return 0
         self.restored.add(thread_id)
-        return restore_thread_state(self.engine, self.directory, thread_id)
+        try:
+            return restore_thread_state(self.engine, self.directory, thread_id)
+        except StateError:  # saved by another model (the thread switched models): recompute from its messages
+            return 0
 
     def save(self, thread_id: str) -> None:
         from feldspar.model.thread_states import save_thread_state
@@ -293,7 +298,8 @@ def build_remote_backend(settings: Settings, target: tuple[str, str] | None = No
         prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids,
+                                structured=settings.remote_structured)
     return backend.connect()
 
 
@@ -326,7 +332,16 @@ def build_thread_store(settings: Settings):
 
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
+    check_thread_store(settings)
     return ThreadStore(settings.threads_path)
+
+
+def check_thread_store(settings: Settings) -> None:
+    """A data home that cannot hold ``threads.sqlite`` fails as one line (cheap: before a model loads)."""
+    from feldspar.home import require_writable
+
+    if not settings.postgres_url:
+        require_writable(settings.threads_path.parent)
 
 
 # ---- the web UI --------------------------------------------------------------------------
@@ -391,13 +406,14 @@ class AgentFactory:
 
 # ---- the OpenAI-compatible server ---------------------------------------------------------
 def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
+                 queue: int | None = None, extra_models: list | None = None, served_names: list[str] | None = None):
     """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
     ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
+    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects). Models are
+    served under ``served_names`` (in order), else ``served_name``: ids, /health and errors hold no paths."""
     from feldspar.model.chat_backend import LocalChatBackend
     from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
+    from feldspar.serve_models import AgentModel, ServedModel, served_name
 
     from feldspar.agents.remote_backend import parse_model_spec
 
@@ -405,15 +421,17 @@ def build_server(settings: Settings, models: list[str] | None = None, *, agent: 
     targets = [parse_model_spec(name) for name in names]
     if not models and targets[0] is None:
         targets = [remote_target(settings)]
+    chosen_ids = list(served_names or [])
     served: list = []
-    for name, target in zip(names, targets):
+    for index, (name, target) in enumerate(zip(names, targets)):
         if target is not None:  # a proxy: Granite runs on another server
             backend = build_remote_backend(settings, target)
-            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
+            id_ = chosen_ids[index] if index < len(chosen_ids) else backend.name
+            served.append(ServedModel(id_, backend, None, default_max_tokens=settings.max_new_tokens))
         else:
             engine = build_engine(settings, name)
-            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
-                                      default_max_tokens=settings.max_new_tokens))
+            id_ = chosen_ids[index] if index < len(chosen_ids) else served_name(engine)
+            served.append(ServedModel(id_, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens))
     remote = targets[0] is not None
     if agent:
         first = served[0]

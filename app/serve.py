@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
@@ -37,6 +38,7 @@ from feldspar.serve_protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest
                                      openai_tool_calls, sse)
 from feldspar.serve_tasks import TASK_HEADER
 from feldspar.serve_threads import principal_of
+from feldspar.serve_validate import check_chat, check_completion
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
@@ -90,9 +92,19 @@ def as_api_error(exc: BaseException) -> ApiError:
     if name == "ContextOverflowError":
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, user_error_types()):
-        return ApiError(404 if name in NOT_FOUND else 400, user_message(exc), code=_snake(name))
+        param = (getattr(exc, "details", None) or {}).get("param")
+        return ApiError(404 if name in NOT_FOUND else 400, without_paths(user_message(exc)),
+                        param=param if isinstance(param, str) else None, code=_snake(name))
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(500, f"internal server error ({name}); the server log has the details", "server_error")
+
+
+_PATH = re.compile(r"(?<![\w:/.~-])~?/(?:[^\s'\"(),;:/]+/)+([^\s'\"(),;:/]*)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path of this machine cut to its last part (no server paths leak)."""
+    return _PATH.sub(lambda m: m.group(1) or "…", message)
 
 
 def _snake(name: str) -> str:
@@ -246,6 +258,7 @@ def window_error(error: ApiError, body: ChatRequest) -> ApiError:
 
 @api_errors
 async def chat_completions(body: ChatRequest, request: Request):
+    check_chat(body)
     state = server_state(request)
     model = state.model(body.model)
     lane = state.lane(model)
@@ -275,6 +288,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 
 @api_errors
 async def completions(body: CompletionRequest, request: Request):
+    check_completion(body)
     state = server_state(request)
     model = state.model(body.model)
     if isinstance(model, AgentModel):

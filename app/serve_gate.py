@@ -4,7 +4,7 @@ Runs before FastAPI sees a request: under /v1 a missing or wrong bearer token (t
 one of several comma-separated keys, one per client) is 401 before
 anything else; a POST body over the limit is 413, decided from Content-Length or while the
 body arrives, before more than the limit is held; every POST body is read as JSON whatever
-its Content-Type. Knows ASGI and the OpenAI error shape; nothing of models or lanes.
+its Content-Type, and one that plainly holds too many messages is refused before it is parsed. Knows ASGI and the OpenAI error shape; nothing of models or lanes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from feldspar.serve_protocol import ApiError
+from feldspar.serve_validate import bound_messages
 
 
 def _refuse(error: ApiError) -> JSONResponse:
@@ -52,6 +53,9 @@ class Gate:
                 error = ApiError(413, f"the request body is over the {self.max_body:,}-byte limit of this server "
                                  "(serve_max_body_bytes)", code="request_too_large")
                 return await _refuse(error)(scope, receive, send)
+            too_many = bound_messages(body)
+            if too_many is not None:
+                return await _refuse(too_many)(scope, receive, send)
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
             scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
             receive = replay(body, receive)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from feldspar.serve_protocol import ApiError, ChatRequest, CompletionRequest, granite_messages, usage
@@ -86,6 +87,14 @@ def model_entry(model_id: str, backend: Any, **extra: Any) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "feldspar",
             "context_window": getattr(backend, "context_window", None),
             "random_weights": backend_random_weights(backend), **extra}
+
+
+def served_name(engine: Any) -> str:
+    """The name a model is served under: its catalog name, or the checkpoint folder's name (never a path)."""
+    resolved = engine.resolved
+    if resolved.catalog_name:
+        return resolved.catalog_name
+    return Path(resolved.source).name if resolved.local else resolved.source
 
 
 class ServedModel:

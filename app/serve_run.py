@@ -13,6 +13,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from feldspar.settings import SettingsError
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -24,6 +26,20 @@ def bind(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+class PortUnavailable(SettingsError):
+    """The address to serve on cannot be bound (in use, not ours, not an address of this machine)."""
+
+
+def bind_or_refuse(host: str, port: int) -> socket.socket:
+    """``bind`` with a failure as one line naming the address and the fix."""
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise PortUnavailable(f"cannot serve on {host}:{port} ({reason}); pass another --port "
+                              "(0: any free one) or stop what is using it") from None
 
 
 def make_server(app: Any, log_level: str = "warning"):
@@ -55,9 +71,10 @@ def base_url(sock: socket.socket) -> str:
 
 
 def serve_forever(app: Any, host: str, port: int, log_level: str = "info",
-                  announce: Callable[[str], None] | None = None) -> None:
-    """Serve in the foreground until Ctrl-C (uvicorn handles the signals); ``announce(base_url)`` once bound."""
-    sock = bind(host, port)
+                  announce: Callable[[str], None] | None = None, sock: socket.socket | None = None) -> None:
+    """Serve in the foreground until Ctrl-C (uvicorn handles the signals); ``announce(base_url)`` once bound.
+    ``sock``: a socket the caller bound already (before loading models, so a busy port fails at once)."""
+    sock = sock or bind_or_refuse(host, port)
     if announce is not None:
         announce(base_url(sock))
     try:

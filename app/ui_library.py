@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,6 +37,7 @@ class Outcome:
     ok: bool
     message: str
     value: Any = None
+    problems: tuple[str, ...] = ()  # one refusal per item (an upload…), shown in red beside the message
 
 
 def _cancel(job: Job | None, idle: str, stopping: str) -> Outcome:
@@ -199,23 +200,25 @@ class LibraryServices:
     def ingest_uploads(self, collection: str, uploads: Sequence[UploadedFile]) -> Outcome:
         """Check every upload first (refused ones are named, nothing of theirs is written), store the
         rest and ingest the collection's uploads folder. ``value``: names stored, refusals."""
+        checked, refused = [], []
+        for upload in uploads:
+            try:
+                checked.append(check_upload(upload, self.settings.ui_max_upload_bytes))
+            except Refused as exc:
+                refused.append(str(exc))
+        if not checked:
+            return Outcome(False, "No upload was stored: every file was refused." if refused else (
+                "Choose files to upload first. A file over the upload box's size limit is turned down by the "
+                "browser and never reaches Feldspar."), problems=tuple(refused))
+
         def start():
-            folder = self.uploads_folder(collection)
-            checked, refused = [], []
-            for upload in uploads:
-                try:
-                    checked.append(check_upload(upload, self.settings.ui_max_upload_bytes))
-                except Refused as exc:
-                    refused.append(str(exc))
-            if not checked:
-                raise Refused("; ".join(refused) if refused else "choose files to upload first")
             self._check_free(collection)
-            store_uploads(folder, checked)
-            self._start_ingest(collection, [folder], "uploads")
+            store_uploads(self.uploads_folder(collection), checked)
+            self._start_ingest(collection, [self.uploads_folder(collection)], "uploads")
             names = [c.name for c in checked]
-            return (f"stored {len(names)} upload(s) and started ingesting them"
-                    + (f"; refused: {'; '.join(refused)}" if refused else "")), {"stored": names, "refused": refused}
-        return _attempt(start)
+            return (f"Stored {len(names):,} upload{'' if len(names) == 1 else 's'} and started ingesting "
+                    f"{'it' if len(names) == 1 else 'them'}."), {"stored": names, "refused": refused}
+        return replace(_attempt(start), problems=tuple(refused))
 
     def resync(self, collection: str) -> Outcome:
         """Sync every folder the collection was built from that the UI may read (uploads included)."""

@@ -36,6 +36,7 @@ __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "S
 class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
+    quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -71,7 +72,7 @@ class Engine:
     @classmethod
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
         options = options or EngineOptions()
-        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype)
+        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:

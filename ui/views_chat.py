@@ -116,7 +116,28 @@ def render_approval(request: dict[str, Any]) -> bool | None:
     return None
 
 
+def short_title(title: str, width: int = 40) -> str:
+    """``title`` cut on a word boundary with an ellipsis when longer than ``width``."""
+    title = " ".join(title.split()) or "untitled"
+    if len(title) <= width:
+        return title
+    cut = title[: width - 1].rsplit(" ", 1)[0] if " " in title[: width - 1] else title[: width - 1]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def thread_date(row: dict[str, Any]) -> str:
+    """When the thread last changed, as ``2 Dec 14:05`` (UTC, as the threads store keeps it)."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(str(row.get("updated") or row.get("created")))
+    except ValueError:
+        return ""
+    return f"{when.day} {when:%b %H:%M}"
+
+
 def thread_label(row: dict[str, Any]) -> str:
     where = f"pack {row['pack']}" if row.get("pack") else (row.get("collection") or "")
     turns = row.get("turns") or 0
-    return f"{(row.get('title') or 'untitled')[:40]} · {turns} turn{'' if turns == 1 else 's'} · {where}"
+    parts = (short_title(row.get("title") or ""), thread_date(row), f"{turns:,} turn{'' if turns == 1 else 's'}", where)
+    return " · ".join(p for p in parts if p)

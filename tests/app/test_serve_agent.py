@@ -123,13 +123,14 @@ def test_a_client_resending_the_whole_conversation_continues_its_thread(client, 
     assert other.model_extra["feldspar"]["thread_id"] != thread_id  # an unknown history starts afresh
 
 
-def test_the_agent_reports_unknown_collections_and_threads(client):
+def test_the_agent_reports_unknown_collections_and_threads(client, settings):
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, "Hi?", collection="nowhere")
     assert info.value.body["code"] == "unknown_collection" and "feldspar ingest" in info.value.body["message"]
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, "Hi?", thread_id="0123456789ab")
     assert info.value.body["code"] == "unknown_thread"
+    assert str(settings.home) not in info.value.body["message"]  # no server path in an error
     with pytest.raises(openai.BadRequestError):
         ask(client, "Hi?", collection="manuals", pack="p")
     with pytest.raises(openai.BadRequestError) as info:

@@ -34,7 +34,7 @@ def server(tiny_checkpoint, tmp_path_factory):
     scripted = ScriptedBackend(weather_replies(), name="scripted-weather")
     app = build_server(settings, agent=False, extra_models=[ServedModel("scripted-weather", scripted)], queue=4)
     with serve_in_thread(app) as url:
-        yield {"url": url, "app": app, "scripted": scripted, "tiny": str(tiny_checkpoint)}
+        yield {"url": url, "app": app, "scripted": scripted, "tiny": tiny_checkpoint.name}
 
 
 @pytest.fixture(scope="module")
