@@ -31,6 +31,9 @@ def show_outcome(outcome: Any, success: bool = True) -> None:
 
 
 def human_bytes(count: int | None) -> str:
+    """``1.5 KiB``; an unknown size (None, or -1 for a file not read yet) is "–", never "-1 B"."""
+    if count is None or count < 0:
+        return "–"
     if not count:
         return "0 B"
     size = float(count)
