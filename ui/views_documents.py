@@ -53,7 +53,7 @@ def progress_text(view: Any) -> str:
         parts.append(view.current)
     if view.kind == "ingest" and view.total:
         parts.append(f"{human_bytes(view.done)} of {human_bytes(view.total)}")
-        parts.append(f"{view.chunks} chunks")
+        parts.append(f"{view.chunks:,} chunks written")
     elif view.total:
         parts.append(f"{view.done:,} of {view.total:,} tokens")
     return " · ".join(parts)
@@ -66,7 +66,9 @@ def job_progress(view: Any, key: str) -> None:
         st.caption(notice)
     if view.active:
         return
-    if view.state == "done":
+    if view.state == "done" and (view.result.get("failed") or view.result.get("problems")):
+        st.warning(view.message)  # finished, but not every file went in: not a green summary
+    elif view.state == "done":
         st.success(view.message, icon=None)
     elif view.state == "cancelled":
         st.warning(view.message)

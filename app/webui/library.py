@@ -276,8 +276,8 @@ class LibraryServices:
                     summary = service.ingest(paths, collection, progress=_JobProgress(job), stop=job.stop)
                 finally:
                     service.announce = None
-                counts = " · ".join(f"{k} {v}" for k, v in summary.counts().items())
-                done = f"{what}: {counts} · {summary.chunks_written} chunks in {summary.seconds:.1f} s"
+                counts = " · ".join(f"{k} {v:,}" for k, v in summary.counts().items())
+                done = f"{what}: {counts} · {summary.chunks_written:,} chunks written in {summary.seconds:.1f} s"
                 if summary.interrupted:
                     done = f"cancelled after the current batch ({counts}); ingest again to resume"
                 return done, {**summary.counts(), "chunks_written": summary.chunks_written,
