@@ -127,7 +127,7 @@ class ServedModel:
             stream = self.backend.stream_chat(
                 granite_messages(request.messages), tools, request.documents or None,
                 max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
-                **({"structure": structure} if structure is not None and getattr(self.backend, "constrains", False) else {}))
+                **_structure_option(self.backend, structure))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
@@ -185,6 +185,11 @@ def _pack_errors(build: Callable[[], Any]) -> Any:
         raise
 
 
+def _structure_option(backend: Any, structure: Any) -> dict[str, Any]:
+    """``structure=`` for a backend that constrains decoding (a scripted one does not)."""
+    return {"structure": structure} if structure is not None and getattr(backend, "constrains", False) else {}
+
+
 def _sampling(request: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"stop": request.stop_list()}
     for key in ("temperature", "top_p", "seed"):
@@ -218,6 +223,9 @@ class AgentModel:
                            agent={"collection": self.default_collection, "pack": self.default_pack})
 
     def target(self, request: ChatRequest) -> tuple[str | None, str | None]:
+        if (request.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, f"{AGENT_MODEL} answers in prose with citations; ask a model for response_format",
+                           param="response_format")
         if request.collection and request.pack:
             raise ApiError(400, "give collection or pack, not both", param="pack")
         if request.pack or request.collection:
