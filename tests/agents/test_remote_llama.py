@@ -156,3 +156,12 @@ def test_serve_proxies_a_remote_model_given_as_model_with_completions(llama, tmp
         llama.script("Hello.")
         chat = client.chat.completions.create(model="granite-test", messages=[{"role": "user", "content": "Hi"}])
         assert chat.choices[0].message.content == "Hello."
+
+
+def test_generate_labels_estimated_counts_in_json_and_text(plain, tmp_path, capsys, monkeypatch):
+    plain.script("Hello there.", "Hello again.")
+    result = run_cli(["generate", "Hi", "--model", plain.spec(), "--home", str(tmp_path), "--json"], capsys, monkeypatch)
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["estimated"] is True
+    shown = run_cli(["generate", "Hi", "--model", plain.spec(), "--home", str(tmp_path), "-v"], capsys, monkeypatch)
+    assert shown.code == 0 and "(estimated" in shown.err
