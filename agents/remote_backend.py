@@ -200,6 +200,8 @@ class RemoteChatBackend:
             return
         settings = props.get("default_generation_settings") or {}
         self.slots = props.get("total_slots") if isinstance(props.get("total_slots"), int) else None
+        if self.slots:  # more requests at once than slots only queue on the server
+            self.max_concurrency = max(1, min(self.max_concurrency, self.slots))
         self.ignores_suffix = True
         n_ctx = settings.get("n_ctx")
         if isinstance(n_ctx, int) and n_ctx > 0 and self._explicit_window is None:

@@ -37,8 +37,9 @@ def plain():
 
 
 def test_the_per_slot_window_comes_from_props(llama):
-    backend = RemoteChatBackend(llama.base_url, "granite-test").connect()
+    backend = RemoteChatBackend(llama.base_url, "granite-test", max_concurrency=8).connect()
     assert backend.context_window == 2048 and backend.slots == 4 and backend.ignores_suffix
+    assert backend.max_concurrency == 4  # batch workers beyond the server's slots would only queue there
 
 
 def test_a_stream_that_ends_without_a_finish_reason_is_an_error(plain):
