@@ -3,7 +3,10 @@
 ``create_app(models, api_key=None, queue=8, max_body=16 MiB, keepalive_s=15)`` returns the FastAPI app:
 ``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
 tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
-fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
+fill-in-the-middle via ``suffix``), ``/health``, ``/sources/<token>`` (a cited passage, the
+link of an answer's ``annotations``; app/serve/citations.py) and ``/v1/responses`` (an
+error naming ``/v1/chat/completions``). A random-weight model's chat content starts with
+its label line. Each engine runs its requests in order
 on a lane (app/serve/lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
 with Retry-After. A streaming client that disconnects stops its generation at the next
 token (Starlette cancels the response; the job's cancel flag stops the worker); a
