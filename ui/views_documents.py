@@ -66,7 +66,7 @@ def job_progress(view: Any, key: str) -> None:
         st.caption(notice)
     if view.active:
         return
-    if view.state == "done" and (view.result.get("failed") or view.result.get("problems")):
+    if view.state == "done" and view.result.get("failed"):
         st.warning(view.message)  # finished, but not every file went in: not a green summary
     elif view.state == "done":
         st.success(view.message, icon=None)

@@ -215,8 +215,11 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         uploader = page.get_by_test_id("stFileUploaderDropzoneInput")
         uploader.set_input_files([{"name": "mica.md", "mimeType": "text/markdown", "buffer": b"# Mica\n\nSoft.\n"},
                                   {"name": "program.exe", "mimeType": "application/octet-stream", "buffer": b"MZ"}])
+        expect(page.get_by_text("program.exe").first).to_be_visible()  # both reached the server
         page.get_by_role("button", name="Ingest uploads").click()
-        expect(page.get_by_text("indexed 1").first).to_be_visible()  # the upload's ingest has ended
+        expect(page.get_by_text("Stored 1 upload").first).to_be_visible()
+        shot(page, "09a-upload-started")
+        expect(page.get_by_text("uploads: indexed 1").first).to_be_visible()  # the upload's ingest has ended
         refusal = page.get_by_test_id("stAlertContentError").filter(has_text="program.exe")
         expect(refusal).to_be_visible()  # still there, in red, after the job ended and the page reran
         shot(page, "09-upload-refused")
