@@ -1,6 +1,6 @@
 """The Documents page: collections, adding a folder or uploads, live ingest progress, file statuses.
 
-Everything it does goes through ``services().library`` (feldspar.ui_library.LibraryServices):
+Everything it does goes through ``services().library`` (feldspar.webui.library.LibraryServices):
 the page only gathers input, shows the services' answers and polls the running ingest in a
 fragment that reruns every second while a job is active, so the page never waits on an
 ingest. Widget keys start with ``documents_`` (the browser test drives them).

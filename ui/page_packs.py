@@ -1,6 +1,6 @@
 """The Packs page: make a state pack from chosen files, list, inspect and delete packs, chat on one.
 
-Everything goes through ``services().library`` (feldspar.ui_library.LibraryServices). Pack
+Everything goes through ``services().library`` (feldspar.webui.library.LibraryServices). Pack
 creation runs as a background job whose progress (reading, counting tokens against the
 model's window, prefill) a fragment polls every second; a pack over the window ends the job
 with its one-line reason. "Start a chat" sets ``st.session_state["chat_pack"]`` and switches

@@ -142,8 +142,8 @@ def test_ask_out_of_window_says_so_and_exits_1(tmp_path, capsys, monkeypatch):
 def test_serve_proxies_a_remote_model_given_as_model_with_completions(llama, tmp_path):
     import openai
 
-    from feldspar.compose import build_server
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     app = build_server(load_settings(home=tmp_path), [llama.spec()], agent=False)

@@ -22,9 +22,9 @@ from feldspar.agents.threads import ThreadStore
 
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
-    from feldspar.compose import build_server
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("serve-home"), model=str(tiny_checkpoint), device="cpu",

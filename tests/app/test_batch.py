@@ -1,4 +1,4 @@
-"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli_workflows.py).
+"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/workflows.py).
 
 The runner is driven through the real composition root (AgentFactory → build_agent → the
 agent graph) on a scripted Granite chat model; the command itself runs on the tiny random
@@ -314,7 +314,7 @@ def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
 
     from rich.console import Console
 
-    import feldspar.cli_workflows as workflows
+    import feldspar.cli.workflows as workflows
 
     screen = io.StringIO()
     monkeypatch.setattr(workflows, "err_console", Console(file=screen, force_terminal=True, width=120))

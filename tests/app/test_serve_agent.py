@@ -51,9 +51,10 @@ def settings(tmp_path_factory, tiny_checkpoint):
 def server(settings):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_agent, build_server
-    from feldspar.serve_models import AgentModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.compose import build_agent
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import AgentModel
+    from feldspar.serve.run import serve_in_thread
 
     scripted = ScriptedBackend([ANSWER] * 50, name="scripted-granite")
     chat_model = ChatGranite(backend=scripted)

@@ -37,9 +37,9 @@ def server(tmp_path_factory):
     from feldspar.agents.runner import Agent
     from feldspar.agents.scripted import ScriptedBackend
     from feldspar.agents.threads import ThreadStore
-    from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.endpoints import create_app
+    from feldspar.serve.models import AgentModel, ServedModel
+    from feldspar.serve.run import serve_in_thread
 
     scripted = ScriptedBackend([reply] * 200, name="scripted-granite")
     model = ChatGranite(backend=scripted)

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from feldspar.serve_validate import MAX_MESSAGES
+from feldspar.serve.validate import MAX_MESSAGES
 
 TOOL = {"type": "function", "function": {"name": "lookup", "description": "d",
                                           "parameters": {"type": "object", "properties": {}}}}
@@ -19,9 +19,9 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "argument
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint):
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_server
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("validate-home"), model=str(tiny_checkpoint), device="cpu",

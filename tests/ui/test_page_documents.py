@@ -195,11 +195,11 @@ def test_collection_create_select_and_delete(make_library, allowed):
 
 
 def test_the_app_entry_serves_the_documents_page(feldspar_home):
-    """app/ui_main.py builds UiServices (whose ``library`` is LibraryServices) and navigates to Documents."""
+    """app/webui/main.py builds UiServices (whose ``library`` is LibraryServices) and navigates to Documents."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    entry = Path(__file__).resolve().parents[2] / "app" / "ui_main.py"
+    entry = Path(__file__).resolve().parents[2] / "app" / "webui" / "main.py"
     st.cache_resource.clear()  # the services of another test's data home must not leak in
     try:
         at = AppTest.from_file(str(entry), default_timeout=120).run()
