@@ -13,7 +13,19 @@ import typer
 
 from feldspar.cli.root import JsonOpt, bench_app, console, err_console, print_json, print_table
 
-TABLE_COLUMNS = ["row", "impl", "tokens", "seconds", "tokens/s", "achieved", "% of roofline", "vs baseline"]
+TABLE_COLUMNS = ["row", "impl", "tokens", "seconds", "tokens/s", "achieved", "% of roofline", "vs baseline",
+                 "vs feldspar"]
+QUALITY_COLUMNS = ["impl", "weights MiB", "max |Δlogit|", "mean |Δlogit|", "greedy agreement"]
+QUANT_CHOICES = ("none", "int8", "int4")
+
+
+def parse_quants(text: str) -> tuple[str, ...]:
+    """"int8,int4" -> ("int8", "int4"); "" or "none" -> ()."""
+    quants = tuple(part for part in text.replace(" ", "").split(",") if part and part != "none")
+    bad = [q for q in quants if q not in QUANT_CHOICES]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r} is not one of {', '.join(QUANT_CHOICES)}", param_hint="--quants")
+    return quants
 
 
 def parse_lengths(text: str) -> tuple[int, ...]:
@@ -41,26 +53,43 @@ def check_names(preset: str, dtype: str) -> str:
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for r in report["rows"]:
+    for r in sorted(report["rows"], key=lambda r: (r["kind"] != "decode", r["row"])):
+        measured = r["achieved"] is not None
         rows.append({
             "row": r["row"], "impl": r["impl"], "tokens": r["tokens"], "seconds": f"{r['seconds']:.2f}",
-            "tokens/s": f"{r['tokens_per_s']:.1f}", "achieved": f"{r['achieved']:.1f} {r['achieved_unit']}",
-            "% of roofline": f"{r['roofline_pct']:.1f}%",
+            "tokens/s": f"{r['tokens_per_s']:.1f}",
+            "achieved": f"{r['achieved']:.1f} {r['achieved_unit']}" if measured else "",
+            "% of roofline": f"{r['roofline_pct']:.1f}%" if measured else "",
             "vs baseline": "" if r["vs_baseline"] is None else f"{r['vs_baseline']:.2f}x",
+            "vs feldspar": "" if r.get("vs_feldspar") is None else f"{r['vs_feldspar']:.2f}x",
         })
     return rows
+
+
+def quality_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"impl": q["impl"], "weights MiB": f"{q['weight_bytes'] / 2**20:.0f}",
+             "max |Δlogit|": f"{q['max_logit_diff']:.4f}", "mean |Δlogit|": f"{q['mean_logit_diff']:.5f}",
+             "greedy agreement": f"{100 * q['greedy_agreement']:.1f}%"} for q in report.get("quality", [])]
 
 
 def print_report(report: dict[str, Any]) -> None:
     machine = report["machine"]
     title = f"{report['preset']}{' (tiny)' if report['tiny'] else ''}, {report['dtype']}, random weights"
+    console.print(f"CPU: {report.get('cpu') or 'unknown'}; flags: {' '.join(report.get('cpu_flags', [])) or 'none'}",
+                  highlight=False)
     print_table(table_rows(report), TABLE_COLUMNS, title=title)
     console.print(
         f"roofline: matmul {machine['matmul_gflops']:.1f} GFLOP/s ({machine['dtype']}), "
         f"memory {machine['bandwidth_gbs']:.1f} GB/s, {machine['threads']} threads; "
         f"prefill % is of matmul FLOP/s, decode % of bandwidth; vs baseline = Feldspar tokens/s "
-        f"over model.generate tokens/s; {report['elapsed_s']:.0f} s in all"
+        f"over model.generate tokens/s; vs feldspar = over the {report['dtype']} Feldspar row; "
+        f"{report['elapsed_s']:.0f} s in all"
     )
+    if report.get("quality"):
+        positions = report["quality"][0]["positions"]
+        print_table(quality_rows(report), QUALITY_COLUMNS,
+                    title=f"quality vs fp32 over {positions} teacher-forced positions (random weights: "
+                          f"says the kernels are close, not how a trained model degrades)")
 
 
 @bench_app.command("engine")
@@ -77,6 +106,12 @@ def bench_engine(
     = 2048,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="also time model.generate")] = True,
     tiny: Annotated[bool, typer.Option("--tiny", help="the preset's miniature (smoke tests)")] = False,
+    quants: Annotated[str, typer.Option("--quants", help="quantisations timed beside the base, comma-separated "
+                                        "(none: only the base)")] = "int8,int4",
+    quality_tokens: Annotated[int, typer.Option("--quality-tokens", min=2, help="positions compared with fp32")]
+    = 256,
+    peer_url: Annotated[Optional[str], typer.Option("--peer-url", help="a running llama.cpp server "
+                                                    "(e.g. http://127.0.0.1:8080): adds its rows")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
@@ -84,8 +119,14 @@ def bench_engine(
 
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
-                      tiny=tiny)
-    report = run_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+                      tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens, peer_url=peer_url)
+    from feldspar.bench.peer import PeerError
+
+    try:
+        report = run_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    except PeerError as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
     if json_out:
         print_json(report)
     else:

@@ -3,7 +3,10 @@
 ``create_app(models, api_key=None, queue=8, max_body=16 MiB, keepalive_s=15)`` returns the FastAPI app:
 ``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
 tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
-fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
+fill-in-the-middle via ``suffix``), ``/health``, ``/sources/<token>`` (a cited passage, the
+link of an answer's ``annotations``; app/serve/citations.py) and ``/v1/responses`` (an
+error naming ``/v1/chat/completions``). A random-weight model's chat content starts with
+its label line. Each engine runs its requests in order
 on a lane (app/serve/lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
 with Retry-After. A streaming client that disconnects stops its generation at the next
 token (Starlette cancels the response; the job's cancel flag stops the worker); a
@@ -42,8 +45,14 @@ from feldspar.serve.validate import check_chat, check_completion
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
-log = logging.getLogger("feldspar.serve.endpoints")
-NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
+log = logging.getLogger("feldspar.serve")
+def not_found_types() -> tuple[type[Exception], ...]:
+    """The user errors a client gets as 404: what it named does not exist."""
+    from feldspar.agents.errors import UnknownThread
+    from feldspar.model.errors import ModelNotFoundError
+    from feldspar.retrieval.errors import UnknownCollection
+
+    return (UnknownCollection, UnknownThread, ModelNotFoundError)
 
 
 class ServerState:
@@ -88,12 +97,14 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, LaneFull):
         return ApiError(429, f"{exc}; the server runs one request at a time per model and its queue is full",
                         "rate_limit_error", code="queue_full", headers={"Retry-After": str(exc.retry_after)})
+    from feldspar.model.errors import ContextOverflowError
+
     name = type(exc).__name__
-    if name == "ContextOverflowError":
+    if isinstance(exc, ContextOverflowError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, user_error_types()):
         param = (getattr(exc, "details", None) or {}).get("param")
-        return ApiError(404 if name in NOT_FOUND else 400, without_paths(user_message(exc)),
+        return ApiError(404 if isinstance(exc, not_found_types()) else 400, without_paths(user_message(exc)),
                         param=param if isinstance(param, str) else None, code=_snake(name))
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(500, f"internal server error ({name}); the server log has the details", "server_error")
