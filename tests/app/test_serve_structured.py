@@ -34,7 +34,7 @@ def server(tiny_checkpoint, tmp_path_factory):
                              dtype="float32", max_new_tokens=80)
     app = build_server(settings, agent=False, queue=4)
     with serve_in_thread(app) as url:
-        yield {"url": url, "model": str(tiny_checkpoint)}
+        yield {"url": url, "model": tiny_checkpoint.name}
 
 
 @pytest.fixture(scope="module")
