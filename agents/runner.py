@@ -23,6 +23,7 @@ from feldspar.agents.graph import build_graph
 from feldspar.agents.nodes import AgentDeps
 from feldspar.agents.threads import ThreadStore, new_thread_id
 from feldspar.agents.trace import turn_steps
+from feldspar.model.text_checks import check_text
 
 NODE_EVENTS = {"retrieve": "retrieval", "model": "model_turn", "tool": "tool_result", "approval": "approval",
                "summarise": "summary", "final": "final_step"}
@@ -73,6 +74,7 @@ class Agent:
         if self.state_hooks is not None:
             self.state_hooks.restore(thread_id)
         if question is not None:
+            check_text(question, "question")  # before anything is stored: a store cannot hold a lone surrogate
             self._record_turn(thread_id, question)  # listed from its first step on, even if killed mid-turn
         payload: Any = Command(resume=resume) if resume is not None else {"question": question or ""}
         # durability="sync": each step's checkpoint is on disk before the next step starts, so a kill -9

@@ -4,7 +4,7 @@ Contract: takes messages, tools (OpenAI function schemas), documents (dicts), pl
 or FIM prefix/suffix; returns streamed text deltas and a final ``GenerationResult`` with
 token counts, finish reason, timings and state-reuse statistics. The prompt is rendered by
 the checkpoint's own chat template and encoded so that control-token strings inside
-messages, tools and documents stay plain text (``chat_ids``). Where the starting state
+messages, tools, documents and FIM prefix/suffix stay plain text (``chat_ids``, ``fill_in_middle``). Where the starting state
 comes from is a ``StateSource`` (fresh, or the hybrid prefix cache; ``use_states`` installs
 one, e.g. a cache holding a state pack, and makes it the default even when reuse was off). Knows token ids, tensors, messages,
 tools and documents; nothing of agents, stores or the CLI.
@@ -172,8 +172,8 @@ class Engine:
 
     def fill_in_middle(self, prefix: str, suffix: str, params: GenerationParams | None = None,
                        progress: Progress | None = None) -> Stream:
-        prompts.check_fim_support(self.tokenizer)
-        return self.stream(prompts.fim_prompt(prefix, suffix), params, progress)
+        """Generate the middle between ``prefix`` and ``suffix``; control strings in them stay text."""
+        return self.stream(prompts.fim_ids(self.tokenizer, prefix, suffix), params, progress)
 
     def stream(self, prompt: str | Sequence[int], params: GenerationParams | None = None,
                progress: Progress | None = None) -> Stream:

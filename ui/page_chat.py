@@ -11,6 +11,7 @@ nothing the agent decides.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import streamlit as st
@@ -176,7 +177,7 @@ def _context_of(svc: Any):
 def _open_file(svc: Any):
     def show(source: dict[str, Any], key: str) -> None:
         try:
-            render_file(svc.source_file(source["collection"], source["path"]), key)
+            render_file(svc.source_file(source["collection"], source["path"]), key, source)
         except svc.user_errors as exc:
             st.error(svc.error_text(exc))
 
@@ -201,25 +202,18 @@ def _stream(svc: Any, choice: Any, question: str | None, resume: bool | None = N
         with st.chat_message("user"):
             st.markdown(question)
     with st.chat_message("assistant"):
+        loading = not svc.scripted and not svc.engine_loaded  # a sign of life from the first second
+        status = st.status("Loading the model…" if loading else "Preparing the prompt…", expanded=True)
         try:
             if svc.random_weights(choice):
                 st.warning(svc.random_label)
             if question is not None:
                 st.session_state.budget = svc.budget(choice, thread_id, question)  # kept under the answer
                 render_budget_warning(st.session_state.budget)
-            status = st.status("Working…", expanded=False)
-
-            def tokens():
-                for event in svc.stream_turn(choice, question, thread_id, resume):
-                    st.session_state.thread_id = event.thread_id
-                    if event.kind == "token":
-                        yield event.text
-                    elif event.kind in STEP_EVENTS:
-                        status.write(headline(event.data))
-
-            st.write_stream(tokens())
-            status.update(label="Done", state="complete")
+            st.write_stream(_answer_tokens(svc, choice, question, thread_id, resume, status))
+            status.update(label="Done", state="complete", expanded=False)
         except svc.user_errors as exc:
+            status.update(label="Not answered", state="error", expanded=False)
             if question is None:
                 st.error(svc.error_text(exc))
                 return False
@@ -227,6 +221,36 @@ def _stream(svc: Any, choice: Any, question: str | None, resume: bool | None = N
             st.rerun()  # drawn at once with its error and Try again (above the input), not one question late
     st.session_state.pop("unsent", None)
     return True
+
+
+def _answer_tokens(svc: Any, choice: Any, question: str | None, thread_id: str | None, resume: bool | None,
+                   status: Any):
+    """The answer's text as it streams, with the status box saying what happens meanwhile."""
+    bar = status.empty()
+    searching = choice.policy == "always" and question is not None
+    status.update(label="Retrieving passages…" if searching else "Reading the prompt…")
+
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    page_run = get_script_run_ctx()
+
+    def prefill(done: int, total: int) -> None:  # called on the graph's worker thread: lend it this page run
+        add_script_run_ctx(threading.current_thread(), page_run)
+        status.update(label=f"Prefilling {total:,} prompt tokens…")
+        bar.progress(done / total if total else 1.0, text=f"prefilled {done:,} of {total:,} tokens")
+
+    answering = False
+    for event in svc.stream_turn(choice, question, thread_id, resume, on_prefill=prefill):
+        st.session_state.thread_id = event.thread_id
+        if event.kind == "token":
+            if not answering:
+                status.update(label="Generating the answer…")
+                answering = True
+            yield event.text
+        elif event.kind in STEP_EVENTS:
+            status.write(headline(event.data))
+            if event.kind == "retrieval":
+                status.update(label="Reading the prompt…")
 
 
 def _unsent(svc: Any, choice: Any) -> None:

@@ -42,7 +42,7 @@ from feldspar.serve.validate import check_chat, check_completion
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
-log = logging.getLogger("feldspar.serve.endpoints")
+log = logging.getLogger("feldspar.serve")
 NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
 
 

@@ -7,7 +7,7 @@ a remote one) and plain / fill-in-the-middle completions when it has an ``engine
 or a state pack, with citations; its agents are built by a factory the app passes in
 (app/compose.py builds them) and cached per (collection, pack); a client that resends the
 whole conversation without ``thread_id`` continues the thread that answered it, only if it is
-that thread's principal and the thread has not moved on (app/serve_threads.py). ``open_*`` validate a
+that thread's principal and the thread has not moved on (app/serve/threads.py). ``open_*`` validate a
 request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
 tool calls, finish reason, usage and extension fields): the server runs it on a lane
 (app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
@@ -127,7 +127,7 @@ class ServedModel:
             stream = self.backend.stream_chat(
                 granite_messages(request.messages), tools, request.documents or None,
                 max_new_tokens=request.new_tokens(self.default_max_tokens), **_sampling(request),
-                **({"structure": structure} if structure is not None and getattr(self.backend, "constrains", False) else {}))
+                **_structure_option(self.backend, structure))
         return lambda: stream_pieces(stream, tools, self.extension())
 
     def open_completion(self, request: CompletionRequest) -> Callable[[], Iterator[Piece]]:
@@ -185,6 +185,11 @@ def _pack_errors(build: Callable[[], Any]) -> Any:
         raise
 
 
+def _structure_option(backend: Any, structure: Any) -> dict[str, Any]:
+    """``structure=`` for a backend that constrains decoding (a scripted one does not)."""
+    return {"structure": structure} if structure is not None and getattr(backend, "constrains", False) else {}
+
+
 def _sampling(request: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"stop": request.stop_list()}
     for key in ("temperature", "top_p", "seed"):
@@ -218,6 +223,9 @@ class AgentModel:
                            agent={"collection": self.default_collection, "pack": self.default_pack})
 
     def target(self, request: ChatRequest) -> tuple[str | None, str | None]:
+        if (request.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, f"{AGENT_MODEL} answers in prose with citations; ask a model for response_format",
+                           param="response_format")
         if request.collection and request.pack:
             raise ApiError(400, "give collection or pack, not both", param="pack")
         if request.pack or request.collection:

@@ -76,7 +76,7 @@ class _Generation(_Request):
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     logprobs: Any = None
-    response_format: dict[str, Any] | None = None  # text, json_object, json_schema (app/serve_structure.py)
+    response_format: dict[str, Any] | None = None  # text, json_object, json_schema (app/serve/structure.py)
 
     @field_validator("logprobs")
     @classmethod

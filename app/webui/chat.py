@@ -73,8 +73,20 @@ def turns_of(values: dict[str, Any], window: int | None = None) -> list[dict[str
             turn.update(answer=strip_unknown(text, unknown), unknown_citations=unknown,
                         stop_reason=final.get("stop_reason"),
                         sources=[passages[str(i)] for i in final.get("cited") or [] if str(i) in passages])
+        turn["retrieved"] = _uncited(steps, turn["sources"])
         turns.append(turn)
     return turns
+
+
+def _uncited(steps: list[dict[str, Any]], sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The passages the turn's searches found that its answer does not cite (once each)."""
+    cited = {str(s.get("doc_id")) for s in sources}
+    seen: dict[str, dict[str, Any]] = {}
+    for hit in (h for s in steps if s.get("node") == "retrieve" for h in s.get("hits") or []):
+        key = str(hit.get("doc_id"))
+        if key not in cited and key not in seen:
+            seen[key] = hit
+    return list(seen.values())
 
 
 def budget_before(prompt_tokens: int, window: int, max_new_tokens: int, passage_tokens: int,

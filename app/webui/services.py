@@ -56,6 +56,7 @@ class UiServices:
         self._threads = None
         self._retrieval = None
         self._library = None
+        self._on_prefill = None            # the running turn's prefill listener (done, total)
         self._lock = threading.RLock()     # one model, one turn at a time
         self._build_lock = threading.Lock()
 
@@ -234,6 +235,8 @@ class UiServices:
         engine = None if chat_model is not None and choice.pack is None else self.engine()
         if chat_model is None:
             chat_model = build_chat_model(settings, engine)
+        if hasattr(chat_model.backend, "progress"):  # the local engine: prefill progress for the page
+            chat_model.backend.progress = self._prefilled
         return build_agent(settings, engine, chat_model=chat_model, pack=choice.pack, policy=choice.policy,
                            approve="ask", tools_module=self._tools_module)
 
@@ -249,15 +252,24 @@ class UiServices:
     def random_weights(self, choice: ChatChoice) -> bool:
         return bool(getattr(self.agent(choice).deps.chat_model.backend, "random_weights", False))
 
+    def _prefilled(self, done: int, total: int) -> None:
+        if self._on_prefill is not None:
+            self._on_prefill(done, total)
+
     def stream_turn(self, choice: ChatChoice, question: str | None, thread_id: str | None,
-                    resume: bool | None = None) -> Iterator[Any]:
-        """The agent's events for a question (or for resuming an approval), one turn at a time."""
+                    resume: bool | None = None, on_prefill=None) -> Iterator[Any]:
+        """The agent's events for a question (or for resuming an approval), one turn at a time;
+        ``on_prefill(done, total)`` hears the prompt's prefill progress (the local engine)."""
         agent = self.agent(choice)
         with self._lock:
-            if resume is not None:
-                yield from agent.stream(None, thread_id, resume=resume)
-            else:
-                yield from agent.stream(question, thread_id)
+            self._on_prefill = on_prefill
+            try:
+                if resume is not None:
+                    yield from agent.stream(None, thread_id, resume=resume)
+                else:
+                    yield from agent.stream(question, thread_id)
+            finally:
+                self._on_prefill = None
 
     def pending_approval(self, choice: ChatChoice, thread_id: str) -> dict[str, Any] | None:
         return self.agent(choice).pending_approval(thread_id)
