@@ -223,6 +223,7 @@ class ChatGranite(BaseChatModel):
             "finish_reason": "tool_calls" if turn.calls else result.finish_reason,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
             "reused_tokens": result.reused_tokens, "computed_tokens": result.computed_tokens,
+            "estimated_tokens": bool(getattr(result, "estimated", False)),
             "ttft_s": result.ttft_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
             "random_weights": bool(getattr(backend, "random_weights", False)),
             "raw_text": result.text, "repairs": list(turn.repairs),

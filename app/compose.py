@@ -24,6 +24,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,
+        quant=settings.quant,
         prefill_chunk=settings.prefill_chunk,
         reuse=settings.reuse,
         cache_budget_bytes=settings.cache_budget_bytes,
@@ -112,30 +113,9 @@ def collection_search(settings: Settings, service):
         service.store.open(settings.collection, service.embedder.name, create=False)  # raises UnknownCollection
     if row is not None and not row.get("chunks"):
         raise AgentError(f"collection {settings.collection!r} is empty", fix="ingest_first", collection=settings.collection)
-    return lambda query, k: [hit.to_dict() for hit in service.search(query, k)]
+    from feldspar.agents.adapters import CollectionSearch
 
-
-class ThreadStateHooks:
-    """Saves the engine's state at the end of each thread turn and restores it in a new process."""
-
-    def __init__(self, engine: "Engine", directory, budget_bytes: int) -> None:
-        self.engine, self.directory, self.budget = engine, directory, budget_bytes
-        self.restored: set[str] = set()
-
-    def restore(self, thread_id: str) -> int:
-        from feldspar.model.thread_states import restore_thread_state
-
-        if thread_id in self.restored:
-            return 0
-        self.restored.add(thread_id)
-        return restore_thread_state(self.engine, self.directory, thread_id)
-
-    def save(self, thread_id: str) -> None:
-        from feldspar.model.thread_states import save_thread_state
-
-        self.restored.add(thread_id)
-        save_thread_state(self.engine, self.directory, thread_id, self.engine.last_ids, self.budget,
-                          self.engine.last_prompt_ids)
+    return CollectionSearch(service)
 
 
 def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_model=None, pack: str | None = None,
@@ -143,9 +123,9 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
                 no_reuse: bool = False):
     """The agent graph wired to a chat model (ChatGranite over ``engine`` unless one is given),
     the collection or a state pack, tools and persistent threads."""
+    from feldspar.agents.adapters import EngineThreadStates, PromptTokenCounter, run_tool_record
     from feldspar.agents.nodes import AgentDeps
     from feldspar.agents.runner import Agent
-    from feldspar.agents.tools import run_tool
 
     if chat_model is None and engine is None:
         chat_model = remote_chat_model(settings)
@@ -179,13 +159,12 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
 
         mode_note = reuse_note(loaded.meta, [t.openai_schema() for t in tools]) or mode_note
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
-                     run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
-                     context_window=backend.context_window,
-                     count_tokens=token_counter(chat_model), mode_note=mode_note)
+                     run_tool=run_tool_record, pack_documents=pack_documents, context_window=backend.context_window,
+                     count_tokens=PromptTokenCounter(chat_model), mode_note=mode_note)
     store = build_thread_store(settings) if threads else None
     hooks = None
     if engine is not None and settings.reuse and not no_reuse:
-        hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
+        hooks = EngineThreadStates(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
     return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
@@ -211,14 +190,6 @@ def attach_pack(settings: Settings, engine: "Engine", name: str):
     return loaded
 
 
-def token_counter(chat_model):
-    """Exact prompt token counts for the agent's budget checks, as the backend's model sees them."""
-    def count(messages, tools, documents) -> int:
-        return len(chat_model.prompt_token_ids(messages, tools, documents))
-
-    return count
-
-
 def pack_tool_schemas(settings: Settings, tools_module=None) -> list[dict]:
     """The tool schemas a chat on a pack offers (the user's own tools): what a pack is prefilled with."""
     return [t.openai_schema() for t in build_tools(settings, None, tools_module) if t.source != "builtin"]
@@ -229,6 +200,7 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 
     ``tools_module`` (a path) overrides ``settings.tools_module``.
     """
+    from feldspar.agents.adapters import CollectionSearch
     from feldspar.agents.builtin_tools import (
         calculator_tool, current_time_tool, read_document_tool, search_documents_tool,
     )
@@ -236,7 +208,7 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 
     tools = []
     if retrieval is not None:
-        tools.append(search_documents_tool(lambda query, k: [hit.to_dict() for hit in retrieval.search(query, k)]))
+        tools.append(search_documents_tool(CollectionSearch(retrieval)))
         tools.append(read_document_tool(retrieval.read_span))
     tools += [calculator_tool(), current_time_tool()]
     module = tools_module or settings.tools_module
@@ -327,19 +299,16 @@ def build_thread_store(settings: Settings):
 
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
+    check_thread_store(settings)
     return ThreadStore(settings.threads_path)
 
 
-# ---- the web UI --------------------------------------------------------------------------
-def build_library(settings: Settings, engine=None, hook=None, tools_module=None):
-    """The web UI's documents and packs services (feldspar.ui_library); ``engine``: a callable
-    returning an already loaded engine to share for pack creation (default: loaded on first use).
-    Packs are made with the tools the chats on them offer (``tools_module`` or the settings')."""
-    from feldspar.ui_library import LibraryServices
+def check_thread_store(settings: Settings) -> None:
+    """A data home that cannot hold ``threads.sqlite`` fails as one line (cheap: before a model loads)."""
+    from feldspar.home import require_writable
 
-    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
-                           engine=engine or (lambda: build_engine(settings)), hook=hook,
-                           tools=lambda: pack_tool_schemas(settings, tools_module))
+    if not settings.postgres_url:
+        require_writable(settings.threads_path.parent)
 
 
 # ---- many questions: batch, eval answers, the Python API ----------------------------------
@@ -388,46 +357,3 @@ class AgentFactory:
         (the local engine serves one request at a time; a remote backend declares more)."""
         chat_model = self.chat_model or self(None, None).deps.chat_model
         return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))
-
-
-# ---- the OpenAI-compatible server ---------------------------------------------------------
-def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
-    """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
-    ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
-    from feldspar.model.chat_backend import LocalChatBackend
-    from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
-
-    from feldspar.agents.remote_backend import parse_model_spec
-
-    names = models or [settings.model]
-    targets = [parse_model_spec(name) for name in names]
-    if not models and targets[0] is None:
-        targets = [remote_target(settings)]
-    served: list = []
-    for name, target in zip(names, targets):
-        if target is not None:  # a proxy: Granite runs on another server
-            backend = build_remote_backend(settings, target)
-            served.append(ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens))
-        else:
-            engine = build_engine(settings, name)
-            served.append(ServedModel(engine.name, LocalChatBackend(engine), engine,
-                                      default_max_tokens=settings.max_new_tokens))
-    remote = targets[0] is not None
-    if agent:
-        first = served[0]
-        remote_settings = settings.model_copy(update={"model": names[0]}) if remote and models else settings
-        approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
-
-        def build(collection: str | None, pack_name: str | None):
-            chosen = remote_settings.model_copy(update={"collection": collection}) if collection else remote_settings
-            if remote:
-                return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
-            return build_agent(chosen, first.engine, pack=pack_name, approve=approve)
-
-        served.append(AgentModel(build, first.backend, settings.collection, pack, lane_key=first.engine))
-    served += list(extra_models or [])
-    return create_app(served, api_key=settings.api_key, queue=settings.serve_queue if queue is None else queue,
-                      max_body=settings.serve_max_body_bytes)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     model: str = Field("granite-4.0-h-1b", description="catalog name, hub id or local path")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quant: Literal["none", "int8", "int4", "auto"] = Field("none", description="weight quantisation of the "
+                                                          "local model (auto: int8 on CPU, none on CUDA)")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)
@@ -115,11 +117,11 @@ class Settings(BaseSettings):
     chunk_context: Literal["none", "title-heading"] = Field(
         "title-heading", description="header embedded and BM25-indexed before each chunk: title, heading path, "
                                      "page, symbol (recorded per collection; changing it re-indexes)")
-    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    rrf_k: int = Field(30, ge=1, description="reciprocal rank fusion constant")
     rrf_vector_weight: float = Field(1.0, ge=0.0, description="weight of the vector ranking in the fusion")
-    rrf_bm25_weight: float = Field(1.0, ge=0.0, description="weight of the BM25 ranking in the fusion")
-    bm25_title_boost: int = Field(2, ge=0, le=10, description="times a chunk's file title counts in BM25")
-    bm25_heading_boost: int = Field(1, ge=0, le=10, description="times a chunk's heading path counts in BM25")
+    rrf_bm25_weight: float = Field(2.0, ge=0.0, description="weight of the BM25 ranking in the fusion")
+    bm25_title_boost: int = Field(3, ge=0, le=10, description="times a chunk's file title counts in BM25")
+    bm25_heading_boost: int = Field(2, ge=0, le=10, description="times a chunk's heading path counts in BM25")
     rerank_model: str | None = Field(None, description="a cross-encoder (sentence-transformers name or local "
                                                        "model folder) re-scoring the top rerank_top hits")
     rerank_top: int = Field(20, ge=1, le=200, description="fused hits the reranker re-scores")

@@ -222,7 +222,7 @@ def _where(entry: dict[str, Any]) -> str:
 
 
 def render_markdown(report: dict[str, Any], title: str = "Summary") -> str:
-    from feldspar.cli_root import RANDOM_LABEL
+    from feldspar.labels import RANDOM_LABEL
 
     lines = [f"# {title}", ""]
     if report.get("random_weights"):

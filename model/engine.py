@@ -4,7 +4,7 @@ Contract: takes messages, tools (OpenAI function schemas), documents (dicts), pl
 or FIM prefix/suffix; returns streamed text deltas and a final ``GenerationResult`` with
 token counts, finish reason, timings and state-reuse statistics. The prompt is rendered by
 the checkpoint's own chat template and encoded so that control-token strings inside
-messages, tools and documents stay plain text (``chat_ids``). Where the starting state
+messages, tools, documents and FIM prefix/suffix stay plain text (``chat_ids``, ``fill_in_middle``). Where the starting state
 comes from is a ``StateSource`` (fresh, or the hybrid prefix cache; ``use_states`` installs
 one, e.g. a cache holding a state pack, and makes it the default even when reuse was off). Knows token ids, tensors, messages,
 tools and documents; nothing of agents, stores or the CLI.
@@ -36,6 +36,7 @@ __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "S
 class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
+    quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -71,16 +72,14 @@ class Engine:
     @classmethod
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
         options = options or EngineOptions()
-        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype)
+        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:
         if not options.reuse:
             return self.fresh
-        try:
-            from feldspar.model.state_cache import PrefixStateCache
-        except ImportError:
-            return self.fresh
+        from feldspar.model.state_cache import PrefixStateCache
+
         return PrefixStateCache(budget_bytes=options.cache_budget_bytes, snapshot_interval=options.snapshot_interval)
 
     def _stop_ids(self) -> frozenset[int]:
@@ -171,8 +170,8 @@ class Engine:
 
     def fill_in_middle(self, prefix: str, suffix: str, params: GenerationParams | None = None,
                        progress: Progress | None = None) -> Stream:
-        prompts.check_fim_support(self.tokenizer)
-        return self.stream(prompts.fim_prompt(prefix, suffix), params, progress)
+        """Generate the middle between ``prefix`` and ``suffix``; control strings in them stay text."""
+        return self.stream(prompts.fim_ids(self.tokenizer, prefix, suffix), params, progress)
 
     def stream(self, prompt: str | Sequence[int], params: GenerationParams | None = None,
                progress: Progress | None = None) -> Stream:

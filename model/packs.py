@@ -3,14 +3,14 @@
 A pack is a directory ``<packs_dir>/<name>/`` with ``state.safetensors`` (the snapshot
 after the system turn plus its exact token ids), ``documents.json`` (what was rendered)
 and ``pack.json`` (model id, weights fingerprint, dtype, torch/transformers versions,
-token count and hash, file hashes, sources, sizes). The pack's token ids are the rendered
+quantisation, token count and hash, file hashes, sources, sizes). The pack's token ids are the rendered
 prompt up to the end of the system turn, so any question asked with the same documents
 shares that prefix; loading a pack inserts its snapshot, pinned, into the engine's
 ``PrefixStateCache`` and the normal prepare() path resumes from it.
 
 Packs are written to a temporary directory and renamed into place, so a pack is either
 complete or absent. Loading checks compatibility before reading the state, then the
-file hash, then every tensor's shape: a pack from another model, dtype or torch /
+file hash, then every tensor's shape: a pack from another model, dtype, quantisation or torch /
 transformers major.minor, or a truncated or corrupt file, is refused whole.
 
 Knows the engine's public surface (model, tokenizer, render/encode, options, states) and
@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from feldspar.model.errors import PromptError, StateError
+from feldspar.model.quant import quant_name
 from feldspar.model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
 from feldspar.model.state_source import FreshState, Progress
 
@@ -168,6 +169,7 @@ def state_metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str
         "format": PACK_FORMAT, "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": engine.name, "model_source": engine.resolved.source,
         "fingerprint": weights_fingerprint(engine.model), "dtype": dtype_name(engine.model),
+        "quant": quant_name(engine.model),
         **runtime_versions(), "tokens": len(ids), "token_ids_sha256": ids_sha256(ids),
         "documents": len(documents), "sources": sources, "prefill_s": round(prefill_s, 3),
     }
@@ -245,11 +247,15 @@ def remove_pack(packs_dir: Path, name: str) -> None:
 
 # ---- load --------------------------------------------------------------------------------
 def check_compatible(meta: dict[str, Any], engine) -> None:
-    """Refuse a pack made with another model, dtype or torch/transformers major.minor."""
+    """Refuse a pack made with another model, dtype, quantisation or torch/transformers major.minor."""
     name = meta.get("name", "?")
     if meta.get("dtype") != dtype_name(engine.model):
         raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}",
                          fix="pack_dtype", dtype=meta.get("dtype"))
+    made_with, runs = meta.get("quant", "none"), quant_name(engine.model)
+    if made_with != runs:
+        raise StateError(f"pack {name!r} was made with {made_with} weights but the model runs {runs} weights",
+                         fix="pack_quant", quant=made_with)
     for lib, version in runtime_versions().items():
         if meta.get(lib) != version:
             raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}",

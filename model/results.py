@@ -13,6 +13,9 @@ from typing import Any, Iterator
 
 from feldspar.model.toolcalls import ParsedTurn, parse_assistant
 
+# The first line of a random-weight model's chat answer over HTTP: clients show content, not headers.
+RANDOM_CONTENT_LABEL = "[RANDOM WEIGHTS: an untrained test model; this text is noise, not an answer]\n\n"
+
 
 @dataclass
 class GenerationResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from feldspar.bench.structured import StructuredBenchConfig, run_structured_bench
-from feldspar.cli_bench import structured_rows
+from feldspar.cli.bench import structured_rows
 
 
 def test_constrained_outputs_are_all_valid_and_the_table_has_every_measure():

@@ -39,3 +39,9 @@ def test_a_prompt_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
 def test_fim_code_that_is_not_utf8_is_one_line(tiny_base_checkpoint):
     done = feldspar("generate", "-m", str(tiny_base_checkpoint), "--fim-prefix", b"x = \xff", "--fim-suffix", "", "-n", "1")
     one_error_line(done, "prompt holds an unpaired surrogate")
+
+
+def test_a_question_that_is_not_utf8_is_one_line_and_stores_nothing(tiny_checkpoint, tmp_path):
+    done = feldspar("ask", b"caf\xe9?", "-m", str(tiny_checkpoint), "-n", "2", "--policy", "none",
+                    "--home", str(tmp_path / "home"))
+    one_error_line(done, "question holds an unpaired surrogate")

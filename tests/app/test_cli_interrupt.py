@@ -51,3 +51,20 @@ def test_ctrl_c_stops_ask_between_tokens_and_keeps_the_last_completed_turn(tiny_
     exported = json.loads(_run("threads", "export", thread, home=tmp_path).stdout)
     answers = [m for m in exported["messages"] if m["role"] == "assistant"]
     assert len(answers) == 1 and exported["thread"]["turns"] == 1, exported
+
+
+def test_ctrl_c_during_pack_create_says_nothing_was_saved(tiny_checkpoint, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.md").write_text(" ".join(f"word{i % 997}" for i in range(60000)), encoding="utf-8")
+    process = _start("pack", "create", "big", str(docs), "-m", str(tiny_checkpoint), home=tmp_path)
+    started = process.stderr.readline()  # "prefilling 1 document(s) with …": the prefill is under way
+    assert "prefilling" in started, started + process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=LIMIT_S)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted; no pack was saved", err
+    assert json.loads(_run("pack", "list", "--json", home=tmp_path).stdout) == []

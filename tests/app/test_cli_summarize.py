@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import assert_one_error_line, run_cli  # noqa: E402
 
-from feldspar.cli_root import RANDOM_LABEL  # noqa: E402
+from feldspar.labels import RANDOM_LABEL  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 

@@ -24,9 +24,9 @@ def start(tmp_path_factory, api_key):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
     from feldspar.compose import build_agent
-    from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.endpoints import create_app
+    from feldspar.serve.models import AgentModel
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("privacy-home"), collection="notes")

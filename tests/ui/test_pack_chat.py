@@ -50,6 +50,10 @@ def test_a_pack_made_in_the_app_is_reused_by_a_chat_with_a_tools_module(tiny_che
     assert model_step["reused_tokens"] >= meta["tokens"] - 1  # the whole pack prefix came from its state
     assert turn["usage"]["pack_not_reused"] is None
     assert "not reused" not in " ".join(w.value for w in at.warning)
+    heard = []  # what the page's status box is told while the prompt is prefilled
+    choice = svc.default_choice().__class__(pack="router", policy="pack", max_new_tokens=2)
+    list(svc.stream_turn(choice, "And the warranty?", None, on_prefill=lambda done, total: heard.append((done, total))))
+    assert heard and heard[-1][0] == heard[-1][1] > 0
 
 
 def test_a_pack_made_without_the_chats_tools_says_it_is_not_reused_and_how_to_fix(tiny_checkpoint, make_services):
