@@ -5,7 +5,8 @@
 numbers. ``AnswerLog`` is the output file: opened (and locked) before any work, a torn last
 line left by a ``kill -9`` truncated away, every answer appended as one JSON line, flushed and
 fsynced, so a crash loses at most the lines in flight; ``done`` holds the ids already answered
-so a re-run skips them. ``run_batch`` asks each question with the very ``Agent`` the CLI and
+so a re-run skips them, while a line whose last record is an error (``failed``) is asked again
+and its new record appended (the latest record of an id is the one that counts). ``run_batch`` asks each question with the very ``Agent`` the CLI and
 the UI use (same graph, tools, citations, trace, thread state) through ``agent_for(collection,
 pack)``; questions that share a ``thread`` label run in input order in one thread, and with
 ``workers > 1`` independent chains run concurrently (only for a backend that serves several
@@ -144,7 +145,9 @@ class AnswerLog:
             raise BatchError(f"another batch is writing {self.path}", fix="output_path", path=str(self.path)) from None
         self.torn_bytes = self._repair()
         self.records = self._read(keep_records)
-        self.done = {str(r["id"]) for r in self.records if "id" in r}
+        latest = {str(r["id"]): r for r in self.records if "id" in r}  # a retried line's last record wins
+        self.done = {key for key, r in latest.items() if not r.get("error")}
+        self.failed = {key for key, r in latest.items() if r.get("error")}  # retried by the next run
 
     def _last_line_start(self, size: int) -> int:
         """Offset just after the last newline before ``size`` (0 when there is none), reading from the end."""
@@ -184,7 +187,7 @@ class AnswerLog:
                 except ValueError:
                     continue  # kept in the file as it is; its id (if any) is simply not skipped
                 if isinstance(record, dict):
-                    records.append(record if whole else {k: record.get(k) for k in ("id", "thread", "thread_id")})
+                    records.append(record if whole else {k: record.get(k) for k in ("id", "thread", "thread_id", "error")})
         return records
 
     def append(self, record: dict[str, Any]) -> None:
@@ -198,7 +201,8 @@ class AnswerLog:
             while view:
                 view = view[os.write(self.fd, view):]
             os.fsync(self.fd)
-            self.done.add(str(record.get("id")))
+            if not record.get("error"):
+                self.done.add(str(record.get("id")))
             crash_point("batch_written")
 
     def close(self) -> None:
@@ -247,6 +251,14 @@ class BatchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+RETRIES = 2  # more tries for an answer the server interrupted
+
+
+def retryable(exc: BaseException) -> bool:
+    """An error that says the answer was cut off by the server, not refused: worth asking again."""
+    return bool(getattr(exc, "details", {}).get("retryable"))
 
 
 def describe(exc: BaseException) -> str:
@@ -311,14 +323,18 @@ class BatchRunner:
 
     def answer(self, item: BatchItem) -> dict[str, Any]:
         thread_id = None
-        try:
-            agent = self.agent_for(item.collection, item.pack)
-            thread_id = self.thread_id(agent, item.thread)
-            answer = agent.ask(item.question, thread_id, approve=self.approve)
-            random = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
-            record = answer_record(item, answer, random)
-        except self.error_types as exc:
-            record = error_record(item, self.describe_error(exc), thread_id)
+        for attempt in range(1, RETRIES + 2):
+            try:
+                agent = self.agent_for(item.collection, item.pack)
+                thread_id = self.thread_id(agent, item.thread)
+                answer = agent.ask(item.question, thread_id, approve=self.approve)
+                random = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
+                record = answer_record(item, answer, random)
+            except self.error_types as exc:
+                if retryable(exc) and attempt <= RETRIES:
+                    continue  # an interrupted answer (no finish reason): ask again
+                record = error_record(item, self.describe_error(exc), thread_id)
+            break
         if item.thread is not None and record.get("thread_id"):
             self.threads.setdefault(item.thread, record["thread_id"])
         with self._lock:

@@ -41,11 +41,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from feldspar.agents.messages import to_granite_documents, to_granite_messages
+from feldspar.agents.structured import STRUCTURE_KEYS, call_structure, structured_runnable
 from feldspar.model.toolcall_stream import VisibleText
 from feldspar.model.toolcalls import ParsedTurn, ToolCallError
 
 _CALL_KEYS = ("max_new_tokens", "max_tokens", "temperature", "top_p", "seed", "reuse", "tools", "tool_choice",
-              "documents", "model")
+              "documents", "model", *STRUCTURE_KEYS)
 
 
 def invalid_call_args(error: ToolCallError) -> str:
@@ -112,6 +113,15 @@ class ChatGranite(BaseChatModel):
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
+    def with_structured_output(self, schema: Any, *, method: str = "json_schema", include_raw: bool = False,
+                               strict: bool | None = None, **kwargs: Any) -> Runnable:
+        """Output parsed into ``schema`` (pydantic class, TypedDict or JSON Schema), decoding constrained
+        to it: ``json_schema`` (default), ``function_calling`` (a forced tool call) or ``json_mode``.
+        Constrained decoding is always strict, so ``strict`` changes nothing."""
+        if kwargs:
+            raise TypeError(f"with_structured_output got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        return structured_runnable(self, schema, method, include_raw)
+
     # ---- token counting through the backend ---------------------------------------------------
     def get_num_tokens(self, text: str) -> int:
         return int(self._backend().count_tokens(text))
@@ -151,6 +161,9 @@ class ChatGranite(BaseChatModel):
         stops = list(stop or []) or list(self.stop or [])
         if stops:
             settings["stop"] = stops
+        structure = call_structure(kwargs, tools)
+        if structure is not None and getattr(self._backend(), "constrains", False):
+            settings["structure"] = structure  # a backend that cannot constrain: parsers validate what comes
         return to_granite_messages(messages), tools, to_granite_documents(documents), settings
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -210,6 +223,7 @@ class ChatGranite(BaseChatModel):
             "finish_reason": "tool_calls" if turn.calls else result.finish_reason,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
             "reused_tokens": result.reused_tokens, "computed_tokens": result.computed_tokens,
+            "estimated_tokens": bool(getattr(result, "estimated", False)),
             "ttft_s": result.ttft_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
             "random_weights": bool(getattr(backend, "random_weights", False)),
             "raw_text": result.text, "repairs": list(turn.repairs),

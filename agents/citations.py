@@ -60,10 +60,30 @@ def resolve_citations(text: str, passages: dict[str, dict[str, Any]]) -> tuple[l
     return sources, unknown
 
 
+_GONE = "\ufdd0"  # a Unicode noncharacter: where a marker was removed, until the spaces are tidied
+_GAP = re.compile(f"[ \t]*{_GONE}(?:[ \t]*{_GONE})*[ \t]*")
+
+
 def strip_unknown(text: str, unknown: list[str]) -> str:
-    """Remove citation markers that point at nothing the model was given."""
+    """Remove citations of ids the model was never given, single (``[99]``) or grouped (``[1, 99]``
+    becomes ``[1]``); a removed marker takes its spaces along, leaving no doubled space."""
     if not unknown:
         return text
-    pattern = re.compile(r"\[\s*(?:doc[_ ]?(?:id)?\s*[:=]?\s*)?(" + "|".join(map(re.escape, unknown)) + r")\s*\]",
-                         re.IGNORECASE)
-    return pattern.sub("", text)
+    dropped = set(unknown)
+
+    def keep(match: re.Match[str]) -> str:
+        numbers = re.findall(r"\d+", match.group(1))
+        kept = [n for n in numbers if n not in dropped]
+        if len(kept) == len(numbers):
+            return match.group(0)
+        return "[" + ("; " if ";" in match.group(1) else ", ").join(kept) + "]" if kept else _GONE
+
+    return _GAP.sub(_tidy, CITATION.sub(keep, text.replace(_GONE, "")))
+
+
+def _tidy(gap: re.Match[str]) -> str:
+    before = gap.string[gap.start() - 1] if gap.start() else "\n"
+    after = gap.string[gap.end()] if gap.end() < len(gap.string) else "\n"
+    if before == "\n" or after in "\n.,;:!?)":
+        return ""
+    return " " if gap.group(0).strip(_GONE) else ""

@@ -7,7 +7,9 @@ sized in the model's tokens so each prompt fits its window); an answer that is n
 fails validation goes back to the model with the error, up to ``retries`` times; an answer
 still invalid is recorded as a row with its error and the raw text, never dropped. Every row
 carries the source path and the spans (character start/end, page) it came from, and is handed
-to ``on_row`` as soon as it is made. Knows chat models, JSON Schema and chunks; nothing of
+to ``on_row`` as soon as it is made. Where the backend can constrain decoding (``constrains``), the
+answer is decoded constrained to the schema (``constrained`` option, on by default; rows say
+whether they were). Knows chat models, JSON Schema and chunks; nothing of
 files on disk, Settings or the CLI.
 """
 
@@ -22,6 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from feldspar.agents.errors import AgentError
 from feldspar.agents.summarize import CHARS_PER_TOKEN_BOUND, SourceText, split_for_budget
+from feldspar.model.structure import Structure
 
 SYSTEM = ("You extract structured data from documents. Reply with one JSON object and nothing else; it must "
           "validate against this JSON Schema:\n{schema}")
@@ -40,6 +43,7 @@ class ExtractOptions:
     retries: int = 2
     per_chunk: bool = False
     max_new_tokens: int = 512
+    constrained: bool = True  # decode constrained to the schema where the backend can (else validate and retry)
 
 
 def check_schema(schema: Any, name: str = "schema") -> Any:
@@ -89,6 +93,8 @@ class Extractor:
         self.validator = check_schema(schema)(schema)
         self.system = SYSTEM.format(schema=json.dumps(schema, ensure_ascii=False, indent=1))
         self.backend = chat_model.backend
+        self.constrained = options.constrained and bool(getattr(self.backend, "constrains", False))
+        self.call_options = {"structure": Structure.json_schema(schema)} if self.constrained else {}
         self.prompt_limit = int(self.backend.context_window) - options.max_new_tokens
         self.calls = 0
 
@@ -112,7 +118,8 @@ class Extractor:
     def row(self, doc: SourceText, chunk: int | None, text: str, span: dict[str, Any]) -> dict[str, Any]:
         where = f"chars {span['start']}-{span['end']}" + (f", page {span['page']}" if span.get("page") else "")
         base = {"path": doc.path, "chunk": chunk, "spans": [span], "sha256": doc.content_hash,
-                "model": self.backend.name, "random_weights": bool(getattr(self.backend, "random_weights", False))}
+                "model": self.backend.name, "random_weights": bool(getattr(self.backend, "random_weights", False)),
+                "constrained": self.constrained}
         messages = self.messages(doc, where, text)
         too_long = len(text) // CHARS_PER_TOKEN_BOUND > self.prompt_limit
         tokens = None if too_long else len(self.model.prompt_token_ids(messages))
@@ -128,7 +135,7 @@ class Extractor:
                 if len(self.model.prompt_token_ids(messages)) > self.prompt_limit:
                     return {**base, "ok": False, "data": value, "attempts": attempt - 1, "raw": raw,
                             "error": f"{error} (no room in the window for another attempt)"}
-            raw = str(self.model.invoke(messages, max_new_tokens=self.options.max_new_tokens).content)
+            raw = str(self.model.invoke(messages, max_new_tokens=self.options.max_new_tokens, **self.call_options).content)
             self.calls += 1
             value, error = parse_answer(raw, self.validator)
             if error is None:
@@ -162,4 +169,5 @@ def extract_rows(chat_model, schema: Any, docs: Iterable[SourceText], options: E
     if progress:
         progress("extract", len(docs), len(docs))
     return {**counts, "files": len(docs), "model_calls": extractor.calls, "model": extractor.backend.name,
+            "constrained": extractor.constrained,
             "random_weights": bool(getattr(extractor.backend, "random_weights", False))}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
 from feldspar.agents import prompts
@@ -167,12 +168,13 @@ class Nodes:
         note = prompts.stop_note("context_window", tokens=tokens, window=self.deps.context_window)
         return {"stop_reason": "context_window", "messages": [AIMessage(content=note)]}
 
-    def agent(self, state: AgentState) -> dict:
+    def agent(self, state: AgentState, config: RunnableConfig) -> dict:
         messages = self.prompt_messages(state)
         schemas = self.tool_schemas()
         model = self.deps.chat_model.bind_tools(schemas) if schemas else self.deps.chat_model
         with step("model", state.get("turn", 1)) as record:
-            options: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens}
+            options: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens,
+                                       **((config or {}).get("configurable", {}).get("generation") or {})}
             if self.documents():
                 options["documents"] = self.documents()
             reply = model.invoke(messages, **options)
@@ -315,6 +317,7 @@ def model_record(reply: AIMessage) -> dict:
         "reused_tokens": meta.get("reused_tokens", (usage.get("input_token_details") or {}).get("cache_read", 0)),
         "computed_tokens": meta.get("computed_tokens"), "completion_tokens": usage.get("output_tokens"),
         "ttft_s": meta.get("ttft_s"), "decode_s": meta.get("decode_s"), "finish_reason": meta.get("finish_reason"),
+        "estimated_tokens": bool(meta.get("estimated_tokens")),
         "raw_text": meta.get("raw_text", reply.content), "random_weights": bool(meta.get("random_weights")),
         "tool_calls": [{"name": c["name"], "args": c.get("args"), "id": c.get("id")} for c in reply.tool_calls or []],
         "repairs": list(meta.get("repairs") or []), "parse_errors": [e.get("error") for e in reply.invalid_tool_calls or []],
@@ -327,4 +330,6 @@ def turn_usage(trace: list[dict], turn: int) -> dict:
     return {"model_calls": len(models), "prompt_tokens": total("prompt_tokens"), "reused_tokens": total("reused_tokens"),
             "computed_tokens": total("computed_tokens"), "completion_tokens": total("completion_tokens"),
             "ttft_s": models[0].get("ttft_s") if models else None,
+            "estimated_tokens": any(s.get("estimated_tokens") for s in models),
+            "finish_reason": models[-1].get("finish_reason") if models else None,
             "random_weights": any(s.get("random_weights") for s in models)}

@@ -67,6 +67,16 @@ def unknown_model(url: str, model: str, models: Sequence[str] | None) -> RemoteS
                              fix="remote_model", url=url, model=model, models=_names(models))
 
 
+def overflow_advice(error: Exception, slots: int | None) -> Exception:
+    """A server's "context size exceeded" with what to do: fewer workers, or a bigger window on the server."""
+    if not isinstance(error, ContextOverflowError):
+        return error
+    shared = f" (its -c window is shared by {slots} slots: each gets -c / {slots})" if slots and slots > 1 else ""
+    return ContextOverflowError(f"{error}; the prompt and the answer exceed the server's per-request window{shared}: "
+                                "use fewer --workers, a shorter question or max-new-tokens, or restart the server "
+                                "with a bigger -c (or fewer --parallel slots)")
+
+
 def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str] | None = None,
                  midway: bool = False) -> Exception:
     """The one-line error for a failed request to ``url``; ``models`` is the server's list when known;
@@ -85,6 +95,9 @@ def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str]
         return RemoteServerError(f"cannot reach the Granite server at {url} ({reason})", fix="remote_unreachable",
                                  url=url)
     if not isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, openai.OpenAIError) and _CONTEXT.search(server_message(exc)):  # an error event mid-stream
+            return ContextOverflowError(f"the Granite server at {url} refused the prompt as too long: "
+                                        f"{server_message(exc)}")
         if isinstance(exc, openai.OpenAIError):  # e.g. an error event inside the stream
             return RemoteServerError(f"the Granite server at {url} failed: {server_message(exc)}",
                                      fix="remote_status", url=url)
@@ -97,7 +110,7 @@ def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str]
         if models is not None and model not in models or _MODEL.search(said):
             return unknown_model(url, model, models)
         return RemoteServerError(f"the Granite server at {url} answered 404 ({said})", fix="remote_url", url=url)
-    if status in (400, 413, 422) and (_CONTEXT.search(said) or server_code(exc) == "context_length_exceeded"):
+    if status in (400, 413, 422, 500) and (_CONTEXT.search(said) or server_code(exc) == "context_length_exceeded"):
         return ContextOverflowError(f"the Granite server at {url} refused the prompt as too long: {said}")
     if status in (400, 422, 501) and _TOOLS.search(said):
         return RemoteServerError(f"the Granite server at {url} does not accept tools ({status}: {said})",

@@ -23,6 +23,7 @@ from feldspar.agents.graph import build_graph
 from feldspar.agents.nodes import AgentDeps
 from feldspar.agents.threads import ThreadStore, new_thread_id
 from feldspar.agents.trace import turn_steps
+from feldspar.model.text_checks import check_text
 
 NODE_EVENTS = {"retrieve": "retrieval", "model": "model_turn", "tool": "tool_result", "approval": "approval",
                "summarise": "summary", "final": "final_step"}
@@ -51,26 +52,34 @@ class Agent:
         self.graph = build_graph(deps, threads.saver if threads else InMemorySaver())
 
     @staticmethod
-    def config(thread_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id}, "recursion_limit": 200}
+    def config(thread_id: str, generation: dict[str, Any] | None = None) -> dict[str, Any]:
+        configurable: dict[str, Any] = {"thread_id": thread_id}
+        if generation:
+            configurable["generation"] = dict(generation)
+        return {"configurable": configurable, "recursion_limit": 200}
 
-    def stream(self, question: str | None, thread_id: str | None = None, resume: Any = None) -> Iterator[AgentEvent]:
-        """Events of one question on a new thread (no id) or an existing one (or of resuming an approval)."""
+    def stream(self, question: str | None, thread_id: str | None = None, resume: Any = None,
+               generation: dict[str, Any] | None = None) -> Iterator[AgentEvent]:
+        """Events of one question on a new thread (no id) or an existing one (or of resuming an approval);
+        ``generation`` overrides the model calls' settings for this turn (max_new_tokens, temperature,
+        top_p, seed, stop)."""
         if thread_id is None:
             thread_id = new_thread_id()
         elif self.threads is not None:
             self.threads.require(thread_id)
-        return self._run(question, thread_id, resume)
+        return self._run(question, thread_id, resume, generation)
 
-    def _run(self, question: str | None, thread_id: str, resume: Any = None) -> Iterator[AgentEvent]:
+    def _run(self, question: str | None, thread_id: str, resume: Any = None,
+             generation: dict[str, Any] | None = None) -> Iterator[AgentEvent]:
         if self.state_hooks is not None:
             self.state_hooks.restore(thread_id)
         if question is not None:
+            check_text(question, "question")  # before anything is stored: a store cannot hold a lone surrogate
             self._record_turn(thread_id, question)  # listed from its first step on, even if killed mid-turn
         payload: Any = Command(resume=resume) if resume is not None else {"question": question or ""}
         # durability="sync": each step's checkpoint is on disk before the next step starts, so a kill -9
         # mid-tool leaves the thread at its last completed step (the default, "async", may lose it).
-        for mode, chunk in self.graph.stream(payload, self.config(thread_id), stream_mode=["messages", "updates"],
+        for mode, chunk in self.graph.stream(payload, self.config(thread_id, generation), stream_mode=["messages", "updates"],
                                              durability="sync"):
             yield from self._events(mode, chunk, thread_id)
         self._record_turn(thread_id)

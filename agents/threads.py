@@ -91,12 +91,24 @@ class ThreadStore:
         if not self.exists(thread_id):
             raise UnknownThread(f"no thread {thread_id!r} in {self.where}", fix="list_threads")
 
+    def resolve(self, thread_id: str) -> str:
+        """The full id of ``thread_id`` or of the one thread whose id starts with it."""
+        if self.exists(thread_id):
+            return thread_id
+        matches = [row["thread_id"] for row in self.list() if row["thread_id"].startswith(thread_id)] if thread_id else []
+        if len(matches) > 1:
+            raise UnknownThread(f"{thread_id!r} starts {len(matches)} thread ids ({', '.join(matches[:4])}); "
+                                "give more of the id", fix="list_threads")
+        if not matches:
+            self.require(thread_id)
+        return matches[0]
+
     def touch(self, thread_id: str, title: str, **meta: Any) -> None:
         """Create or update the index row after a turn (title is kept from the first question)."""
         self._execute(
             "INSERT INTO feldspar_threads (thread_id, title, created, updated, turns, model, collection, pack) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(thread_id) DO UPDATE SET updated = excluded.updated, "
-            "turns = excluded.turns, model = excluded.model",
+            "turns = excluded.turns, model = excluded.model, collection = excluded.collection, pack = excluded.pack",
             (thread_id, title[:200], now(), now(), meta.get("turns", 0), meta.get("model"),
              meta.get("collection"), meta.get("pack")))
 

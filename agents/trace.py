@@ -9,6 +9,7 @@ turn stopped, citations). Every step has ``turn``, ``node``, ``started``, ``ende
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -40,6 +41,13 @@ def _short(text: Any, width: int = 100) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def arguments(args: Any) -> str:
+    """Tool-call arguments as ``name="value", n=3`` (JSON values), not a Python dict repr."""
+    if not isinstance(args, dict):
+        return json.dumps(args, ensure_ascii=False, default=str)
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items())
+
+
 def describe(s: dict[str, Any]) -> str:
     """One readable line (plus indented detail lines) for a step."""
     node, head = s.get("node"), f"[{s.get('duration_s', 0):.2f}s] {s.get('node')}"
@@ -49,7 +57,7 @@ def describe(s: dict[str, Any]) -> str:
         return f"{head} query={_short(s.get('query'), 60)!r} hits={len(s.get('hits', []))} ({s.get('mode', '')})" + (
             "\n" + hits if hits else "")
     if node == "model":
-        calls = ", ".join(f"{c['name']}({_short(c.get('args'), 60)})" for c in s.get("tool_calls", []))
+        calls = ", ".join(f"{c['name']}({_short(arguments(c.get('args')), 60)})" for c in s.get("tool_calls", []))
         extra = (f" calls: {calls}" if calls else "") + (f" repairs: {s['repairs']}" if s.get("repairs") else "") + (
             f" parse errors: {len(s['parse_errors'])}" if s.get("parse_errors") else "")
         return (f"{head} prompt {s.get('prompt_tokens')} (reused {s.get('reused_tokens')}, computed "
@@ -57,15 +65,18 @@ def describe(s: dict[str, Any]) -> str:
                 f"\n    raw: {_short(s.get('raw_text'), 160)}")
     if node == "tool":
         outcome = f"error: {_short(s['error'])}" if s.get("error") else f"-> {_short(s.get('result'))}"
-        return f"{head} {s.get('name')}({_short(s.get('args'), 80)}) {outcome}"
+        return f"{head} {s.get('name')}({_short(arguments(s.get('args')), 80)}) {outcome}"
     if node == "approval":
         return f"{head} {s.get('name')}: {'approved' if s.get('approved') else 'refused'} ({s.get('how')})"
     if node == "summarise":
         return (f"{head} {s.get('messages')} messages summarised: prompt {s.get('tokens_before')} -> "
                 f"{s.get('tokens_after')} tokens")
     if node == "final":
-        unknown = f"; dropped unknown ids {s['unknown_ids']}" if s.get("unknown_ids") else ""
-        return f"{head} stop: {s.get('stop_reason')}; cited {s.get('cited')}{unknown}"
+        unknown = f"; dropped unknown ids {', '.join(map(str, s['unknown_ids']))}" if s.get("unknown_ids") else ""
+        cited = ", ".join(f"[{i}]" for i in s.get("cited") or []) or "no passage"
+        return f"{head} stop: {s.get('stop_reason')}; cited {cited}{unknown}"
+    if node == "mode":
+        return f"{head} {s.get('mode')}: {s.get('why')}"
     return f"{head} {_short({k: v for k, v in s.items() if k not in ('started', 'ended')})}"
 
 

@@ -18,9 +18,10 @@ dicts; nothing of how generation, retrieval or the graph work inside.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from feldspar.settings import Settings, load_settings
 
@@ -66,20 +67,28 @@ class BatchResult:
     bad_lines: list[Any]
 
 
+def _refuse(_request: dict[str, Any]) -> bool:
+    return False
+
+
 class Feldspar:
     """Feldspar from one Settings: ask, stream, batch, ingest, search, summarize, extract."""
 
     def __init__(self, settings: Settings | None = None, *, chat_model: Any = None, policy: str | None = None,
-                 approve: str = "never", tools_module: str | Path | None = None, **overrides: Any) -> None:
+                 approve: str | None = None, tools_module: str | Path | None = None, **overrides: Any) -> None:
         """``overrides`` are Settings fields (``home``, ``model``, ``collection`` …) checked like the CLI's;
         ``chat_model`` replaces the local engine (a ChatGranite over any backend);
-        ``policy`` / ``approve`` / ``tools_module`` configure the agent as `feldspar ask` flags do."""
+        ``policy`` / ``approve`` / ``tools_module`` configure the agent as `feldspar ask` flags do;
+        ``approve=None`` (the default): a side-effecting call is put to the ``approve`` callback of
+        ``ask`` and refused when none is given (``"never"``/``"always"`` decide without asking)."""
         if settings is None:
             self.settings = load_settings(**overrides)
         else:
             self.settings = load_settings(**{**settings.model_dump(), **overrides}) if overrides else settings
         self._chat_model = chat_model
-        self._agent_options = {"policy": policy, "approve": approve, "tools_module": tools_module}
+        self._asks = approve in (None, "ask")
+        self._agent_options = {"policy": policy, "approve": "ask" if self._asks else approve,
+                               "tools_module": tools_module}
         self._agents = None
         self._retrieval = None
 
@@ -135,6 +144,8 @@ class Feldspar:
             on_event: Callable[["AgentEvent"], None] | None = None) -> Answer:
         """Answer one question (continuing ``thread`` if given); ``approve`` decides side-effecting tools."""
         agent = self.agents(collection, pack)
+        if approve is None and self._asks:
+            approve = _refuse  # nobody to ask: a side-effecting call is refused, as with "never"
         answer = agent.ask(question, thread, approve=approve, on_event=on_event)
         return Answer.from_dict(answer, _random_weights(agent))
 
@@ -161,7 +172,7 @@ class Feldspar:
             records, summary = run_batch(
                 items, self.agents, log.append if log else (lambda record: None), done=log.done if log else None,
                 previous=log.records if log else (), workers=workers, on_record=on_record,
-                describe_error=_describe_error)
+                describe_error=_describe_error, approve=_refuse if self._asks else None)
         finally:
             if log is not None:
                 log.close()
@@ -188,8 +199,27 @@ class Feldspar:
         kwargs.setdefault("chat_model", self.chat_model)  # the engine (or server) this object already uses
         return summarize(self.settings, *args, **kwargs)
 
+    def generate(self, prompt: str, *, schema: dict[str, Any] | None = None, regex: str | None = None,
+                 choice: Sequence[str] | None = None, **options: Any) -> dict[str, Any]:
+        """One chat turn, constrained to a JSON Schema (``data`` is the parsed object), a regex or a choice.
+
+        ``options`` are ChatGranite call options (``max_new_tokens``, ``temperature``, ``seed`` …)."""
+        from feldspar.model.structure import Structure
+
+        given = [s for s in (Structure.json_schema(schema) if schema is not None else None,
+                             Structure.regex(regex) if regex is not None else None,
+                             Structure.choice(choice) if choice is not None else None) if s is not None]
+        if len(given) > 1:
+            raise ValueError("give one of schema=, regex=, choice=, not several")
+        message = self.chat_model.invoke(prompt, **({"structure": given[0]} if given else {}), **options)
+        text, meta = str(message.content), message.response_metadata
+        errors = given[0].validate(text) if given else []
+        return {"text": text, "data": json.loads(text) if schema is not None and not errors else None,
+                "valid": not errors, "errors": errors, "finish_reason": meta.get("finish_reason"),
+                "random_weights": bool(meta.get("random_weights"))}
+
     def extract(self, *args: Any, **kwargs: Any):
-        """Schema-validated extraction from files: see ``feldspar.workflows.extract``."""
+        """Schema-validated extraction from files, constrained decoding by default: see ``feldspar.workflows.extract``."""
         from feldspar.workflows import extract
 
         kwargs.setdefault("chat_model", self.chat_model)

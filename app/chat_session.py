@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from feldspar.cli_inputs import check_items, read_text_file
+from feldspar.inputs import check_items, read_text_file
 from feldspar.model.errors import PromptError
 
 SAVE_FORMAT = "feldspar-chat"

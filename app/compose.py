@@ -24,6 +24,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,
+        quant=settings.quant,
         prefill_chunk=settings.prefill_chunk,
         reuse=settings.reuse,
         cache_budget_bytes=settings.cache_budget_bytes,
@@ -123,12 +124,16 @@ class ThreadStateHooks:
         self.restored: set[str] = set()
 
     def restore(self, thread_id: str) -> int:
+        from feldspar.model.errors import StateError
         from feldspar.model.thread_states import restore_thread_state
 
         if thread_id in self.restored:
             return 0
         self.restored.add(thread_id)
-        return restore_thread_state(self.engine, self.directory, thread_id)
+        try:
+            return restore_thread_state(self.engine, self.directory, thread_id)
+        except StateError:  # saved by another model (the thread switched models): recompute from its messages
+            return 0
 
     def save(self, thread_id: str) -> None:
         from feldspar.model.thread_states import save_thread_state
@@ -160,7 +165,7 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     if pack is None and config.policy == "auto" and engine is not None and settings.long_context_share > 0:
         retrieval = build_retrieval(settings)
         collection_search(settings, retrieval)  # a missing or empty collection fails here
-        pack, mode_note = long_context_pack(settings, engine, retrieval)
+        pack, mode_note = long_context_pack(settings, engine, retrieval, pack_tool_schemas(settings, tools_module))
         if pack is not None:
             config = replace(config, policy="pack")
     meta: dict = {"model": backend.name, "collection": settings.collection if mode_note or not pack else None,
@@ -172,9 +177,12 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     elif config.policy in ("always", "auto"):
         retrieval = retrieval or build_retrieval(settings)
         search = collection_search(settings, retrieval)
-    tools = [t for t in build_tools(settings, retrieval, tools_module) if t.name != "search_documents"]
-    if pack is not None:  # a pack's saved prefix has no tool list: only the user's own tools are worth breaking it
-        tools = [t for t in tools if t.source != "builtin"]
+    tools = [t for t in build_tools(settings, None if pack else retrieval, tools_module)
+             if t.name != "search_documents" and (pack is None or t.source != "builtin")]  # a pack: the user's own
+    if pack is not None:  # the pack's prefix holds the tools it was made with: say when they differ
+        from feldspar.pack_tools import reuse_note
+
+        mode_note = reuse_note(loaded.meta, [t.openai_schema() for t in tools]) or mode_note
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
                      run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
                      context_window=backend.context_window,
@@ -186,14 +194,14 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
     return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
-def long_context_pack(settings: Settings, engine: "Engine", retrieval) -> tuple[str | None, dict]:
+def long_context_pack(settings: Settings, engine: "Engine", retrieval, tools=None) -> tuple[str | None, dict]:
     """The collection's auto pack when it fits the window (made or refreshed as needed), and why."""
     from feldspar.long_context import decide, ensure_pack
 
     decision, read = decide(retrieval, engine, settings.collection, settings.long_context_share,
                             settings.max_new_tokens)
     if decision.use_pack:
-        ensure_pack(engine, settings.packs_dir, decision.pack, read)
+        ensure_pack(engine, settings.packs_dir, decision.pack, read, tools=tools)
     note = {"mode": "long-context pack" if decision.use_pack else "retrieval", "why": decision.reason,
             "collection_tokens": decision.tokens}
     return decision.pack if decision.use_pack else None, note
@@ -214,6 +222,11 @@ def token_counter(chat_model):
         return len(chat_model.prompt_token_ids(messages, tools, documents))
 
     return count
+
+
+def pack_tool_schemas(settings: Settings, tools_module=None) -> list[dict]:
+    """The tool schemas a chat on a pack offers (the user's own tools): what a pack is prefilled with."""
+    return [t.openai_schema() for t in build_tools(settings, None, tools_module) if t.source != "builtin"]
 
 
 def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
@@ -270,21 +283,23 @@ def refuse_remote(model: str) -> None:
                             "(a catalog name, hub id or local path)")
 
 
-def build_remote_backend(settings: Settings):
+def build_remote_backend(settings: Settings, target: tuple[str, str] | None = None):
     """The chat backend on the remote server, connected (model name checked, window read)."""
     from feldspar.agents.remote_backend import RemoteChatBackend
 
-    url, model = remote_target(settings)
-    tokenizer = None
-    if settings.remote_tokenizer:
+    url, model = target or remote_target(settings)
+    tokenizer = prompt_ids = None
+    if settings.remote_tokenizer:  # exact counts: the checkpoint's tokenizer and its own chat template
         from feldspar.model.loader import load_tokenizer, resolve
-        from feldspar.model.prompts import encode
+        from feldspar.model.prompts import chat_token_ids, encode
 
         loaded = load_tokenizer(resolve(settings.remote_tokenizer))
         tokenizer = lambda text: encode(loaded, text)  # noqa: E731
+        prompt_ids = lambda messages, tools, documents: chat_token_ids(loaded, messages, tools, documents)  # noqa: E731
     backend = RemoteChatBackend(url, model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
                                 context_window=settings.remote_context_window, tokenizer=tokenizer,
-                                max_concurrency=settings.remote_concurrency)
+                                max_concurrency=settings.remote_concurrency, prompt_ids=prompt_ids,
+                                structured=settings.remote_structured)
     return backend.connect()
 
 
@@ -317,17 +332,16 @@ def build_thread_store(settings: Settings):
 
     if settings.postgres_url:
         return ThreadStore.postgres(settings.postgres_url)
+    check_thread_store(settings)
     return ThreadStore(settings.threads_path)
 
 
-# ---- the web UI --------------------------------------------------------------------------
-def build_library(settings: Settings, engine=None, hook=None):
-    """The web UI's documents and packs services (feldspar.ui_library); ``engine``: a callable
-    returning an already loaded engine to share for pack creation (default: loaded on first use)."""
-    from feldspar.ui_library import LibraryServices
+def check_thread_store(settings: Settings) -> None:
+    """A data home that cannot hold ``threads.sqlite`` fails as one line (cheap: before a model loads)."""
+    from feldspar.home import require_writable
 
-    return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
-                           engine=engine or (lambda: build_engine(settings)), hook=hook)
+    if not settings.postgres_url:
+        require_writable(settings.threads_path.parent)
 
 
 # ---- many questions: batch, eval answers, the Python API ----------------------------------
@@ -350,6 +364,11 @@ class AgentFactory:
         self.agents: dict[tuple[str | None, str | None, int], object] = {}
         self._lock, self._threading = threading.Lock(), threading
 
+    def check(self) -> None:
+        """Load the local engine now when the agents need one (a remote chat model is connected already)."""
+        if self.chat_model is None:
+            self.get_engine()
+
     def get_engine(self) -> "Engine":
         if self.engine is None:
             self.engine = build_engine(self.settings)
@@ -371,37 +390,3 @@ class AgentFactory:
         (the local engine serves one request at a time; a remote backend declares more)."""
         chat_model = self.chat_model or self(None, None).deps.chat_model
         return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))
-
-
-# ---- the OpenAI-compatible server ---------------------------------------------------------
-def build_server(settings: Settings, models: list[str] | None = None, *, agent: bool = True, pack: str | None = None,
-                 queue: int | None = None, extra_models: list | None = None):
-    """The `feldspar serve` app: each model (default ``settings.model``) on its own engine, the
-    ``feldspar-agent`` model over the first one (collection ``settings.collection`` or ``pack``
-    by default), plus ``extra_models`` (already built ServedModel/AgentModel objects)."""
-    from feldspar.model.chat_backend import LocalChatBackend
-    from feldspar.serve import create_app
-    from feldspar.serve_models import AgentModel, ServedModel
-
-    remote = not models and remote_target(settings) is not None  # a proxy: Granite runs on another server
-    if remote:
-        backend = build_remote_backend(settings)
-        served: list = [ServedModel(backend.name, backend, None, default_max_tokens=settings.max_new_tokens)]
-    else:
-        engines = [build_engine(settings, name) for name in models or [settings.model]]
-        served = [ServedModel(engine.name, LocalChatBackend(engine), engine, default_max_tokens=settings.max_new_tokens)
-                  for engine in engines]
-    if agent:
-        first = served[0]
-        approve = "always" if settings.approve == "always" else "never"  # nobody to ask over HTTP
-
-        def build(collection: str | None, pack_name: str | None):
-            chosen = settings.model_copy(update={"collection": collection}) if collection else settings
-            if remote:
-                return build_agent(chosen, chat_model=build_remote_chat_model(chosen), pack=pack_name, approve=approve)
-            return build_agent(chosen, first.engine, pack=pack_name, approve=approve)
-
-        served.append(AgentModel(build, first.backend, settings.collection, pack, lane_key=first.engine))
-    served += list(extra_models or [])
-    return create_app(served, api_key=settings.api_key, queue=settings.serve_queue if queue is None else queue,
-                      max_body=settings.serve_max_body_bytes)

@@ -24,6 +24,7 @@ REMEDIES = {
     "recreate_pack": "re-create it with `feldspar pack create {name} … --force`",
     "replace_pack": "pick another name, pass --force, or run `feldspar pack rm {name}`",
     "pack_dtype": "pass --dtype {dtype} or re-create the pack",
+    "pack_quant": "pass --quant {quant} (FELDSPAR_QUANT) or re-create the pack",
     "pack_model": "run `feldspar ask --model {model_source}` or re-create the pack with this model",
     "cache_budget": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES or config.toml)",
     "embedding_mismatch": ("use --embedding-model {indexed_with!r}, or re-index with "

@@ -20,8 +20,10 @@ class HomeNotWritable(SettingsError):
     """The data home (or a folder in it) cannot be created or written."""
 
 
-def require_writable(folder: Path, what: str = "data home") -> Path:
-    """Create ``folder`` if needed and prove a file can be written in it; return it."""
+def require_writable(folder: Path, what: str = "data home", fix: str | None = None) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it; return it.
+    ``fix``: the advice that ends the message (default: how to choose another data home)."""
+    fix = fix or _FIX
     folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -29,12 +31,12 @@ def require_writable(folder: Path, what: str = "data home") -> Path:
         os.close(handle)
         os.unlink(probe)
     except FileExistsError:
-        raise HomeNotWritable(f"the {what} {folder} is a file, not a directory; {_FIX}") from None
+        raise HomeNotWritable(f"the {what} {folder} is a file, not a directory; {fix}") from None
     except NotADirectoryError:
-        raise HomeNotWritable(f"the {what} {folder} is inside a file, not a directory; {_FIX}") from None
+        raise HomeNotWritable(f"the {what} {folder} is inside a file, not a directory; {fix}") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise HomeNotWritable(f"the {what} {folder} is not writable ({reason.lower()}); {_FIX}") from None
+        raise HomeNotWritable(f"the {what} {folder} is not writable ({reason.lower()}); {fix}") from None
     return folder
 
 

@@ -53,17 +53,18 @@ def decide(service, engine, collection: str, share: float, answer_tokens: int) -
                                      f"all {len(read.documents)} files", tokens, pack_name(collection)), read
 
 
-def ensure_pack(engine, packs_dir, name: str, read, progress=None) -> None:
-    """Make the collection's pack unless an up-to-date one for this model exists."""
+def ensure_pack(engine, packs_dir, name: str, read, progress=None, tools: list[dict] | None = None) -> None:
+    """Make the collection's pack unless an up-to-date one for this model and these tools exists."""
     from feldspar.model.errors import StateError
-    from feldspar.model.packs import check_compatible, create_pack, read_meta
+    from feldspar.model.packs import check_compatible, create_pack, read_meta, tools_digest
 
     try:
         meta = read_meta(packs_dir, name)
         check_compatible(meta, engine)
         current = sorted((s["path"], s["sha256"]) for s in read.sources)
-        if sorted((s["path"], s["sha256"]) for s in meta.get("sources", [])) == current:
+        same_tools = str(meta.get("tools_sha256") or "") == tools_digest(tools)
+        if same_tools and sorted((s["path"], s["sha256"]) for s in meta.get("sources", [])) == current:
             return
     except StateError:
         pass
-    create_pack(engine, packs_dir, name, read.documents, read.sources, force=True, progress=progress)
+    create_pack(engine, packs_dir, name, read.documents, read.sources, force=True, progress=progress, tools=tools)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     model: str = Field("granite-4.0-h-1b", description="catalog name, hub id or local path")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quant: Literal["none", "int8", "int4", "auto"] = Field("none", description="weight quantisation of the "
+                                                          "local model (auto: int8 on CPU, none on CUDA)")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)
@@ -81,6 +83,9 @@ class Settings(BaseSettings):
     remote_concurrency: int = Field(4, ge=1, description="requests sent to the remote server at once (batch --workers)")
     remote_tokenizer: str | None = Field(None, description="local checkpoint whose tokenizer counts remote prompts "
                                          "exactly (default: an estimate)")
+    remote_structured: Literal["openai", "vllm", "llamacpp"] = Field(
+        "openai", description="how the remote server takes a schema: openai (response_format), vllm "
+                              "(structured_outputs: regex and choice too) or llamacpp (json_schema)")
 
     # --- hybrid state reuse ---------------------------------------------------------
     reuse: bool = True

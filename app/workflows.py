@@ -222,7 +222,7 @@ def _where(entry: dict[str, Any]) -> str:
 
 
 def render_markdown(report: dict[str, Any], title: str = "Summary") -> str:
-    from feldspar.cli_root import RANDOM_LABEL
+    from feldspar.labels import RANDOM_LABEL
 
     lines = [f"# {title}", ""]
     if report.get("random_weights"):
@@ -281,9 +281,12 @@ def _row_key(path: str, sha: str | None, chunk: int | None) -> tuple:
 
 
 def extract(settings: Settings, schema: Any, paths: Sequence[str | Path], out: Path | str | None,
-            per_chunk: bool = False, retries: int = 2, chat_model=None, progress: Progress | None = None
-            ) -> dict[str, Any]:
-    """Rows of JSON per file (or chunk) appended to ``out`` as made; rows already there are not redone."""
+            per_chunk: bool = False, retries: int = 2, chat_model=None, progress: Progress | None = None,
+            constrained: bool = True) -> dict[str, Any]:
+    """Rows of JSON per file (or chunk) appended to ``out`` as made; rows already there are not redone.
+
+    ``constrained`` decodes each answer constrained to the schema where the model can (the local
+    engine; a remote server given the schema); False keeps the validate-and-retry path only."""
     from feldspar.agents.extract import ExtractOptions, extract_rows
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -305,8 +308,9 @@ def extract(settings: Settings, schema: Any, paths: Sequence[str | Path], out: P
         stream.flush()
 
     try:
-        report = extract_rows(chat_model, schema, docs, ExtractOptions(retries=retries, per_chunk=per_chunk,
-                                                                      max_new_tokens=settings.max_new_tokens),
+        options = ExtractOptions(retries=retries, per_chunk=per_chunk, max_new_tokens=settings.max_new_tokens,
+                                 constrained=constrained)
+        report = extract_rows(chat_model, schema, docs, options,
                               on_row, lambda doc, chunk, span: _row_key(doc.path, doc.content_hash, chunk) in done,
                               progress)
     finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -45,6 +45,9 @@ class BenchConfig:
     baseline: bool = True
     tiny: bool = False
     seed: int = 0
+    quants: tuple[str, ...] = ("int8", "int4")  # variants beside the base (bench/variants.py)
+    quality_tokens: int = 256
+    peer_url: str | None = None  # a running llama.cpp server (bench/peer.py)
 
     @property
     def decode_prompt(self) -> int:
@@ -114,15 +117,16 @@ def warm_up(model, vocab_size: int, baseline: bool) -> None:
         generate(model, ids, new_tokens=2)
 
 
-def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig) -> tuple[list[Timing], Any]:
-    """Feldspar and baseline prefill rows for one prompt; also the last Feldspar state+logits."""
+def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig,
+                 impl: str = FELDSPAR) -> tuple[list[Timing], Any]:
+    """Feldspar (and, for the base, baseline) prefill rows for one prompt; also the last Feldspar state+logits."""
     n = len(ids)
     seconds, prepared = best_of(lambda: feldspar_prefill(model, ids, cfg.chunk_size), cfg.repeats, cfg.row_budget_s)
     ends = chunk_ends(0, n, cfg.chunk_size)
     flops = roofline.prefill_flops(cost, ends)
-    rows = [Timing(f"prefill {n}", FELDSPAR, "prefill", n, seconds, sum(flops.values()),
+    rows = [Timing(f"prefill {n}", impl, "prefill", n, seconds, sum(flops.values()),
                    {"forwards": len(ends), "gflop_by_part": {k: round(v / 1e9, 3) for k, v in flops.items()}})]
-    if cfg.baseline:
+    if cfg.baseline and impl == FELDSPAR:
         seconds, _ = best_of(lambda: generate(model, ids, 1), cfg.repeats, cfg.row_budget_s)
         flops = roofline.prefill_flops(cost, [n])
         rows.append(Timing(f"prefill {n}", BASELINE, "prefill", n, seconds, sum(flops.values()),
@@ -131,16 +135,16 @@ def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig) -> tu
 
 
 def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float | None,
-                cfg: BenchConfig) -> list[Timing]:
+                cfg: BenchConfig, impl: str = FELDSPAR) -> list[Timing]:
     """Feldspar and baseline decode rows after the prompt ``ids``."""
     state, logits = prepared
     steps = cfg.decode_tokens
     per_token = roofline.decode_bytes(cost, roofline.tensor_bytes(state.cache))
     label = f"decode after {len(ids)}"
     seconds, _ = best_of(lambda: feldspar_decode(model, state, logits, steps), cfg.repeats, cfg.row_budget_s)
-    rows = [Timing(label, FELDSPAR, "decode", steps, seconds, per_token * steps,
+    rows = [Timing(label, impl, "decode", steps, seconds, per_token * steps,
                    {"state_bytes": int(per_token - cost.active_bytes)})]
-    if cfg.baseline and ttft_s is not None and steps > 1:
+    if cfg.baseline and impl == FELDSPAR and ttft_s is not None and steps > 1:
         total, made = best_of(lambda: generate(model, ids, steps), cfg.repeats, cfg.row_budget_s)
         if made != steps:
             raise RuntimeError(f"model.generate made {made} tokens, expected {steps}")
@@ -152,7 +156,8 @@ def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float 
 def place(timing: Timing, machine: Machine) -> dict[str, Any]:
     """A JSON row: rate, achieved FLOP/s or bytes/s and its share of the roofline."""
     rate = timing.work / timing.seconds
-    roof = machine.matmul_flops if timing.kind == "prefill" else machine.bandwidth
+    roof = (machine.matmul_flops * timing.extra.pop("matmul_scale", 1.0) if timing.kind == "prefill"
+            else machine.bandwidth)
     row = {
         "row": timing.row, "impl": timing.impl, "kind": timing.kind, "tokens": timing.tokens,
         "seconds": round(timing.seconds, 6), "tokens_per_s": round(timing.tokens / timing.seconds, 2),
@@ -164,11 +169,15 @@ def place(timing: Timing, machine: Machine) -> dict[str, Any]:
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Feldspar tokens/s over baseline tokens/s, on the Feldspar row of each pair."""
+    """Tokens/s over model.generate's (``vs_baseline``, Feldspar rows) and over the base
+    Feldspar row's (``vs_feldspar``, every other row: variants and the peer)."""
     base = {r["row"]: r["tokens_per_s"] for r in rows if r["impl"] == BASELINE}
+    ours = {r["row"]: r["tokens_per_s"] for r in rows if r["impl"] == FELDSPAR}
     for r in rows:
-        if r["impl"] == FELDSPAR and base.get(r["row"]):
+        if r["impl"].startswith(FELDSPAR) and base.get(r["row"]):
             r["vs_baseline"] = round(r["tokens_per_s"] / base[r["row"]], 2)
+        r["vs_feldspar"] = round(r["tokens_per_s"] / ours[r["row"]], 2) if r["impl"] != FELDSPAR and \
+            ours.get(r["row"]) else None
 
 
 def build_model(cfg: BenchConfig):
@@ -179,19 +188,46 @@ def build_model(cfg: BenchConfig):
     return model, roofline.model_cost(model, count_params(cfg.preset, tiny=cfg.tiny)[1])
 
 
-def measure_rows(model, cost: ModelCost, cfg: BenchConfig, log: Log) -> list[Timing]:
+def measure_rows(model, cost: ModelCost, cfg: BenchConfig, log: Log, impl: str = FELDSPAR) -> list[Timing]:
     vocab = model.config.vocab_size
     timings: list[Timing] = []
+    baseline = cfg.baseline and impl == FELDSPAR
     for n in sorted(set(cfg.prefill_lengths)):
-        log(f"prefill {n} tokens (chunk {cfg.chunk_size}{', and model.generate' if cfg.baseline else ''})")
+        log(f"{impl}: prefill {n} tokens (chunk {cfg.chunk_size}{', and model.generate' if baseline else ''})")
         ids = random_ids(n, vocab, cfg.seed)
-        rows, prepared = time_prefill(model, cost, ids, cfg)
+        rows, prepared = time_prefill(model, cost, ids, cfg, impl)
         timings += rows
         if n == cfg.decode_prompt and cfg.decode_tokens > 0:
-            log(f"decode {cfg.decode_tokens} tokens after {n}")
-            ttft = rows[1].seconds if cfg.baseline else None
-            timings += time_decode(model, cost, ids, prepared, ttft, cfg)
+            log(f"{impl}: decode {cfg.decode_tokens} tokens after {n}")
+            ttft = rows[1].seconds if baseline else None
+            timings += time_decode(model, cost, ids, prepared, ttft, cfg, impl)
     return timings
+
+
+def measure_variants(base, cost: ModelCost, cfg: BenchConfig, machine: Machine,
+                     matmul_by_dtype: dict[str, float], log: Log):
+    """Rows of every variant (base first) and each variant's quality against fp32."""
+    from feldspar.bench import variants as v
+
+    quality_ids = random_ids(cfg.quality_tokens, base.config.vocab_size, cfg.seed + 7)
+    reference = v.all_logits(base if cfg.dtype == "float32" else copy.deepcopy(base).float(), quality_ids)
+    timings, quality = [], []
+    base_bytes = v.weight_bytes(base)
+    for variant in v.variants(cfg.dtype, cfg.quants):
+        model = v.derive(base, variant)
+        impl = FELDSPAR if model is base else variant.label
+        scaled = replace(cost, active_bytes=int(cost.active_bytes * v.weight_bytes(model) / base_bytes))
+        if model is not base:
+            warm_up(model, model.config.vocab_size, baseline=False)
+        rows = measure_rows(model, scaled, cfg, log, impl)
+        if variant.dtype != machine.dtype:  # prefill % is of the matmul roofline in the row's own dtype
+            for row in rows:
+                row.extra["matmul_scale"] = matmul_by_dtype[variant.dtype] / machine.matmul_flops
+        timings += rows
+        quality.append({"impl": impl, "dtype": variant.dtype, "quant": variant.quant,
+                        "weight_bytes": v.weight_bytes(model), **v.quality(reference, model, quality_ids)})
+        del model
+    return timings, quality
 
 
 def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
@@ -205,13 +241,38 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype)
     log(f"measuring matmul ({dtype}) and memory bandwidth on {torch.get_num_threads()} threads")
     machine = roofline.measure_machine(dtype, quick=cfg.tiny)
+    matmul_by_dtype = other_matmuls(cfg, machine, log)
     log(f"building random {cfg.preset}{' (tiny)' if cfg.tiny else ''} in {cfg.dtype}")
     model, cost = build_model(cfg)
     warm_up(model, model.config.vocab_size, cfg.baseline)
-    rows = [place(t, machine) for t in measure_rows(model, cost, cfg, log)]
+    timings, quality = measure_variants(model, cost, cfg, machine, matmul_by_dtype, log)
+    rows = [place(t, machine) for t in timings]
+    if cfg.peer_url:
+        from feldspar.bench.peer import peer_rows
+
+        log(f"peer: {cfg.decode_prompt} tokens then {cfg.decode_tokens} through {cfg.peer_url}")
+        rows += peer_rows(cfg.peer_url, cfg.decode_prompt, cfg.decode_tokens, model.config.vocab_size)
     add_ratios(rows)
+    from feldspar.bench.variants import cpu_header
+
     return {
-        "preset": cfg.preset, "tiny": cfg.tiny, "dtype": cfg.dtype, "config": asdict(cfg),
-        "machine": machine.to_dict(), "model": cost.to_dict(), "rows": rows,
+        "preset": cfg.preset, "tiny": cfg.tiny, "dtype": cfg.dtype, "config": asdict(cfg), **cpu_header(),
+        "machine": {**machine.to_dict(), "matmul_gflops_by_dtype": {k: round(v / 1e9, 2) for k, v in
+                                                                    matmul_by_dtype.items()}},
+        "model": cost.to_dict(), "rows": rows, "quality": quality,
         "torch": torch.__version__, "elapsed_s": round(time.perf_counter() - started, 1),
     }
+
+
+def other_matmuls(cfg: BenchConfig, machine: Machine, log: Log) -> dict[str, float]:
+    """Matmul FLOP/s in every variant's dtype (the base one is the machine's)."""
+    from feldspar.bench.variants import variants
+
+    found = {machine.dtype: machine.matmul_flops}
+    for variant in variants(cfg.dtype, cfg.quants):
+        if variant.dtype not in found:
+            log(f"measuring matmul ({variant.dtype})")
+            found[variant.dtype] = roofline.measure_matmul(getattr(torch, variant.dtype),
+                                                           max_size=256 if cfg.tiny else 4096,
+                                                           repeats=1 if cfg.tiny else 4)
+    return found

@@ -22,6 +22,8 @@ Message = dict[str, Any]
 
 
 class LocalChatBackend:
+    constrains = True  # stream_chat takes structure= (grammar-constrained decoding)
+
     def __init__(self, engine: Engine, progress: Progress | None = None) -> None:
         self.engine = engine
         self.progress = progress  # called with (tokens done, total) while a prompt is prefilled
@@ -41,10 +43,13 @@ class LocalChatBackend:
     def stream_chat(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None = None,
                     documents: Sequence[dict[str, Any]] | None = None, *, max_new_tokens: int = 512,
                     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                    reuse: bool | None = None, stop: Sequence[str] | None = None) -> Stream:
-        """Validate and render now (errors raise here), generate lazily as the stream is read."""
+                    reuse: bool | None = None, stop: Sequence[str] | None = None, structure: Any = None) -> Stream:
+        """Validate and render now (errors raise here), generate lazily as the stream is read.
+
+        ``structure`` (model/structure.py) constrains the decoded text to a schema, regex,
+        choice or forced tool calls."""
         params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                  reuse=reuse, stop=tuple(stop or ()))
+                                  reuse=reuse, stop=tuple(stop or ()), structure=structure)
         return self.engine.chat(list(messages), list(tools) if tools else None,
                                 list(documents) if documents else None, params, self.progress)
 

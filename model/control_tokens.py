@@ -16,7 +16,10 @@ it stands for (no added-token id can appear in them). Text without control strin
 renders and encodes exactly as before.
 
 The control strings are all of the tokenizer's added tokens (special or not: ``<tool_call>``
-and the FIM tokens are "added but not special" in Granite's tokenizer). Knows tokenizers and
+and the FIM tokens are "added but not special" in Granite's tokenizer). Text that leaves the
+process for a server that tokenises it itself cannot be encoded here: ``neutralise`` breaks
+each control string with a zero-width space after its first character, so it reads the same
+and matches no added token. Knows tokenizers (duck-typed: nothing heavy is imported) and
 message dicts; nothing of models or generation.
 """
 
@@ -27,6 +30,16 @@ import secrets
 from typing import Any, Sequence
 
 from feldspar.model.errors import PromptError
+
+# Granite 4.0's 28 added tokens in id order (100256.. in the real tokenizer; shared/granite-models.md):
+# the strings a server that tokenises text itself (llama.cpp) would turn into control tokens.
+GRANITE_CONTROL_STRINGS: tuple[str, ...] = (
+    "<|pad|>", "<|end_of_text|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+    "<|fim_pad|>", "<|filename|>", "<|reponame|>", "<|start_of_role|>", "<|end_of_role|>",
+    "<|unused_1|>", "<|start_of_plugin|>", "<|end_of_plugin|>", "<|unk|>", "<tool_call>",
+    "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>", "<think_on>",
+    "<think_off>", "<schema>", "</schema>", "<tools>", "</tools>", "<documents>", "</documents>",
+)
 
 
 def control_strings(tokenizer: Any) -> dict[str, int]:
@@ -112,7 +125,7 @@ def plain_text_ids(tokenizer: Any, text: str) -> list[int]:
     return guard.encode(guard.text(text))
 
 
-def neutralise(text: str, controls: Sequence[str], joiner: str = "\u200b") -> str:
+def neutralise(text: str, controls: Sequence[str] = GRANITE_CONTROL_STRINGS, joiner: str = "\u200b") -> str:
     """``text`` with a zero-width space after the first character of each control string.
 
     For text handed to a server that tokenises it (llama.cpp turns control strings into control
@@ -126,6 +139,18 @@ def neutralise(text: str, controls: Sequence[str], joiner: str = "\u200b") -> st
     while find.search(text):
         text = find.sub(lambda m: m.group(0)[0] + joiner + m.group(0)[1:], text)
     return text
+
+
+def neutralise_data(value: Any, controls: Sequence[str] = GRANITE_CONTROL_STRINGS) -> Any:
+    """A copy of ``value`` (dicts, lists, strings, scalars) with every string, keys too, ``neutralise``d."""
+    if isinstance(value, str):
+        return neutralise(value, controls)
+    if isinstance(value, dict):
+        return {neutralise(k, controls) if isinstance(k, str) else k: neutralise_data(v, controls)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [neutralise_data(v, controls) for v in value]
+    return value
 
 
 def guarded_chat_ids(tokenizer: Any, render, messages: Sequence[dict[str, Any]],

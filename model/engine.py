@@ -25,7 +25,9 @@ from feldspar.model.generation import Sampling, decode_tokens
 from feldspar.model.loader import Resolved, load_checkpoint
 from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
+from feldspar.model.stop_flag import check_stop
 from feldspar.model.stops import StopScanner
+from feldspar.model.text_checks import check_token_ids
 
 __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "Stream"]
 
@@ -34,6 +36,7 @@ __all__ = ["Engine", "EngineOptions", "GenerationParams", "GenerationResult", "S
 class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
+    quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -48,6 +51,7 @@ class GenerationParams:
     seed: int | None = None
     reuse: bool | None = None  # None: the engine's default
     stop: tuple[str, ...] = ()  # stop strings: the text ends before the first one
+    structure: Any = None  # a model.structure.Structure the output must have (model/constrained.py)
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
@@ -68,7 +72,7 @@ class Engine:
     @classmethod
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
         options = options or EngineOptions()
-        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype)
+        model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:
@@ -96,6 +100,11 @@ class Engine:
     @property
     def context_window(self) -> int:
         return int(self.model.config.max_position_embeddings)
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the model can embed: ``0..vocab_size-1``."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def device(self) -> torch.device:
@@ -171,11 +180,20 @@ class Engine:
         """Validate now (errors raise here, before any compute), generate lazily."""
         params = params or GenerationParams()
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        check_token_ids(ids, self.vocab_size)
         if not ids:
             raise PromptError("the prompt is empty")
         self.check_fits(len(ids), params.max_new_tokens)
+        self.constraint(params)  # a structure that cannot compile raises here, before any compute
         holder: list[GenerationResult] = []
         return Stream(self._generate(ids, params, progress, holder), holder)
+
+    def constraint(self, params: GenerationParams):
+        if params.structure is None:
+            return None
+        from feldspar.model.constrained import constraint_for
+
+        return constraint_for(self.tokenizer, params.structure, self.model.config.vocab_size, params.max_new_tokens)
 
     def generate(self, prompt: str | Sequence[int], params: GenerationParams | None = None) -> GenerationResult:
         return self.stream(prompt, params).finish()
@@ -185,14 +203,17 @@ class Engine:
         use_reuse = self.options.reuse if params.reuse is None else params.reuse
         source = self.states if use_reuse else self.fresh
         started = time.perf_counter()
+        check_stop()
         prepared = source.prepare(self.model, ids, chunk_size=self.options.prefill_chunk,
-                                  boundaries=self.boundaries(ids), progress=progress)
+                                  boundaries=self.boundaries(ids), progress=stoppable(progress))
         detok = Detokenizer(self.tokenizer)
         stops = StopScanner(params.stop)
         ttft = decode_started = None
         finish = "length"
+        constraint = self.constraint(params)
         for token in decode_tokens(self.model, prepared.state, prepared.logits, params.max_new_tokens,
-                                   params.sampling(), self.stop_ids):
+                                   params.sampling(), self.stop_ids, constraint):
+            check_stop()  # Ctrl-C (model/stop_flag.py) ends the call here, between tokens
             if ttft is None:
                 ttft = decode_started = time.perf_counter()
             if token in self.stop_ids:
@@ -218,3 +239,14 @@ class Engine:
             computed_tokens=prepared.computed_tokens, restore_s=prepared.restore_s, prefill_s=prepared.prefill_s,
             ttft_s=(ttft or ended) - started, decode_s=ended - (decode_started or ended), token_ids=list(detok.ids),
         ))
+
+
+def stoppable(progress: Progress | None) -> Progress:
+    """``progress`` that first checks the stop flag, so a long prefill stops between chunks."""
+
+    def report(done: int, total: int) -> None:
+        check_stop()
+        if progress is not None:
+            progress(done, total)
+
+    return report

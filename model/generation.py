@@ -170,15 +170,19 @@ def decode_tokens(
     max_new_tokens: int,
     sampling: Sampling,
     stop_ids: frozenset[int],
+    constraint=None,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` sampled ids, starting from prefill ``logits``.
 
     A stop id is yielded and ends the loop without being fed to the model, so the
-    state has consumed every yielded token but the last.
+    state has consumed every yielded token but the last. A ``constraint`` (model/constrained.py)
+    masks the logits before each pick and advances with each picked token.
     """
     generator = make_generator(sampling, logits.device)
     for step in range(max_new_tokens):
-        token = sample(logits, sampling, generator)
+        token = sample(logits if constraint is None else constraint.mask(logits), sampling, generator)
+        if constraint is not None:
+            constraint.advance(token)
         yield token
         if token in stop_ids or step == max_new_tokens - 1:
             return

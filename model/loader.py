@@ -64,13 +64,49 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise CheckpointError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def dtype_choice(dtype: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """(dtype, why): ``auto`` is bf16 on CUDA and on CPUs with native bf16 matmuls (where
+    ``feldspar bench engine`` measures it several times faster than fp32), else fp32."""
+    if dtype != "auto":
+        try:
+            return _DTYPES[dtype], "as configured"
+        except KeyError:
+            raise CheckpointError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}") from None
+    if device.type == "cuda":
+        return torch.bfloat16, "auto: CUDA"
+    native = [flag for flag in NATIVE_BF16_FLAGS if flag in cpu_flags()]
+    if native:
+        return torch.bfloat16, f"auto: the CPU has native bf16 ({', '.join(native)})"
+    return torch.float32, "auto: the CPU has no native bf16 (no avx512_bf16/amx_bf16)"
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    return dtype_choice(dtype, device)[0]
+
+
+def quant_choice(quant: str, device: torch.device) -> tuple[str, str]:
+    """(none|int8|int4, why): ``auto`` is int8 on CPU (decode reads a quarter of fp32's
+    bytes through ATen's int8 kernel) and none on CUDA (bf16 is fast there)."""
+    from feldspar.model.quant import QUANTS
+
+    if quant == "auto":
+        return ("int8", "auto: CPU, int8 weight-only") if device.type == "cpu" else ("none", "auto: CUDA runs bf16")
+    if quant not in QUANTS:
+        raise CheckpointError(f"unknown quantisation {quant!r}; choose one of {', '.join(QUANTS)} or auto")
+    return quant, "as configured"
 
 
 def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:
@@ -170,8 +206,15 @@ def quiet_cpu_kernel_advice() -> None:
         hub_logger.addFilter(_CpuKernelAdviceFilter())
 
 
-def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto"):
-    """Return (model, tokenizer, resolved) ready for inference on the chosen device."""
+def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant: str = "none"):
+    """Return (model, tokenizer, resolved) ready for inference on the chosen device.
+
+    ``quant`` (none|int8|int4|auto) quantises the linear layers at load; a directory written
+    by ``quant.save_quantized`` loads as it was saved. ``model.feldspar_choice`` says
+    which dtype and quantisation were chosen and why.
+    """
+    from feldspar.model import quant as quantization
+
     resolved = resolve(name)
     if resolved.local:
         _check_model_type(_check_local_dir(Path(resolved.source)), resolved.source)
@@ -179,8 +222,27 @@ def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto"):
     if torch_device.type == "cpu":
         quiet_cpu_kernel_advice()
     tokenizer = load_tokenizer(resolved)
-    model = load_model(resolved, torch_device, pick_dtype(dtype, torch_device))
+    if resolved.local and quantization.is_quantized_dir(resolved.source):
+        model = _load_saved_quantized(resolved, torch_device)
+        mode, why_quant = quantization.quant_name(model), "saved quantised checkpoint"
+        why_dtype = "saved quantised checkpoint"
+    else:
+        torch_dtype, why_dtype = dtype_choice(dtype, torch_device)
+        mode, why_quant = quant_choice(quant, torch_device)
+        model = quantization.quantize(load_model(resolved, torch_device, torch_dtype), mode)
+    model.feldspar_choice = {"dtype": quantization.float_dtype(model), "dtype_reason": why_dtype,
+                                    "quant": mode, "quant_reason": why_quant}
     return model, tokenizer, resolved
+
+
+def _load_saved_quantized(resolved: Resolved, device: torch.device) -> torch.nn.Module:
+    from feldspar.model.quant import load_quantized
+
+    try:
+        return load_quantized(resolved.source, device)
+    except Exception as exc:  # safetensors and torch raise many classes for bad files
+        raise CheckpointError(f"the quantised checkpoint {resolved.source} is corrupt or incomplete: "
+                              f"{_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

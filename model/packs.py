@@ -3,14 +3,14 @@
 A pack is a directory ``<packs_dir>/<name>/`` with ``state.safetensors`` (the snapshot
 after the system turn plus its exact token ids), ``documents.json`` (what was rendered)
 and ``pack.json`` (model id, weights fingerprint, dtype, torch/transformers versions,
-token count and hash, file hashes, sources, sizes). The pack's token ids are the rendered
+quantisation, token count and hash, file hashes, sources, sizes). The pack's token ids are the rendered
 prompt up to the end of the system turn, so any question asked with the same documents
 shares that prefix; loading a pack inserts its snapshot, pinned, into the engine's
 ``PrefixStateCache`` and the normal prepare() path resumes from it.
 
 Packs are written to a temporary directory and renamed into place, so a pack is either
 complete or absent. Loading checks compatibility before reading the state, then the
-file hash, then every tensor's shape: a pack from another model, dtype or torch /
+file hash, then every tensor's shape: a pack from another model, dtype, quantisation or torch /
 transformers major.minor, or a truncated or corrupt file, is refused whole.
 
 Knows the engine's public surface (model, tokenizer, render/encode, options, states) and
@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from feldspar.model.errors import PromptError, StateError
+from feldspar.model.quant import quant_name
 from feldspar.model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
 from feldspar.model.state_source import FreshState, Progress
 
@@ -102,13 +103,27 @@ def ids_sha256(ids: Sequence[int]) -> str:
 
 
 # ---- prompts -----------------------------------------------------------------------------
-def prefix_ids(engine, documents: list[dict]) -> list[int]:
-    """Token ids of the rendered prompt up to the end of the system turn (before any user turn)."""
-    ids = engine.chat_ids([{"role": "user", "content": PROBE_QUESTION}], documents=documents)
+def prefix_ids(engine, documents: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of the rendered prompt up to the end of the system turn (before any user turn).
+
+    ``tools`` (OpenAI schemas) are rendered before the documents, so a pack is reusable only by
+    a chat that offers exactly these tools; the pack records them (``tools_digest``)."""
+    ids = engine.chat_ids([{"role": "user", "content": PROBE_QUESTION}], tools or None, documents)
     cuts = engine.boundaries(ids)
     if not cuts:
         raise PromptError("the chat template put no message boundary after the documents; cannot make a pack")
     return ids[: cuts[0]]
+
+
+def tools_digest(tools: list[dict] | None) -> str:
+    """A stable hash of the tool schemas a pack was prefilled with ("" for none)."""
+    if not tools:
+        return ""
+    return hashlib.sha256(json.dumps(tools, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def tool_names(tools: list[dict] | None) -> list[str]:
+    return [str((t.get("function") or t).get("name")) for t in tools or []]
 
 
 def question_ids(engine, documents: list[dict], question: str) -> list[int]:
@@ -125,8 +140,10 @@ def check_new_pack(packs_dir: Path, name: str, force: bool = False) -> Path:
 
 
 def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, Any]], sources: list[dict[str, Any]],
-                *, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Prefill ``documents`` (Granite documents) and save the state; returns the metadata.
+                *, force: bool = False, progress: Progress | None = None,
+                tools: list[dict] | None = None) -> dict[str, Any]:
+    """Prefill ``documents`` (Granite documents), after ``tools`` (the schemas the chats on it will
+    offer), and save the state; returns the metadata.
 
     ``sources`` describe where the documents came from (path, bytes, sha256) and are stored as
     they are; reading files is the caller's job.
@@ -134,7 +151,7 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
     target = check_new_pack(packs_dir, name, force)
     if not documents:
         raise PromptError("a pack needs at least one document")
-    ids = prefix_ids(engine, documents)
+    ids = prefix_ids(engine, documents, tools)
     if len(ids) >= engine.context_window:
         raise StateError(
             f"pack {name!r} would need {len(ids):,} tokens but {engine.name} has a {engine.context_window:,}-token "
@@ -142,6 +159,7 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
     prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk, progress=progress)
     snapshot = take_snapshot(prepared.state, prepared.logits)
     meta = state_metadata(engine, name, ids, sources, documents, prepared.prefill_s)
+    meta.update(tools=tool_names(tools), tools_sha256=tools_digest(tools))
     write_atomically(target, snapshot, ids, documents, meta)
     return read_meta(packs_dir, name)
 
@@ -151,6 +169,7 @@ def state_metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str
         "format": PACK_FORMAT, "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": engine.name, "model_source": engine.resolved.source,
         "fingerprint": weights_fingerprint(engine.model), "dtype": dtype_name(engine.model),
+        "quant": quant_name(engine.model),
         **runtime_versions(), "tokens": len(ids), "token_ids_sha256": ids_sha256(ids),
         "documents": len(documents), "sources": sources, "prefill_s": round(prefill_s, 3),
     }
@@ -228,11 +247,15 @@ def remove_pack(packs_dir: Path, name: str) -> None:
 
 # ---- load --------------------------------------------------------------------------------
 def check_compatible(meta: dict[str, Any], engine) -> None:
-    """Refuse a pack made with another model, dtype or torch/transformers major.minor."""
+    """Refuse a pack made with another model, dtype, quantisation or torch/transformers major.minor."""
     name = meta.get("name", "?")
     if meta.get("dtype") != dtype_name(engine.model):
         raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}",
                          fix="pack_dtype", dtype=meta.get("dtype"))
+    made_with, runs = meta.get("quant", "none"), quant_name(engine.model)
+    if made_with != runs:
+        raise StateError(f"pack {name!r} was made with {made_with} weights but the model runs {runs} weights",
+                         fix="pack_quant", quant=made_with)
     for lib, version in runtime_versions().items():
         if meta.get(lib) != version:
             raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}",

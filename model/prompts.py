@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from feldspar.model.control_tokens import guarded_chat_ids, plain_text_ids
 from feldspar.model.errors import PromptError
+from feldspar.model.text_checks import check_text
 
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
 END_OF_TEXT = "<|end_of_text|>"
@@ -74,6 +75,8 @@ def chat_token_ids(
     Decoding the ids gives back ``render_chat``'s text; only the ids of control-token strings
     that came from the data differ from a plain ``encode`` (they are ordinary text ids).
     """
+    for param, value in (("messages", messages), ("tools", tools), ("documents", documents)):
+        check_text(list(value) if value else None, param)
     return guarded_chat_ids(tokenizer, render_chat, messages, tools, documents, add_generation_prompt)
 
 
@@ -89,6 +92,8 @@ def fim_ids(tokenizer: Any, prefix: str, suffix: str) -> list[int]:
     (code that mentions ``<|fim_middle|>`` or ``<|end_of_text|>``) are ordinary text ids.
     """
     check_fim_support(tokenizer)
+    check_text(prefix, "prompt")
+    check_text(suffix, "suffix")
     vocab = tokenizer.get_vocab()
     return ([vocab[FIM_PREFIX]] + plain_text_ids(tokenizer, prefix) + [vocab[FIM_SUFFIX]]
             + plain_text_ids(tokenizer, suffix) + [vocab[FIM_MIDDLE]])
@@ -103,6 +108,7 @@ def check_fim_support(tokenizer: Any) -> None:
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` exactly as written: no BOS or other tokens added."""
+    check_text(text, "prompt")
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

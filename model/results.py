@@ -13,6 +13,9 @@ from typing import Any, Iterator
 
 from feldspar.model.toolcalls import ParsedTurn, parse_assistant
 
+# The first line of a random-weight model's chat answer over HTTP: clients show content, not headers.
+RANDOM_CONTENT_LABEL = "[RANDOM WEIGHTS: an untrained test model; this text is noise, not an answer]\n\n"
+
 
 @dataclass
 class GenerationResult:
@@ -27,6 +30,7 @@ class GenerationResult:
     ttft_s: float = 0.0
     decode_s: float = 0.0
     token_ids: list[int] = field(default_factory=list, repr=False)
+    estimated: bool = False  # token counts guessed (a remote server that sent no usage, no tokenizer here)
 
     @property
     def prefill_tokens_per_s(self) -> float:

@@ -19,6 +19,7 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from feldspar.model.control_tokens import GRANITE_CONTROL_STRINGS
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 if TYPE_CHECKING:
@@ -40,13 +41,7 @@ _NOT_SPECIAL = {
     "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
     "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
 }
-ADDED_TOKEN_NAMES: tuple[str, ...] = (
-    "<|pad|>", "<|end_of_text|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-    "<|fim_pad|>", "<|filename|>", "<|reponame|>", "<|start_of_role|>", "<|end_of_role|>",
-    "<|unused_1|>", "<|start_of_plugin|>", "<|end_of_plugin|>", "<|unk|>", "<tool_call>",
-    "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>", "<think_on>",
-    "<think_off>", "<schema>", "</schema>", "<tools>", "</tools>", "<documents>", "</documents>",
-)
+ADDED_TOKEN_NAMES = GRANITE_CONTROL_STRINGS
 ADDED_TOKENS: tuple[tuple[str, bool], ...] = tuple((t, t not in _NOT_SPECIAL) for t in ADDED_TOKEN_NAMES)
 
 _CORPUS = """\

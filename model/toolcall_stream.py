@@ -90,7 +90,7 @@ class VisibleText:
         """Decide what can be decided after ``_decided``; return the visible raw text of it."""
         rest = self.raw[self._decided:]
         visible: list[str] = []
-        for part in segments(rest, fences=self.table is not None):
+        for part in segments(rest, fences=self.table is not None, final=False):
             chunk = rest[part.start:part.end]
             if part.kind == "text":
                 keep = len(chunk) - held_suffix(chunk, self.markers) if part.end == len(rest) else len(chunk)

@@ -99,8 +99,31 @@ class Segment:
     body: str = ""
 
 
-def segments(text: str, fences: bool = False) -> list[Segment]:
-    """Split ``text`` left to right at tool-call tags (and code fences when ``fences``)."""
+_QUOTED_OR_CLOSE = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|</tool_call>|["']""", re.S)
+
+
+def tag_end(text: str, inner: int, final: bool = True) -> int:
+    """Where the ``</tool_call>`` closing a block whose body starts at ``inner`` is, or -1.
+
+    Read from the call's structure: a ``</tool_call>`` (or ``<tool_call>``) inside a quoted
+    string of the call's arguments is text, not the end of the block. A body whose last quote
+    never closes ends at the first ``</tool_call>`` when ``final`` (a malformed call, read as
+    before); while streaming (not ``final``) it is not closed yet.
+    """
+    for match in _QUOTED_OR_CLOSE.finditer(text, inner):
+        token = match.group(0)
+        if token == CLOSE:
+            return match.start()
+        if len(token) == 1:  # a quote that never closes
+            return text.find(CLOSE, inner) if final else -1
+    return -1
+
+
+def segments(text: str, fences: bool = False, final: bool = True) -> list[Segment]:
+    """Split ``text`` left to right at tool-call tags (and code fences when ``fences``).
+
+    ``final``: ``text`` is the whole turn (not a prefix still streaming); see ``tag_end``.
+    """
     markers = (OPEN, CLOSE, FENCE) if fences else (OPEN, CLOSE)
     found: list[Segment] = []
     position = 0
@@ -117,7 +140,7 @@ def segments(text: str, fences: bool = False) -> list[Segment]:
             position = start + len(CLOSE)
             continue
         kind, closer, inner = ("tag", CLOSE, start + len(OPEN)) if marker == OPEN else ("fence", FENCE, start + 3)
-        end = text.find(closer, inner)
+        end = tag_end(text, inner, final) if marker == OPEN else text.find(closer, inner)
         if end < 0:
             found.append(Segment(kind, start, len(text), closed=False, body=text[inner:]))
             break

@@ -1,7 +1,10 @@
 """The layer rules, checked on the source: one `feldspar` namespace, imports only downwards, no cycles.
 
-Layers (docs/architecture.md): app (the `feldspar` package top) → agents, ui → model, retrieval;
-bench measures the lower layers and is driven by the app. Every import statement of every
+Layers (docs/architecture.md): the three front ends (app/cli `feldspar.cli`, app/serve
+`feldspar.serve`, app/webui `feldspar.webui`) → the app core (the rest of app/, the `feldspar`
+package top) → agents, ui → model, retrieval; bench measures the lower layers and is driven by the
+app. The core never imports a front end; a front end never imports another one, except that the
+CLI starts the server through its two entry modules (`feldspar serve`, `feldspar bench serve`). Every import statement of every
 Python file in the repository is read with `ast`, function-level imports included.
 """
 
@@ -24,6 +27,9 @@ ALLOWED = {
     "feldspar.ui": {"feldspar.agents", "feldspar.model", "feldspar.retrieval"},
     "feldspar.bench": {"feldspar.model", "feldspar.retrieval", "feldspar.agents"},
 }
+FRONT_ENDS = ("feldspar.cli", "feldspar.serve", "feldspar.webui")
+# The only modules one front end may import from another: how `feldspar serve` starts the server.
+LAUNCHERS = {"feldspar.cli": {"feldspar.serve.server", "feldspar.serve.run"}}
 FORBIDDEN_THIRD_PARTY = {"feldspar.agents": {"torch", "transformers"}}
 OLD_TOP_LEVEL = re.compile(r"^\s*(from|import)\s+(app|model|retrieval|agents|ui|bench)(\.|\s|$)", re.M)
 
@@ -62,11 +68,24 @@ def imported_names(path: Path) -> list[tuple[int, str]]:
 
 
 def layer_of(module: str) -> str:
-    """The layer a feldspar module belongs to: feldspar.model.x -> feldspar.model; feldspar.cli -> feldspar."""
+    """The layer a feldspar module belongs to: feldspar.model.x -> feldspar.model; feldspar.cli.root ->
+    feldspar.cli (a front end); feldspar.compose -> feldspar (the core)."""
+    if module == "feldspar.__main__":
+        return "feldspar.cli"  # `python -m feldspar` is the CLI's second door
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in ("model", "retrieval", "agents", "ui", "bench"):
+    if len(parts) > 1 and parts[1] in ("model", "retrieval", "agents", "ui", "bench", "cli", "serve", "webui"):
         return ".".join(parts[:2])
     return "feldspar"
+
+
+def front_end_violation(layer: str, name: str) -> bool:
+    """Whether ``layer`` (the core or a front end) may not import feldspar module ``name``."""
+    target = layer_of(name)
+    if target not in FRONT_ENDS or target == layer:
+        return False
+    if layer == "feldspar":
+        return True  # the core never imports a front end
+    return not any(name == allowed or name.startswith(allowed + ".") for allowed in LAUNCHERS.get(layer, ()))
 
 
 def violations(files: list[Path] | None = None) -> list[str]:
@@ -80,7 +99,11 @@ def violations(files: list[Path] | None = None) -> list[str]:
             top = name.split(".")[0]
             if layer in FORBIDDEN_THIRD_PARTY and top in FORBIDDEN_THIRD_PARTY[layer]:
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
-            if top != "feldspar" or layer == "feldspar":
+            if top != "feldspar":
+                continue
+            if layer == "feldspar" or layer in FRONT_ENDS:
+                if front_end_violation(layer, name):
+                    found.append(f"{path.relative_to(ROOT)}:{line}: {layer} imports {name}")
                 continue
             target = layer_of(name) if name != "feldspar" else "feldspar"
             if target != layer and target not in ALLOWED[layer]:
@@ -136,7 +159,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("layer", ["feldspar", "feldspar.model", "feldspar.retrieval", "feldspar.agents", "feldspar.bench"])
+@pytest.mark.parametrize("layer", ["feldspar", "feldspar.cli", "feldspar.serve", "feldspar.webui", "feldspar.model", "feldspar.retrieval", "feldspar.agents", "feldspar.bench"])
 def test_no_import_cycle_inside_a_layer(layer):
     graph = {m: {e for e in edges if layer_of(e) == layer} for m, edges in module_graph().items() if layer_of(m) == layer}
     assert find_cycle(graph) is None
@@ -154,6 +177,28 @@ def test_the_checks_catch_what_they_are_meant_to_catch():
         planted.unlink()
     assert found == ["feldspar.model imports feldspar.compose", "feldspar.model imports feldspar.compose.build_engine",
                      "feldspar.model imports feldspar.retrieval", "feldspar.model imports feldspar.retrieval.loaders"]
+
+
+def test_the_front_end_rules_catch_a_planted_violation():
+    """The core importing a front end, and one front end importing another, are both found; the
+    CLI's launcher imports of the server are not."""
+    planted = {ROOT / "app" / "_planted_core.py": "from feldspar.cli.root import console\nfrom .webui import jobs\n",
+               ROOT / "app" / "serve" / "_planted_serve.py": "import feldspar.webui.services\nfrom ..cli import root\n",
+               ROOT / "app" / "cli" / "_planted_cli.py": "from feldspar.serve.run import serve_forever\n"
+                                                          "from feldspar.serve.endpoints import create_app\n"}
+    for path, text in planted.items():
+        path.write_text(text, encoding="utf-8")
+    try:
+        found = [v.split(": ", 1)[1] for v in violations(sorted(planted))]
+    finally:
+        for path in planted:
+            path.unlink()
+    assert found == [
+        "feldspar imports feldspar.cli.root", "feldspar imports feldspar.cli.root.console",
+        "feldspar imports feldspar.webui", "feldspar imports feldspar.webui.jobs",
+        "feldspar.cli imports feldspar.serve.endpoints", "feldspar.cli imports feldspar.serve.endpoints.create_app",
+        "feldspar.serve imports feldspar.webui.services", "feldspar.serve imports feldspar.cli", "feldspar.serve imports feldspar.cli.root",
+    ]
 
 
 def error_classes(folder: str) -> set[str]:

@@ -1,7 +1,7 @@
 """Where the UI's pages find the application's services.
 
 ui/ may not import the app (layers: app → ui), so the app's Streamlit entry
-(app/ui_main.py) builds one services object from Settings through app/compose.py and
+(app/webui/main.py) builds one services object from Settings through app/compose.py and
 registers it here before any page runs; pages call ``services()``. This module knows
 nothing of what the services are, only that one was registered for this process.
 """

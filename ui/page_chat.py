@@ -11,12 +11,13 @@ nothing the agent decides.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import streamlit as st
 
 from feldspar.ui.context import services
-from feldspar.ui.views_chat import render_approval, render_file, render_turn, thread_label
+from feldspar.ui.views_chat import render_approval, render_file, render_turn, thread_date, thread_label
 from feldspar.ui.views_trace import headline, render_budget_warning
 
 POLICIES = ("always", "auto", "none")
@@ -24,17 +25,43 @@ STEP_EVENTS = ("retrieval", "model_turn", "tool_result", "approval", "summary", 
 
 
 # ---- sidebar ------------------------------------------------------------------------------
+def _open_thread(thread_id: str | None) -> None:
+    """A click on a thread (or New thread): runs before the page draws, so the ▶ marker is current."""
+    st.session_state.thread_id = thread_id
+    st.session_state.adopt_choice = thread_id is not None
+
+
+def _thread_from_url(svc: Any) -> None:
+    """The thread in the address (``?thread=…``) opens on a fresh session: reload or a link keeps you there."""
+    if st.session_state.get("url-read"):
+        return
+    st.session_state["url-read"] = True
+    wanted = st.query_params.get("thread")
+    if wanted and svc.thread_exists(wanted):
+        _open_thread(wanted)
+    elif wanted:
+        st.session_state.notice = {"run": st.session_state.runs, "text": (
+            f"The link's thread {wanted} does not exist (it was deleted, or the link is from another server). "
+            f"Your question goes to a new thread.")}
+
+
+def _sync_url() -> None:
+    thread_id = st.session_state.get("thread_id")
+    if thread_id and st.query_params.get("thread") != thread_id:
+        st.query_params["thread"] = thread_id
+    elif not thread_id and "thread" in st.query_params:
+        del st.query_params["thread"]
+
+
 def _thread_controls(svc: Any) -> None:
-    if st.button("New thread", key="new-thread", width="stretch"):
-        st.session_state.thread_id = None
+    st.button("New thread", key="new-thread", width="stretch", on_click=_open_thread, args=(None,))
     rows = svc.list_threads()
     current = st.session_state.get("thread_id")
-    st.caption(f"{len(rows)} thread(s)" if rows else "no threads yet")
+    st.caption(f"{len(rows):,} thread{'' if len(rows) == 1 else 's'}" if rows else "no threads yet")
     for row in rows[:50]:
         mark = "▶ " if row["thread_id"] == current else ""
-        if st.button(mark + thread_label(row), key=f"thread-{row['thread_id']}", width="stretch"):
-            st.session_state.thread_id = row["thread_id"]
-            st.session_state.adopt_choice = True
+        st.button(mark + thread_label(row), key=f"thread-{row['thread_id']}", width="stretch",
+                  on_click=_open_thread, args=(row["thread_id"],))
     if current and svc.thread_exists(current):
         with st.expander("This thread"):
             title = st.text_input("Title", key="rename-title", placeholder="new title")
@@ -44,7 +71,7 @@ def _thread_controls(svc: Any) -> None:
             sure = st.checkbox("Yes, delete it and its saved state", key="delete-sure")
             if st.button("Delete thread", key="delete-thread", disabled=not sure):
                 svc.delete_thread(current)
-                st.session_state.thread_id = None
+                _open_thread(None)
                 st.rerun()
 
 
@@ -150,7 +177,7 @@ def _context_of(svc: Any):
 def _open_file(svc: Any):
     def show(source: dict[str, Any], key: str) -> None:
         try:
-            render_file(svc.source_file(source["collection"], source["path"]), key)
+            render_file(svc.source_file(source["collection"], source["path"]), key, source)
         except svc.user_errors as exc:
             st.error(svc.error_text(exc))
 
@@ -175,30 +202,72 @@ def _stream(svc: Any, choice: Any, question: str | None, resume: bool | None = N
         with st.chat_message("user"):
             st.markdown(question)
     with st.chat_message("assistant"):
+        loading = not svc.scripted and not svc.engine_loaded  # a sign of life from the first second
+        status = st.status("Loading the model…" if loading else "Preparing the prompt…", expanded=True)
         try:
             if svc.random_weights(choice):
                 st.warning(svc.random_label)
             if question is not None:
                 st.session_state.budget = svc.budget(choice, thread_id, question)  # kept under the answer
                 render_budget_warning(st.session_state.budget)
-            status = st.status("Working…", expanded=False)
-
-            def tokens():
-                for event in svc.stream_turn(choice, question, thread_id, resume):
-                    st.session_state.thread_id = event.thread_id
-                    if event.kind == "token":
-                        yield event.text
-                    elif event.kind in STEP_EVENTS:
-                        status.write(headline(event.data))
-
-            st.write_stream(tokens())
-            status.update(label="Done", state="complete")
+            st.write_stream(_answer_tokens(svc, choice, question, thread_id, resume, status))
+            status.update(label="Done", state="complete", expanded=False)
         except svc.user_errors as exc:
-            st.error(svc.error_text(exc))
-            st.session_state.unsent = question
-            return False
+            status.update(label="Not answered", state="error", expanded=False)
+            if question is None:
+                st.error(svc.error_text(exc))
+                return False
+            st.session_state.unsent = {"question": question, "error": svc.error_text(exc)}
+            st.rerun()  # drawn at once with its error and Try again (above the input), not one question late
     st.session_state.pop("unsent", None)
     return True
+
+
+def _answer_tokens(svc: Any, choice: Any, question: str | None, thread_id: str | None, resume: bool | None,
+                   status: Any):
+    """The answer's text as it streams, with the status box saying what happens meanwhile."""
+    bar = status.empty()
+    searching = choice.policy == "always" and question is not None
+    status.update(label="Retrieving passages…" if searching else "Reading the prompt…")
+
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    page_run = get_script_run_ctx()
+
+    def prefill(done: int, total: int) -> None:  # called on the graph's worker thread: lend it this page run
+        add_script_run_ctx(threading.current_thread(), page_run)
+        status.update(label=f"Prefilling {total:,} prompt tokens…")
+        bar.progress(done / total if total else 1.0, text=f"prefilled {done:,} of {total:,} tokens")
+
+    answering = False
+    for event in svc.stream_turn(choice, question, thread_id, resume, on_prefill=prefill):
+        st.session_state.thread_id = event.thread_id
+        if event.kind == "token":
+            if not answering:
+                status.update(label="Generating the answer…")
+                answering = True
+            yield event.text
+        elif event.kind in STEP_EVENTS:
+            status.write(headline(event.data))
+            if event.kind == "retrieval":
+                status.update(label="Reading the prompt…")
+
+
+def _unsent(svc: Any, choice: Any) -> None:
+    """A question whose turn failed (a model that cannot load…): kept with its error and a Try again."""
+    unsent = st.session_state.get("unsent")
+    if not unsent:
+        return
+    with st.chat_message("user"):
+        st.markdown(unsent["question"])
+    with st.chat_message("assistant"):
+        st.error(unsent["error"])
+        st.caption("Not answered yet: the question is kept here.")
+        retry = st.button("Try again", key="retry")
+    if retry:
+        st.session_state.pop("unsent")
+        if _stream(svc, choice, unsent["question"]):
+            st.rerun()
 
 
 def _check_thread(svc: Any) -> None:
@@ -231,6 +300,13 @@ def _pending(svc: Any, choice: Any, thread_id: str, turns: list[dict[str, Any]])
     return True
 
 
+def _thread_header(svc: Any, thread_id: str | None) -> str:
+    if not thread_id:
+        return "New thread"
+    row = svc.threads.meta(thread_id)
+    return f"**{row.get('title') or 'untitled'}** · {thread_date(row)}"
+
+
 def _where(choice: Any) -> str:
     if choice.policy == "pack":
         return f"state pack `{choice.pack}`" if choice.pack else "a state pack (none chosen)"
@@ -241,6 +317,7 @@ def render() -> None:
     svc = services()
     st.session_state.setdefault("thread_id", None)
     st.session_state.runs = st.session_state.get("runs", 0) + 1
+    _thread_from_url(svc)
     with st.sidebar:
         st.subheader("Threads")
         _thread_controls(svc)
@@ -249,18 +326,15 @@ def render() -> None:
     st.title("Chat")
     _check_thread(svc)
     thread_id = st.session_state.get("thread_id")
-    st.caption(f"{'Thread ' + thread_id if thread_id else 'New thread'} · answers from {_where(choice)}")
+    _sync_url()
+    st.caption(f"{_thread_header(svc, thread_id)} · answers from {_where(choice)}")
     turns = _history(svc, choice, thread_id) if thread_id else []
     waiting = False
     if thread_id:
         if turns and st.session_state.get("budget"):
             render_budget_warning(st.session_state.budget)  # the warning given before the last question
         waiting = _pending(svc, choice, thread_id, turns)
-    if st.session_state.get("unsent"):
-        st.info(f"Not answered yet, kept here: {st.session_state.unsent}")
-        if st.button("Try again", key="retry"):
-            if _stream(svc, choice, st.session_state.unsent):
-                st.rerun()
+    _unsent(svc, choice)
     if choice.policy == "pack" and not choice.pack:
         st.info("Pick a state pack in the sidebar (make one on the Packs page).")
         return

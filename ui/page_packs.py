@@ -1,6 +1,6 @@
 """The Packs page: make a state pack from chosen files, list, inspect and delete packs, chat on one.
 
-Everything goes through ``services().library`` (feldspar.ui_library.LibraryServices). Pack
+Everything goes through ``services().library`` (feldspar.webui.library.LibraryServices). Pack
 creation runs as a background job whose progress (reading, counting tokens against the
 model's window, prefill) a fragment polls every second; a pack over the window ends the job
 with its one-line reason. "Start a chat" sets ``st.session_state["chat_pack"]`` and switches
@@ -13,7 +13,7 @@ import streamlit as st
 
 from feldspar.ui.context import services
 from feldspar.ui.views_documents import show_outcome
-from feldspar.ui.views_jobs import live_job_panel
+from feldspar.ui.views_jobs import SHARED_COLLECTION, current_collection, live_job_panel
 from feldspar.ui.views_packs import pack_record, packs_table, token_gauge
 
 CHAT_PACK_KEY = "chat_pack"
@@ -48,7 +48,10 @@ def _create_form(library) -> None:
     if not names:
         st.info("Ingest documents on the Documents page first; a pack is made from a collection's files.")
         return
+    if st.session_state.get("packs_collection") not in names:
+        st.session_state["packs_collection"] = current_collection(library.default_collection(), names)
     collection = st.selectbox("Collection", names, key="packs_collection")
+    st.session_state[SHARED_COLLECTION] = collection
     candidates = library.attempt(lambda: library.pack_candidates(collection)).value or []
     paths = {row["label"]: row["path"] for row in candidates}
     chosen = st.multiselect("Files", list(paths), key="packs_files",

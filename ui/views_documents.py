@@ -15,11 +15,19 @@ STATE_WORDS = {"running": "running", "cancelling": "stopping…", "done": "finis
                "cancelled": "cancelled", "failed": "failed"}
 
 
-def show_outcome(outcome: Any) -> None:
-    """A service's answer: green when it worked, red with its one-line reason when it did not."""
-    if outcome is None or not outcome.message:
+def show_outcome(outcome: Any, success: bool = True) -> None:
+    """A service's answer: green when it worked (unless ``success`` is False: its job has said how it
+    ended), red with its one-line reason when it did not; each refused item (``problems``) in red."""
+    if outcome is None or not (outcome.message or getattr(outcome, "problems", ())):
         return
-    (st.success if outcome.ok else st.error)(outcome.message)
+    problems = "\n".join(f"- {problem}" for problem in getattr(outcome, "problems", ()))
+    if outcome.ok:
+        if success and outcome.message:
+            st.success(outcome.message)
+        if problems:
+            st.error(f"Refused:\n{problems}")
+    else:
+        st.error(f"{outcome.message}\n\n{problems}" if problems else outcome.message)
 
 
 def human_bytes(count: int | None) -> str:

@@ -18,12 +18,25 @@ import streamlit as st
 from feldspar.ui.views_documents import job_progress, show_outcome
 
 POLL_SECONDS = 1.0
+SHARED_COLLECTION = "kept:collection"  # the collection last chosen on any page (the chat page keeps it too)
+
+
+def current_collection(default: str, names: list[str]) -> str | None:
+    """The collection a page opens on: the one last chosen anywhere, else the app's own, else the first."""
+    for name in (st.session_state.get(SHARED_COLLECTION), default):
+        if name in names:
+            return name
+    return names[0] if names else None
 
 
 def live_job_panel(prefix: str, current: Callable[[], Any], cancel: Callable[[], Any], cancel_help: str,
-                   title: Callable[[Any], str], details: Callable[[Any], None] | None = None) -> None:
-    """``current()`` is the job's view or None; ``cancel()`` returns an outcome to show."""
+                   title: Callable[[Any], str], details: Callable[[Any], None] | None = None,
+                   hide_ended: float | None = None) -> None:
+    """``current()`` is the job's view or None; ``cancel()`` returns an outcome to show. An ended job
+    that started at ``hide_ended`` is not drawn (an action since has made it old news)."""
     view = current()
+    if view is not None and not view.active and hide_ended is not None and view.started == hide_ended:
+        return
 
     @st.fragment(run_every=POLL_SECONDS if view is not None and view.active else None)
     def panel() -> None:

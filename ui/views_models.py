@@ -1,6 +1,6 @@
 """View functions for the Models page: the catalog, the loaded model, the state cache.
 
-Plain dicts in (as app/ui_models.py shapes them), Streamlit out; no logic beyond formatting.
+Plain dicts in (as app/webui/models.py shapes them), Streamlit out; no logic beyond formatting.
 """
 
 from __future__ import annotations

@@ -101,6 +101,8 @@ def render_budget(usage: dict[str, Any]) -> None:
     low[0].metric("TTFT", _fmt(usage.get("ttft_s"), " s"))
     low[1].metric("tokens/s", _fmt(usage.get("tokens_per_s"), "", 1))
     low[2].metric("model calls", _fmt(usage.get("model_calls")))
+    if usage.get("pack_not_reused"):
+        st.warning(usage["pack_not_reused"])
     share, window = usage.get("window_share"), usage.get("window")
     if window:
         st.progress(min(1.0, share or 0.0), text=f"context window: {usage.get('window_used', 0):,} of "
@@ -111,7 +113,9 @@ def render_budget(usage: dict[str, Any]) -> None:
 
 
 def render_budget_warning(budget: dict[str, Any]) -> None:
-    """The warning shown before a question is asked whose prompt may not fit."""
+    """The warnings shown before a question is asked: a pack whose state cannot be reused, a prompt that may not fit."""
+    if budget.get("pack_not_reused"):
+        st.warning(budget["pack_not_reused"])
     if budget.get("level") in ("over", "near"):
         st.warning(budget["message"], icon="⚠️")
     elif budget.get("level") == "summarise":

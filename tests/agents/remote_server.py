@@ -9,13 +9,25 @@ uvicorn on a loopback port the OS chooses, in a thread, and answers each
   streamed as ``delta.tool_calls`` (arguments as a JSON string, in pieces);
 - ``{"status": int, "message": str}``: an OpenAI-shaped error answer;
 - ``{"hang": True}``: no answer until the test ends (the client times out);
-- ``{"drop_after": str}``: that text streamed, then the connection dropped mid-answer.
+- ``{"drop_after": str}``: that text streamed, then the connection dropped mid-answer;
+- ``{"unfinished": str}``: that text streamed, then ``[DONE]`` with no ``finish_reason`` (what
+  llama-cpp-python's server sends when another request interrupts the answer).
+
+``llama=True`` makes it behave as llama.cpp's ``llama-server``: ``/props`` lists ``slots``
+slots sharing one ``n_ctx`` window (``default_generation_settings.n_ctx`` is the per-slot
+window), ``/tokenize`` answers ids (``parse_special`` turns the FIM strings into single ids,
+``FIM_IDS``), ``/v1/models`` lists no window and ``suffix`` is ignored. ``usage=False``
+sends no usage even when ``include_usage`` asks (llama-cpp-python).
 
 Usage counts words and punctuation of the request, and ``prompt_tokens_details.
 cached_tokens`` is the longest common prefix with an earlier request plus its reply, the
 way a server's prefix cache behaves. It also refuses a wrong bearer key (401), an unknown
 model (404, as vLLM words it) and, when ``tools_supported`` is false, any ``tools`` (400).
 Every request body and its Authorization header is kept in ``requests``.
+
+It tokenises like llama.cpp's server (``llama_tokens``): a Granite control string anywhere in
+the text of a request becomes that control token's id, so ``control_ids[i]`` lists the control
+ids request ``i``'s messages, tools, documents, prompt and suffix would have put in the prompt.
 """
 
 from __future__ import annotations
@@ -26,17 +38,56 @@ import re
 import socket
 import threading
 import time
+import zlib
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from feldspar.model.control_tokens import GRANITE_CONTROL_STRINGS
+
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+FIM_IDS = {"<|fim_prefix|>": 100_001, "<|fim_suffix|>": 100_002, "<|fim_middle|>": 100_003}
+
+
+def token_id(piece: str) -> int:
+    return zlib.crc32(piece.encode()) % 100_000
 
 
 def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
+
+
+_CONTROL = re.compile("|".join(re.escape(c) for c in sorted(GRANITE_CONTROL_STRINGS, key=len, reverse=True)))
+CONTROL_BASE_ID = 100256  # Granite's first added-token id
+
+
+def llama_tokens(text: str) -> list[int | str]:
+    """Text as llama.cpp tokenises it with special parsing on: control strings -> ids, the rest words."""
+    out: list[int | str] = []
+    position = 0
+    for match in _CONTROL.finditer(text):
+        out += _tokens(text[position:match.start()])
+        out.append(CONTROL_BASE_ID + GRANITE_CONTROL_STRINGS.index(match.group(0)))
+        position = match.end()
+    return out + _tokens(text[position:])
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def request_control_ids(body: dict[str, Any]) -> list[int]:
+    """The control ids the text of a request's data becomes under llama.cpp's tokenisation."""
+    texts = _strings([body.get(k) for k in ("messages", "tools", "documents", "prompt", "suffix")])
+    return [t for text in texts for t in llama_tokens(text) if isinstance(t, int)]
 
 
 def free_port() -> int:
@@ -48,7 +99,9 @@ def free_port() -> int:
 
 class StandIn:
     def __init__(self, models=("granite-test",), api_key: str | None = None, max_model_len: int | None = 8192,
-                 listing_extra: dict[str, Any] | None = None) -> None:
+                 listing_extra: dict[str, Any] | None = None, llama: bool = False, slots: int = 4,
+                 n_ctx: int = 8192, usage: bool = True) -> None:
+        self.llama, self.slots, self.n_ctx, self.send_usage = llama, slots, n_ctx, usage
         self.models = list(models)
         self.listing_extra = listing_extra or {}  # extra fields of each /v1/models entry
         self.api_key = api_key
@@ -56,6 +109,7 @@ class StandIn:
         self.tools_supported = True
         self.replies: list[Any] = []
         self.requests: list[dict[str, Any]] = []
+        self.control_ids: list[list[int]] = []
         self._seen: list[list[str]] = []
         self._release = threading.Event()
         self.app = self._build()
@@ -75,7 +129,7 @@ class StandIn:
         return f"openai:{self.base_url}#{model}"
 
     def script(self, *replies: Any) -> "StandIn":
-        self.replies, self.requests, self._seen = list(replies), [], []
+        self.replies, self.requests, self._seen, self.control_ids = list(replies), [], [], []
         self.tools_supported = True
         return self
 
@@ -98,9 +152,26 @@ class StandIn:
             refused = self._refuse_key(request)
             if refused is not None:
                 return refused
-            data = [{"id": m, "object": "model", "owned_by": "stand-in", **self.listing_extra,
-                     **({"max_model_len": self.max_model_len} if self.max_model_len else {})} for m in self.models]
+            window = {"max_model_len": self.max_model_len} if self.max_model_len and not self.llama else {}
+            data = [{"id": m, "object": "model", "owned_by": "stand-in", **self.listing_extra, **window}
+                    for m in self.models]
             return {"object": "list", "data": data}
+
+        @app.get("/props")
+        async def props():
+            if not self.llama:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            return {"default_generation_settings": {"n_ctx": self.n_ctx // self.slots}, "total_slots": self.slots}
+
+        @app.post("/tokenize")
+        async def tokenize(request: Request):
+            if not self.llama:
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            body = await request.json()
+            content = body.get("content", "")
+            if body.get("parse_special") and content in FIM_IDS:
+                return {"tokens": [FIM_IDS[content]]}
+            return {"tokens": [token_id(piece) for piece in _tokens(content)]}
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
@@ -125,6 +196,7 @@ class StandIn:
     async def _answer(self, request: Request, chat: bool):
         body = await request.json()
         self.requests.append({**body, "authorization": request.headers.get("authorization")})
+        self.control_ids.append(request_control_ids(body))
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
@@ -140,6 +212,10 @@ class StandIn:
             return self._error(504, "released at teardown")
         if isinstance(reply, dict) and "drop_after" in reply:
             return StreamingResponse(self._dropped(body, reply["drop_after"]), media_type="text/event-stream")
+        if isinstance(reply, dict) and "unfinished" in reply:
+            return StreamingResponse(self._unfinished(body, reply["unfinished"], chat), media_type="text/event-stream")
+        if not chat and self.llama:
+            body.pop("suffix", None)  # llama-server's /v1/completions does not read it
         content = reply if isinstance(reply, str) else reply.get("content", "")
         calls = [] if isinstance(reply, str) else reply.get("tool_calls", [])
         return StreamingResponse(self._events(body, content, calls, chat), media_type="text/event-stream")
@@ -159,6 +235,13 @@ class StandIn:
                  "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         yield f"data: {json.dumps(chunk)}\n\n"
         raise ConnectionAbortedError("the stand-in drops the connection mid-answer")
+
+    def _unfinished(self, body: dict[str, Any], text: str, chat: bool):
+        choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+        chunk = {"id": "stand-in", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+                 "model": body["model"], "choices": [{**choice, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
 
     def _events(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]], chat: bool):
         base = {"id": "stand-in", "created": int(time.time()), "model": body["model"],
@@ -182,6 +265,6 @@ class StandIn:
         finish = "tool_calls" if calls else "stop"
         yield event([{"index": 0, "delta": {}, "finish_reason": finish} if chat else
                      {"index": 0, "text": "", "finish_reason": finish}])
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and self.send_usage:
             yield event([], usage=self._usage(body, content, calls))
         yield "data: [DONE]\n\n"

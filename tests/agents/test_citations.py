@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from feldspar.agents.citations import (
     cited_ids, number_passages, passages_for_model, resolve_citations, strip_unknown,
@@ -42,3 +42,27 @@ def test_unknown_ids_are_dropped_and_reported():
 def test_citation_parsing_never_raises(text):
     sources, unknown = resolve_citations(text, number_passages(HITS, 1))
     assert set(unknown).isdisjoint({"1", "2"}) and all(s["doc_id"] in (1, 2) for s in sources)
+
+
+def test_grouped_citations_lose_their_unknown_ids_like_single_ones():
+    unknown = ["99"]
+    assert strip_unknown("Two years [1, 99] here.", unknown) == "Two years [1] here."
+    assert strip_unknown("Two years [99, 1].", unknown) == "Two years [1]."
+    assert strip_unknown("Two years [1; 99] here.", unknown) == "Two years [1] here."
+    assert strip_unknown("Two years [99] here [doc 99].", unknown) == "Two years here."
+    assert strip_unknown("[99] Starts a line.\nEnds one [99]\nok", unknown) == "Starts a line.\nEnds one\nok"
+
+
+MARKED = st.lists(st.tuples(st.sampled_from(["Text", "more words", ".", ""]),
+                            st.lists(st.sampled_from(["1", "2", "77", "99"]), min_size=1, max_size=3),
+                            st.sampled_from([", ", "; ", ","])), max_size=5)
+
+
+@settings(max_examples=60, derandomize=True)
+@given(MARKED)
+def test_property_no_unknown_id_survives_and_no_doubled_space_appears(parts):
+    text = " ".join(f"{words} [{sep.join(ids)}]" for words, ids, sep in parts)
+    _sources, unknown = resolve_citations(text, number_passages(HITS, 1))
+    stripped = strip_unknown(text, unknown)
+    assert set(cited_ids(stripped)) <= {"1", "2"}
+    assert "  " not in stripped or "  " in text

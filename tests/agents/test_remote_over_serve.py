@@ -22,9 +22,9 @@ from feldspar.agents.threads import ThreadStore
 
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
-    from feldspar.compose import build_server
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("serve-home"), model=str(tiny_checkpoint), device="cpu",
@@ -32,8 +32,8 @@ def served(tiny_checkpoint, tmp_path_factory):
     scripted = ScriptedBackend(list(CALL_TURNS), name="scripted-calc")
     app = build_server(settings, agent=False, extra_models=[ServedModel("scripted-calc", scripted)], queue=4)
     with serve_in_thread(app) as url:
-        yield {"url": url + "/v1", "engine": app.state.feldspar.models[str(tiny_checkpoint)].engine,
-               "tiny": str(tiny_checkpoint)}
+        yield {"url": url + "/v1", "engine": app.state.feldspar.models[tiny_checkpoint.name].engine,
+               "tiny": tiny_checkpoint.name}
 
 
 def remote(served, model: str, **options) -> ChatGranite:

@@ -191,3 +191,46 @@ def test_summarize_and_extract_run_on_the_api_objects_chat_model(tmp_path):
     row = json.loads((tmp_path / "rows.jsonl").read_text(encoding="utf-8"))
     assert row["data"] == {"product": "router", "warranty_years": 2} and row["path"].endswith("guide.md")
     assert len(model.backend.requests) == 3  # every call went to the object's own chat model
+
+
+SAVE_NOTE = '''from pathlib import Path
+
+from feldspar.agents.tools import feldspar_tool
+
+NOTES = Path(__file__).with_name("notes.txt")
+
+
+@feldspar_tool(side_effects=True)
+def save_note(text: str) -> str:
+    """Save a note (writes a file)."""
+    with NOTES.open("a", encoding="utf-8") as out:
+        out.write(text + "\\n")
+    return "saved"
+'''
+
+
+@pytest.mark.parametrize("decision", [True, False])
+def test_an_approve_callback_is_asked_and_decides(tmp_path, decision):
+    from feldspar import Feldspar
+
+    (tmp_path / "tools.py").write_text(SAVE_NOTE, encoding="utf-8")
+    call = '<tool_call>\n{"name": "save_note", "arguments": {"text": "buy milk"}}\n</tool_call>'
+    fs = Feldspar(home=tmp_path / "home", chat_model=scripted([call, "Done."]), policy="none",
+                  tools_module=tmp_path / "tools.py")
+    asked = []
+    answer = fs.ask("Note: buy milk", approve=lambda request: asked.append(request) or decision)
+    assert [r["tool"] for r in asked] == ["save_note"] and asked[0]["args"] == {"text": "buy milk"}
+    assert answer.text == "Done." and (tmp_path / "notes.txt").exists() is decision
+
+
+def test_without_a_callback_a_side_effecting_call_is_refused(tmp_path):
+    from feldspar import Feldspar
+
+    (tmp_path / "tools.py").write_text(SAVE_NOTE, encoding="utf-8")
+    call = '<tool_call>\n{"name": "save_note", "arguments": {"text": "x"}}\n</tool_call>'
+    fs = Feldspar(home=tmp_path / "home", chat_model=scripted([call, "Not saved."]), policy="none",
+                  tools_module=tmp_path / "tools.py")
+    assert fs.ask("Note: x").text == "Not saved." and not (tmp_path / "notes.txt").exists()
+    never = Feldspar(home=tmp_path / "home2", chat_model=scripted([call, "No."]), policy="none", approve="never",
+                     tools_module=tmp_path / "tools.py")
+    assert never.ask("Note: x", approve=lambda request: pytest.fail("approve='never' asks nobody")).text == "No."

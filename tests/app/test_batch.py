@@ -1,4 +1,4 @@
-"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli_workflows.py).
+"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/workflows.py).
 
 The runner is driven through the real composition root (AgentFactory → build_agent → the
 agent graph) on a scripted Granite chat model; the command itself runs on the tiny random
@@ -302,7 +302,7 @@ def test_a_torn_line_longer_than_the_read_block_is_found(tmp_path):
     log = AnswerLog(out)
     log.close()
     assert log.torn_bytes == len(torn) and out.read_text() == good and log.records == [
-        {"id": "a", "thread": None, "thread_id": None}]
+        {"id": "a", "thread": None, "thread_id": None, "error": None}]
     only_torn = tmp_path / "torn.jsonl"
     only_torn.write_text(torn)
     AnswerLog(only_torn).close()
@@ -314,7 +314,7 @@ def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
 
     from rich.console import Console
 
-    import feldspar.cli_workflows as workflows
+    import feldspar.cli.workflows as workflows
 
     screen = io.StringIO()
     monkeypatch.setattr(workflows, "err_console", Console(file=screen, force_terminal=True, width=120))
@@ -326,3 +326,34 @@ def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
     shown = screen.getvalue()
     assert "questions" in shown and "3/4" in shown and "ETA" in shown
     assert "0.50 q/s · 1 failed" in shown  # 3 questions in 6 s
+
+
+def test_a_rerun_retries_failed_lines_and_keeps_the_answered_ones(tmp_path):
+    from feldspar.agents.batch import AnswerLog, parse_lines, run_batch
+
+    outage = [True]
+
+    def flaky(request: dict) -> str:
+        if "flaky" in last_user(request) and outage[0]:
+            raise RuntimeError("backend went away")
+        return reply(request)
+
+    from feldspar.agents.chat_model import ChatGranite
+    from feldspar.agents.scripted import ScriptedBackend
+
+    chat_model = ChatGranite(backend=ScriptedBackend([flaky] * 8))
+    items, _ = parse_lines(['{"id": "1", "question": "fine?"}', '{"id": "2", "question": "flaky now?"}'])
+    out = tmp_path / "answers.jsonl"
+    log = AnswerLog(out)
+    run_batch(items, factory(chat_model), log.append, done=log.done)
+    log.close()
+    outage[0] = False  # the transient cause is gone
+    log = AnswerLog(out)
+    assert log.done == {"1"} and log.failed == {"2"}
+    calls = len(chat_model.backend.requests)
+    new, summary = run_batch(items, factory(chat_model), log.append, done=log.done, previous=log.records)
+    log.close()
+    assert [r["id"] for r in new] == ["2"] and new[0]["error"] is None and summary.skipped == 1
+    assert len(chat_model.backend.requests) == calls + 1  # the answered line was not asked again
+    assert [(r["id"], r["error"] is None) for r in records(out)] == [("1", True), ("2", False), ("2", True)]
+    assert AnswerLog(out).failed == set()

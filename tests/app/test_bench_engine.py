@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from feldspar.cli_bench import parse_lengths
-from feldspar.cli_root import console
+from feldspar.cli.bench import parse_lengths
+from feldspar.cli.root import console
 from feldspar.bench import roofline
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,7 +24,7 @@ ROW_KEYS = {"row", "impl", "kind", "tokens", "seconds", "tokens_per_s", "achieve
 
 
 def test_bench_engine_json_has_every_row_with_positive_numbers(capsys, monkeypatch):
-    result = run_cli(["bench", "engine", *TINY_ARGS, "--json"], capsys, monkeypatch)
+    result = run_cli(["bench", "engine", *TINY_ARGS, "--quants", "none", "--json"], capsys, monkeypatch)
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["preset"] == "granite-4.0-h-350m" and report["tiny"] is True
@@ -48,7 +48,7 @@ def test_bench_engine_json_has_every_row_with_positive_numbers(capsys, monkeypat
 
 def test_bench_engine_table_without_baseline_on_a_moe_preset(capsys, monkeypatch):
     args = ["bench", "engine", "--preset", "h-tiny", "--tiny", "--prefill-lengths", "16", "--decode-tokens", "2",
-            "--repeats", "1", "--no-baseline"]
+            "--repeats", "1", "--no-baseline", "--quants", "none"]
     monkeypatch.setattr(console, "width", 160)  # rich squeezes cells on the 80 columns of a test
     result = run_cli(args, capsys, monkeypatch)
     assert result.code == 0, result.err

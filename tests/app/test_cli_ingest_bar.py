@@ -12,7 +12,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 
 
 def rendered(width: int) -> list[str]:
-    from feldspar.cli_retrieval import _progress_bar, _RichProgress
+    from feldspar.cli.retrieval import _progress_bar, _RichProgress
 
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=True, color_system=None)

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import run_cli  # noqa: E402
 
-from feldspar.cli_root import RANDOM_LABEL  # noqa: E402
+from feldspar.labels import RANDOM_LABEL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

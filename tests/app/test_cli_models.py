@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import feldspar.cli_models  # noqa: F401  (registers the commands)
+import feldspar.cli.models  # noqa: F401  (registers the commands)
 from feldspar.errors import user_message
-from feldspar.cli_root import app
+from feldspar.cli.root import app
 from feldspar.model.checkpoint_random import is_random_checkpoint
 from feldspar.model.errors import CheckpointError, ModelNotFoundError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from cli_runner import assert_one_error_line, run_cli  # noqa: E402
 
 def test_serve_starts_announces_its_address_and_requires_the_key(tiny_checkpoint):
     command = [sys.executable, "-m", "feldspar", "serve", "-m", str(tiny_checkpoint), "--port", "0", "--no-agent",
-               "--device", "cpu", "--dtype", "float32", "-n", "2"]
+               "--device", "cpu", "--dtype", "float32", "-n", "2", "--served-name", "granite-test"]
     env = {**os.environ, "FELDSPAR_API_KEY": "k-123"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
@@ -28,10 +29,11 @@ def test_serve_starts_announces_its_address_and_requires_the_key(tiny_checkpoint
         assert "RANDOM WEIGHTS" in announced and "bearer token required" in announced, announced
         url = announced.split("serving the OpenAI API on ")[1].split("/v1")[0]
         assert url.startswith("http://127.0.0.1:")
-        assert httpx.get(url + "/health", timeout=60).json()["models"] == [str(tiny_checkpoint)]
+        health = httpx.get(url + "/health", timeout=60)
+        assert health.json()["models"] == ["granite-test"] and str(tiny_checkpoint.parent) not in health.text
         assert httpx.get(url + "/v1/models", timeout=60).status_code == 401
         listed = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer k-123"}, timeout=60).json()
-        assert listed["data"][0]["random_weights"] is True
+        assert listed["data"][0]["random_weights"] is True and str(tiny_checkpoint.parent) not in json.dumps(listed)
     finally:
         process.terminate()
         process.wait(timeout=60)

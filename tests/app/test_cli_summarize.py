@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import assert_one_error_line, run_cli  # noqa: E402
 
-from feldspar.cli_root import RANDOM_LABEL  # noqa: E402
+from feldspar.labels import RANDOM_LABEL  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 
@@ -56,16 +56,17 @@ def test_summarize_on_the_tiny_random_checkpoint(cli, files, tiny_checkpoint, tm
     assert again.out.startswith(f"# Summary\n\n**{RANDOM_LABEL}**")  # no --out: the markdown on stdout
 
 
-def test_extract_on_the_tiny_random_checkpoint_keeps_invalid_rows(cli, files, tiny_checkpoint, tmp_path):
+def test_extract_unconstrained_on_the_tiny_random_checkpoint_keeps_invalid_rows(cli, files, tiny_checkpoint, tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SCHEMA), encoding="utf-8")
     out = tmp_path / "rows.jsonl"
     result = cli("extract", str(files / "router.md"), "--schema", str(schema), "--out", str(out),
-                 "-m", str(tiny_checkpoint), "-n", "4", "--retries", "1")
+                 "-m", str(tiny_checkpoint), "-n", "4", "--retries", "1", "--unconstrained")
     assert result.code == 0, result.err
     (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert row["random_weights"] is True and row["path"] == str(files / "router.md")
     assert row["ok"] is False and row["attempts"] == 2 and row["error"] and "raw" in row  # noise is not JSON
+    assert row["constrained"] is False
     assert RANDOM_LABEL in result.err and "1 row(s) from 1 file(s): 0 valid, 1 invalid" in result.err
 
 

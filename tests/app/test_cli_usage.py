@@ -107,7 +107,7 @@ def test_help_names_values_plainly_for_every_command(cli):
     import typer
 
     from feldspar.cli import _register_commands
-    from feldspar.cli_root import app
+    from feldspar.cli.root import app
 
     _register_commands()
     paths = _all_command_paths(typer.main.get_command(app))

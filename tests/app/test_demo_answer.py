@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
 
 from agent_helpers import scripted_model  # noqa: E402
 
-from feldspar.cli_demo import QUESTION, answer_question  # noqa: E402
-from feldspar.cli_retrieval import demo_retrieval  # noqa: E402
-from feldspar.cli_root import console  # noqa: E402
+from feldspar.cli.demo import QUESTION, answer_question  # noqa: E402
+from feldspar.cli.retrieval import demo_retrieval  # noqa: E402
+from feldspar.cli.root import console  # noqa: E402
 from feldspar.compose import build_agent, build_retrieval  # noqa: E402
 from feldspar.settings import load_settings  # noqa: E402
 

@@ -72,6 +72,7 @@ def test_the_wheel_holds_only_the_feldspar_package(wheel):
     assert {t for t in tops if not t.endswith((".dist-info", ".data"))} == {"feldspar"}
     names = zipfile.ZipFile(wheel).namelist()
     assert "feldspar/model/templates/granite_chat.jinja" in names and "feldspar/__main__.py" in names
+    assert {"feldspar/cli/__init__.py", "feldspar/serve/endpoints.py", "feldspar/webui/main.py"} <= set(names)
 
 
 def test_the_installed_wheel_runs_beside_a_users_app_and_model(venv, user_project, tmp_path):

@@ -51,9 +51,10 @@ def settings(tmp_path_factory, tiny_checkpoint):
 def server(settings):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_agent, build_server
-    from feldspar.serve_models import AgentModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.compose import build_agent
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import AgentModel
+    from feldspar.serve.run import serve_in_thread
 
     scripted = ScriptedBackend([ANSWER] * 50, name="scripted-granite")
     chat_model = ChatGranite(backend=scripted)
@@ -123,18 +124,28 @@ def test_a_client_resending_the_whole_conversation_continues_its_thread(client, 
     assert other.model_extra["feldspar"]["thread_id"] != thread_id  # an unknown history starts afresh
 
 
-def test_the_agent_reports_unknown_collections_and_threads(client):
+def test_the_agent_reports_unknown_collections_and_threads(client, settings):
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, "Hi?", collection="nowhere")
     assert info.value.body["code"] == "unknown_collection" and "feldspar ingest" in info.value.body["message"]
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, "Hi?", thread_id="0123456789ab")
     assert info.value.body["code"] == "unknown_thread"
+    assert str(settings.home) not in info.value.body["message"]  # no server path in an error
     with pytest.raises(openai.BadRequestError):
         ask(client, "Hi?", collection="manuals", pack="p")
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model="scripted-agent", prompt="hi")
     assert info.value.body["code"] == "unsupported_model"
+
+
+def test_a_bad_pack_answers_like_a_bad_collection(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        ask(client, "Hi?", model="feldspar-agent", pack="nopack")
+    assert info.value.body["code"] == "unknown_pack" and info.value.body["param"] == "pack"
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "Hi?", model="feldspar-agent", pack="bad name!")
+    assert info.value.body["code"] == "invalid_pack_name" and info.value.body["param"] == "pack"
 
 
 def test_feldspar_agent_over_the_tiny_model_is_marked_random(client):
@@ -143,6 +154,7 @@ def test_feldspar_agent_over_the_tiny_model_is_marked_random(client):
     assert models["feldspar-agent"]["agent"] == {"collection": "manuals", "pack": None}
     reply = ask(client, "How do I reset the router?", model="feldspar-agent")
     assert reply.system_fingerprint == "feldspar-random-weights"
+    assert reply.choices[0].message.content.startswith("[RANDOM WEIGHTS")  # what a chat client displays
     assert reply.model_extra["feldspar"]["random_weights"] is True
     assert isinstance(reply.model_extra["citations"], list)
     assert reply.usage.prompt_tokens > 0 and reply.model_extra["feldspar"]["model_calls"] >= 1

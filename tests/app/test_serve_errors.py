@@ -26,9 +26,9 @@ KEEPALIVE_S = 0.2
 @pytest.fixture(scope="module")
 def server():
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.serve import create_app
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.endpoints import create_app
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
 
     gated = GatedBackend()
     small = ScriptedBackend(["Fine, thanks."] * 100, name="small", context_window=1024)
@@ -218,9 +218,9 @@ def test_a_request_whose_client_left_while_queued_never_runs(client, gated, serv
 # ---- the bearer token ----------------------------------------------------------------------
 def test_the_bearer_token_is_required_when_configured():
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.serve import create_app
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.endpoints import create_app
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
 
     app = create_app([ServedModel("small", ScriptedBackend(["ok"] * 5))], api_key=KEY)
     with serve_in_thread(app) as url:

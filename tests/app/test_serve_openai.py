@@ -1,7 +1,7 @@
 """`feldspar serve` conformance with the official `openai` client and langchain-openai's ChatOpenAI.
 
 One real server per module (uvicorn in a thread on a loopback port the OS chose), built by
-app/compose.py's ``build_server`` over the tiny random checkpoint, plus a scripted Granite
+app/serve/server.py's ``build_server`` over the tiny random checkpoint, plus a scripted Granite
 model (real Granite-format text read by the real parser) for deterministic tool calls.
 """
 
@@ -24,9 +24,9 @@ SYSTEM = ("You are the reference librarian of the Feldspar mineral society. You 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_server
-    from feldspar.serve_models import ServedModel
-    from feldspar.serve_run import serve_in_thread
+    from feldspar.serve.server import build_server
+    from feldspar.serve.models import ServedModel
+    from feldspar.serve.run import serve_in_thread
     from feldspar.settings import load_settings
 
     settings = load_settings(home=tmp_path_factory.mktemp("serve-home"), model=str(tiny_checkpoint), device="cpu",
@@ -34,7 +34,7 @@ def server(tiny_checkpoint, tmp_path_factory):
     scripted = ScriptedBackend(weather_replies(), name="scripted-weather")
     app = build_server(settings, agent=False, extra_models=[ServedModel("scripted-weather", scripted)], queue=4)
     with serve_in_thread(app) as url:
-        yield {"url": url, "app": app, "scripted": scripted, "tiny": str(tiny_checkpoint)}
+        yield {"url": url, "app": app, "scripted": scripted, "tiny": tiny_checkpoint.name}
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ui"))
 
 from library_fixtures import WAIT_S, allowed, gate, make_library, shared_embedder, write_corpus  # noqa: E402,F401
 
-from feldspar.ui_jobs import Refused  # noqa: E402
-from feldspar.ui_uploads import BAD_CATEGORIES, allowed_folder, safe_upload_name  # noqa: E402
+from feldspar.webui.jobs import Refused  # noqa: E402
+from feldspar.webui.uploads import BAD_CATEGORIES, allowed_folder, safe_upload_name  # noqa: E402
 
 NASTY = "/\\.\x00\n\r\t\u202e\u200b\u2028:~$ *?é" + "abcXYZ09_-"
 SEGMENTS = ["a", "b", ".hidden", "link_out", "link_in", "link_hidden", "..", ".", "outside", "missing", "a/../.."]
@@ -149,7 +149,7 @@ def test_ui_settings_from_the_environment(monkeypatch, tmp_path):
 # ---- jobs ----------------------------------------------------------------------------------
 def test_a_job_ends_done_failed_with_a_user_line_or_failed_with_a_bug_named():
     from feldspar.retrieval.errors import InvalidSource
-    from feldspar.ui_jobs import Job
+    from feldspar.webui.jobs import Job
 
     def fine(job):
         job.update(phase="working", total=4)
@@ -176,7 +176,7 @@ def test_a_job_ends_done_failed_with_a_user_line_or_failed_with_a_bug_named():
 
 
 def test_cancel_marks_the_job_and_its_work_decides_it_was_interrupted():
-    from feldspar.ui_jobs import Job
+    from feldspar.webui.jobs import Job
     import threading
 
     started = threading.Event()

@@ -95,7 +95,7 @@ def tools_module(tmp_path) -> Path:
 def make_services(ui_home, tools_module):
     """make_services(replies=None, context_window=8192, **settings) -> UiServices over the copied home."""
     from feldspar.settings import load_settings
-    from feldspar.ui_services import UiServices
+    from feldspar.webui.services import UiServices
 
     def make(replies=None, context_window=8192, engine=None, **overrides):
         settings = load_settings(home=ui_home, collection="docs", **overrides)

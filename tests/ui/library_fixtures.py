@@ -58,7 +58,7 @@ def gate() -> Gate:
 @pytest.fixture
 def make_library(feldspar_home, allowed, gate, shared_embedder):
     """make_library(**settings) -> LibraryServices registered for the pages; closed after the test."""
-    from feldspar.compose import build_library
+    from feldspar.webui.library import build_library
     from feldspar.settings import load_settings
     from feldspar.ui.context import register_services
 

@@ -29,11 +29,15 @@ def test_question_streams_a_cited_answer_with_sources_trace_and_budget(make_serv
     at.run()
     ask(at, QUESTION)
     page = texts(at)
-    assert "Hold the recessed button for ten seconds [1]." in page
+    assert "Hold the recessed button for ten seconds [[1](#src-t1-1)]." in page
     sources = expander(at, "Sources")
-    assert sources.label == "Sources (1)"
+    assert sources.label.startswith("Sources (1 cited")
     source_text = "\n".join(m.value for m in sources.markdown)
     assert "guide.md" in source_text and "chars" in source_text
+    assert "**[1] guide.md · chars" in source_text and "guide.md — guide.md" not in source_text  # named once
+    assert 'id="src-t1-1"' in source_text  # the card the answer's [1] links to
+    assert "more retrieved" in sources.label and "Retrieved but not cited" in " ".join(c.value for c in sources.caption)
+    assert "Hold the recessed button for ten seconds [[1](#src-t1-1)]." in [m.value for m in at.markdown]
     assert "<mark" in source_text and "ten seconds" in source_text  # the cited span, highlighted in the file
     trace = expander(at, "Trace")
     trace_text = "\n".join(m.value for m in trace.markdown)
@@ -53,7 +57,9 @@ def test_open_file_serves_only_the_collections_file(make_services):
     ask(at, QUESTION)
     at.button(key="open-t1-s0").click().run()
     assert not at.exception
-    assert "To reset the Feldspar router" in "\n".join(c.value for c in at.code)
+    page = "\n".join(m.value for m in at.markdown)
+    assert 'id="file-t1-s0"' in page and "](#file-t1-s0)" in page  # the card links to the span in the whole file
+    assert "# Router guide" in page and "To reset the Feldspar router" in page
     import pytest
 
     from feldspar.retrieval.documents import DocumentNotFound
@@ -153,11 +159,13 @@ def test_model_that_fails_to_load_is_a_message_and_the_question_is_kept(make_ser
     at.run()
     ask(at, QUESTION)
     errors = "\n".join(e.value for e in at.error)
-    assert "granite-4.0-no-such-model" in errors and "feldspar models" in errors
-    assert at.session_state.unsent == QUESTION
+    assert "granite-4.0-no-such-model" in errors
+    assert at.session_state.unsent["question"] == QUESTION
+    assert [b for b in at.button if b.key == "retry"]  # Try again right away, beside the failed question
+    assert QUESTION in [m.value for m in at.markdown]
     at.button(key="new-thread").click().run()  # the rest of the page still works
     assert not at.exception
-    assert f"kept here: {QUESTION}" in texts(at)
+    assert QUESTION in [m.value for m in at.markdown] and [b for b in at.button if b.key == "retry"]
 
 
 def test_the_sidebar_switches_models_and_a_model_that_cannot_load_is_a_message(make_services, tiny_checkpoint):

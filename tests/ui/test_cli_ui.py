@@ -12,19 +12,19 @@ def run_feldspar(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_streamlit_command_runs_the_installed_entry_on_loopback():
-    from feldspar.cli_ui import streamlit_command
+    from feldspar.cli.ui import streamlit_command
 
     command = streamlit_command("127.0.0.1", 8765)
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     entry = Path(command[4])
-    assert entry.name == "ui_main.py" and entry.is_file() and "st.navigation" in entry.read_text()
+    assert entry.parts[-2:] == ("webui", "main.py") and entry.is_file() and "st.navigation" in entry.read_text()
     options = dict(zip(command[5::2], command[6::2]))
     assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8765"
     assert options["--server.headless"] == "true" and options["--browser.gatherUsageStats"] == "false"
 
 
 def test_flags_reach_the_app_as_the_same_settings(tmp_path):
-    from feldspar.cli_ui import ui_environment
+    from feldspar.cli.ui import ui_environment
     from feldspar.settings import load_settings
 
     tools = tmp_path / "tools.py"
@@ -35,7 +35,7 @@ def test_flags_reach_the_app_as_the_same_settings(tmp_path):
     saved = dict(os.environ)
     try:
         os.environ.update(env)
-        again = load_settings()  # what app/ui_main.py does in the Streamlit process
+        again = load_settings()  # what app/webui/main.py does in the Streamlit process
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -56,7 +56,7 @@ def test_bad_flags_are_one_line_errors(tmp_path):
 def test_entry_script_opens_on_the_chat_page(ingested_home, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from feldspar.cli_ui import entry_script_path
+    from feldspar.cli.ui import entry_script_path
 
     monkeypatch.setenv("FELDSPAR_HOME", str(ingested_home))
     monkeypatch.setenv("FELDSPAR_COLLECTION", "docs")

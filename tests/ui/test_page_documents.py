@@ -128,7 +128,7 @@ def test_good_upload_is_stored_under_the_home_and_indexed_and_can_be_removed(mak
     at.file_uploader(key="documents_upload").set_value([("guide.md", b"# Guide\n\nHold the button.\n", "text/markdown"),
                                                         ("bad.exe", b"MZ", "application/octet-stream")])
     at.button(key="documents_ingest_uploads").click().run()
-    assert "stored 1 upload" in messages(at) and "bad.exe" in messages(at)
+    assert "Stored 1 upload" in messages(at) and "bad.exe" in messages(at)
     assert library.wait(WAIT_S)
     stored = feldspar_home / "uploads" / "default" / "guide.md"
     assert stored.read_bytes() == b"# Guide\n\nHold the button.\n"
@@ -195,11 +195,11 @@ def test_collection_create_select_and_delete(make_library, allowed):
 
 
 def test_the_app_entry_serves_the_documents_page(feldspar_home):
-    """app/ui_main.py builds UiServices (whose ``library`` is LibraryServices) and navigates to Documents."""
+    """app/webui/main.py builds UiServices (whose ``library`` is LibraryServices) and navigates to Documents."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    entry = Path(__file__).resolve().parents[2] / "app" / "ui_main.py"
+    entry = Path(__file__).resolve().parents[2] / "app" / "webui" / "main.py"
     st.cache_resource.clear()  # the services of another test's data home must not leak in
     try:
         at = AppTest.from_file(str(entry), default_timeout=120).run()
@@ -213,3 +213,31 @@ def test_the_app_entry_serves_the_documents_page(feldspar_home):
         assert "No collections yet" in messages(at)
     finally:
         st.cache_resource.clear()
+
+
+def test_upload_refusals_stay_red_per_file_after_the_ingest_ends(make_library, feldspar_home):
+    library = make_library()
+    at = page_app("page_documents").run()
+    at.file_uploader(key="documents_upload").set_value([("guide.md", b"# Guide\n\nHold the button.\n", "text/markdown"),
+                                                        ("program.exe", b"MZ", "application/octet-stream"),
+                                                        ("bundle.zip", b"PK", "application/zip")])
+    at.button(key="documents_ingest_uploads").click().run()
+    assert library.wait(WAIT_S)
+    at.run()  # the ingest has ended: the page reran
+    assert not at.exception
+    [refused] = [e.value for e in at.error]
+    assert "program.exe" in refused and "bundle.zip" in refused and refused.count("\n- ") == 2
+    assert not any("program.exe" in s.value for s in at.success)  # never in green
+    assert "indexed 1" in " ".join(s.value for s in at.success)  # the job's own summary
+    at.run()
+    assert [e.value for e in at.error] == [refused]  # still there until the next action
+    at.button(key="documents_resync").click().run()
+    assert not any("program.exe" in e.value for e in at.error)
+
+
+def test_documents_opens_on_the_collection_the_app_was_started_with(make_library, allowed):
+    library = make_library(collection="zeta")
+    write_corpus(allowed / "notes", 1)
+    assert library.ingest_folder("alpha", str(allowed / "notes")).ok and library.wait(WAIT_S)
+    at = page_app("page_documents").run()
+    assert at.selectbox(key="documents_collection").value == "zeta"

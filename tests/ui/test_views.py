@@ -20,11 +20,27 @@ def test_source_title_names_file_path_page_span_heading_score():
 
     title = source_title({"doc_id": 3, "path": "manuals/router.pdf", "page": 2, "start": 120, "end": 480,
                           "heading": "Reset", "score": 0.0312})
-    assert title == "[3] router.pdf — manuals/router.pdf · p. 2 · chars 120–480 · Reset · score 0.031"
+    assert title == "[3] manuals/router.pdf · p. 2 · chars 120–480 · Reset · score 0.031"  # the file named once
+
+
+def test_citations_link_to_their_cards_and_unknown_ids_stay_plain():
+    from feldspar.ui.views_chat import linked_citations
+
+    linked = linked_citations("Hold it [1]; see [1, 2] and [9].", 3, {"1", "2"})
+    assert linked == "Hold it [[1](#src-t3-1)]; see [[1](#src-t3-1), [2](#src-t3-2)] and [9]."
+
+
+def test_thread_titles_are_cut_on_a_word():
+    from feldspar.ui.views_chat import short_title, thread_label
+
+    assert short_title("a" * 50) == "a" * 39 + "…"
+    assert short_title("short title") == "short title"
+    label = thread_label({"title": "x", "turns": 1, "updated": "2026-12-01T22:05:00+00:00", "collection": "docs"})
+    assert label == "x · 1 Dec 22:05 · 1 turn · docs"
 
 
 def test_budget_levels():
-    from feldspar.ui_chat import budget_before
+    from feldspar.webui.chat import budget_before
 
     assert budget_before(100, 1000, 100, 200, 0.5)["level"] == "ok"
     assert budget_before(600, 1000, 100, 0, 0.5)["level"] == "summarise"
@@ -34,7 +50,7 @@ def test_budget_levels():
 
 
 def test_turns_of_rebuilds_each_answer_from_the_agent_state():
-    from feldspar.ui_chat import turns_of
+    from feldspar.webui.chat import turns_of
 
     call = {"name": "search_documents", "args": {"query": "q"}, "id": "c1"}
     values = {
@@ -47,14 +63,14 @@ def test_turns_of_rebuilds_each_answer_from_the_agent_state():
                   {"turn": 2, "node": "retrieve", "query": "second?", "hits": []}],
     }
     first, second = turns_of(values, window=1000)
-    assert first["answer"] == "One [1] and ." and first["unknown_citations"] == ["9"]
+    assert first["answer"] == "One [1] and." and first["unknown_citations"] == ["9"]
     assert [s["path"] for s in first["sources"]] == ["a.md"]
     assert first["usage"]["tokens_per_s"] == 20.0 and first["usage"]["window_share"] == 0.1
     assert second == {**second, "question": "second?", "finished": False, "answer": None}
 
 
 def test_model_kind_reads_the_checkpoint_config():
-    from feldspar.ui_models import model_kind
+    from feldspar.webui.models import model_kind
 
     assert model_kind(SimpleNamespace(layer_types=["linear_attention", "full_attention"], num_local_experts=4)) == "moe-hybrid"
     assert model_kind(SimpleNamespace(layer_types=["mamba", "attention"], num_local_experts=0)) == "hybrid"
@@ -67,4 +83,4 @@ def test_final_step_names_dropped_ids_only_when_there_are_some():
     plain = describe({"node": "final", "stop_reason": "answered", "cited": [1]})
     assert plain.endswith("stop: answered; cited [1]") and "unknown" not in plain
     dropped = describe({"node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
-    assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids [7]")
+    assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids 7")

@@ -1,0 +1,284 @@
+"""Weight-only quantisation of a Granite model's linear layers (int8 per channel, int4 group-wise).
+
+``quantize(model, "int8" | "int4")`` replaces, in place, every ``nn.Linear`` (attention
+projections, Mamba in/out projections, shared MLP, lm_head) and the routed experts'
+fused 3-D weights (``GraniteMoeHybridExperts``); an int4 layer whose shape the kernel
+cannot take (in-features not a multiple of 32, out-features of 16) is stored int8 by modules holding integer weights and
+per-channel (int8) or per-group (int4) scales. The matmuls are ATen's maintained kernels,
+as gpt-fast uses them: ``torch._weight_int8pack_mm`` and ``torch._weight_int4pack_mm_for_cpu``
+(CUDA: ``torch._weight_int4pack_mm`` on the tensor-core layout; int8 dequantises into the
+matmul). For many rows at once (prefill) an int8 weight is dequantised into the activation
+dtype and multiplied densely, which this CPU does faster than the row-wise kernel.
+Activations stay in the model's dtype; the kernels are fast with bf16 activations and slow
+with fp32 ones, so ``loader`` runs quantised models in bf16 where the CPU has it.
+
+``save_quantized``/``load_quantized`` write and read a quantised checkpoint directory
+(config, tokenizer, ``quantized.safetensors`` and ``quant.json``) so the conversion is paid
+once. Knows torch and the transformers Granite module classes; nothing of prompts or states.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANTS = ("none", "int8", "int4")
+INT4_GROUPS = (128, 64, 32)
+DENSE_ROWS = 16  # above this many rows an int8 weight is dequantised and multiplied densely
+QUANT_FILE, WEIGHTS_FILE = "quant.json", "quantized.safetensors"
+
+
+def int4_group(in_features: int, wanted: int = 128) -> int | None:
+    """The largest supported group size <= ``wanted`` dividing ``in_features`` (None: none does)."""
+    return next((g for g in INT4_GROUPS if g <= wanted and in_features % g == 0), None)
+
+
+# ---- int8 ----------------------------------------------------------------------------
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 [N, K], fp32 scales [N])."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
+    q = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
+    return q, scales
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * s)^T + b with q int8 [N, K] and s [N] in the activation dtype."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=dtype, device=device))
+        self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "Int8Linear":
+        module = cls(weight.shape[1], weight.shape[0], bias is not None, weight.dtype, weight.device)
+        q, scales = quantize_int8(weight)
+        module.weight.copy_(q)
+        module.scales.copy_(scales)
+        if bias is not None:
+            module.bias.copy_(bias.detach())
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] <= DENSE_ROWS and x.device.type == "cpu":
+            out = torch._weight_int8pack_mm(rows, self.weight, self.scales.to(x.dtype))
+        else:
+            out = F.linear(rows, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+# ---- int4 ----------------------------------------------------------------------------
+def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric group-wise int4 as ATen's kernels read it: (values 0..15 int32 [N, K],
+    scales_and_zeros [K/group, N, 2]); a weight is (q - 8) * scale + zero."""
+    w = weight.detach().float().reshape(weight.shape[0], -1, group)
+    low, high = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
+    scales = ((high - low) / 15).clamp(min=1e-8)
+    zeros = low + scales * 8
+    q = torch.round((w - low) / scales).clamp(0, 15).to(torch.int32).reshape(weight.shape)
+    scales_zeros = torch.stack([scales.squeeze(-1), zeros.squeeze(-1)], dim=-1).transpose(0, 1).contiguous()
+    return q, scales_zeros
+
+
+def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":  # pragma: no cover - no GPU here
+        packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
+        return torch._convert_weight_to_int4pack(packed.to(device), 8)
+    return torch._convert_weight_to_int4pack_for_cpu(q, 1)
+
+
+def _int4_shape(out_features: int, in_features: int, device: torch.device | None) -> tuple[int, ...]:
+    if device is not None and torch.device(device).type == "cuda":  # pragma: no cover
+        return (out_features // 8, in_features // 256, 32, 4)
+    return (out_features, in_features // 2)
+
+
+class Int4Linear(nn.Module):
+    """y = x @ W^T + b with W stored as packed int4 groups (scale and zero per group)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, group: int,
+                 device=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.group = in_features, out_features, group
+        packed_dtype = torch.int32 if device is not None and torch.device(device).type == "cuda" else torch.uint8
+        self.register_buffer("weight", torch.empty(_int4_shape(out_features, in_features, device),
+                                                   dtype=packed_dtype, device=device))
+        self.register_buffer("scales_zeros", torch.empty(in_features // group, out_features, 2, dtype=dtype,
+                                                         device=device))
+        self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, group: int, bias: torch.Tensor | None = None) -> "Int4Linear":
+        module = cls(weight.shape[1], weight.shape[0], bias is not None, weight.dtype, group, weight.device)
+        q, scales_zeros = quantize_int4(weight, group)
+        module.weight = _pack_int4(q.to("cpu") if weight.device.type == "cpu" else q, weight.device)
+        module.scales_zeros.copy_(scales_zeros)
+        if bias is not None:
+            module.bias.copy_(bias.detach())
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        scales_zeros = self.scales_zeros.to(x.dtype)
+        if x.device.type == "cuda":  # pragma: no cover
+            out = torch._weight_int4pack_mm(rows, self.weight, self.group, scales_zeros)
+        else:
+            out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group, scales_zeros)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+# ---- whole models ----------------------------------------------------------------------
+def _linear_factory(mode: str, group_size: int) -> Callable[[torch.Tensor, torch.Tensor | None], nn.Module | None]:
+    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
+        if mode == "int8":
+            return Int8Linear.from_weight(weight, bias)
+        group = int4_group(weight.shape[1], group_size)
+        if group is None or weight.shape[0] % 16:  # the kernel's shape rules; such a layer stays int8
+            return Int8Linear.from_weight(weight, bias)
+        return Int4Linear.from_weight(weight, group, bias)
+    return make
+
+
+class QuantExperts(nn.Module):
+    """Routed experts with one quantised (gate_up, down) pair per expert; same maths as
+    transformers' ``GraniteMoeHybridExperts`` (tokens grouped by expert, weighted, summed)."""
+
+    def __init__(self, experts: nn.Module, make: Callable) -> None:
+        super().__init__()
+        self.num_experts, self.act_fn = experts.num_experts, experts.act_fn
+        self.gate_up = nn.ModuleList(make(experts.gate_up_proj[e], None) for e in range(self.num_experts))
+        self.down = nn.ModuleList(make(experts.down_proj[e], None) for e in range(self.num_experts))
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                top_k_weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(hidden_states)
+        for expert in torch.unique(top_k_index).tolist():
+            token_idx, slot = torch.where(top_k_index == expert)
+            gate, up = self.gate_up[expert](hidden_states[token_idx]).chunk(2, dim=-1)
+            expert_out = self.down[expert](self.act_fn(gate) * up) * top_k_weights[token_idx, slot, None]
+            out.index_add_(0, token_idx, expert_out.to(out.dtype))
+        return out
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, mode: str, group_size: int = 128) -> nn.Module:
+    """Quantise ``model``'s linear layers and experts in place; returns the model."""
+    if mode not in QUANTS:
+        raise ValueError(f"unknown quantisation {mode!r}; choose one of {', '.join(QUANTS)}")
+    if mode == "none":
+        return model
+    _replace_modules(model, _linear_factory(mode, group_size))
+    model.feldspar_quant = {"mode": mode, "group_size": group_size}
+    return model
+
+
+def _replace_modules(model: nn.Module, make: Callable) -> None:
+    """Swap every ``nn.Linear`` and fused-experts module for what ``make`` builds from its weights."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            replacement = None
+            if type(child) is nn.Linear:
+                replacement = make(child.weight, child.bias)
+            elif hasattr(child, "gate_up_proj") and hasattr(child, "down_proj") and child.gate_up_proj.dim() == 3:
+                replacement = QuantExperts(child, make)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+
+
+def quant_name(model: nn.Module) -> str:
+    """``none``, ``int8`` or ``int4``: how this model's weights are stored."""
+    spec = getattr(model, "feldspar_quant", None)
+    return spec.get("mode", "none") if isinstance(spec, dict) else "none"
+
+
+# ---- quantised checkpoints -------------------------------------------------------------
+def is_quantized_dir(path: str | Path) -> bool:
+    return (Path(path) / QUANT_FILE).is_file()
+
+
+def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
+    """Write a quantised model as config + tokenizer + quantized.safetensors + quant.json."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    seen: dict[int, str] = {}
+    for name in list(tensors):  # tied weights: safetensors stores one tensor per storage
+        ptr = tensors[name].untyped_storage().data_ptr()
+        if ptr in seen:
+            tensors[name] = tensors[name].clone()
+        seen.setdefault(ptr, name)
+    save_file(tensors, str(out / WEIGHTS_FILE))
+    spec = {**model.feldspar_quant, "dtype": float_dtype(model)}
+    (out / QUANT_FILE).write_text(json.dumps(spec), encoding="utf-8")
+    return out
+
+
+def float_dtype(model: nn.Module) -> str:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return str(tensor.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
+    """Rebuild a model saved by ``save_quantized`` without materialising full-precision weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    spec = json.loads((path / QUANT_FILE).read_text(encoding="utf-8"))
+    config = AutoConfig.from_pretrained(path)
+    dtype = getattr(torch, spec["dtype"])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    skeleton = _meta_skeleton(model, spec["mode"], spec["group_size"], dtype)
+    state = load_file(str(path / WEIGHTS_FILE), device=str(device))
+    skeleton.load_state_dict(state, strict=True, assign=True)
+    _rebuild_nonpersistent(skeleton, device)
+    skeleton.feldspar_quant = {"mode": spec["mode"], "group_size": spec["group_size"]}
+    return skeleton.eval()
+
+
+def _meta_skeleton(model: nn.Module, mode: str, group_size: int, dtype: torch.dtype) -> nn.Module:
+    """Swap meta ``nn.Linear``/experts for empty quantised modules of the same shapes."""
+    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
+        n, k = weight.shape
+        if mode == "int8":
+            return Int8Linear(k, n, bias is not None, dtype, device="meta")
+        group = int4_group(k, group_size)
+        if group is None or n % 16:
+            return Int8Linear(k, n, bias is not None, dtype, device="meta")
+        return Int4Linear(k, n, bias is not None, dtype, group, device="meta")
+
+    _replace_modules(model, make)
+    return model
+
+
+def _rebuild_nonpersistent(model: nn.Module, device: torch.device) -> None:
+    """Rotary tables are not saved (non-persistent buffers): build them again on ``device``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "inv_freq"):
+                with torch.device(device):
+                    setattr(parent, name, type(child)(model.config))
+    left = [n for n, b in model.named_buffers() if b.is_meta] + [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise ValueError(f"quantised checkpoint is missing tensors: {', '.join(left[:3])}")

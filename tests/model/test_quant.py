@@ -1,0 +1,109 @@
+"""Quantised weights: every Granite kind loads int8/int4, reuse stays exact, saves reload, packs are refused across."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from feldspar.model.engine import Engine, EngineOptions, GenerationParams
+from feldspar.model.errors import StateError
+from feldspar.model.generation import new_state, prefill
+from feldspar.model.loader import cpu_flags, load_checkpoint
+from feldspar.model.packs import create_pack, load_pack
+from feldspar.model.quant import (
+    Int4Linear, Int8Linear, QuantExperts, int4_group, quant_name, quantize_int4, quantize_int8, save_quantized,
+)
+from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference, logits_from_scratch
+
+IDS = list(range(5, 85))
+
+
+def quantised_modules(model: nn.Module) -> tuple[int, int, int]:
+    """(plain nn.Linear left, quantised linears, quantised expert blocks)."""
+    kinds = [type(m) for m in model.modules()]
+    return kinds.count(nn.Linear), kinds.count(Int8Linear) + kinds.count(Int4Linear), kinds.count(QuantExperts)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_checkpoint", "tiny_dense_checkpoint", "tiny_base_checkpoint"])
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_every_granite_kind_loads_quantised_and_stays_close_to_full_precision(request, fixture, mode):
+    checkpoint = str(request.getfixturevalue(fixture))
+    full, _, _ = load_checkpoint(checkpoint, "cpu", "float32")
+    model, _, _ = load_checkpoint(checkpoint, "cpu", "float32", mode)
+    plain, quantised, experts = quantised_modules(model)
+    assert plain == 0 and quantised > 0 and quant_name(model) == mode
+    assert experts == (len(model.model.layers) if fixture == "tiny_checkpoint" else 0)
+    if mode == "int4":
+        assert any(isinstance(m, Int4Linear) for m in model.modules())
+    assert model.feldspar_choice["quant"] == mode
+    logits = logits_from_scratch(model, IDS)
+    assert logit_difference(logits, logits_from_scratch(full, IDS)) > 0  # it did change the weights
+    # the kernels compute exactly what the stored integers mean: full precision with dequantised weights
+    assert_logits_close(logits, logits_from_scratch(with_dequantised_weights(full, mode), IDS), "quantised kernels")
+
+
+def dequantised(weight: torch.Tensor, mode: str) -> torch.Tensor:
+    """What the int8/int4 codes of ``weight`` stand for (int4 layers the kernel cannot take stay int8)."""
+    group = int4_group(weight.shape[1])
+    if mode == "int8" or group is None or weight.shape[0] % 16:
+        q, scales = quantize_int8(weight)
+        return q.float() * scales[:, None]
+    q, scales_zeros = quantize_int4(weight, group)
+    scales, zeros = (scales_zeros[..., i].t().repeat_interleave(group, dim=1) for i in (0, 1))
+    return (q.float() - 8) * scales + zeros
+
+
+@torch.no_grad()
+def with_dequantised_weights(model: nn.Module, mode: str) -> nn.Module:
+    model.lm_head.weight = nn.Parameter(model.lm_head.weight.clone())  # untie: embeddings stay full precision
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.weight.copy_(dequantised(module.weight, mode))
+        elif hasattr(module, "gate_up_proj") and hasattr(module, "down_proj"):
+            for fused in (module.gate_up_proj, module.down_proj):
+                fused.copy_(torch.stack([dequantised(w, mode) for w in fused]))
+    return model
+
+
+@pytest.fixture(scope="module", params=["int8", "int4"])
+def quant_engine(request, tiny_checkpoint):
+    options = EngineOptions(device="cpu", dtype="float32", quant=request.param, prefill_chunk=16)
+    return Engine.load(str(tiny_checkpoint), options)
+
+
+def test_chunked_prefill_and_decode_on_a_quantised_model_match_its_own_from_scratch_logits(quant_engine):
+    model = quant_engine.model
+    state = new_state(model)
+    logits = prefill(model, state, IDS, chunk_size=16, stops=(23, 41))
+    assert_matches_scratch(model, IDS, logits, "chunked quantised prefill")
+    result = quant_engine.generate(IDS, GenerationParams(max_new_tokens=6, reuse=True))
+    again = quant_engine.generate(IDS, GenerationParams(max_new_tokens=6, reuse=True))
+    assert again.reused_tokens > 0 and again.token_ids == result.token_ids
+
+
+def test_a_quantised_checkpoint_saves_and_reloads_to_the_same_logits(quant_engine, tmp_path):
+    saved = save_quantized(quant_engine.model, quant_engine.tokenizer, tmp_path / "q")
+    model, _, _ = load_checkpoint(str(saved), "cpu")
+    assert quant_name(model) == quant_name(quant_engine.model) and quantised_modules(model)[0] == 0
+    assert model.feldspar_choice["quant_reason"] == "saved quantised checkpoint"
+    assert_logits_close(logits_from_scratch(model, IDS), logits_from_scratch(quant_engine.model, IDS),
+                        "reloaded quantised model", tolerance=1e-6)
+
+
+def test_a_pack_made_with_one_quantisation_is_refused_by_another(quant_engine, tiny_checkpoint, tmp_path):
+    documents = [{"doc_id": "a", "title": "a.txt", "text": "Quartz is hard. Feldspar is common."}]
+    create_pack(quant_engine, tmp_path / "packs", "p", documents, [])
+    load_pack(quant_engine, tmp_path / "packs", "p")  # the same quantisation loads
+    other = "int4" if quant_name(quant_engine.model) == "int8" else "none"
+    engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", quant=other))
+    with pytest.raises(StateError, match=f"made with {quant_name(quant_engine.model)} weights"):
+        load_pack(engine, tmp_path / "packs", "p")
+
+
+def test_auto_dtype_and_quant_name_their_reason(tiny_checkpoint):
+    model, _, _ = load_checkpoint(str(tiny_checkpoint), "cpu", "auto", "auto")
+    choice = model.feldspar_choice
+    native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert choice["quant"] == "int8" and choice["quant_reason"].startswith("auto: CPU")
+    assert choice["dtype"] == ("bfloat16" if native else "float32") and choice["dtype_reason"].startswith("auto: ")
