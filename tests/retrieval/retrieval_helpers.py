@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FELDSPAR = [sys.executable, "-m", "feldspar.cli"]
+FELDSPAR = [sys.executable, "-m", "feldspar"]
 
 
 def run_cli(*args: str, home: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
