@@ -3,7 +3,9 @@
 One question runs: begin → (retrieve, with policy ``always``) → summarise (only when the
 thread passes its budget) → agent → approve → tools → summarise → agent … → finalize.
 Assembly is at the bottom, one line per node and edge. Knows LangGraph and the nodes;
-what the nodes are handed (model, search, tools, pack) comes from ``AgentDeps``.
+what the nodes are handed (model, search, tools, pack) comes from ``AgentDeps``, and the app's
+implementations of it (search adapter, token counter, tool runner, thread-state hooks) are the
+named classes of agents/adapters.py.
 """
 
 from __future__ import annotations

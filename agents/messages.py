@@ -11,7 +11,6 @@ are refused with a clear error rather than dropped. Documents may be dicts or la
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 from langchain_core.documents import Document
@@ -71,26 +70,6 @@ def to_granite(message: BaseMessage, index: int = 0) -> dict[str, Any]:
 
 def to_granite_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [to_granite(message, i) for i, message in enumerate(messages)]
-
-
-def from_granite(message: dict[str, Any]) -> BaseMessage:
-    """A Granite chat dict as a langchain message (the inverse of ``to_granite``)."""
-    role, content = message.get("role"), message.get("content") or ""
-    if role == "system":
-        return SystemMessage(content=content)
-    if role == "user":
-        return HumanMessage(content=content)
-    if role == "assistant":
-        calls = []
-        for call in message.get("tool_calls") or []:
-            function = call.get("function", call)
-            arguments = function.get("arguments") or {}
-            calls.append({"name": function["name"], "id": call.get("id"), "type": "tool_call",
-                          "args": json.loads(arguments) if isinstance(arguments, str) else arguments})
-        return AIMessage(content=content, tool_calls=calls)
-    if role == "tool":
-        return ToolMessage(content=content, tool_call_id=message.get("tool_call_id") or "")
-    raise ValueError(f"unknown Granite role {role!r}")
 
 
 def to_granite_documents(documents: Sequence[Any] | None) -> list[dict[str, Any]] | None:

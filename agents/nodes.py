@@ -8,7 +8,8 @@ rewriting an earlier turn, so a follow-up question resumes from the saved model 
 Tool errors, unknown tools, bad arguments and refused approvals go back to the model as
 tool messages; the stop conditions (max steps, max tool calls, a repeated call, the
 context window) end the turn with an answer that says why. Knows langchain-core messages,
-LangGraph's interrupt and the dependencies it is handed; nothing of torch or stores.
+LangGraph's interrupt and the dependencies it is handed (``AgentDeps``; the implementations the
+app wires in are named classes in agents/adapters.py); nothing of torch or stores.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ class AgentDeps:
 
     chat_model: Any                                  # a langchain BaseChatModel, e.g. ChatGranite
     config: AgentConfig = field(default_factory=AgentConfig)
-    search: Search | None = None                     # hybrid search of the collection
+    search: Search | None = None                     # hybrid search of the collection (adapters.CollectionSearch)
     tools: Sequence[Any] = ()                        # FeldsparTool-likes: name, side_effects, openai_schema()
-    run_tool: RunTool | None = None                  # never raises; see agents/tools.py
+    run_tool: RunTool | None = None                  # never raises; adapters.run_tool_record
     pack_documents: list[dict] | None = None         # Granite documents of an attached state pack
     mode_note: dict | None = None                    # why this retrieval mode was chosen (traced every turn)
     context_window: int = 131072
-    count_tokens: CountTokens = rough_token_count
+    count_tokens: CountTokens = rough_token_count    # exact: adapters.PromptTokenCounter
 
     def tool_named(self, name: str) -> Any | None:
         return next((t for t in self.tools if t.name == name), None)

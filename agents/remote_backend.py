@@ -32,7 +32,12 @@ in this process or on vLLM, llama-server, Docker Model Runner, Ollama or ``felds
 - ``connect()`` lists the server's models once: a wrong model name fails there with the
   list; ``context_window`` comes from the constructor, else the listing's ``max_model_len``
   (vLLM), ``context_length``/``context_window`` or ``meta.n_ctx``, else
-  ``DEFAULT_CONTEXT_WINDOW``; ``random_weights`` is true only when the listing says so.
+  ``DEFAULT_CONTEXT_WINDOW``; llama-server's ``/props`` per-slot ``n_ctx`` wins over the
+  listing (and marks the server as one that ignores ``suffix``: FIM goes as token ids from
+  its ``/tokenize``); ``random_weights`` is true only when the listing says so;
+- a stream that ends without a ``finish_reason`` is an error marked ``retryable`` (an
+  interrupted answer), never an empty answer; counts without usage or tokenizer are
+  ``estimated``; ``prompt_ids`` counts with the checkpoint's own template when given.
 
 Structured output (agents/remote_structured.py): ``structure=`` is sent as the server takes it
 (``structured``: openai response_format, vllm structured_outputs, llamacpp json_schema); a
@@ -195,6 +200,8 @@ class RemoteChatBackend:
             return
         settings = props.get("default_generation_settings") or {}
         self.slots = props.get("total_slots") if isinstance(props.get("total_slots"), int) else None
+        if self.slots:  # more requests at once than slots only queue on the server
+            self.max_concurrency = max(1, min(self.max_concurrency, self.slots))
         self.ignores_suffix = True
         n_ctx = settings.get("n_ctx")
         if isinstance(n_ctx, int) and n_ctx > 0 and self._explicit_window is None:

@@ -48,7 +48,7 @@ class Agent:
         self.deps = deps
         self.threads = threads
         self.meta = meta or {}
-        self.state_hooks = state_hooks  # restore(thread_id) before a turn, save(thread_id) after one
+        self.state_hooks = state_hooks  # restore(thread_id) before a turn, save(thread_id) after one (adapters.EngineThreadStates)
         self.graph = build_graph(deps, threads.saver if threads else InMemorySaver())
 
     @staticmethod

@@ -71,9 +71,6 @@ class SourceText:
     def content_hash(self) -> str:
         return hashlib.sha256(f"{self.title}\0{self.text}".encode("utf-8", "surrogatepass")).hexdigest()
 
-    def page_of(self, start: int) -> int | None:
-        return next((page for page, first, last in self.pages if first <= start < last), None)
-
     def span(self, start: int, end: int) -> dict[str, Any]:
         pages = [page for page, first, last in self.pages if first < end and last > start]
         return {"start": start, "end": end, "page": pages[0] if pages else None,

@@ -113,34 +113,9 @@ def collection_search(settings: Settings, service):
         service.store.open(settings.collection, service.embedder.name, create=False)  # raises UnknownCollection
     if row is not None and not row.get("chunks"):
         raise AgentError(f"collection {settings.collection!r} is empty", fix="ingest_first", collection=settings.collection)
-    return lambda query, k: [hit.to_dict() for hit in service.search(query, k)]
+    from feldspar.agents.adapters import CollectionSearch
 
-
-class ThreadStateHooks:
-    """Saves the engine's state at the end of each thread turn and restores it in a new process."""
-
-    def __init__(self, engine: "Engine", directory, budget_bytes: int) -> None:
-        self.engine, self.directory, self.budget = engine, directory, budget_bytes
-        self.restored: set[str] = set()
-
-    def restore(self, thread_id: str) -> int:
-        from feldspar.model.errors import StateError
-        from feldspar.model.thread_states import restore_thread_state
-
-        if thread_id in self.restored:
-            return 0
-        self.restored.add(thread_id)
-        try:
-            return restore_thread_state(self.engine, self.directory, thread_id)
-        except StateError:  # saved by another model (the thread switched models): recompute from its messages
-            return 0
-
-    def save(self, thread_id: str) -> None:
-        from feldspar.model.thread_states import save_thread_state
-
-        self.restored.add(thread_id)
-        save_thread_state(self.engine, self.directory, thread_id, self.engine.last_ids, self.budget,
-                          self.engine.last_prompt_ids)
+    return CollectionSearch(service)
 
 
 def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_model=None, pack: str | None = None,
@@ -148,9 +123,9 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
                 no_reuse: bool = False):
     """The agent graph wired to a chat model (ChatGranite over ``engine`` unless one is given),
     the collection or a state pack, tools and persistent threads."""
+    from feldspar.agents.adapters import EngineThreadStates, PromptTokenCounter, run_tool_record
     from feldspar.agents.nodes import AgentDeps
     from feldspar.agents.runner import Agent
-    from feldspar.agents.tools import run_tool
 
     if chat_model is None and engine is None:
         chat_model = remote_chat_model(settings)
@@ -184,13 +159,12 @@ def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_mode
 
         mode_note = reuse_note(loaded.meta, [t.openai_schema() for t in tools]) or mode_note
     deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
-                     run_tool=lambda tool, args: run_tool(tool, args).to_dict(), pack_documents=pack_documents,
-                     context_window=backend.context_window,
-                     count_tokens=token_counter(chat_model), mode_note=mode_note)
+                     run_tool=run_tool_record, pack_documents=pack_documents, context_window=backend.context_window,
+                     count_tokens=PromptTokenCounter(chat_model), mode_note=mode_note)
     store = build_thread_store(settings) if threads else None
     hooks = None
     if engine is not None and settings.reuse and not no_reuse:
-        hooks = ThreadStateHooks(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
+        hooks = EngineThreadStates(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
     return Agent(deps, store, meta=meta, state_hooks=hooks)
 
 
@@ -216,14 +190,6 @@ def attach_pack(settings: Settings, engine: "Engine", name: str):
     return loaded
 
 
-def token_counter(chat_model):
-    """Exact prompt token counts for the agent's budget checks, as the backend's model sees them."""
-    def count(messages, tools, documents) -> int:
-        return len(chat_model.prompt_token_ids(messages, tools, documents))
-
-    return count
-
-
 def pack_tool_schemas(settings: Settings, tools_module=None) -> list[dict]:
     """The tool schemas a chat on a pack offers (the user's own tools): what a pack is prefilled with."""
     return [t.openai_schema() for t in build_tools(settings, None, tools_module) if t.source != "builtin"]
@@ -234,6 +200,7 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 
     ``tools_module`` (a path) overrides ``settings.tools_module``.
     """
+    from feldspar.agents.adapters import CollectionSearch
     from feldspar.agents.builtin_tools import (
         calculator_tool, current_time_tool, read_document_tool, search_documents_tool,
     )
@@ -241,7 +208,7 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 
     tools = []
     if retrieval is not None:
-        tools.append(search_documents_tool(lambda query, k: [hit.to_dict() for hit in retrieval.search(query, k)]))
+        tools.append(search_documents_tool(CollectionSearch(retrieval)))
         tools.append(read_document_tool(retrieval.read_span))
     tools += [calculator_tool(), current_time_tool()]
     module = tools_module or settings.tools_module

@@ -32,8 +32,7 @@ REMEDIES = {
     "embedding_precision": ("set embed_precision to {indexed_with!r} or \"auto\" (FELDSPAR_EMBED_PRECISION or "
                             "config.toml), or re-index with `feldspar ingest PATH --collection {collection} --reindex`"),
     "embed_fp32": "set embed_precision = \"fp32\" (FELDSPAR_EMBED_PRECISION=fp32 or config.toml)",
-    "scale_out": ("for several writers at once run a Chroma server (`chroma run --path DIR`) and point every "
-                  "Feldspar at it with chroma_host (FELDSPAR_CHROMA_HOST)"),
+    "scale_out": "or, for several writers, run a Chroma server and set chroma_host (FELDSPAR_CHROMA_HOST)",
     "ingest_first": "ingest something first (`feldspar ingest PATH --collection {collection}`)",
     "cache_budget_or_no_reuse": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES) or turn reuse off (--no-reuse)",
     "remote_unreachable": ("start the server or fix the address in --model openai:<base-url>#<model> "

@@ -40,11 +40,16 @@ def scan_paths(paths: Sequence[str | Path], max_bytes: int) -> list[ScannedFile]
             raise PromptError(f"no such file or directory: {raw}")
         if path.is_dir():
             root = os.path.realpath(path)
-            found.extend(scan_root(root, max_bytes))
+            found.extend(f for f in scan_root(root, max_bytes) if not _hidden(f.key))
         else:
             absolute = os.path.abspath(path)
             found.append(scan_entry(os.path.dirname(absolute), absolute, max_bytes))
     return found
+
+
+def _hidden(relative: str) -> bool:
+    """A path under a scanned folder with a part starting with "." (``.git/…``, ``.hidden.md``): skipped."""
+    return any(part.startswith(".") and part not in (".", "..") for part in Path(relative).parts)
 
 
 def read_pack_documents(paths: Sequence[str | Path], max_bytes: int) -> PackDocuments:

@@ -209,8 +209,3 @@ def get_spec(name: str) -> ModelSpec:
     matches = close_matches(str(name))
     hint = f": did you mean {', '.join(matches)}?" if matches else ""
     raise ModelNotFoundError(f"unknown Granite 4.0 model {name!r}{hint}", fix="catalog")
-
-
-def instruct_twin(spec: ModelSpec) -> ModelSpec:
-    """The instruct model with the same architecture as ``spec``."""
-    return replace(spec, base=False)

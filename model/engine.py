@@ -78,10 +78,8 @@ class Engine:
     def _make_state_source(self, options: EngineOptions) -> StateSource:
         if not options.reuse:
             return self.fresh
-        try:
-            from feldspar.model.state_cache import PrefixStateCache
-        except ImportError:
-            return self.fresh
+        from feldspar.model.state_cache import PrefixStateCache
+
         return PrefixStateCache(budget_bytes=options.cache_budget_bytes, snapshot_interval=options.snapshot_interval)
 
     def _stop_ids(self) -> frozenset[int]:

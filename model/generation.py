@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -37,12 +37,6 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
-
-
-@dataclass
-class DecodeStep:
-    token_id: int
-    logits: torch.Tensor = field(repr=False)
 
 
 def new_state(model: torch.nn.Module) -> ModelState:

@@ -52,6 +52,9 @@ def resolve(name: str) -> Resolved:
         return Resolved(spec.hub_id, False, spec.name)
     if "/" in name and not name.startswith((".", "/", "~")):
         return Resolved(name, False, None)
+    if name.startswith((".", "/", "~")) or os.sep in name:
+        raise ModelNotFoundError(f"no such directory: {name} (a local checkpoint is a directory with config.json "
+                                 "and weights)")
     get_spec(name)  # raises ModelNotFoundError with close matches
     raise ModelNotFoundError(f"unknown model {name!r}")  # pragma: no cover
 

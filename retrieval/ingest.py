@@ -127,9 +127,8 @@ def single_writer(lock_path: Path, label: str) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise StoreBusy(f"another ingest is already writing to {label}; the whole store is locked because an "
-                        f"embedded Chroma store is not safe with two writers (lock: {lock_path}); wait for it to "
-                        "finish, or scale out with a Chroma server", fix="scale_out") from None
+        raise StoreBusy(f"another ingest is already writing to {label} (an embedded Chroma store takes one "
+                        "writer at a time); wait for it to finish", fix="scale_out", lock=str(lock_path)) from None
     try:
         yield
     finally:

@@ -149,6 +149,9 @@ def ask(
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
     if thread is not None:  # before any model or collection is loaded
         thread, (model, collection, pack) = _thread_defaults(home, thread, model=model, collection=collection, pack=pack)
+    if policy == "pack" and not pack:
+        raise typer.BadParameter("--policy pack answers from a state pack: give --pack NAME "
+                                 "(see `feldspar pack list`)", param_hint="--policy")
     flags = _pack_defaults({"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}, pack)
     settings = settings_from(**flags)
@@ -164,12 +167,12 @@ def ask(
     for question in questions:
         if not json_out and len(questions) > 1:
             console.print(f"[bold]Q:[/bold] {escape(question)}")
+        if random_weights and not json_out:  # before the text, as everywhere a random-weight answer is shown
+            console.print(RANDOM_LABEL, style="bold yellow", markup=False)
         answer = stream_answer(agent, question, thread_id, approver, show=not json_out)
         thread_id = answer["thread_id"]
         answers.append({"question": question, **answer, "random_weights": random_weights})
         if not json_out:
-            if random_weights:
-                console.print(RANDOM_LABEL, style="bold yellow", markup=False)
             print_stop(answer)
             print_sources(answer)
             if trace:

@@ -176,11 +176,20 @@ def search_command(
     """Hybrid (vector + BM25) search with citations: path, page, character span, heading."""
     if not query.strip():
         raise usage_error("the search query is empty: give some words to look for")
+    _check_file_types(file_type)
     hits = _service(home, collection, embedding_model).search(query, k, path_glob=path_glob, file_types=file_type)
     if json_out:
         print_json([hit.to_dict() for hit in hits])
     else:
         print_hits(hits, console)
+
+
+def _check_file_types(file_types: list[str] | None) -> None:
+    from feldspar.retrieval.loaders import file_kind
+
+    for name in file_types or []:
+        if file_kind("x." + name.lower().lstrip(".")) is None:
+            raise usage_error(f"--type {name!r} is not a file type Feldspar reads (an extension: md, pdf, py, txt …)")
 
 
 @app.command("sources")
@@ -281,13 +290,13 @@ def _against_service(home: Path | None, collection: str | None, against: str):
 @bench_app.command("retrieval")
 def bench_retrieval_command(
     json_out: JsonOpt = False,
-    search_chunks: Annotated[int, typer.Option("--search-chunks", help="chunks for the latency test")] = 100_000,
-    sync_files: Annotated[int, typer.Option("--sync-files", help="files for the re-sync test")] = 10_000,
-    big_file_mb: Annotated[float, typer.Option("--big-file-mb", help="size of the big streamed file; 0 skips")] = 50.0,
-    big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", help="ingest it this long, then Ctrl-C")] = 60.0,
+    search_chunks: Annotated[int, typer.Option("--search-chunks", min=1, help="chunks for the latency test")] = 100_000,
+    sync_files: Annotated[int, typer.Option("--sync-files", min=1, help="files for the re-sync test")] = 10_000,
+    big_file_mb: Annotated[float, typer.Option("--big-file-mb", min=0, help="size of the big streamed file; 0 skips")] = 50.0,
+    big_file_seconds: Annotated[float, typer.Option("--big-file-seconds", min=0, help="ingest it this long, then Ctrl-C")] = 60.0,
     precision: Annotated[bool, typer.Option("--precision/--no-precision", help="fp32 vs int8 rows")] = True,
     basics: Annotated[bool, typer.Option("--basics/--no-basics", help="throughput, re-sync and latency rows")] = True,
-    ingest_files: Annotated[int, typer.Option("--ingest-files", help="files for the throughput test")] = 300,
+    ingest_files: Annotated[int, typer.Option("--ingest-files", min=1, help="files for the throughput test")] = 300,
     quality: Annotated[bool, typer.Option("--quality/--no-quality", help="recall/MRR before vs now")] = False,
 ) -> None:
     """Ingest throughput, re-sync, search latency; fp32 vs int8; a big file, Ctrl-C, searches during a write."""

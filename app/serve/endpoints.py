@@ -3,7 +3,10 @@
 ``create_app(models, api_key=None, queue=8, max_body=16 MiB, keepalive_s=15)`` returns the FastAPI app:
 ``/v1/models``, ``/v1/chat/completions`` (stream via server-sent events and non-stream;
 tools -> ``tool_calls``; Granite ``documents``), ``/v1/completions`` (plain and
-fill-in-the-middle via ``suffix``) and ``/health``. Each engine runs its requests in order
+fill-in-the-middle via ``suffix``), ``/health``, ``/sources/<token>`` (a cited passage, the
+link of an answer's ``annotations``; app/serve/citations.py) and ``/v1/responses`` (an
+error naming ``/v1/chat/completions``). A random-weight model's chat content starts with
+its label line. Each engine runs its requests in order
 on a lane (app/serve/lanes.py) with ``queue`` waiting slots; beyond them the answer is 429
 with Retry-After. A streaming client that disconnects stops its generation at the next
 token (Starlette cancels the response; the job's cancel flag stops the worker); a
@@ -34,7 +37,7 @@ from feldspar.serve.citations import SOURCES_PATH, SourceStore, annotations
 from feldspar.serve.gate import Gate
 from feldspar.serve.lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve.models import AgentModel, Final, ServedModel
-from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
+from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, wants_structure, ChatRequest, CompletionRequest, Envelope, error_body,
                                      openai_tool_calls, sse)
 from feldspar.serve.tasks import TASK_HEADER
 from feldspar.serve.threads import principal_of
@@ -43,7 +46,13 @@ from feldspar.serve.validate import check_chat, check_completion
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 log = logging.getLogger("feldspar.serve")
-NOT_FOUND = {"UnknownCollection", "UnknownThread", "ModelNotFoundError"}
+def not_found_types() -> tuple[type[Exception], ...]:
+    """The user errors a client gets as 404: what it named does not exist."""
+    from feldspar.agents.errors import UnknownThread
+    from feldspar.model.errors import ModelNotFoundError
+    from feldspar.retrieval.errors import UnknownCollection
+
+    return (UnknownCollection, UnknownThread, ModelNotFoundError)
 
 
 class ServerState:
@@ -88,12 +97,14 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, LaneFull):
         return ApiError(429, f"{exc}; the server runs one request at a time per model and its queue is full",
                         "rate_limit_error", code="queue_full", headers={"Retry-After": str(exc.retry_after)})
+    from feldspar.model.errors import ContextOverflowError
+
     name = type(exc).__name__
-    if name == "ContextOverflowError":
+    if isinstance(exc, ContextOverflowError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, user_error_types()):
         param = (getattr(exc, "details", None) or {}).get("param")
-        return ApiError(404 if name in NOT_FOUND else 400, without_paths(user_message(exc)),
+        return ApiError(404 if isinstance(exc, not_found_types()) else 400, without_paths(user_message(exc)),
                         param=param if isinstance(param, str) else None, code=_snake(name))
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(500, f"internal server error ({name}); the server log has the details", "server_error")
@@ -276,7 +287,7 @@ async def chat_completions(body: ChatRequest, request: Request):
         job = await _submit(lane, open_work)
     except Exception as exc:  # noqa: BLE001 - every error becomes the client's error object
         raise window_error(as_api_error(exc), body) from None
-    envelope = Envelope("chat", model.id, model.random_weights, state.version)
+    envelope = Envelope("chat", model.id, model.random_weights, state.version, wants_structure(body))
     cite = lambda final, text: annotations(final.citations or [], text, str(request.base_url), state.sources)  # noqa: E731
     if body.stream:
         return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s, cite), model)
@@ -299,7 +310,7 @@ async def completions(body: CompletionRequest, request: Request):
         return await run_in_threadpool(model.open_completion, body)
 
     job = await _submit(state.lane(model), open_work)
-    envelope = Envelope("completion", model.id, model.random_weights, state.version)
+    envelope = Envelope("completion", model.id, model.random_weights, state.version, wants_structure(body))
     if body.stream:
         return _event_stream(completion_events(job, envelope, _usage_wanted(body), state.keepalive_s), model)
     text, final = await collect(job, request)
@@ -361,7 +372,7 @@ async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepaliv
     streamed: list[str] = []
 
     def piece_chunk(piece: str) -> dict:
-        if not streamed and envelope.random_weights:
+        if not streamed and envelope.label_content:
             piece = RANDOM_CONTENT_LABEL + piece  # the first line a client shows
         streamed.append(piece)
         return envelope.chat_chunk({"content": piece})

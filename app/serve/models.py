@@ -7,7 +7,10 @@ a remote one) and plain / fill-in-the-middle completions when it has an ``engine
 or a state pack, with citations; its agents are built by a factory the app passes in
 (app/compose.py builds them) and cached per (collection, pack); a client that resends the
 whole conversation without ``thread_id`` continues the thread that answered it, only if it is
-that thread's principal and the thread has not moved on (app/serve/threads.py). ``open_*`` validate a
+that thread's principal and the thread has not moved on (app/serve/threads.py); a client's
+background task (app/serve/tasks.py) is answered by the plain model without a thread, and
+the request's generation settings reach the agent's model calls; a proxied remote model
+answers completions too. ``open_*`` validate a
 request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
 tool calls, finish reason, usage and extension fields): the server runs it on a lane
 (app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
-from feldspar.retrieval.loaders import CODE_EXTENSIONS, DATA_EXTENSIONS, HTML_EXTENSIONS, JSONL_EXTENSIONS
-from feldspar.retrieval.loaders import TEXT_EXTENSIONS, file_kind
+from feldspar.retrieval.loaders import file_kind
 from feldspar.webui.jobs import Refused
 
 MAX_NAME_BYTES = 200
@@ -41,12 +40,6 @@ class UploadedFile(Protocol):
 class CheckedUpload:
     name: str
     data: bytes
-
-
-def upload_types() -> list[str]:
-    """The extensions an upload may have (what the loaders read), for the page's help text."""
-    types = set(TEXT_EXTENSIONS) | HTML_EXTENSIONS | JSONL_EXTENSIONS | DATA_EXTENSIONS | CODE_EXTENSIONS
-    return sorted(types | {".pdf", ".docx"})
 
 
 # ---- folders -------------------------------------------------------------------------------

@@ -37,8 +37,9 @@ def plain():
 
 
 def test_the_per_slot_window_comes_from_props(llama):
-    backend = RemoteChatBackend(llama.base_url, "granite-test").connect()
+    backend = RemoteChatBackend(llama.base_url, "granite-test", max_concurrency=8).connect()
     assert backend.context_window == 2048 and backend.slots == 4 and backend.ignores_suffix
+    assert backend.max_concurrency == 4  # batch workers beyond the server's slots would only queue there
 
 
 def test_a_stream_that_ends_without_a_finish_reason_is_an_error(plain):
@@ -156,3 +157,12 @@ def test_serve_proxies_a_remote_model_given_as_model_with_completions(llama, tmp
         llama.script("Hello.")
         chat = client.chat.completions.create(model="granite-test", messages=[{"role": "user", "content": "Hi"}])
         assert chat.choices[0].message.content == "Hello."
+
+
+def test_generate_labels_estimated_counts_in_json_and_text(plain, tmp_path, capsys, monkeypatch):
+    plain.script("Hello there.", "Hello again.")
+    result = run_cli(["generate", "Hi", "--model", plain.spec(), "--home", str(tmp_path), "--json"], capsys, monkeypatch)
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["estimated"] is True
+    shown = run_cli(["generate", "Hi", "--model", plain.spec(), "--home", str(tmp_path), "-v"], capsys, monkeypatch)
+    assert shown.code == 0 and "(estimated" in shown.err

@@ -79,7 +79,7 @@ def test_map_and_reduce_prompts_and_citations_back_to_files(files, settings, tmp
     for number, entry in enumerate(report["files"], start=1):
         assert f"[{number}] {entry['path']}:\nAbout {Path(entry['path']).name}." in final
     assert [Path(f["path"]).name for f in report["files"]] == names
-    assert report["summary"] == "Overall [1,2,3] and a made-up one ."
+    assert report["summary"] == "Overall [1,2,3] and a made-up one."
     assert report["unknown_citations"] == ["99"] and all(f["cited"] for f in report["files"])
     text = out.read_text(encoding="utf-8")
     pdf_entry = next(f for f in report["files"] if f["path"].endswith("manual.pdf"))
@@ -154,7 +154,7 @@ def test_long_context_mode_when_everything_fits(files, settings):
     assert [m["role"] for m in request["messages"]] == ["user"]  # no system turn of ours: a pack's prefix holds
     assert [d["title"] for d in request["documents"]] == sorted(p.name for p in files.iterdir())
     assert "hold the recessed button" in request["documents"][0]["text"]
-    assert report["summary"] == "Reset and hardness [1] [3], and a made-up one ." and report["unknown_citations"] == ["99"]
+    assert report["summary"] == "Reset and hardness [1] [3], and a made-up one." and report["unknown_citations"] == ["99"]
     assert [f["cited"] for f in report["files"]] == [True, False, True]
     assert "_Mode: long-context: 3 file(s) in one call" in report["markdown"]
     from feldspar.agents.summarize import SourceText, SummaryOptions, summarize_documents

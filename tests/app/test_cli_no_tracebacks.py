@@ -23,7 +23,7 @@ def test_a_data_home_that_is_a_file_fails_threads_list_and_ask_before_the_model(
 
 def test_an_unwritable_data_home_fails_threads_list_in_one_line(read_only_folder, capsys, monkeypatch):
     result = run_cli(["threads", "list", "--home", str(read_only_folder / "home")], capsys, monkeypatch)
-    assert_one_error_line(result, 1, "output")
+    assert_one_error_line(result, 1, "not writable")
 
 
 def test_serve_on_a_port_in_use_fails_before_loading_a_model(tmp_path, capsys, monkeypatch):

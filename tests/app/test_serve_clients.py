@@ -148,3 +148,14 @@ def test_an_over_window_error_names_the_param_the_client_sent(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="small", messages=user("Hi " * 50))
     assert caught.value.body["param"] == "messages"
+
+
+def test_langchain_openai_sees_the_cut_and_the_label(server):
+    from langchain_openai import ChatOpenAI
+
+    agent = ChatOpenAI(base_url=server["url"] + "/v1", api_key="unused", model="feldspar-agent", max_tokens=4,
+                       max_retries=0)
+    reply = agent.invoke("How do I reset it?")
+    assert reply.response_metadata["finish_reason"] == "length"
+    noisy = ChatOpenAI(base_url=server["url"] + "/v1", api_key="unused", model="noisy", max_retries=0)
+    assert noisy.invoke("Hi").content.startswith(RANDOM_CONTENT_LABEL)

@@ -1,0 +1,47 @@
+"""Small things a newcomer met (issue 19, item 7): each now behaves as the docs say."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+
+from feldspar.labels import RANDOM_LABEL  # noqa: E402
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    return lambda *args: run_cli(list(args), capsys, monkeypatch)
+
+
+def test_ask_prints_the_random_weights_line_before_the_answer(cli, tiny_checkpoint):
+    result = cli("ask", "Hi?", "-m", str(tiny_checkpoint), "-n", "3", "--policy", "none")
+    assert result.code == 0 and result.out.startswith(RANDOM_LABEL + "\n"), result.out
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["ask", "q", "--policy", "pack"], 2, "--pack NAME"),
+    (["search", "router", "--type", "bogus"], 2, "'bogus' is not a file type"),
+    (["generate", "Hi", "-m", "./nope"], 1, "no such directory: ./nope"),
+    (["ask", "q", "-m", "/no/such/checkpoint"], 1, "no such directory: /no/such/checkpoint"),
+    (["bench", "retrieval", "--sync-files", "-3"], 2, "--sync-files"),
+])
+def test_bad_input_is_one_line_before_any_work(cli, args, code, needle):
+    assert_one_error_line(cli(*args), code, needle)
+
+
+def test_pack_documents_skip_hidden_entries(tmp_path):
+    from feldspar.pack_documents import read_pack_documents
+
+    (tmp_path / "guide.md").write_text("# Guide\n\nvisible", encoding="utf-8")
+    (tmp_path / ".hidden.md").write_text("secret", encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "notes.md").write_text("internal", encoding="utf-8")
+    read = read_pack_documents([tmp_path], 10_000_000)
+    assert [s["path"] for s in read.sources] == [str(tmp_path / "guide.md")] or \
+        [d["title"] for d in read.documents] == ["guide.md"], (read.sources, read.documents)
+    assert all("secret" not in d["text"] and "internal" not in d["text"] for d in read.documents)
