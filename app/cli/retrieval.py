@@ -316,7 +316,7 @@ def bench_retrieval_command(
 
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print, docs=REPO_DOCS,
-                         ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
+                         ingest_command=[sys.executable, "-m", "feldspar", "ingest"], big_file_mb=big_file_mb,
                          big_file_seconds=big_file_seconds, precision=precision, basics=basics,
                          ingest_files=ingest_files, quality=quality)
     if json_out:
