@@ -122,7 +122,7 @@ def ingest_command(
     paths: Annotated[list[Path], typer.Argument(help="folders or files to index")],
     collection: CollectionOpt = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="remove files gone from the same root")] = True,
-    reindex: Annotated[bool, typer.Option("--reindex", help="drop the collection and index from scratch")] = False,
+    reindex: Annotated[bool, typer.Option("--reindex", help="index from scratch beside the old collection; it switches when complete")] = False,
     reasons: Annotated[bool, typer.Option("--reasons", help="list skipped/failed files with reasons")] = False,
     embedding_model: EmbeddingOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the parsers' library warnings")] = False,
