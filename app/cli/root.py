@@ -133,6 +133,31 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | Non
     console.print(table)
 
 
+def short_paths(paths: list[str], room: int) -> list[str]:
+    """Each path cut to about ``room`` characters in the middle, keeping its start and its file
+    name; paths that would then look alike keep more (up to all) of themselves, so different
+    paths never show the same."""
+    def cut(path: str, width: int) -> str:
+        if len(path) <= width:
+            return path
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        tail = max(len(name) + 1, width - width // 3 - 1)
+        head = max(width - tail - 1, 0)
+        return path if head + 1 + tail >= len(path) else path[:head] + "…" + path[-tail:]
+
+    widths = [room] * len(paths)
+    while True:
+        shown = [cut(p, w) for p, w in zip(paths, widths)]
+        groups: dict[str, set[str]] = {}
+        for path, text in zip(paths, shown):
+            groups.setdefault(text, set()).add(path)
+        clashing = [i for i, text in enumerate(shown) if len(groups[text]) > 1]
+        if not clashing:
+            return shown
+        for i in clashing:
+            widths[i] += max(room // 4, 4)
+
+
 # ---- help text ---------------------------------------------------------------------------
 _TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "integer range": "INTEGER", "float": "NUMBER",
                "float range": "NUMBER", "Path": "PATH", "path": "PATH", "file": "FILE", "directory": "DIR"}

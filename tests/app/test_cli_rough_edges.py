@@ -45,3 +45,15 @@ def test_pack_documents_skip_hidden_entries(tmp_path):
     assert [s["path"] for s in read.sources] == [str(tmp_path / "guide.md")] or \
         [d["title"] for d in read.documents] == ["guide.md"], (read.sources, read.documents)
     assert all("secret" not in d["text"] and "internal" not in d["text"] for d in read.documents)
+
+
+def test_sources_shows_different_long_paths_differently_and_keeps_their_file_names():
+    from feldspar.cli.root import short_paths
+
+    base = "/home/user/notes/nested/deeper/and-deeper-still/"
+    paths = [base + "a/modem-setup.md", base + "b/modem-setup.md", base + "router.md", "/short.md"]
+    shown = short_paths(paths, 30)
+    assert len(set(shown)) == len(paths), shown
+    assert all(s.endswith(p.rsplit("/", 1)[-1]) for s, p in zip(shown, paths)), shown
+    assert shown[3] == "/short.md" and len(shown[2]) <= 30 and "…" in shown[2], shown
+
