@@ -57,3 +57,26 @@ def test_sources_shows_different_long_paths_differently_and_keeps_their_file_nam
     assert all(s.endswith(p.rsplit("/", 1)[-1]) for s, p in zip(shown, paths)), shown
     assert shown[3] == "/short.md" and len(shown[2]) <= 30 and "…" in shown[2], shown
 
+
+
+def test_pack_list_gives_each_damaged_pack_a_one_line_reason_and_json_the_full_message(cli, feldspar_home):
+    import json
+
+    packs = feldspar_home / "packs"
+    (packs / "garbled").mkdir(parents=True)
+    (packs / "garbled" / "pack.json").write_text("{not json", encoding="utf-8")
+    (packs / "emptied").mkdir()
+    meta = {"format": 1, "name": "emptied", "model": "tiny", "dtype": "float32", "tokens": 9, "documents": 1,
+            "state_bytes": 1234, "created": "2026-12-01T00:00:00+00:00"}
+    (packs / "emptied" / "pack.json").write_text(json.dumps(meta), encoding="utf-8")
+    (packs / "emptied" / "documents.json").write_text("[]", encoding="utf-8")
+    table = cli("pack", "list", "--home", str(feldspar_home))
+    assert table.code == 0, table.err
+    lines = table.out.splitlines()
+    for name, reason in [("garbled", "pack.json is not valid JSON"), ("emptied", "state.safetensors is missing")]:
+        rows = [line for line in lines if name in line]
+        assert len(rows) == 1 and reason in rows[0], table.out
+    assert len(lines) == 2 and all(line.startswith("damaged ") for line in lines), table.out  # nothing wrapped
+    rows = {row["name"]: row for row in json.loads(cli("pack", "list", "--json", "--home", str(feldspar_home)).out)}
+    assert "Expecting property name" in rows["garbled"]["error"] and rows["garbled"]["reason"]
+    assert rows["emptied"]["reason"] == "state.safetensors is missing" and "re-create" in rows["emptied"]["error"]
