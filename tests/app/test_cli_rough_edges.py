@@ -80,3 +80,30 @@ def test_pack_list_gives_each_damaged_pack_a_one_line_reason_and_json_the_full_m
     rows = {row["name"]: row for row in json.loads(cli("pack", "list", "--json", "--home", str(feldspar_home)).out)}
     assert "Expecting property name" in rows["garbled"]["error"] and rows["garbled"]["reason"]
     assert rows["emptied"]["reason"] == "state.safetensors is missing" and "re-create" in rows["emptied"]["error"]
+
+
+PROBE = """
+import sys
+from feldspar.cli import main
+sys.argv = ["feldspar", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("slow imports:", sorted(m for m in ("torch", "transformers") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["ask", "q", "-m", "bogus-name"], "unknown Granite 4.0 model 'bogus-name'"),
+    (["generate", "Hi", "-m", "nonexistent"], "unknown Granite 4.0 model 'nonexistent'"),
+    (["chat", "-m", "./nope"], "no such directory: ./nope"),
+])
+def test_a_bad_model_name_is_refused_before_torch_is_imported(args, needle, tmp_path):
+    import os
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert lines[-1] == "slow imports: []", result.stderr
