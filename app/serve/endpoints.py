@@ -37,7 +37,7 @@ from feldspar.serve.citations import SOURCES_PATH, SourceStore, annotations
 from feldspar.serve.gate import Gate
 from feldspar.serve.lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve.models import AgentModel, Final, ServedModel
-from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
+from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, wants_structure, ChatRequest, CompletionRequest, Envelope, error_body,
                                      openai_tool_calls, sse)
 from feldspar.serve.tasks import TASK_HEADER
 from feldspar.serve.threads import principal_of
@@ -287,7 +287,7 @@ async def chat_completions(body: ChatRequest, request: Request):
         job = await _submit(lane, open_work)
     except Exception as exc:  # noqa: BLE001 - every error becomes the client's error object
         raise window_error(as_api_error(exc), body) from None
-    envelope = Envelope("chat", model.id, model.random_weights, state.version)
+    envelope = Envelope("chat", model.id, model.random_weights, state.version, wants_structure(body))
     cite = lambda final, text: annotations(final.citations or [], text, str(request.base_url), state.sources)  # noqa: E731
     if body.stream:
         return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s, cite), model)
@@ -310,7 +310,7 @@ async def completions(body: CompletionRequest, request: Request):
         return await run_in_threadpool(model.open_completion, body)
 
     job = await _submit(state.lane(model), open_work)
-    envelope = Envelope("completion", model.id, model.random_weights, state.version)
+    envelope = Envelope("completion", model.id, model.random_weights, state.version, wants_structure(body))
     if body.stream:
         return _event_stream(completion_events(job, envelope, _usage_wanted(body), state.keepalive_s), model)
     text, final = await collect(job, request)
@@ -372,7 +372,7 @@ async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepaliv
     streamed: list[str] = []
 
     def piece_chunk(piece: str) -> dict:
-        if not streamed and envelope.random_weights:
+        if not streamed and envelope.label_content:
             piece = RANDOM_CONTENT_LABEL + piece  # the first line a client shows
         streamed.append(piece)
         return envelope.chat_chunk({"content": piece})

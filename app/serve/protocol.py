@@ -193,14 +193,23 @@ def openai_tool_calls(calls: list[Any], streaming: bool = False) -> list[dict[st
     return out
 
 
+def wants_structure(request: Any) -> bool:
+    """True when the request asks for JSON content (``response_format`` json_object / json_schema)."""
+    kind = (getattr(request, "response_format", None) or {}).get("type")
+    return kind in ("json_object", "json_schema")
+
+
 class Envelope:
     """The fields every response object of one request shares (id, created, model, fingerprint)."""
 
-    def __init__(self, kind: str, model: str, random_weights: bool, version: str) -> None:
+    def __init__(self, kind: str, model: str, random_weights: bool, version: str, structured: bool = False) -> None:
         self.id = new_id("chatcmpl" if kind == "chat" else "cmpl")
         self.created = int(time.time())
         self.model = model
         self.random_weights = random_weights
+        # Random weights are labelled in the content a client shows, except where the content must
+        # parse (response_format JSON): there the fingerprint, header and extension field say it.
+        self.label_content = random_weights and not structured
         self.fingerprint = RANDOM_FINGERPRINT if random_weights else f"feldspar-{version}"
 
     def head(self, object_name: str) -> dict[str, Any]:
@@ -209,7 +218,7 @@ class Envelope:
 
     def chat(self, text: str, calls: list[Any], finish: str, usage_: dict, extension: dict,
              citations: list | None, annotations: list | None = None) -> dict[str, Any]:
-        if text and self.random_weights:
+        if text and self.label_content:
             text = RANDOM_CONTENT_LABEL + text
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if annotations:

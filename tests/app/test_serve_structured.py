@@ -127,3 +127,15 @@ def test_tool_choice_naming_an_undeclared_tool_is_a_400(client, server):
     with pytest.raises(openai.BadRequestError) as caught:
         chat(client, server, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
     assert caught.value.body["param"] == "tool_choice"
+
+
+def test_random_weights_json_is_labelled_outside_the_content(client, server):
+    """JSON content must parse, so the random-weights label moves to the fingerprint and header
+    (a plain answer carries it as its first line: tests/app/test_serve_clients.py)."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    raw = client.chat.completions.with_raw_response.create(
+        model=server["model"], messages=[{"role": "user", "content": "Who?"}], response_format=fmt, max_tokens=60)
+    reply = raw.parse()
+    jsonschema.validate(json.loads(reply.choices[0].message.content), PERSON)
+    assert reply.system_fingerprint == "feldspar-random-weights"
+    assert raw.headers["x-feldspar-random-weights"] == "true"
