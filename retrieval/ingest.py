@@ -178,9 +178,9 @@ class Ingestor:
                                     self.options.chunk_context)
         return self._chunker
 
-    def ingest(self, paths: list[str | Path], collection: str, prune: bool = True, reindex: bool = False,
+    def ingest(self, paths: list[str | Path | tuple[str, str]], collection: str, prune: bool = True, reindex: bool = False,
                progress: Progress | None = None, stop: threading.Event | None = None) -> IngestSummary:
-        targets = [resolve_target(p) for p in paths]
+        targets = [p if isinstance(p, tuple) else resolve_target(p) for p in paths]  # or (root, file) pairs
         started, embed_before = time.perf_counter(), self.embedder.seconds
         with single_writer(self.lock_path, self.store.location.label):
             reindexing.finish_pending(self.store, self.manifest, collection)

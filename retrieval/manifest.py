@@ -132,6 +132,16 @@ class Manifest:
             self._db.execute("DELETE FROM collections WHERE name=?", (staging,))
             self._db.execute("DELETE FROM swaps WHERE name=?", (name,))
 
+    def pending_swaps(self) -> list[tuple[str, str]]:
+        return [(name, staging) for name, staging in self._rows("SELECT name, staging FROM swaps")]
+
+    def sources_by_collection(self) -> dict[str, list[tuple[str, str]]]:
+        """``collection -> [(root, path)]`` of every file row: what a rebuilt store must index again."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for collection, root, path in self._rows("SELECT collection, root, path FROM files ORDER BY collection, root, path"):
+            found.setdefault(collection, []).append((root, path))
+        return found
+
     def rate(self, embedder: str) -> float | None:
         rows = self._rows("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,))
         return float(rows[0][0]) if rows else None

@@ -1,4 +1,4 @@
-"""Retrieval commands: ingest, search, sources, collections, eval retrieval, bench retrieval.
+"""Retrieval commands: ingest, search, sources, collections, rebuild-store, eval retrieval, bench retrieval.
 
 Knows flags, progress bars, tables and JSON; checks the data home is writable, then builds
 the service through the composition root. Bad flag values are usage errors (exit 2); a
@@ -231,6 +231,21 @@ def collections_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None
     else:
         table = [{**row, "files": ", ".join(f"{k} {v}" for k, v in sorted(row["files"].items()))} for row in rows]
         print_table(table, ["name", "embedding_model", "embedding_precision", "chunks", "files"])
+
+
+@app.command("rebuild-store")
+def rebuild_store_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Rebuild a damaged local Chroma store from the manifest and the source files (old store kept aside)."""
+    service = _service(home)
+    with _progress_bar(err_console) as bar:
+        report = service.rebuild_store(progress=_RichProgress(bar))
+    if json_out:
+        print_json(report)
+        return
+    if report["set_aside"]:
+        console.print(f"damaged store moved aside to {report['set_aside']}")
+    for name, counts in report["collections"].items():
+        console.print(f"{name}: " + " · ".join(f"{key} {value}" for key, value in counts.items()))
 
 
 @eval_app.command("retrieval")
