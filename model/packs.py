@@ -223,7 +223,8 @@ def read_meta(packs_dir: Path, name: str) -> dict[str, Any]:
 
 
 def list_packs(packs_dir: Path) -> list[dict[str, Any]]:
-    """One summary per pack directory; unreadable packs are listed with their error."""
+    """One summary per pack directory; a damaged pack is listed with a short ``reason`` (one line)
+    and the full ``error``. Only cheap checks (pack.json, the files' presence and size), no hashing."""
     rows = []
     root = Path(packs_dir)
     for path in sorted(root.iterdir()) if root.is_dir() else []:
@@ -232,10 +233,40 @@ def list_packs(packs_dir: Path) -> list[dict[str, Any]]:
         try:
             meta = read_meta(root, path.name)
         except StateError as exc:
-            rows.append({"name": path.name, "error": str(exc)})
+            rows.append({"name": path.name, "reason": _meta_reason(path / META_FILE), "error": str(exc)})
             continue
-        rows.append({key: meta.get(key) for key in ("name", "model", "dtype", "tokens", "documents", "state_bytes", "created")})
+        row = {key: meta.get(key) for key in ("name", "model", "dtype", "tokens", "documents", "state_bytes", "created")}
+        reason = _files_reason(path, meta)
+        if reason:
+            row.update(reason=reason, error=f"pack {path.name!r} is damaged: {reason}; re-create it")
+        rows.append(row)
     return rows
+
+
+def _meta_reason(path: Path) -> str:
+    """Why pack.json could not be used, in a few words."""
+    if not path.exists():
+        return f"{path.name} is missing"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return f"{path.name} is unreadable"
+    except json.JSONDecodeError:
+        return f"{path.name} is not valid JSON"
+    return f"{path.name} has an unknown format" if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT \
+        else f"{path.name} is unusable"
+
+
+def _files_reason(directory: Path, meta: dict[str, Any]) -> str:
+    """A missing or wrongly sized state file, or missing documents, in a few words ("" if none)."""
+    state = directory / STATE_FILE
+    if not state.is_file():
+        return f"{STATE_FILE} is missing"
+    if state.stat().st_size != meta.get("state_bytes"):
+        return f"{STATE_FILE} has the wrong size (truncated?)"
+    if not (directory / DOCS_FILE).is_file():
+        return f"{DOCS_FILE} is missing"
+    return ""
 
 
 def remove_pack(packs_dir: Path, name: str) -> None:

@@ -81,9 +81,15 @@ def pack_list(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
     if not rows:
         console.print("no packs yet; make one with `feldspar pack create NAME FILE…`")
         return
-    for row in rows:
+    good = [row for row in rows if not row.get("reason")]
+    for row in good:
         row["size"] = _human_bytes(row.get("state_bytes"))
-    print_table(rows, ["name", "model", "dtype", "tokens", "documents", "size", "created", "error"], title="state packs")
+    if good:
+        print_table(good, ["name", "model", "dtype", "tokens", "documents", "size", "created"], title="state packs")
+    for row in rows:  # a damaged pack: one short line each (--json has the full message)
+        if row.get("reason"):
+            console.print(f"[red]damaged[/red] {escape(row['name'])}: {escape(row['reason'])} "
+                          f"(`feldspar pack rm {escape(row['name'])}`, then create it again)", soft_wrap=True)
 
 
 @pack_app.command("show")

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from feldspar.cli.output import quiet_libraries
 from feldspar.cli.root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, one_of, print_json
-from feldspar.cli.root import print_table, settings_from, usage_error
+from feldspar.cli.root import print_table, settings_from, short_paths, usage_error
 from feldspar.settings import Settings
 
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
@@ -208,7 +208,10 @@ def sources_command(
     if json_out:
         print_json(rows)
     else:
-        print_table(rows, ["path", "status", "chunks", "size", "reason", "root"])
+        room = max(30, console.width - 50)  # the other columns keep their room in an 80-column terminal
+        for row, shown in zip(rows, short_paths([str(r.get("path") or "") for r in rows], room)):
+            row["path"] = shown
+        print_table(rows, ["path", "status", "chunks", "size", "reason", "root"], whole=("path",))
 
 
 def _require_collection(service, collection: str | None) -> None:
@@ -331,7 +334,7 @@ def bench_retrieval_command(
 
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print, docs=REPO_DOCS,
-                         ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
+                         ingest_command=[sys.executable, "-m", "feldspar", "ingest"], big_file_mb=big_file_mb,
                          big_file_seconds=big_file_seconds, precision=precision, basics=basics,
                          ingest_files=ingest_files, quality=quality)
     if json_out:

@@ -41,7 +41,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="data home (default: FELDSPAR_HOME or user data dir)")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path "
+
+
+def _known_model(value: str | None) -> str | None:
+    """Refuse a mistyped catalog name or a missing directory while parsing, before any slow import."""
+    if value and not value.startswith("openai:"):
+        from feldspar.model.names import resolve
+
+        resolve(value)
+    return value
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_known_model,
+                                                 help="catalog name, hub id or local path "
                                                  "(or openai:<base-url>#<model>: a remote server)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
@@ -131,6 +143,31 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | Non
     for row in rows:
         table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+def short_paths(paths: list[str], room: int) -> list[str]:
+    """Each path cut to about ``room`` characters in the middle, keeping its start and its file
+    name; paths that would then look alike keep more (up to all) of themselves, so different
+    paths never show the same."""
+    def cut(path: str, width: int) -> str:
+        if len(path) <= width:
+            return path
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        tail = max(len(name) + 1, width - width // 3 - 1)
+        head = max(width - tail - 1, 0)
+        return path if head + 1 + tail >= len(path) else path[:head] + "…" + path[-tail:]
+
+    widths = [room] * len(paths)
+    while True:
+        shown = [cut(p, w) for p, w in zip(paths, widths)]
+        groups: dict[str, set[str]] = {}
+        for path, text in zip(paths, shown):
+            groups.setdefault(text, set()).add(path)
+        clashing = [i for i, text in enumerate(shown) if len(groups[text]) > 1]
+        if not clashing:
+            return shown
+        for i in clashing:
+            widths[i] += max(room // 4, 4)
 
 
 # ---- help text ---------------------------------------------------------------------------

@@ -45,3 +45,65 @@ def test_pack_documents_skip_hidden_entries(tmp_path):
     assert [s["path"] for s in read.sources] == [str(tmp_path / "guide.md")] or \
         [d["title"] for d in read.documents] == ["guide.md"], (read.sources, read.documents)
     assert all("secret" not in d["text"] and "internal" not in d["text"] for d in read.documents)
+
+
+def test_sources_shows_different_long_paths_differently_and_keeps_their_file_names():
+    from feldspar.cli.root import short_paths
+
+    base = "/home/user/notes/nested/deeper/and-deeper-still/"
+    paths = [base + "a/modem-setup.md", base + "b/modem-setup.md", base + "router.md", "/short.md"]
+    shown = short_paths(paths, 30)
+    assert len(set(shown)) == len(paths), shown
+    assert all(s.endswith(p.rsplit("/", 1)[-1]) for s, p in zip(shown, paths)), shown
+    assert shown[3] == "/short.md" and len(shown[2]) <= 30 and "…" in shown[2], shown
+
+
+
+def test_pack_list_gives_each_damaged_pack_a_one_line_reason_and_json_the_full_message(cli, feldspar_home):
+    import json
+
+    packs = feldspar_home / "packs"
+    (packs / "garbled").mkdir(parents=True)
+    (packs / "garbled" / "pack.json").write_text("{not json", encoding="utf-8")
+    (packs / "emptied").mkdir()
+    meta = {"format": 1, "name": "emptied", "model": "tiny", "dtype": "float32", "tokens": 9, "documents": 1,
+            "state_bytes": 1234, "created": "2026-12-01T00:00:00+00:00"}
+    (packs / "emptied" / "pack.json").write_text(json.dumps(meta), encoding="utf-8")
+    (packs / "emptied" / "documents.json").write_text("[]", encoding="utf-8")
+    table = cli("pack", "list", "--home", str(feldspar_home))
+    assert table.code == 0, table.err
+    lines = table.out.splitlines()
+    for name, reason in [("garbled", "pack.json is not valid JSON"), ("emptied", "state.safetensors is missing")]:
+        rows = [line for line in lines if name in line]
+        assert len(rows) == 1 and reason in rows[0], table.out
+    assert len(lines) == 2 and all(line.startswith("damaged ") for line in lines), table.out  # nothing wrapped
+    rows = {row["name"]: row for row in json.loads(cli("pack", "list", "--json", "--home", str(feldspar_home)).out)}
+    assert "Expecting property name" in rows["garbled"]["error"] and rows["garbled"]["reason"]
+    assert rows["emptied"]["reason"] == "state.safetensors is missing" and "re-create" in rows["emptied"]["error"]
+
+
+PROBE = """
+import sys
+from feldspar.cli import main
+sys.argv = ["feldspar", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("slow imports:", sorted(m for m in ("torch", "transformers") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["ask", "q", "-m", "bogus-name"], "unknown Granite 4.0 model 'bogus-name'"),
+    (["generate", "Hi", "-m", "nonexistent"], "unknown Granite 4.0 model 'nonexistent'"),
+    (["chat", "-m", "./nope"], "no such directory: ./nope"),
+])
+def test_a_bad_model_name_is_refused_before_torch_is_imported(args, needle, tmp_path):
+    import os
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert lines[-1] == "slow imports: []", result.stderr
