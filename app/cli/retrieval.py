@@ -109,6 +109,8 @@ def _print_summary(summary, problems: list[dict], reasons: bool, out: Console) -
     counts = summary.counts()
     out.print(" · ".join(f"{name} {value}" for name, value in counts.items())
               + f" · {summary.chunks_written} chunks written in {summary.seconds:.1f}s")
+    if summary.retried:
+        out.print(f"retried {summary.retried} file(s) that failed on a transient cause last time")
     if reasons and problems:
         print_table(problems, ["path", "status", "reason"], title="not indexed")
     elif problems:
@@ -137,7 +139,8 @@ def ingest_command(
     problems = not_indexed(service, paths)
     if json_out:
         print_json({**summary.counts(), "chunks_written": summary.chunks_written, "interrupted": summary.interrupted,
-                    "seconds": round(summary.seconds, 3), "problems": summary.problems, "not_indexed": problems})
+                    "retried": summary.retried, "seconds": round(summary.seconds, 3), "problems": summary.problems,
+                    "not_indexed": problems})
     else:
         _print_summary(summary, problems, reasons, console)
     if summary.interrupted:
