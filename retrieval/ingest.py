@@ -119,6 +119,14 @@ class IngestSummary:
         return {k: getattr(self, k) for k in ("indexed", "unchanged", "updated", "removed", "skipped", "failed")}
 
 
+def chunking_key(embedder: str, options: IngestOptions) -> str:
+    """What a collection's chunks were made with; another key re-chunks every file."""
+    key = f"{embedder}|{options.chunk_tokens}|{options.chunk_overlap}"
+    if options.chunk_context != "none":  # collections from before recipes keep their key
+        key += f"|context={options.chunk_context}"
+    return key
+
+
 def chunk_id(root: str, key: str, chunk: Chunk) -> str:
     raw = f"{root}\x00{key}\x00{chunk.index}\x00{chunk.content_hash}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(raw).hexdigest()[:32]
@@ -201,7 +209,7 @@ class Ingestor:
             target = collection
             if reindex:  # built beside the old collection, which keeps answering until the switch
                 target = reindexing.begin(self.store, self.manifest, collection, self.embedder.name,
-                                          self.embedder.precision)
+                                          self.embedder.precision, chunking_key(self.embedder.name, self.options))
             elif self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
             chunks = self.store.open(target, self.embedder.name, create=True, precision=self.embedder.precision)
@@ -235,9 +243,7 @@ class _Run:
         self.summary = IngestSummary()
         self.stop = stop
         options = ingestor.options
-        self.chunking_key = f"{ingestor.embedder.name}|{options.chunk_tokens}|{options.chunk_overlap}"
-        if options.chunk_context != "none":  # collections from before recipes keep their key
-            self.chunking_key += f"|context={options.chunk_context}"
+        self.chunking_key = chunking_key(ingestor.embedder.name, options)
         previous = self.manifest.chunking(self.name)
         self.force = bool(previous) and previous != self.chunking_key
         self.writer = BatchWriter(self.manifest, collection, ingestor.embedder, options.flush_chunks, self.stop,

@@ -25,6 +25,7 @@ from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence
 from feldspar.retrieval.errors import InvalidSource
 from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress, single_writer
 from feldspar.retrieval.manifest import Manifest
+from feldspar.retrieval.reindex import staging_name
 from feldspar.retrieval.search import Fusion, HybridSearcher, SearchHit
 from feldspar.retrieval.store import STAGING_NAME, ChromaStore, StoreLocation, check_collection_name
 
@@ -155,8 +156,9 @@ class RetrievalService:
         """Delete a collection's chunks and manifest rows (waits for no ingest: refused while one writes)."""
         name = self._name(collection)
         with single_writer(self._writer_lock, self.store.location.label):
-            self.store.drop(name)
-            self.manifest.drop_collection(name)
+            for dropped in (name, staging_name(name)):  # and a reindex of it being built
+                self.store.drop(dropped)
+                self.manifest.drop_collection(dropped)
 
     def rebuild_store(self, progress: Progress | None = None) -> dict[str, Any]:
         """A new store indexed again from the manifest's rows and the files on disk.

@@ -58,3 +58,37 @@ def test_interrupted_reindex_keeps_the_old_index_and_resumes(make_service, tmp_p
     assert manifest_rows(home, staging_name("default")) == {}
     assert service.store.recorded(staging_name("default")) is None
     assert [row["name"] for row in service.collections()] == ["default"]
+
+
+def test_a_resumed_reindex_with_other_chunk_settings_rechunks_what_was_written(make_service, tmp_path):
+    root, home = tmp_path / "corpus", tmp_path / "home"
+    root.mkdir()
+    for i in range(20):  # about 40 tokens a file: chunks of 32 and of 16 tokens differ
+        (root / f"doc{i:03d}.md").write_text(f"# Doc {i}\n\n" + " ".join(
+            f"granite quartz mica basalt number {i * 5 + w}" for w in range(6)) + ".\n")
+    service = make_service(home=home, **SETTINGS)
+    service.ingest([root])
+    old_ids = store_ids(service)
+    stop = threading.Event()
+    assert service.ingest([root], reindex=True, progress=StopAfterFirstBatch(stop), stop=stop).interrupted
+
+    other = {**SETTINGS, "chunk_tokens": 16}
+    resumed = make_service(home=home, **other)
+    resumed.ingest([root], reindex=True)
+    clean_home = tmp_path / "clean"
+    clean = make_service(home=clean_home, **other)
+    clean.ingest([root])
+    assert store_ids(resumed) == store_ids(clean) != old_ids, "every file chunked the new way"
+    assert_consistent(resumed)
+
+
+def test_dropping_a_collection_drops_its_unfinished_reindex(make_service, tmp_path):
+    root, home = tmp_path / "corpus", tmp_path / "home"
+    write_files(root, 30)
+    service = make_service(home=home, **SETTINGS)
+    service.ingest([root])
+    stop = threading.Event()
+    assert service.ingest([root], reindex=True, progress=StopAfterFirstBatch(stop), stop=stop).interrupted
+    service.drop_collection("default")
+    assert service.store.recorded(staging_name("default")) is None
+    assert manifest_rows(home, staging_name("default")) == {}
