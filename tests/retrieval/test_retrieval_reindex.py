@@ -92,3 +92,33 @@ def test_dropping_a_collection_drops_its_unfinished_reindex(make_service, tmp_pa
     service.drop_collection("default")
     assert service.store.recorded(staging_name("default")) is None
     assert manifest_rows(home, staging_name("default")) == {}
+
+
+def test_a_switch_killed_at_any_step_is_finished_by_the_next_ingest(make_service, tmp_path):
+    import json
+    import shutil
+    import signal
+
+    from test_retrieval_crash import SETTINGS as CRASH_SETTINGS
+    from test_retrieval_crash import Zygote, write_corpus
+
+    root, clean_home = tmp_path / "corpus", tmp_path / "clean"
+    write_corpus(root, 1)
+    zygote = Zygote()
+    try:
+        assert zygote.ingest(clean_home, root) == {"signal": None, "code": 0}
+        clean_rows = manifest_rows(clean_home)
+        clean_ids = store_ids(make_service(home=clean_home, **CRASH_SETTINGS))
+        for point in ("swap_marked", "swap_dropped", "swap_renamed"):
+            home = tmp_path / point
+            shutil.copytree(clean_home, home)
+            assert zygote.ingest(home, root, point, 1, reindex=True)["signal"] == signal.SIGKILL, point
+            after = make_service(home=home, **CRASH_SETTINGS)
+            assert after.ingest([root]).chunks_written == 0, f"{point}: the complete build is not embedded again"
+            assert {p: json.loads(r[1]) for p, r in manifest_rows(home).items()} == \
+                {p: json.loads(r[1]) for p, r in clean_rows.items()}, point
+            assert store_ids(after) == clean_ids and after.manifest.swap_of("default") is None, point
+            assert after.store.recorded(staging_name("default")) is None, point
+            assert_consistent(after)
+    finally:
+        zygote.close()
