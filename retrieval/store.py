@@ -13,9 +13,12 @@ This module does not know how ids are made, about files, the manifest or BM25.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +54,29 @@ def unavailable(what: str, label: str, exc: BaseException) -> StoreUnavailable:
     if damage:
         return StoreDamaged(f"the Chroma store at {label} is damaged ({damage})", fix="rebuild_store", store=label)
     return StoreUnavailable(f"cannot {what}: {exc}")
+
+
+@contextmanager
+def _quiet_panics() -> Iterator[None]:
+    """Hold back what is written to stderr (fd 2) meanwhile: replayed on success, dropped when it
+    raised (a corrupt store makes Chroma's Rust side print a panic report before raising; the
+    one-line error names the cause)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        replay = held.read()
+        if replay:
+            os.write(2, replay)
 
 
 def check_collection_name(name: str) -> str:
@@ -108,7 +134,8 @@ class ChromaStore:
                 client.heartbeat()
                 return client
             self.location.path.mkdir(parents=True, exist_ok=True)
-            return chromadb.PersistentClient(path=str(self.location.path), settings=chroma_settings)
+            with _quiet_panics():
+                return chromadb.PersistentClient(path=str(self.location.path), settings=chroma_settings)
         except BaseException as exc:  # a corrupt file makes Chroma's Rust side panic (not an Exception)
             raise unavailable(f"open the Chroma store at {self.location.label}", self.location.label, exc) from None
 

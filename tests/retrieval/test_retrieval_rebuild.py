@@ -30,6 +30,7 @@ def test_damaged_store_error_names_rebuild_store_which_restores_the_index(tmp_pa
 
     broken = run_cli("search", "granite", home=home)
     assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1, broken.stderr
     last = broken.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "damaged" in last and "`feldspar rebuild-store`" in last
 
