@@ -107,3 +107,27 @@ def test_a_bad_model_name_is_refused_before_torch_is_imported(args, needle, tmp_
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert lines[-1] == "slow imports: []", result.stderr
+
+
+def test_a_pack_far_over_the_window_is_refused_after_tokenising_about_one_window(tiny_checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    from feldspar.model.engine import Engine, EngineOptions
+    from feldspar.model.errors import StateError
+    from feldspar.model.packs import create_pack
+
+    engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32"))
+    engine.model.config.max_position_embeddings = 2_000
+    line = "Obsidian is volcanic glass; feldspar and quartz make up granite. <|end_of_text|>\n"
+    documents = [{"doc_id": i + 1, "title": f"part{i}.md", "text": line * 4_000} for i in range(4)]  # 1.3 MB
+    seen: list[int] = []
+    tokenizer_call = type(engine.tokenizer).__call__
+
+    def counting_call(self, text=None, *args, **kwargs):
+        seen.append(len(text) if isinstance(text, str) else 0)
+        return tokenizer_call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(engine.tokenizer), "__call__", counting_call)
+    with pytest.raises(StateError, match=r"would need more than [\d,]+ tokens .* 2,000-token context window"):
+        create_pack(engine, tmp_path / "packs", "big", documents, [])
+    assert sum(seen) < 200_000, f"tokenised {sum(seen):,} characters of 1.3 MB to refuse it"
+    assert not (tmp_path / "packs").exists() or list((tmp_path / "packs").iterdir()) == []
