@@ -60,9 +60,8 @@ class Vocabulary:
 
 
 def _vocabulary(tokenizer: Any, vocab_size: int) -> Vocabulary:
-    texts = [""] * vocab_size
-    for token_id in range(min(vocab_size, len(tokenizer))):
-        texts[token_id] = tokenizer.decode([token_id])
+    known = min(vocab_size, len(tokenizer))
+    texts = list(tokenizer.batch_decode([[i] for i in range(known)])) + [""] * (vocab_size - known)
 
     def first(chars: str) -> torch.Tensor:
         return torch.tensor([bool(t) and t[0] in chars for t in texts], dtype=torch.bool)

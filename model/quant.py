@@ -226,9 +226,21 @@ def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
             tensors[name] = tensors[name].clone()
         seen.setdefault(ptr, name)
     save_file(tensors, str(out / WEIGHTS_FILE))
+    _keep_random_marker(model, out)
     spec = {**model.feldspar_quant, "dtype": float_dtype(model)}
     (out / QUANT_FILE).write_text(json.dumps(spec), encoding="utf-8")
     return out
+
+
+def _keep_random_marker(model: nn.Module, out: Path) -> None:
+    """A quantised copy of a random-weight checkpoint stays labelled random."""
+    import shutil
+
+    from feldspar.model.checkpoint_random import MARKER_FILE
+
+    source = Path(getattr(model.config, "_name_or_path", "") or "")
+    if str(source) and (source / MARKER_FILE).is_file():
+        shutil.copy2(source / MARKER_FILE, out / MARKER_FILE)
 
 
 def float_dtype(model: nn.Module) -> str:

@@ -5,7 +5,8 @@ pass (1-based) of ``point`` kill this very process with SIGKILL: a real ``kill -
 known place, so a crash test can check that it died inside the window it means to test,
 every time. ``ingest`` names its points after the step just done (``announced``,
 ``part_upserted`` (one embedding batch of a write batch), ``upserted``, ``deleted``,
-``committed``, ``pruned``, ``dropped``). Unarmed, a pass costs one comparison.
+``committed``, ``pruned``; a reindex's switch: ``swap_marked``, ``swap_dropped``,
+``swap_renamed``). Unarmed, a pass costs one comparison.
 
 This module does not know what the points mean.
 """

@@ -9,7 +9,8 @@ files, and a big file spans many batches, so memory stays bounded by the batch s
 
 Crash safety (kill -9 anywhere converges on re-run) is the writer's announce / upsert /
 delete-stale / commit protocol; rows with announced ids are always re-processed, and
-chunks already in the store are not embedded again. Deleted files are pruned
+chunks already in the store are not embedded again. ``--reindex`` builds beside the old
+collection and switches when complete (``reindex``). Deleted files are pruned
 store-first, manifest-second. One writer per store (a file lock); Ctrl-C (or the caller's
 stop event, e.g. a UI's Cancel) stops after the embedding batch in flight. ``crashpoints``
 lets tests kill the run at named steps.
@@ -32,6 +33,7 @@ from typing import Iterator, Protocol
 from filelock import FileLock, Timeout
 
 from feldspar.retrieval import crashpoints
+from feldspar.retrieval import reindex as reindexing
 from feldspar.retrieval.chunking import Chunk, Chunker
 from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.errors import InvalidSource, StoreBusy
@@ -181,12 +183,14 @@ class Ingestor:
         targets = [resolve_target(p) for p in paths]
         started, embed_before = time.perf_counter(), self.embedder.seconds
         with single_writer(self.lock_path, self.store.location.label):
-            if reindex:
-                self.store.drop(collection)
-                crashpoints.reached("dropped")
-            if reindex or self.store.recorded(collection) is None:  # a store without it: forget its rows
+            reindexing.finish_pending(self.store, self.manifest, collection)
+            target = collection
+            if reindex:  # built beside the old collection, which keeps answering until the switch
+                target = reindexing.begin(self.store, self.manifest, collection, self.embedder.name,
+                                          self.embedder.precision)
+            elif self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
-            chunks = self.store.open(collection, self.embedder.name, create=True, precision=self.embedder.precision)
+            chunks = self.store.open(target, self.embedder.name, create=True, precision=self.embedder.precision)
             with stop_on_interrupt(stop) as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
                                                          self.options.parse_memory_bytes,
                                                          self.options.library_warnings) as pool:
@@ -195,7 +199,9 @@ class Ingestor:
                     if not run.sync_root(root, only, prune and only is None, pool):
                         break
             if not run.summary.interrupted:
-                self.manifest.set_chunking(collection, run.chunking_key)
+                self.manifest.set_chunking(target, run.chunking_key)
+                if reindex:
+                    reindexing.switch(self.store, self.manifest, collection, target)
             run.remember_rate()
         run.summary.seconds = time.perf_counter() - started
         run.summary.embed_seconds = self.embedder.seconds - embed_before

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY, chunking TEXT NOT NULL DEFAULT '', generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rates (embedder TEXT PRIMARY KEY, chunks_per_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS swaps (name TEXT PRIMARY KEY, staging TEXT NOT NULL);
 """
 
 
@@ -108,6 +109,28 @@ class Manifest:
             self._db.execute("DELETE FROM files WHERE collection=?", (collection,))
             self._bump(collection)
             self._db.execute("UPDATE collections SET chunking='' WHERE name=?", (collection,))
+
+    # ---- reindex swaps (see retrieval/reindex.py) ----------------------------------------
+    def mark_swap(self, name: str, staging: str) -> None:
+        """``staging`` is complete: it replaces ``name`` (durably recorded before the store moves)."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO swaps VALUES (?, ?)", (name, staging))
+
+    def swap_of(self, name: str) -> str | None:
+        rows = self._rows("SELECT staging FROM swaps WHERE name=?", (name,))
+        return rows[0][0] if rows else None
+
+    def finish_swap(self, name: str, staging: str) -> None:
+        """In one transaction: ``staging``'s rows and chunking become ``name``'s; the swap is done."""
+        with self._transaction():
+            self._db.execute("DELETE FROM files WHERE collection=?", (name,))
+            self._db.execute("UPDATE files SET collection=? WHERE collection=?", (name, staging))
+            chunking = self._db.execute("SELECT chunking FROM collections WHERE name=?", (staging,)).fetchall()
+            self._bump(name)
+            self._db.execute("UPDATE collections SET chunking=? WHERE name=?",
+                             (chunking[0][0] if chunking else "", name))
+            self._db.execute("DELETE FROM collections WHERE name=?", (staging,))
+            self._db.execute("DELETE FROM swaps WHERE name=?", (name,))
 
     def rate(self, embedder: str) -> float | None:
         rows = self._rows("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,))

@@ -30,6 +30,7 @@ from feldspar.retrieval.errors import (
 )
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+STAGING_NAME = re.compile(r"^feldspar-reindex-[0-9a-f]{16}$")
 MODEL_KEY = "embedding_model"
 PRECISION_KEY = "embedding_precision"
 LEGACY_PRECISION = "fp32"
@@ -141,10 +142,18 @@ class ChromaStore:
         if self._get(check_collection_name(name)) is not None:
             self.client.delete_collection(name)
 
+    def rename(self, old: str, new: str) -> None:
+        """Give collection ``old`` the name ``new`` (which must not exist)."""
+        found = self._get(old)
+        if found is not None:
+            found.modify(name=new)
+
     def list(self) -> list[dict[str, Any]]:
         rows = []
         for item in self.client.list_collections():
             collection = item if hasattr(item, "count") else self.client.get_collection(item)
+            if STAGING_NAME.match(collection.name):  # a reindex being built (retrieval/reindex.py)
+                continue
             metadata = collection.metadata or {}
             rows.append({"name": collection.name, "embedding_model": metadata.get(MODEL_KEY),
                          "embedding_precision": metadata.get(PRECISION_KEY, LEGACY_PRECISION),

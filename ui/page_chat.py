@@ -102,7 +102,7 @@ def _adopt_pack_from_packs_page() -> None:
 
 def _model_picker(svc: Any) -> None:
     models = svc.model_choices()
-    chosen = st.selectbox("Model", models, index=models.index(svc.settings.model),
+    chosen = st.selectbox("Model", models, index=models.index(svc.settings.model), format_func=svc.model_label,
                           help="a catalog name or the checkpoint Feldspar was started with; it loads with "
                                "the next question (for everyone using this server)")
     if chosen != svc.settings.model:

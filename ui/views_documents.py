@@ -31,6 +31,9 @@ def show_outcome(outcome: Any, success: bool = True) -> None:
 
 
 def human_bytes(count: int | None) -> str:
+    """``1.5 KiB``; an unknown size (None, or -1 for a file not read yet) is "–", never "-1 B"."""
+    if count is None or count < 0:
+        return "–"
     if not count:
         return "0 B"
     size = float(count)
@@ -50,7 +53,7 @@ def progress_text(view: Any) -> str:
         parts.append(view.current)
     if view.kind == "ingest" and view.total:
         parts.append(f"{human_bytes(view.done)} of {human_bytes(view.total)}")
-        parts.append(f"{view.chunks} chunks")
+        parts.append(f"{view.chunks:,} chunks written")
     elif view.total:
         parts.append(f"{view.done:,} of {view.total:,} tokens")
     return " · ".join(parts)
@@ -63,7 +66,9 @@ def job_progress(view: Any, key: str) -> None:
         st.caption(notice)
     if view.active:
         return
-    if view.state == "done":
+    if view.state == "done" and view.result.get("failed"):
+        st.warning(view.message)  # finished, but not every file went in: not a green summary
+    elif view.state == "done":
         st.success(view.message, icon=None)
     elif view.state == "cancelled":
         st.warning(view.message)

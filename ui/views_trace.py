@@ -32,8 +32,9 @@ def headline(step: dict[str, Any]) -> str:
 
 def _hits_table(hits: list[dict[str, Any]]) -> None:
     paged = any(h.get("page") is not None for h in hits)  # no "None" column for text files
-    rows = [{"doc_id": h.get("doc_id"), "path": h.get("path"), **({"page": h.get("page")} if paged else {}),
-             "chars": f"{h.get('start')}–{h.get('end')}", "heading": h.get("heading"),
+    rows = [{"doc_id": h.get("doc_id"), "path": h.get("path"), **({"page": h.get("page") or ""} if paged else {}),
+             "chars": f"{h.get('start'):,}–{h.get('end'):,}" if h.get("start") is not None else "",
+             "heading": h.get("heading") or "",
              "score": h.get("score"), "shown before": bool(h.get("repeat"))} for h in hits]
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")

@@ -122,7 +122,7 @@ def ingest_command(
     paths: Annotated[list[Path], typer.Argument(help="folders or files to index")],
     collection: CollectionOpt = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="remove files gone from the same root")] = True,
-    reindex: Annotated[bool, typer.Option("--reindex", help="drop the collection and index from scratch")] = False,
+    reindex: Annotated[bool, typer.Option("--reindex", help="index from scratch beside the old collection; it switches when complete")] = False,
     reasons: Annotated[bool, typer.Option("--reasons", help="list skipped/failed files with reasons")] = False,
     embedding_model: EmbeddingOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the parsers' library warnings")] = False,
@@ -319,7 +319,7 @@ def bench_retrieval_command(
 
     rows = run_benchmark(make_service, search_chunks=search_chunks, sync_files=sync_files,
                          log=None if json_out else err_console.print, docs=REPO_DOCS,
-                         ingest_command=[sys.executable, "-m", "feldspar.cli", "ingest"], big_file_mb=big_file_mb,
+                         ingest_command=[sys.executable, "-m", "feldspar", "ingest"], big_file_mb=big_file_mb,
                          big_file_seconds=big_file_seconds, precision=precision, basics=basics,
                          ingest_files=ingest_files, quality=quality)
     if json_out:

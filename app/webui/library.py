@@ -47,6 +47,16 @@ def _cancel(job: Job | None, idle: str, stopping: str) -> Outcome:
     return Outcome(True, stopping)
 
 
+def _labelled(meta: dict[str, Any]) -> dict[str, Any]:
+    """A pack's record with its model marked RANDOM WEIGHTS when it was made by a random checkpoint."""
+    from feldspar.model.checkpoint_random import is_random_checkpoint
+
+    source = meta.get("model_source")
+    if source and meta.get("model") and is_random_checkpoint(str(source)):
+        return {**meta, "model": f"{meta['model']} (RANDOM WEIGHTS)"}
+    return meta
+
+
 def _attempt(action: Callable[[], tuple[str, Any]]) -> Outcome:
     try:
         message, value = action()
@@ -266,8 +276,8 @@ class LibraryServices:
                     summary = service.ingest(paths, collection, progress=_JobProgress(job), stop=job.stop)
                 finally:
                     service.announce = None
-                counts = " · ".join(f"{k} {v}" for k, v in summary.counts().items())
-                done = f"{what}: {counts} · {summary.chunks_written} chunks in {summary.seconds:.1f} s"
+                counts = " · ".join(f"{k} {v:,}" for k, v in summary.counts().items())
+                done = f"{what}: {counts} · {summary.chunks_written:,} chunks written in {summary.seconds:.1f} s"
                 if summary.interrupted:
                     done = f"cancelled after the current batch ({counts}); ingest again to resume"
                 return done, {**summary.counts(), "chunks_written": summary.chunks_written,
@@ -279,12 +289,17 @@ class LibraryServices:
     def packs(self) -> list[dict[str, Any]]:
         from feldspar.model.packs import list_packs
 
-        return list_packs(self.settings.packs_dir)
+        from feldspar.model.packs import read_meta
+
+        rows = list_packs(self.settings.packs_dir)
+        return [row if row.get("error") else {**row, "model": _labelled(read_meta(self.settings.packs_dir,
+                                                                                  row["name"]))["model"]}
+                for row in rows]
 
     def pack_details(self, name: str) -> Outcome:
         from feldspar.model.packs import read_meta
 
-        return _attempt(lambda: ("", read_meta(self.settings.packs_dir, name)))
+        return _attempt(lambda: ("", _labelled(read_meta(self.settings.packs_dir, name))))
 
     def delete_pack(self, name: str) -> Outcome:
         from feldspar.model.packs import remove_pack

@@ -94,6 +94,12 @@ class UiServices:
         names = [*self._models_used, *(spec.name for spec in CATALOG if not spec.base)]
         return list(dict.fromkeys(names))
 
+    def model_label(self, name: str) -> str:
+        """How the picker shows a model: a random-weight checkpoint says so."""
+        from feldspar.model.checkpoint_random import is_random_checkpoint
+
+        return f"{name} (RANDOM WEIGHTS)" if os.path.isdir(name) and is_random_checkpoint(name) else name
+
     def switch_model(self, name: str) -> None:
         """Answer with ``name`` from now on (for every browser on this server): the engine loads on next
         use, agents are rebuilt, threads and collections stay. A model that cannot load is a message then."""
@@ -275,8 +281,9 @@ class UiServices:
         return self.agent(choice).pending_approval(thread_id)
 
     def budget(self, choice: ChatChoice, thread_id: str | None, question: str) -> dict[str, Any]:
-        """Will ``question`` fit the window if asked now? The exact prompt the agent would start from."""
-        from langchain_core.messages import HumanMessage
+        """Will ``question`` fit the window if asked now? The prompt the agent's model turn will read:
+        with policy always, the question again as the search call, then the passages (estimated)."""
+        from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
         from feldspar.agents.nodes import Nodes
         from feldspar.webui.chat import budget_before
@@ -284,7 +291,12 @@ class UiServices:
         agent = self.agent(choice)
         values = self.threads.values(thread_id) if thread_id and self.thread_exists(thread_id) else {}
         nodes = Nodes(agent.deps)
-        state = {**values, "messages": [*values.get("messages", []), HumanMessage(question)]}
+        asked = [HumanMessage(question)]
+        if choice.policy == "always" and agent.deps.search is not None:  # what nodes.retrieve adds
+            call = {"name": "search_documents", "args": {"query": question}, "id": "search_budget"}
+            asked += [AIMessage(content="", tool_calls=[call]),
+                      ToolMessage("", tool_call_id="search_budget", name="search_documents")]
+        state = {**values, "messages": [*values.get("messages", []), *asked]}
         tokens = nodes.prompt_tokens(nodes.prompt_messages(state))
         passages = choice.k * self.settings.chunk_tokens if choice.policy in ("always", "auto") else 0
         budget = budget_before(tokens, agent.deps.context_window, choice.max_new_tokens, passages,

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from feldspar.model.checkpoint_random import is_random_checkpoint
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
 from feldspar.model.errors import StateError
 from feldspar.model.generation import new_state, prefill
@@ -87,6 +88,7 @@ def test_a_quantised_checkpoint_saves_and_reloads_to_the_same_logits(quant_engin
     model, _, _ = load_checkpoint(str(saved), "cpu")
     assert quant_name(model) == quant_name(quant_engine.model) and quantised_modules(model)[0] == 0
     assert model.feldspar_choice["quant_reason"] == "saved quantised checkpoint"
+    assert is_random_checkpoint(saved)  # random weights stay labelled
     assert_logits_close(logits_from_scratch(model, IDS), logits_from_scratch(quant_engine.model, IDS),
                         "reloaded quantised model", tolerance=1e-6)
 

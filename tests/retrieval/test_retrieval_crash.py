@@ -7,7 +7,7 @@ ended by SIGKILL, and the store and manifest are in the state of that window (an
 ids present and not written, written and not committed, stale ids deleted and not
 committed, …), so the recovery path runs every time. The corpus has a big file that
 streams over several write batches (tiny chunks, batches of 8); the phases are a first
-ingest, a change/delete/add sync, and a reindex.
+ingest, a change/delete/add sync, and a reindex (resumed by running it again).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from retrieval_helpers import REPO, assert_consistent, manifest_rows
 
+from feldspar.retrieval.reindex import staging_name
+
 SETTINGS = {"chunk_tokens": 32, "chunk_overlap": 4, "embed_batch_size": 2}  # write batches of 8 chunks
 WORDS = "granite quartz feldspar mica basalt magma crystal mineral layer erosion sediment fault mantle".split()
 
@@ -29,7 +31,7 @@ FIRST_INGEST = [("announced", 1), ("part_upserted", 2), ("upserted", 1), ("delet
                 ("announced", 3), ("part_upserted", 11), ("upserted", 3), ("upserted", 5), ("deleted", 2)]
 SYNC = [("pruned", 1), ("announced", 1), ("part_upserted", 1), ("upserted", 1), ("deleted", 1),
         ("committed", 1), ("upserted", 6), ("deleted", 2)]  # batch 6 holds the big file's changed end
-REINDEX = [("dropped", 1), ("upserted", 2)]
+REINDEX = [("swap_dropped", 1), ("upserted", 2)]  # the switch, and the build beside the old one
 
 
 def write_corpus(root: Path, version: int) -> None:
@@ -78,13 +80,13 @@ def state(home: Path) -> dict:
     return {path: (status, ids) for path, (status, ids, _) in manifest_rows(home).items()}
 
 
-def look(service) -> dict:
+def look(service, collection: str = "default") -> dict:
     """Manifest rows and the ids in the store (None when the collection does not exist)."""
     rows = {p: (s, set(json.loads(ids)), None if pending is None else set(json.loads(pending)))
-            for p, (s, ids, pending) in manifest_rows(service.config.home).items()}
-    if service.store.recorded("default") is None:
+            for p, (s, ids, pending) in manifest_rows(service.config.home, collection).items()}
+    if service.store.recorded(collection) is None:
         return {"rows": rows, "store": None}
-    chunks = service.store.open("default", service.embedder.name, create=False)
+    chunks = service.store.open(collection, service.embedder.name, create=False)
     return {"rows": rows, "store": {i for ids, _, _ in chunks.iterate() for i in ids}}
 
 
@@ -92,8 +94,8 @@ def assert_in_window(point: str, seen: dict, base: dict) -> None:
     """The kill landed where ``point`` says: the state needs the recovery path."""
     rows, store = seen["rows"], seen["store"]
     pending = {p: r for p, r in rows.items() if r[2] is not None}
-    if point == "dropped":
-        assert store is None and rows, "collection dropped, manifest rows still there"
+    if point == "swap_dropped":
+        assert store is None and rows, "old collection dropped, its manifest rows still there"
         return
     if point == "pruned":
         gone = [p for p, (_, ids, _) in rows.items() if ids and not ids & store]
@@ -124,10 +126,13 @@ def run_phase(zygote, make_service, tmp_path: Path, name: str, base_home: Path, 
         base = {"rows": {p: (s, set(json.loads(ids)), pending) for p, (s, ids, pending) in manifest_rows(home).items()}}
         ended = zygote.ingest(home, root, point, nth, reindex=reindex)
         assert ended["signal"] == signal.SIGKILL, f"{name} {point}:{nth} did not die there: {ended}"
-        seen = look(make_service(home=home, **SETTINGS))
+        building = reindex and not point.startswith("swap_")  # killed while the new index was built beside
+        seen = look(make_service(home=home, **SETTINGS), staging_name("default") if building else "default")
         assert_in_window(point, seen, base)
+        if building:
+            assert look(make_service(home=home, **SETTINGS))["store"] == clean["store"], "old index intact"
         resumed = make_service(home=home, **SETTINGS)
-        summary = resumed.ingest([root])
+        summary = resumed.ingest([root], reindex=reindex)  # the same command again
         assert state(home) == clean["state"], f"{name} {point}:{nth}"
         assert summary.chunks_written == len(clean["store"] - (seen["store"] or set())), "written chunks embedded again"
         assert look(resumed)["store"] == clean["store"]

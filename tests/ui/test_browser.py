@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -32,7 +33,8 @@ from agent_helpers import tool_call
 ARTIFACTS = Path(os.environ.get("FELDSPAR_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
 REPLIES = ["To reset the router, hold the recessed button for ten seconds [1].",
            tool_call("save_note", text="router reset: hold 10 s"),
-           "Saved your note about the reset [1]."]
+           "Saved your note about the reset [1].",
+           "From the pack: hold the button for ten seconds [1]."]
 START_TIMEOUT_S = 180
 UI_TIMEOUT_MS = 180_000  # a shared 2-core CI box loads the embedder on the first question
 
@@ -132,12 +134,25 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         ask(page, "How do I reset the router?")
         answer = page.get_by_text("hold the recessed button for ten seconds")
         expect(answer.first).to_be_visible()
-        page.get_by_text("Sources (1)").click()
+        expect(page.get_by_text("Sources (1 cited").first).to_be_visible()  # open: the [1] link lands on it
         expect(page.locator("mark").first).to_contain_text("ten seconds")  # the cited span, highlighted
-        expect(page.get_by_text("guide.md —").first).to_be_visible()
+        expect(page.get_by_text("[1] guide.md · chars").first).to_be_visible()  # the file named once
+        expect(page.get_by_text("Retrieved but not cited").first).to_be_visible()
+        page.get_by_role("link", name="1", exact=True).first.click()  # the answer's [1]
+        expect(page).to_have_url(re.compile(r"#src-t1-1$"))
+        expect(page.locator("#src-t1-1")).to_be_attached()
+        shot(page, "02a-citation-clicked")
         page.get_by_role("button", name="Open file").first.click()
         expect(page.get_by_role("button", name="Download guide.md")).to_be_visible()  # only the collection's file
+        page.get_by_role("link", name="Go to the passage in guide.md").click()
+        expect(page.locator("mark[id^=file-]")).to_contain_text("ten seconds")  # the span in the whole file
         shot(page, "02-chat-answer-sources")
+        thread_url = page.url.split("#")[0]
+        assert "?thread=" in thread_url
+        page.goto(thread_url)  # a reload (or the link) opens the thread again
+        expect(page.get_by_text("hold the recessed button for ten seconds").first).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile("^▶ How do I reset the router"))).to_be_visible()
+        shot(page, "02b-thread-url-reloaded")
         page.get_by_text("Trace (").first.click()
         expect(page.get_by_text("retrieve query=").first).to_be_visible()
         expect(page.get_by_text("stop: answered").first).to_be_visible()
@@ -167,7 +182,25 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
 
         page.get_by_role("link", name="Packs").click()
         expect(page.get_by_role("heading", name="Packs", exact=True)).to_be_visible()
+        name = page.get_by_role("textbox", name="Pack name")
+        name.fill("router")
+        name.press("Enter")  # a Streamlit text input commits on Enter
+        page.get_by_test_id("stMultiSelect").click()
+        page.get_by_role("option", name="guide.md").first.click()
+        page.keyboard.press("Escape")
+        shot(page, "07a-packs-form")
+        create = page.get_by_role("button", name="Create pack")
+        expect(create).to_be_enabled()
+        create.click()
+        expect(page.get_by_text("finished").first).to_be_visible()
+        expect(page.get_by_text("(RANDOM WEIGHTS)").first).to_be_attached()  # the Inspect table says so
         shot(page, "07-packs")
+        page.get_by_role("button", name="Start a chat on this pack").click()
+        expect(page.get_by_role("heading", name="Chat")).to_be_visible()
+        ask(page, "How do I reset it?")
+        expect(page.get_by_text("From the pack: hold the button").first).to_be_visible()
+        expect(page.get_by_text("not reused")).to_have_count(0)  # made with the chat's tools: its state serves
+        shot(page, "07b-pack-chat-with-tools")
 
         page.get_by_role("link", name="Documents").click()
         expect(page.get_by_role("heading", name="Documents", exact=True)).to_be_visible()
@@ -178,4 +211,16 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         # the per-file status table (a canvas grid: its cells are in the DOM for accessibility, not "visible")
         shot(page, "08-documents-ingested")
         expect(page.locator("[role=gridcell]", has_text="quartz.md").first).to_be_attached()
+
+        uploader = page.get_by_test_id("stFileUploaderDropzoneInput")
+        uploader.set_input_files([{"name": "mica.md", "mimeType": "text/markdown", "buffer": b"# Mica\n\nSoft.\n"},
+                                  {"name": "program.exe", "mimeType": "application/octet-stream", "buffer": b"MZ"}])
+        expect(page.get_by_text("program.exe").first).to_be_visible()  # both reached the server
+        page.get_by_role("button", name="Ingest uploads").click()
+        expect(page.get_by_text("Stored 1 upload").first).to_be_visible()
+        shot(page, "09a-upload-started")
+        expect(page.get_by_text("uploads: indexed 1").first).to_be_visible()  # the upload's ingest has ended
+        refusal = page.get_by_test_id("stAlertContentError").filter(has_text="program.exe")
+        expect(refusal).to_be_visible()  # still there, in red, after the job ended and the page reran
+        shot(page, "09-upload-refused")
         browser.close()

@@ -175,6 +175,7 @@ def test_the_sidebar_switches_models_and_a_model_that_cannot_load_is_a_message(m
     at.run()
     picker = next(s for s in at.selectbox if s.label == "Model")
     assert picker.value == str(tiny_checkpoint) and "granite-4.0-h-micro" in picker.options
+    assert f"{tiny_checkpoint} (RANDOM WEIGHTS)" in picker.options
     picker.select("granite-4.0-h-micro").run()  # not downloadable here: the question says so, the page goes on
     assert svc.settings.model == "granite-4.0-h-micro" and not at.exception
     ask(at, QUESTION)

@@ -86,3 +86,16 @@ def test_a_failed_question_offers_try_again_at_once_and_is_answered_by_it(make_s
     at.button(key="retry").click().run(timeout=600)  # loads the model and the embedder on a busy machine
     assert not at.exception and not at.error
     assert "unsent" not in at.session_state and svc.list_threads()[0]["title"] == QUESTION
+
+
+def test_the_budget_counts_the_question_as_the_agent_will_twice_with_its_search(make_services):
+    svc = make_services([ANSWER])
+    choice = svc.default_choice()
+    assert choice.policy == "always"
+    short, long = "Reset?", "Reset? " + "Please explain the router reset procedure in detail. " * 20
+    grown = svc.budget(choice, None, long)["prompt_tokens"] - svc.budget(choice, None, short)["prompt_tokens"]
+    model = svc.agent(choice).deps.chat_model
+    from langchain_core.messages import HumanMessage
+
+    once = len(model.prompt_token_ids([HumanMessage(long)])) - len(model.prompt_token_ids([HumanMessage(short)]))
+    assert grown >= 1.9 * once  # the user turn and the search_documents call both carry it

@@ -45,6 +45,8 @@ def test_a_pack_made_in_the_app_is_reused_by_a_chat_with_a_tools_module(tiny_che
     assert svc.library.create_pack("router", files).ok and svc.library.wait(300)
     meta = read_meta(svc.settings.packs_dir, "router")
     assert meta["tools"] == ["save_note"]  # made with the chat's tools
+    assert svc.library.packs()[0]["model"].endswith("(RANDOM WEIGHTS)")  # Saved packs and Inspect say so
+    assert svc.library.pack_details("router").value["model"].endswith("(RANDOM WEIGHTS)")
     at, turn = _pack_chat(svc)
     model_step = next(s for s in turn["steps"] if s["node"] == "model")
     assert model_step["reused_tokens"] >= meta["tokens"] - 1  # the whole pack prefix came from its state

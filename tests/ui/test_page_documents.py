@@ -100,6 +100,23 @@ def test_status_table_filters(make_library, allowed):
     assert "No files match" in " ".join(c.value for c in at.caption)
 
 
+def test_an_ingest_with_failed_files_is_not_summarised_in_green():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        from types import SimpleNamespace
+
+        from feldspar.ui.views_documents import job_progress
+
+        job_progress(SimpleNamespace(state="done", active=False, fraction=1.0, kind="ingest", phase="", current="",
+                                     done=10, total=10, chunks=3, notices=[], message="x: indexed 1 · failed 2",
+                                     result={"failed": 2, "problems": []}), "k")
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == ["x: indexed 1 · failed 2"] and not at.success
+
+
 def test_uploads_are_checked_before_anything_is_written(make_library, feldspar_home):
     library = make_library(ui_max_upload_bytes=64)
     uploads = feldspar_home / "uploads"

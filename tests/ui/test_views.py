@@ -84,3 +84,10 @@ def test_final_step_names_dropped_ids_only_when_there_are_some():
     assert plain.endswith("stop: answered; cited [1]") and "unknown" not in plain
     dropped = describe({"node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
     assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids 7")
+
+
+def test_unknown_sizes_are_a_dash_not_minus_one_bytes():
+    from feldspar.ui.views_documents import human_bytes
+
+    assert human_bytes(-1) == "–" and human_bytes(None) == "–" and human_bytes(0) == "0 B"
+    assert human_bytes(1536) == "1.5 KiB"
