@@ -53,7 +53,7 @@ def progress_text(view: Any) -> str:
         parts.append(view.current)
     if view.kind == "ingest" and view.total:
         parts.append(f"{human_bytes(view.done)} of {human_bytes(view.total)}")
-        parts.append(f"{view.chunks:,} chunks written")
+        parts.append(f"{view.chunks:,} chunk{'' if view.chunks == 1 else 's'} written")
     elif view.total:
         parts.append(f"{view.done:,} of {view.total:,} tokens")
     return " · ".join(parts)

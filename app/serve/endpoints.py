@@ -37,8 +37,8 @@ from feldspar.serve.citations import SOURCES_PATH, SourceStore, annotations
 from feldspar.serve.gate import Gate
 from feldspar.serve.lanes import IDLE, Job, Lane, LaneFull
 from feldspar.serve.models import AgentModel, Final, ServedModel
-from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, wants_structure, ChatRequest, CompletionRequest, Envelope, error_body,
-                                     openai_tool_calls, sse)
+from feldspar.serve.protocol import (RANDOM_CONTENT_LABEL, ApiError, ChatRequest, CompletionRequest, Envelope, error_body,
+                                     openai_tool_calls, sse, wants_structure)
 from feldspar.serve.tasks import TASK_HEADER
 from feldspar.serve.threads import principal_of
 from feldspar.serve.validate import check_chat, check_completion
@@ -288,7 +288,10 @@ async def chat_completions(body: ChatRequest, request: Request):
     except Exception as exc:  # noqa: BLE001 - every error becomes the client's error object
         raise window_error(as_api_error(exc), body) from None
     envelope = Envelope("chat", model.id, model.random_weights, state.version, wants_structure(body))
-    cite = lambda final, text: annotations(final.citations or [], text, str(request.base_url), state.sources)  # noqa: E731
+
+    def cite(final: Final, text: str) -> list[dict]:  # offsets into the content as the client shows it
+        return annotations(final.citations or [], envelope.shown(text), str(request.base_url), state.sources)
+
     if body.stream:
         return _event_stream(chat_events(job, envelope, _usage_wanted(body), state.keepalive_s, cite), model)
     text, final = await collect(job, request)
@@ -379,7 +382,8 @@ async def chat_events(job: Job, envelope: Envelope, usage_wanted: bool, keepaliv
 
     def final_chunks(final: Final) -> list[dict]:
         chunks = [envelope.chat_chunk({"tool_calls": openai_tool_calls(final.calls, streaming=True)})] if final.calls else []
-        marks = cite(final, final.text if final.text is not None else "".join(streamed)) if cite else []
+        text = final.text if final.text is not None else "".join(streamed).removeprefix(RANDOM_CONTENT_LABEL)
+        marks = cite(final, text) if cite else []
         last = envelope.chat_chunk({"annotations": marks} if marks else {}, final.finish_reason)
         last["feldspar"] = final.extension
         if final.citations is not None:

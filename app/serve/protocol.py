@@ -212,14 +212,17 @@ class Envelope:
         self.label_content = random_weights and not structured
         self.fingerprint = RANDOM_FINGERPRINT if random_weights else f"feldspar-{version}"
 
+    def shown(self, text: str) -> str:
+        """The content as the client shows it: random weights' text starts with the label line."""
+        return RANDOM_CONTENT_LABEL + text if text and self.label_content else text
+
     def head(self, object_name: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_name, "created": self.created, "model": self.model,
                 "system_fingerprint": self.fingerprint}
 
     def chat(self, text: str, calls: list[Any], finish: str, usage_: dict, extension: dict,
              citations: list | None, annotations: list | None = None) -> dict[str, Any]:
-        if text and self.label_content:
-            text = RANDOM_CONTENT_LABEL + text
+        text = self.shown(text)
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if annotations:
             message["annotations"] = annotations

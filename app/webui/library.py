@@ -277,7 +277,7 @@ class LibraryServices:
                 finally:
                     service.announce = None
                 counts = " · ".join(f"{k} {v:,}" for k, v in summary.counts().items())
-                done = f"{what}: {counts} · {summary.chunks_written:,} chunks written in {summary.seconds:.1f} s"
+                done = f"{what}: {counts} · {summary.chunks_written:,} chunk{'' if summary.chunks_written == 1 else 's'} written in {summary.seconds:.1f} s"
                 if summary.interrupted:
                     done = f"cancelled after the current batch ({counts}); ingest again to resume"
                 return done, {**summary.counts(), "chunks_written": summary.chunks_written,

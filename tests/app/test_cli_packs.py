@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from feldspar.model.loader import dtype_choice
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import run_cli  # noqa: E402
@@ -31,7 +34,8 @@ def test_create_list_show_ask_and_remove(cli, tiny_checkpoint, notes):
     listed = json.loads(cli("pack", "list", "--json").out)
     assert [row["name"] for row in listed] == ["minerals"] and listed[0]["tokens"] == tokens
     shown = json.loads(cli("pack", "show", "minerals", "--json").out)
-    assert shown["sources"][0]["path"].endswith("notes.md") and shown["dtype"] == "float32"
+    auto_dtype = str(dtype_choice("auto", torch.device("cpu"))[0]).removeprefix("torch.")  # bf16 where native
+    assert shown["sources"][0]["path"].endswith("notes.md") and shown["dtype"] == auto_dtype
     asked = cli("ask", "--pack", "minerals", "What is orthoclase?", "Which is harder?", "-n", "4", "--json")
     assert asked.code == 0, asked.err
     answers = json.loads(asked.out)["answers"]

@@ -159,3 +159,39 @@ def test_langchain_openai_sees_the_cut_and_the_label(server):
     assert reply.response_metadata["finish_reason"] == "length"
     noisy = ChatOpenAI(base_url=server["url"] + "/v1", api_key="unused", model="noisy", max_retries=0)
     assert noisy.invoke("Hi").content.startswith(RANDOM_CONTENT_LABEL)
+
+
+def test_citation_offsets_count_the_random_weights_label(tmp_path):
+    """The label line is part of the content a client shows, so annotation offsets include it."""
+    from feldspar.agents.chat_model import ChatGranite
+    from feldspar.agents.configuration import AgentConfig
+    from feldspar.agents.nodes import AgentDeps
+    from feldspar.agents.runner import Agent
+    from feldspar.agents.scripted import ScriptedBackend
+    from feldspar.agents.threads import ThreadStore
+    from feldspar.serve.endpoints import create_app
+    from feldspar.serve.models import AgentModel
+    from feldspar.serve.run import serve_in_thread
+
+    scripted = ScriptedBackend([ANSWER] * 10, name="random-granite")
+    scripted.random_weights = True
+    model = ChatGranite(backend=scripted)
+    threads = ThreadStore(tmp_path / "threads.sqlite")
+
+    def build(collection, pack):
+        deps = AgentDeps(chat_model=model, config=AgentConfig(policy="always"), search=lambda q, k: [dict(PASSAGE)],
+                         tools=[], run_tool=None, pack_documents=None, context_window=8192,
+                         count_tokens=lambda m, t, d: len(model.prompt_token_ids(m, t, d)))
+        return Agent(deps, threads)
+
+    with serve_in_thread(create_app([AgentModel(build, scripted, "manuals")])) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        message = client.chat.completions.create(model="feldspar-agent", messages=user("Reset?")).choices[0].message
+        cited = message.annotations[0].url_citation
+        assert message.content.startswith(RANDOM_CONTENT_LABEL)
+        assert message.content[cited.start_index:cited.end_index] == "[1]"
+        chunks = list(client.chat.completions.create(model="feldspar-agent", messages=user("Again?"), stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        marks = [a for c in chunks if c.choices for a in (c.choices[0].delta.model_extra or {}).get("annotations") or []]
+        span = marks[0]["url_citation"]
+        assert text.startswith(RANDOM_CONTENT_LABEL) and text[span["start_index"]:span["end_index"]] == "[1]"
