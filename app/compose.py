@@ -18,9 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def build_engine(settings: Settings, model: str | None = None) -> "Engine":
     """Load the Granite engine named by ``model`` or ``settings.model``."""
-    from feldspar.model.engine import Engine, EngineOptions
+    from feldspar.model.names import resolve
 
     refuse_remote(model or settings.model)
+    resolve(model or settings.model)  # a mistyped name or missing folder: one line, before torch is imported
+    from feldspar.model.engine import Engine, EngineOptions
+
     options = EngineOptions(
         device=settings.device,
         dtype=settings.dtype,

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
+from feldspar.model.control_tokens import ControlGuard
 from feldspar.model.errors import PromptError, StateError
 from feldspar.model.quant import quant_name
 from feldspar.model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
@@ -41,6 +42,7 @@ PACK_FORMAT = 1
 STATE_FILE, META_FILE, DOCS_FILE = "state.safetensors", "pack.json", "documents.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PROBE_QUESTION = "?"
+COUNT_CHARS, PIECE_SLACK = 65_536, 2  # tokens_at_least: piece size and per-piece margin
 
 
 @dataclass
@@ -151,17 +153,48 @@ def create_pack(engine, packs_dir: Path, name: str, documents: list[dict[str, An
     target = check_new_pack(packs_dir, name, force)
     if not documents:
         raise PromptError("a pack needs at least one document")
+    at_least = tokens_at_least(engine, documents, engine.context_window)
+    if at_least >= engine.context_window:  # refused after counting about one window of text, not all of it
+        raise _over_window(engine, name, f"more than {at_least:,}")
     ids = prefix_ids(engine, documents, tools)
     if len(ids) >= engine.context_window:
-        raise StateError(
-            f"pack {name!r} would need {len(ids):,} tokens but {engine.name} has a {engine.context_window:,}-token "
-            f"context window (and questions need room too); use fewer or shorter files")
+        raise _over_window(engine, name, f"{len(ids):,}")
     prepared = FreshState().prepare(engine.model, ids, chunk_size=engine.options.prefill_chunk, progress=progress)
     snapshot = take_snapshot(prepared.state, prepared.logits)
     meta = state_metadata(engine, name, ids, sources, documents, prepared.prefill_s)
     meta.update(tools=tool_names(tools), tools_sha256=tools_digest(tools))
     write_atomically(target, snapshot, ids, documents, meta)
     return read_meta(packs_dir, name)
+
+
+def _over_window(engine, name: str, tokens: str) -> StateError:
+    return StateError(f"pack {name!r} would need {tokens} tokens but {engine.name} has a {engine.context_window:,}-token "
+                      f"context window (and questions need room too); use fewer or shorter files")
+
+
+def tokens_at_least(engine, documents: list[dict[str, Any]], limit: int) -> int:
+    """A lower bound on the documents' text tokens, counted in newline-cut pieces of at most
+    ``COUNT_CHARS`` characters and stopped as soon as it passes ``limit``: so a folder far over
+    the window is refused after tokenising about one window's worth of text. Each piece counts
+    ``PIECE_SLACK`` tokens less than it has, for merges across the cuts and the template."""
+    guard = ControlGuard(engine.tokenizer)
+    total = 0
+    for document in documents:
+        text = str(document.get("text") or "")
+        start = 0
+        while start < len(text) and total <= limit:
+            end = _piece_end(text, start)
+            total += max(len(guard.encode(guard.text(text[start:end]))) - PIECE_SLACK, 0)
+            start = end
+        if total > limit:
+            break
+    return total
+
+
+def _piece_end(text: str, start: int) -> int:
+    end = min(start + COUNT_CHARS, len(text))
+    newline = text.rfind("\n", start, end) if end < len(text) else -1
+    return newline + 1 if newline > start else end
 
 
 def state_metadata(engine, name, ids, sources, documents, prefill_s) -> dict[str, Any]:

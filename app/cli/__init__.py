@@ -56,11 +56,12 @@ def _run() -> int:
     command = tidy_help(typer.main.get_command(app))
     outcome = command.main(prog_name="feldspar", standalone_mode=False)  # errors propagate to main()
     if outcome == INTERRUPT_EXIT:  # Typer turns KeyboardInterrupt into Exit(130)
-        from feldspar.cli.interrupt import interrupted_line
+        from feldspar.cli.interrupt import interrupted_line, leave
 
         line = interrupted_line()
         if line:
             print(line, file=sys.stderr)
+        leave(INTERRUPT_EXIT)
     return outcome if isinstance(outcome, int) else 0
 
 
@@ -98,10 +99,10 @@ def _main() -> None:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         sys.exit(RUNTIME_EXIT)
     except KeyboardInterrupt:
-        from feldspar.cli.interrupt import interrupted_line
+        from feldspar.cli.interrupt import interrupted_line, leave
 
         print(interrupted_line() or "interrupted", file=sys.stderr)
-        sys.exit(INTERRUPT_EXIT)
+        leave(INTERRUPT_EXIT)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,10 @@ def _check_choice(value: str | None, choices: tuple[str, ...], flag: str) -> Non
 
 def _pack_defaults(flags: dict[str, Any], pack: str | None) -> dict[str, Any]:
     """A pack's own model and dtype are the default when not given."""
-    from feldspar.model.packs import read_meta
-
     if pack is None:
         return flags
+    from feldspar.model.packs import read_meta  # imports torch: only when a pack is named
+
     meta = read_meta(settings_from(home=flags.get("home")).packs_dir, pack)
     return {**flags, "model": flags.get("model") or meta.get("model_source"), "dtype": flags.get("dtype") or meta.get("dtype")}
 

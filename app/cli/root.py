@@ -42,18 +42,7 @@ err_console = Console(stderr=True)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="data home (default: FELDSPAR_HOME or user data dir)")]
 
-
-def _known_model(value: str | None) -> str | None:
-    """Refuse a mistyped catalog name or a missing directory while parsing, before any slow import."""
-    if value and not value.startswith("openai:"):
-        from feldspar.model.names import resolve
-
-        resolve(value)
-    return value
-
-
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", callback=_known_model,
-                                                 help="catalog name, hub id or local path "
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="catalog name, hub id or local path "
                                                  "(or openai:<base-url>#<model>: a remote server)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 

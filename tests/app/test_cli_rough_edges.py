@@ -107,3 +107,74 @@ def test_a_bad_model_name_is_refused_before_torch_is_imported(args, needle, tmp_
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert lines[-1] == "slow imports: []", result.stderr
+
+
+def test_a_pack_far_over_the_window_is_refused_after_tokenising_about_one_window(tiny_checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    from feldspar.model.engine import Engine, EngineOptions
+    from feldspar.model.errors import StateError
+    from feldspar.model.packs import create_pack
+
+    engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32"))
+    engine.model.config.max_position_embeddings = 2_000
+    line = "Obsidian is volcanic glass; feldspar and quartz make up granite. <|end_of_text|>\n"
+    documents = [{"doc_id": i + 1, "title": f"part{i}.md", "text": line * 4_000} for i in range(4)]  # 1.3 MB
+    seen: list[int] = []
+    tokenizer_call = type(engine.tokenizer).__call__
+
+    def counting_call(self, text=None, *args, **kwargs):
+        seen.append(len(text) if isinstance(text, str) else 0)
+        return tokenizer_call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(engine.tokenizer), "__call__", counting_call)
+    with pytest.raises(StateError, match=r"would need more than [\d,]+ tokens .* 2,000-token context window"):
+        create_pack(engine, tmp_path / "packs", "big", documents, [])
+    assert sum(seen) < 200_000, f"tokenised {sum(seen):,} characters of 1.3 MB to refuse it"
+    assert not (tmp_path / "packs").exists() or list((tmp_path / "packs").iterdir()) == []
+
+
+TEARDOWN_PROBE = """
+import atexit, sys
+from feldspar.cli import main
+
+class Held:  # freed only by the interpreter's teardown (a stand-in for the model and native state)
+    def __del__(self):
+        sys.stderr.write("teardown ran\\n")
+
+HELD = Held()
+atexit.register(lambda: sys.stderr.write("atexit ran\\n"))
+sys.argv = ["feldspar", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_skips_the_interpreter_teardown_but_runs_atexit_and_keeps_the_thread(tiny_checkpoint, tmp_path):
+    """The ~2.5 s after the interrupted line was the interpreter freeing everything (issue 19 item 3)."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "FELDSPAR_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    model = ["-m", str(tiny_checkpoint), "--policy", "none"]
+
+    def feldspar(*args):
+        return subprocess.run([sys.executable, "-m", "feldspar", *args], env=env, text=True, capture_output=True,
+                              timeout=300)
+
+    first = feldspar("ask", "First?", *model, "-n", "2", "--json")
+    assert first.returncode == 0, first.stderr
+    thread = json.loads(first.stdout)["thread_id"]
+    process = subprocess.Popen([sys.executable, "-c", TEARDOWN_PROBE, "ask", "Second?", "--thread", thread, *model,
+                                "-n", "100000"],
+                               env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.read(1), process.stderr.read()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted; the thread keeps its last completed turn", "atexit ran"], err
+    exported = json.loads(feldspar("threads", "export", thread).stdout)
+    assert exported["thread"]["turns"] == 1, exported  # the last completed turn, committed before the fast exit

@@ -162,7 +162,7 @@ HOME_COMMANDS = [
     ["sources"],
     ["collections"],
     ["search", "anything"],
-    ["pack", "create", "p", "{doc}", "-m", "/no/such/model"],  # the home is checked before the model loads
+    ["pack", "create", "p", "{doc}", "-m", "{dir}"],  # a folder without a checkpoint: the home is checked before the model loads
 ]
 
 
@@ -177,7 +177,8 @@ def test_an_unwritable_home_is_one_line_before_any_work(cli, tmp_path, read_only
     home = {"read-only": read_only_folder / "home", "read-only, missing": read_only_folder / "new-home",
             "a file": a_file, "under a file": a_file / "home"}[home_kind]
     monkeypatch.setenv("FELDSPAR_HOME", str(home))
-    line = assert_one_error_line(cli(*[str(doc) if a == "{doc}" else a for a in args]), 1, str(home))
+    shown = {"{doc}": str(doc), "{dir}": str(tmp_path)}
+    line = assert_one_error_line(cli(*[shown.get(a, a) for a in args]), 1, str(home))
     assert "FELDSPAR_HOME" in line and "--home" in line
 
 
@@ -197,4 +198,4 @@ def test_an_unwritable_pack_folder_fails_before_the_model_loads(cli, tmp_path, m
     doc = tmp_path / "notes.md"
     doc.write_text("text", encoding="utf-8")
     monkeypatch.setenv("FELDSPAR_HOME", str(home))
-    assert_one_error_line(cli("pack", "create", "p", str(doc), "-m", "/no/such/model"), 1, "pack folder")
+    assert_one_error_line(cli("pack", "create", "p", str(doc), "-m", str(tmp_path)), 1, "pack folder")
