@@ -33,6 +33,8 @@ REMEDIES = {
                             "config.toml), or re-index with `feldspar ingest PATH --collection {collection} --reindex`"),
     "embed_fp32": "set embed_precision = \"fp32\" (FELDSPAR_EMBED_PRECISION=fp32 or config.toml)",
     "scale_out": "or, for several writers, run a Chroma server and set chroma_host (FELDSPAR_CHROMA_HOST)",
+    "rebuild_store": ("rebuild it from the manifest and your files with `feldspar rebuild-store` "
+                      "(the damaged store is moved aside, not deleted)"),
     "ingest_first": "ingest something first (`feldspar ingest PATH --collection {collection}`)",
     "cache_budget_or_no_reuse": "raise cache_budget_bytes (FELDSPAR_CACHE_BUDGET_BYTES) or turn reuse off (--no-reuse)",
     "remote_unreachable": ("start the server or fix the address in --model openai:<base-url>#<model> "

@@ -58,6 +58,10 @@ class StoreUnavailable(RetrievalError):
     """The Chroma store (local directory or server) cannot be opened or reached."""
 
 
+class StoreDamaged(StoreUnavailable):
+    """The local Chroma store's files are corrupt ("database disk image is malformed")."""
+
+
 class EmbeddingModelUnavailable(RetrievalError):
     """The configured sentence-transformers model cannot be loaded."""
 

@@ -7,6 +7,10 @@ worker processes, smallest first (a small file never waits for a big one), and t
 chunks stream into ``writer.BatchWriter`` as the chunker produces them: batches span
 files, and a big file spans many batches, so memory stays bounded by the batch size.
 
+A file that failed on a transient cause (a parse timeout on a busy machine, a parser
+killed, a read error) is retried by the next ingests while unchanged, ``MAX_ATTEMPTS`` in
+all (counted in the manifest), and the run says so in a notice and ``summary.retried``.
+
 Crash safety (kill -9 anywhere converges on re-run) is the writer's announce / upsert /
 delete-stale / commit protocol; rows with announced ids are always re-processed, and
 chunks already in the store are not embedded again. ``--reindex`` builds beside the old
@@ -43,6 +47,14 @@ from feldspar.retrieval.sandbox import ParserPool
 from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
 from feldspar.retrieval.store import ChromaStore, ChunkCollection
 from feldspar.retrieval.writer import BatchWriter, FileJob, Written
+
+
+MAX_ATTEMPTS = 3  # a file failed on a transient cause is tried this many times in all, then left failed
+TRANSIENT = ("parsing timed out", "parser process died", "cannot read:")  # causes a busy machine can make
+
+
+def is_transient(reason: str) -> bool:
+    return reason.startswith(TRANSIENT)
 
 
 @dataclass
@@ -98,12 +110,21 @@ class IngestSummary:
     failed: int = 0
     chunks_written: int = 0
     interrupted: bool = False
+    retried: int = 0  # files retried because they failed on a transient cause last time
     seconds: float = 0.0
     embed_seconds: float = 0.0
     problems: list[dict] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in ("indexed", "unchanged", "updated", "removed", "skipped", "failed")}
+
+
+def chunking_key(embedder: str, options: IngestOptions) -> str:
+    """What a collection's chunks were made with; another key re-chunks every file."""
+    key = f"{embedder}|{options.chunk_tokens}|{options.chunk_overlap}"
+    if options.chunk_context != "none":  # collections from before recipes keep their key
+        key += f"|context={options.chunk_context}"
+    return key
 
 
 def chunk_id(root: str, key: str, chunk: Chunk) -> str:
@@ -178,16 +199,17 @@ class Ingestor:
                                     self.options.chunk_context)
         return self._chunker
 
-    def ingest(self, paths: list[str | Path], collection: str, prune: bool = True, reindex: bool = False,
+    def ingest(self, paths: list[str | Path | tuple[str, str]], collection: str, prune: bool = True,
+               reindex: bool = False,
                progress: Progress | None = None, stop: threading.Event | None = None) -> IngestSummary:
-        targets = [resolve_target(p) for p in paths]
+        targets = [p if isinstance(p, tuple) else resolve_target(p) for p in paths]  # or (root, file) pairs
         started, embed_before = time.perf_counter(), self.embedder.seconds
         with single_writer(self.lock_path, self.store.location.label):
             reindexing.finish_pending(self.store, self.manifest, collection)
             target = collection
             if reindex:  # built beside the old collection, which keeps answering until the switch
                 target = reindexing.begin(self.store, self.manifest, collection, self.embedder.name,
-                                          self.embedder.precision)
+                                          self.embedder.precision, chunking_key(self.embedder.name, self.options))
             elif self.store.recorded(collection) is None:  # a store without it: forget its rows
                 self.manifest.drop_collection(collection)
             chunks = self.store.open(target, self.embedder.name, create=True, precision=self.embedder.precision)
@@ -221,9 +243,7 @@ class _Run:
         self.summary = IngestSummary()
         self.stop = stop
         options = ingestor.options
-        self.chunking_key = f"{ingestor.embedder.name}|{options.chunk_tokens}|{options.chunk_overlap}"
-        if options.chunk_context != "none":  # collections from before recipes keep their key
-            self.chunking_key += f"|context={options.chunk_context}"
+        self.chunking_key = chunking_key(ingestor.embedder.name, options)
         previous = self.manifest.chunking(self.name)
         self.force = bool(previous) and previous != self.chunking_key
         self.writer = BatchWriter(self.manifest, collection, ingestor.embedder, options.flush_chunks, self.stop,
@@ -240,7 +260,11 @@ class _Run:
         if prune:
             present = {f.key for f in scanned}
             self._remove([r for key, r in known.items() if key not in present])
+        retried_before = self.summary.retried
         to_parse = [f for f in scanned if self._needs_work(root, f, known.get(f.key))]
+        if self.summary.retried > retried_before:
+            self.progress.notice(f"retrying {self.summary.retried - retried_before} file(s) that failed on a "
+                                 f"transient cause last time (at most {MAX_ATTEMPTS} attempts each)")
         to_parse.sort(key=lambda f: (f.size, f.key))  # small files first: never held back by a big one
         self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting),
                             os.path.basename(root) or root)
@@ -258,6 +282,8 @@ class _Run:
     def _needs_work(self, root: str, scanned: ScannedFile, known: FileRecord | None) -> bool:
         """Decide a file without parsing; queue skips directly. True means: parse it."""
         clean = known is not None and known.pending_ids is None and not self.force
+        retry = clean and known.status == "failed" and is_transient(known.reason) and known.attempts < MAX_ATTEMPTS
+        clean = clean and not retry
         if clean and known.size == scanned.size and known.mtime_ns == scanned.mtime_ns:
             self._unchanged()
             return False
@@ -275,6 +301,7 @@ class _Run:
             self._unchanged()
             return False
         scanned.sha256 = scanned_sha
+        self.summary.retried += retry
         return True
 
     def _announce_big_files(self, files: list[ScannedFile]) -> None:
@@ -311,6 +338,10 @@ class _Run:
     def _job(self, root: str, scanned: ScannedFile, known: FileRecord | None, status: str, reason: str,
              sha: str | None) -> FileJob:
         record = FileRecord(root, scanned.key, scanned.size, scanned.mtime_ns, sha, status, reason, [])
+        if status == "failed" and is_transient(reason):
+            record.attempts = (known.attempts if known and known.status == "failed" and known.sha256 == sha else 0) + 1
+            if record.attempts >= MAX_ATTEMPTS:
+                record.reason += f" ({record.attempts} attempts; tried again once the file changes)"
         return FileJob(record, known.known_ids if known else set(), list(known.pending_ids or []) if known else [],
                        known is None or known.status == "pending")
 

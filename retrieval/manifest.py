@@ -1,7 +1,7 @@
 """The SQLite manifest: one row per source file and collection, plus collection records.
 
 A file row holds path (relative to its root), size, mtime, sha256, status
-(indexed/skipped/failed) with a reason, the chunk ids written for it, and ``pending``
+(indexed/skipped/failed) with a reason and failed ``attempts``, the chunk ids written for it, and ``pending``
 ids announced before a write (so a crash never leaves unknown chunks behind). Each
 collection keeps its chunking settings and a ``generation`` number bumped around every
 write, which keys the on-disk BM25 cache. ``rates`` remembers each embedder's last
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT,
     status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
     chunk_ids TEXT NOT NULL DEFAULT '[]', pending_ids TEXT,
-    updated_at REAL NOT NULL,
+    updated_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (collection, root, path)
 );
 CREATE TABLE IF NOT EXISTS collections (
@@ -49,6 +49,7 @@ class FileRecord:
     reason: str = ""
     chunk_ids: list[str] = field(default_factory=list)
     pending_ids: list[str] | None = None
+    attempts: int = 0  # failed runs in a row on a transient cause (a parse timeout), for retries
 
     @property
     def known_ids(self) -> set[str]:
@@ -67,6 +68,9 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "attempts" not in columns:  # a manifest from before retries
+            self._db.execute("ALTER TABLE files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -132,6 +136,17 @@ class Manifest:
             self._db.execute("DELETE FROM collections WHERE name=?", (staging,))
             self._db.execute("DELETE FROM swaps WHERE name=?", (name,))
 
+    def pending_swaps(self) -> list[tuple[str, str]]:
+        return [(name, staging) for name, staging in self._rows("SELECT name, staging FROM swaps")]
+
+    def sources_by_collection(self) -> dict[str, list[tuple[str, str]]]:
+        """``collection -> [(root, path)]`` of every file row: what a rebuilt store must index again."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        query = "SELECT collection, root, path FROM files ORDER BY collection, root, path"
+        for collection, root, path in self._rows(query):
+            found.setdefault(collection, []).append((root, path))
+        return found
+
     def rate(self, embedder: str) -> float | None:
         rows = self._rows("SELECT chunks_per_s FROM rates WHERE embedder=?", (embedder,))
         return float(rows[0][0]) if rows else None
@@ -143,8 +158,8 @@ class Manifest:
     # ---- files -------------------------------------------------------------------------
     def files_under(self, collection: str, root: str) -> dict[str, FileRecord]:
         """All rows of ``root`` in ``collection`` keyed by path: one query."""
-        rows = self._rows("SELECT root, path, size, mtime_ns, sha256, status, reason, chunk_ids, pending_ids "
-                          "FROM files WHERE collection=? AND root=?", (collection, root))
+        rows = self._rows("SELECT root, path, size, mtime_ns, sha256, status, reason, chunk_ids, pending_ids, "
+                          "attempts FROM files WHERE collection=? AND root=?", (collection, root))
         return {row[1]: _record(row) for row in rows}
 
     def announce(self, collection: str, records: Iterable[FileRecord]) -> None:
@@ -164,9 +179,10 @@ class Manifest:
             self._bump(collection)
             for r in records:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                    "INSERT OR REPLACE INTO files(collection, root, path, size, mtime_ns, sha256, status, reason, "
+                    "chunk_ids, pending_ids, updated_at, attempts) VALUES (?,?,?,?,?,?,?,?,?,NULL,?,?)",
                     (collection, r.root, r.path, r.size, r.mtime_ns, r.sha256, r.status, r.reason,
-                     json.dumps(r.chunk_ids), time.time()))
+                     json.dumps(r.chunk_ids), time.time(), r.attempts))
 
     def touch(self, collection: str, records: Iterable[FileRecord]) -> None:
         """Content unchanged, only size/mtime moved: update the stat fields."""
@@ -199,9 +215,9 @@ class Manifest:
 
 
 def _record(row: tuple) -> FileRecord:
-    root, path, size, mtime_ns, sha, status, reason, ids, pending = row
+    root, path, size, mtime_ns, sha, status, reason, ids, pending, attempts = row
     return FileRecord(root, path, size, mtime_ns, sha, status, reason, json.loads(ids),
-                      None if pending is None else json.loads(pending))
+                      None if pending is None else json.loads(pending), attempts)
 
 
 class _Transaction:

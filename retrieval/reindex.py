@@ -27,8 +27,11 @@ def staging_name(name: str) -> str:
     return "feldspar-reindex-" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-def begin(store: ChromaStore, manifest: Manifest, name: str, model: str, precision: str) -> str:
-    """The staging collection to build into: kept (resumed) when made with this model and precision."""
+def begin(store: ChromaStore, manifest: Manifest, name: str, model: str, precision: str, chunking: str) -> str:
+    """The staging collection to build into: kept (resumed) when made with this model and precision.
+
+    Its chunking is recorded from the start, so a resumed build with other chunk settings
+    re-chunks what the interrupted one wrote."""
     staging = staging_name(name)
     recorded = store.recorded(staging)
     if recorded is not None and recorded != (model, precision):
@@ -36,6 +39,8 @@ def begin(store: ChromaStore, manifest: Manifest, name: str, model: str, precisi
         recorded = None
     if recorded is None:  # a staging without its collection: its rows describe nothing
         manifest.drop_collection(staging)
+    if not manifest.chunking(staging):
+        manifest.set_chunking(staging, chunking)
     return staging
 
 

@@ -14,6 +14,7 @@ This module does not read Settings, print anything or parse files itself.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ from feldspar.retrieval.embeddings import DEFAULT_MODEL, Embedder, load_sentence
 from feldspar.retrieval.errors import InvalidSource
 from feldspar.retrieval.ingest import IngestOptions, Ingestor, IngestSummary, Progress, single_writer
 from feldspar.retrieval.manifest import Manifest
+from feldspar.retrieval.reindex import staging_name
 from feldspar.retrieval.search import Fusion, HybridSearcher, SearchHit
-from feldspar.retrieval.store import ChromaStore, StoreLocation, check_collection_name
+from feldspar.retrieval.store import STAGING_NAME, ChromaStore, StoreLocation, check_collection_name
 
 
 @dataclass
@@ -154,8 +156,35 @@ class RetrievalService:
         """Delete a collection's chunks and manifest rows (waits for no ingest: refused while one writes)."""
         name = self._name(collection)
         with single_writer(self._writer_lock, self.store.location.label):
-            self.store.drop(name)
+            for dropped in (name, staging_name(name)):  # and a reindex of it being built
+                self.store.drop(dropped)
+                self.manifest.drop_collection(dropped)
+
+    def rebuild_store(self, progress: Progress | None = None) -> dict[str, Any]:
+        """A new store indexed again from the manifest's rows and the files on disk.
+
+        The damaged store's directory is moved aside (kept; never opened here); each collection
+        is re-ingested file by file under the roots it had, so paths and citations stay the same.
+        Files gone from disk are counted as ``missing``. A complete reindex waiting for its
+        switch counts as done; an unfinished one is dropped (its old collection is rebuilt).
+        """
+        with single_writer(self._writer_lock, self.store.location.label):
+            aside = self.store.set_aside()
+            for name, staging in self.manifest.pending_swaps():
+                self.manifest.finish_swap(name, staging)
+            planned = self.manifest.sources_by_collection()
+            for name in [n for n in planned if STAGING_NAME.match(n)]:
+                del planned[name]
+                self.manifest.drop_collection(name)
+        report: dict[str, Any] = {"set_aside": str(aside) if aside else None, "collections": {}}
+        for name, rows in planned.items():
+            files = [(root, os.path.join(root, path)) for root, path in rows]
+            present = [target for target in files if os.path.lexists(target[1])]
             self.manifest.drop_collection(name)
+            summary = self.ingest(present, collection=name, prune=False, progress=progress)
+            report["collections"][name] = {**summary.counts(), "missing": len(files) - len(present),
+                                           "chunks_written": summary.chunks_written}
+        return report
 
     def remove_source(self, root: str, path: str, collection: str | None = None) -> int:
         """Forget one file of a collection: its chunks leave the store, then its manifest row.

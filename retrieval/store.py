@@ -13,8 +13,12 @@ This module does not know how ids are made, about files, the manifest or BM25.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +29,7 @@ from feldspar.retrieval.errors import (
     EmbeddingModelMismatch,
     EmbeddingPrecisionMismatch,
     InvalidCollectionName,
+    StoreDamaged,
     StoreUnavailable,
     UnknownCollection,
 )
@@ -37,6 +42,41 @@ LEGACY_PRECISION = "fp32"
 # Embedded Chroma in another process than the writer reads vectors from disk; before the
 # writer has persisted its first index, a vector query fails with this (text search still works).
 VECTORS_NOT_ON_DISK = "Nothing found on disk"
+# What SQLite (under Chroma) says of a corrupt file; Chroma's Rust side panics with it.
+DAMAGED = ("database disk image is malformed", "file is not a database")
+
+
+def unavailable(what: str, label: str, exc: BaseException) -> StoreUnavailable:
+    """The one-line error for a store that failed: ``StoreDamaged`` when its files are corrupt."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    damage = next((words for words in DAMAGED if words in str(exc)), None)
+    if damage:
+        return StoreDamaged(f"the Chroma store at {label} is damaged ({damage})", fix="rebuild_store", store=label)
+    return StoreUnavailable(f"cannot {what}: {exc}")
+
+
+@contextmanager
+def _quiet_panics() -> Iterator[None]:
+    """Hold back what is written to stderr (fd 2) meanwhile: replayed on success, dropped when it
+    raised (a corrupt store makes Chroma's Rust side print a panic report before raising; the
+    one-line error names the cause)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        replay = held.read()
+        if replay:
+            os.write(2, replay)
 
 
 def check_collection_name(name: str) -> str:
@@ -94,9 +134,10 @@ class ChromaStore:
                 client.heartbeat()
                 return client
             self.location.path.mkdir(parents=True, exist_ok=True)
-            return chromadb.PersistentClient(path=str(self.location.path), settings=chroma_settings)
-        except Exception as exc:
-            raise StoreUnavailable(f"cannot open the Chroma store at {self.location.label}: {exc}") from None
+            with _quiet_panics():
+                return chromadb.PersistentClient(path=str(self.location.path), settings=chroma_settings)
+        except BaseException as exc:  # a corrupt file makes Chroma's Rust side panic (not an Exception)
+            raise unavailable(f"open the Chroma store at {self.location.label}", self.location.label, exc) from None
 
     def open(self, name: str, model: str, create: bool, precision: str | None = None) -> "ChunkCollection":
         """The collection ``name`` checked against ``model`` (and ``precision``); created when ``create``."""
@@ -129,10 +170,10 @@ class ChromaStore:
     def _get(self, name: str) -> Any:
         try:
             return self.client.get_collection(name, embedding_function=None)
-        except Exception as exc:
+        except BaseException as exc:
             if "does not exist" in str(exc) or "not found" in str(exc).lower():
                 return None
-            raise StoreUnavailable(f"cannot read collection {name!r}: {exc}") from None
+            raise unavailable(f"read collection {name!r}", self.location.label, exc) from None
 
     def model_of(self, name: str) -> str | None:
         found = self._get(check_collection_name(name))
@@ -141,6 +182,24 @@ class ChromaStore:
     def drop(self, name: str) -> None:
         if self._get(check_collection_name(name)) is not None:
             self.client.delete_collection(name)
+
+    def set_aside(self) -> Path | None:
+        """Move a local store's directory aside (kept, never deleted); the next use starts an empty one."""
+        if self.location.host:
+            raise StoreUnavailable(f"the store at {self.location.label} is a server: repair or rebuild it there")
+        with self._lock:
+            self._client = None
+            try:
+                from chromadb.api.client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
+            except Exception:  # noqa: BLE001 - an older Chroma without the cache
+                pass
+            if not self.location.path.exists():
+                return None
+            aside = self.location.path.with_name(f"{self.location.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.location.path.rename(aside)
+            return aside
 
     def rename(self, old: str, new: str) -> None:
         """Give collection ``old`` the name ``new`` (which must not exist)."""

@@ -1,4 +1,4 @@
-"""Retrieval commands: ingest, search, sources, collections, eval retrieval, bench retrieval.
+"""Retrieval commands: ingest, search, sources, collections, rebuild-store, eval retrieval, bench retrieval.
 
 Knows flags, progress bars, tables and JSON; checks the data home is writable, then builds
 the service through the composition root. Bad flag values are usage errors (exit 2); a
@@ -109,6 +109,8 @@ def _print_summary(summary, problems: list[dict], reasons: bool, out: Console) -
     counts = summary.counts()
     out.print(" · ".join(f"{name} {value}" for name, value in counts.items())
               + f" · {summary.chunks_written} chunks written in {summary.seconds:.1f}s")
+    if summary.retried:
+        out.print(f"retried {summary.retried} file(s) that failed on a transient cause last time")
     if reasons and problems:
         print_table(problems, ["path", "status", "reason"], title="not indexed")
     elif problems:
@@ -137,7 +139,8 @@ def ingest_command(
     problems = not_indexed(service, paths)
     if json_out:
         print_json({**summary.counts(), "chunks_written": summary.chunks_written, "interrupted": summary.interrupted,
-                    "seconds": round(summary.seconds, 3), "problems": summary.problems, "not_indexed": problems})
+                    "retried": summary.retried, "seconds": round(summary.seconds, 3), "problems": summary.problems,
+                    "not_indexed": problems})
     else:
         _print_summary(summary, problems, reasons, console)
     if summary.interrupted:
@@ -234,6 +237,21 @@ def collections_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None
     else:
         table = [{**row, "files": ", ".join(f"{k} {v}" for k, v in sorted(row["files"].items()))} for row in rows]
         print_table(table, ["name", "embedding_model", "embedding_precision", "chunks", "files"])
+
+
+@app.command("rebuild-store")
+def rebuild_store_command(json_out: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Rebuild a damaged local Chroma store from the manifest and the source files (old store kept aside)."""
+    service = _service(home)
+    with _progress_bar(err_console) as bar:
+        report = service.rebuild_store(progress=_RichProgress(bar))
+    if json_out:
+        print_json(report)
+        return
+    if report["set_aside"]:
+        console.print(f"damaged store moved aside to {report['set_aside']}")
+    for name, counts in report["collections"].items():
+        console.print(f"{name}: " + " · ".join(f"{key} {value}" for key, value in counts.items()))
 
 
 @eval_app.command("retrieval")

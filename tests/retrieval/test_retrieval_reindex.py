@@ -58,3 +58,67 @@ def test_interrupted_reindex_keeps_the_old_index_and_resumes(make_service, tmp_p
     assert manifest_rows(home, staging_name("default")) == {}
     assert service.store.recorded(staging_name("default")) is None
     assert [row["name"] for row in service.collections()] == ["default"]
+
+
+def test_a_resumed_reindex_with_other_chunk_settings_rechunks_what_was_written(make_service, tmp_path):
+    root, home = tmp_path / "corpus", tmp_path / "home"
+    root.mkdir()
+    for i in range(20):  # about 40 tokens a file: chunks of 32 and of 16 tokens differ
+        (root / f"doc{i:03d}.md").write_text(f"# Doc {i}\n\n" + " ".join(
+            f"granite quartz mica basalt number {i * 5 + w}" for w in range(6)) + ".\n")
+    service = make_service(home=home, **SETTINGS)
+    service.ingest([root])
+    old_ids = store_ids(service)
+    stop = threading.Event()
+    assert service.ingest([root], reindex=True, progress=StopAfterFirstBatch(stop), stop=stop).interrupted
+
+    other = {**SETTINGS, "chunk_tokens": 16}
+    resumed = make_service(home=home, **other)
+    resumed.ingest([root], reindex=True)
+    clean_home = tmp_path / "clean"
+    clean = make_service(home=clean_home, **other)
+    clean.ingest([root])
+    assert store_ids(resumed) == store_ids(clean) != old_ids, "every file chunked the new way"
+    assert_consistent(resumed)
+
+
+def test_dropping_a_collection_drops_its_unfinished_reindex(make_service, tmp_path):
+    root, home = tmp_path / "corpus", tmp_path / "home"
+    write_files(root, 30)
+    service = make_service(home=home, **SETTINGS)
+    service.ingest([root])
+    stop = threading.Event()
+    assert service.ingest([root], reindex=True, progress=StopAfterFirstBatch(stop), stop=stop).interrupted
+    service.drop_collection("default")
+    assert service.store.recorded(staging_name("default")) is None
+    assert manifest_rows(home, staging_name("default")) == {}
+
+
+def test_a_switch_killed_at_any_step_is_finished_by_the_next_ingest(make_service, tmp_path):
+    import json
+    import shutil
+    import signal
+
+    from test_retrieval_crash import SETTINGS as CRASH_SETTINGS
+    from test_retrieval_crash import Zygote, write_corpus
+
+    root, clean_home = tmp_path / "corpus", tmp_path / "clean"
+    write_corpus(root, 1)
+    zygote = Zygote()
+    try:
+        assert zygote.ingest(clean_home, root) == {"signal": None, "code": 0}
+        clean_rows = manifest_rows(clean_home)
+        clean_ids = store_ids(make_service(home=clean_home, **CRASH_SETTINGS))
+        for point in ("swap_marked", "swap_dropped", "swap_renamed"):
+            home = tmp_path / point
+            shutil.copytree(clean_home, home)
+            assert zygote.ingest(home, root, point, 1, reindex=True)["signal"] == signal.SIGKILL, point
+            after = make_service(home=home, **CRASH_SETTINGS)
+            assert after.ingest([root]).chunks_written == 0, f"{point}: the complete build is not embedded again"
+            assert {p: json.loads(r[1]) for p, r in manifest_rows(home).items()} == \
+                {p: json.loads(r[1]) for p, r in clean_rows.items()}, point
+            assert store_ids(after) == clean_ids and after.manifest.swap_of("default") is None, point
+            assert after.store.recorded(staging_name("default")) is None, point
+            assert_consistent(after)
+    finally:
+        zygote.close()

@@ -7,17 +7,7 @@ scripted (Granite-format text through the real parser).
 from __future__ import annotations
 
 from agent_helpers import tool_call
-from ui_helpers import chat_page, page_test, texts
-
-QUESTION = "How do I reset the router?"
-ANSWER = "Hold the recessed button for ten seconds [1]."
-
-
-def ask(at, question):
-    at.chat_input(key="question").set_value(question).run()
-    assert not at.exception, at.exception
-    return at
-
+from ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
 
 def expander(at, prefix):
     return next(e for e in at.expander if e.label.startswith(prefix))

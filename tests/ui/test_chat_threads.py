@@ -5,17 +5,7 @@ Real agent, threads and collection; scripted model words (tests/agents/agent_hel
 
 from __future__ import annotations
 
-from ui_helpers import chat_page, page_test, texts
-
-QUESTION = "How do I reset the router?"
-ANSWER = "Hold the recessed button for ten seconds [1]."
-
-
-def ask(at, question):
-    at.chat_input(key="question").set_value(question).run()
-    assert not at.exception, at.exception
-    return at
-
+from ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
 
 def two_threads(make_services):
     svc = make_services([ANSWER, "Two years [1].", ANSWER])

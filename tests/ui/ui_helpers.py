@@ -8,6 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 
+QUESTION = "How do I reset the router?"
+ANSWER = "Hold the recessed button for ten seconds [1]."
+
+
+def ask(at, question):
+    """Type ``question`` into the chat box and run the page; no exception may surface."""
+    at.chat_input(key="question").set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
 def chat_page() -> None:
     from feldspar.ui import page_chat
 
