@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -48,6 +49,7 @@ class BenchConfig:
     quants: tuple[str, ...] = ("int8", "int4")  # variants beside the base (bench/variants.py)
     quality_tokens: int = 256
     peer_url: str | None = None  # a running llama.cpp server (bench/peer.py)
+    decode_steps: tuple[str, ...] = ("fast",)  # "fast": model/decode_step.py; "ref": transformers' forward
 
     @property
     def decode_prompt(self) -> int:
@@ -92,6 +94,24 @@ def feldspar_prefill(model, ids: Sequence[int], chunk_size: int) -> tuple[ModelS
     return state, logits
 
 
+@contextmanager
+def decode_step_mode(mode: str):
+    """Run ``decode_one`` with the fused step ("fast") or transformers' forward ("ref")."""
+    saved = os.environ.get("FELDSPAR_DECODE_STEP")
+    os.environ["FELDSPAR_DECODE_STEP"] = mode
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("FELDSPAR_DECODE_STEP", None)
+        else:
+            os.environ["FELDSPAR_DECODE_STEP"] = saved
+
+
+def step_impl(impl: str, mode: str) -> str:
+    return impl if mode == "fast" else f"{impl} (ref step)"
+
+
 def feldspar_decode(model, state: ModelState, logits: torch.Tensor, steps: int) -> None:
     """Greedy decode of ``steps`` tokens from a copy of ``state`` (one forward each)."""
     state = ModelState(cache=copy.deepcopy(state.cache), length=state.length)
@@ -112,7 +132,9 @@ def warm_up(model, vocab_size: int, baseline: bool) -> None:
     """Run every code path once at a small size so first-call costs stay out of timings."""
     ids = random_ids(128, vocab_size, seed=1)
     state, logits = feldspar_prefill(model, ids, chunk_size=64)
-    feldspar_decode(model, state, logits, steps=2)
+    for mode in ("fast", "ref"):
+        with decode_step_mode(mode):
+            feldspar_decode(model, state, logits, steps=2)
     if baseline:
         generate(model, ids, new_tokens=2)
 
@@ -141,9 +163,13 @@ def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float 
     steps = cfg.decode_tokens
     per_token = roofline.decode_bytes(cost, roofline.tensor_bytes(state.cache))
     label = f"decode after {len(ids)}"
-    seconds, _ = best_of(lambda: feldspar_decode(model, state, logits, steps), cfg.repeats, cfg.row_budget_s)
-    rows = [Timing(label, impl, "decode", steps, seconds, per_token * steps,
-                   {"state_bytes": int(per_token - cost.active_bytes)})]
+    rows = []
+    for mode in cfg.decode_steps:
+        with decode_step_mode(mode):
+            seconds, _ = best_of(lambda: feldspar_decode(model, state, logits, steps), cfg.repeats,
+                                 cfg.row_budget_s)
+        rows.append(Timing(label, step_impl(impl, mode), "decode", steps, seconds, per_token * steps,
+                           {"state_bytes": int(per_token - cost.active_bytes), "decode_step": mode}))
     if cfg.baseline and impl == FELDSPAR and ttft_s is not None and steps > 1:
         total, made = best_of(lambda: generate(model, ids, steps), cfg.repeats, cfg.row_budget_s)
         if made != steps:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from transformers.cache_utils import DynamicCache
+
+from feldspar.model import decode_step
 
 ChunkCallback = Callable[["ModelState", int], None]
 
@@ -131,8 +134,17 @@ def prefill(
     return logits
 
 
+def fast_decode_enabled() -> bool:
+    """The fused step (model/decode_step.py) unless FELDSPAR_DECODE_STEP=ref asks for transformers'."""
+    return os.environ.get("FELDSPAR_DECODE_STEP", "fast").strip().lower() != "ref"
+
+
 def decode_one(model: torch.nn.Module, state: ModelState, token_id: int) -> torch.Tensor:
-    """Feed one token; return the next-token logits."""
+    """Feed one token; return the next-token logits (the fused step where it applies)."""
+    if fast_decode_enabled() and decode_step.supports(model, state.cache, state.length):
+        logits = decode_step.step(model, state.cache, token_id, state.cache.get_seq_length())
+        state.length += 1
+        return logits
     device = next(model.parameters()).device
     return forward(model, state, torch.tensor([[token_id]], dtype=torch.long, device=device))
 

@@ -19,6 +19,13 @@ QUALITY_COLUMNS = ["impl", "weights MiB", "max |Δlogit|", "mean |Δlogit|", "gr
 QUANT_CHOICES = ("none", "int8", "int4")
 
 
+def parse_decode_step(text: str) -> tuple[str, ...]:
+    choices = {"fast": ("fast",), "ref": ("ref",), "both": ("fast", "ref")}
+    if text not in choices:
+        raise typer.BadParameter(f"{text!r} is not one of fast, ref, both", param_hint="--decode-step")
+    return choices[text]
+
+
 def parse_quants(text: str) -> tuple[str, ...]:
     """"int8,int4" -> ("int8", "int4"); "" or "none" -> ()."""
     quants = tuple(part for part in text.replace(" ", "").split(",") if part and part != "none")
@@ -112,6 +119,8 @@ def bench_engine(
     = 256,
     peer_url: Annotated[Optional[str], typer.Option("--peer-url", help="a running llama.cpp server "
                                                     "(e.g. http://127.0.0.1:8080): adds its rows")] = None,
+    decode_step: Annotated[str, typer.Option("--decode-step", help="fast (fused step), ref (transformers' "
+                                             "forward) or both, side by side")] = "fast",
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
@@ -119,7 +128,8 @@ def bench_engine(
 
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
-                      tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens, peer_url=peer_url)
+                      tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens, peer_url=peer_url,
+                      decode_steps=parse_decode_step(decode_step))
     from feldspar.bench.peer import PeerError
 
     try:

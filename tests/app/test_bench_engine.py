@@ -57,10 +57,21 @@ def test_bench_engine_table_without_baseline_on_a_moe_preset(capsys, monkeypatch
     assert "roofline: matmul" in result.out
 
 
+def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
+    args = ["bench", "engine", "--tiny", "--prefill-lengths", "16", "--decode-tokens", "3", "--repeats", "1",
+            "--no-baseline", "--quants", "none", "--decode-step", "both", "--json"]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.code == 0, result.err
+    decode = [r for r in json.loads(result.out)["rows"] if r["kind"] == "decode"]
+    assert [(r["impl"], r["decode_step"]) for r in decode] == [("feldspar", "fast"), ("feldspar (ref step)", "ref")]
+    assert decode[1]["vs_feldspar"] > 0
+
+
 def test_bench_engine_rejects_bad_flags(capsys, monkeypatch):
     assert run_cli(["bench", "engine", "--preset", "granite-9"], capsys, monkeypatch).code == 1
     assert run_cli(["bench", "engine", "--prefill-lengths", "1k"], capsys, monkeypatch).code == 2
     assert run_cli(["bench", "engine", "--dtype", "int8"], capsys, monkeypatch).code == 2
+    assert run_cli(["bench", "engine", "--decode-step", "compiled"], capsys, monkeypatch).code == 2
 
 
 def test_parse_lengths():
