@@ -2,8 +2,7 @@
 
 Contract: works on token ids and tensors with any transformers causal LM that takes a
 cache (``cache=`` on transformers >= 5.24, ``past_key_values=`` before; Granite 4.0 in
-practice). Knows nothing about tokenization,
-prompts, chat templates or where a state came from; a ``ModelState`` is a cache plus the
+practice). Knows nothing about tokenization, prompts, chat templates or where a state came from; a ``ModelState`` is a cache plus the
 number of tokens it has consumed, and every function here either advances a state or
 reads logits. Choosing device, dtype and compilation is the caller's business.
 """
