@@ -48,7 +48,7 @@ class BenchConfig:
     seed: int = 0
     quants: tuple[str, ...] = ("int8", "int4")  # variants beside the base (bench/variants.py)
     quality_tokens: int = 256
-    peer_url: str | None = None  # a running llama.cpp server (bench/peer.py)
+    peer_urls: tuple[str, ...] = ()  # running llama.cpp servers, URL or LABEL=URL (bench/peer.py)
     decode_steps: tuple[str, ...] = ("fast",)  # "fast": model/decode_step.py; "ref": transformers' forward
 
     @property
@@ -273,11 +273,12 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
     warm_up(model, model.config.vocab_size, cfg.baseline)
     timings, quality = measure_variants(model, cost, cfg, machine, matmul_by_dtype, log)
     rows = [place(t, machine) for t in timings]
-    if cfg.peer_url:
+    for spec in cfg.peer_urls:
         from feldspar.bench.peer import peer_rows
 
-        log(f"peer: {cfg.decode_prompt} tokens then {cfg.decode_tokens} through {cfg.peer_url}")
-        rows += peer_rows(cfg.peer_url, cfg.decode_prompt, cfg.decode_tokens, model.config.vocab_size)
+        log(f"peer {spec}: prompts of {', '.join(map(str, cfg.prefill_lengths))} tokens, "
+            f"{cfg.decode_tokens} decoded after the shortest")
+        rows += peer_rows(spec, list(cfg.prefill_lengths), cfg.decode_tokens, model.config.vocab_size, cfg.repeats)
     add_ratios(rows)
     from feldspar.bench.variants import cpu_header
 

@@ -51,17 +51,35 @@ def peer_timings(url: str, prompt_tokens: int, decode_tokens: int, vocab_size: i
         raise PeerError(f"the peer at {url} answered without prompt/predicted timings") from None
 
 
-def peer_rows(url: str, prompt_tokens: int, decode_tokens: int, vocab_size: int) -> list[dict[str, Any]]:
-    """A prefill row and (if decoding was asked) a decode row, shaped like the Feldspar rows."""
-    t = peer_timings(url, prompt_tokens, max(decode_tokens, 1), vocab_size)
-    rows = [_row(f"prefill {prompt_tokens}", "prefill", t["prompt_n"], t["prompt_per_second"])]
-    if decode_tokens > 0:
-        rows.append(_row(f"decode after {prompt_tokens}", "decode", t["predicted_n"], t["predicted_per_second"]))
-    return rows
+def parse_peer(spec: str) -> tuple[str, str]:
+    """``URL`` or ``LABEL=URL`` (e.g. ``q8_0=http://127.0.0.1:8081``) -> (impl name, url)."""
+    label, sep, url = spec.partition("=")
+    if not sep or label.startswith(("http:", "https:")):
+        return PEER, spec
+    return f"{PEER} {label.strip()}", url.strip()
 
 
-def _row(label: str, kind: str, tokens: float, per_second: float) -> dict[str, Any]:
-    return {"row": label, "impl": PEER, "kind": kind, "tokens": int(tokens),
+def peer_rows(spec: str, prompt_lengths: list[int], decode_tokens: int, vocab_size: int,
+              repeats: int = 1) -> list[dict[str, Any]]:
+    """A prefill row per prompt length and (if decoding was asked) a decode row after the shortest,
+    shaped like the Feldspar rows; the best of ``repeats`` server measurements counts."""
+    impl, url = parse_peer(spec)
+    shortest = min(prompt_lengths)
+    prefill, decode = [], []
+    for n in prompt_lengths:
+        runs = [peer_timings(url, n, max(decode_tokens, 1) if n == shortest else 1, vocab_size, seed=r)
+                for r in range(repeats)]
+        best = max(runs, key=lambda t: t["prompt_per_second"])
+        prefill.append(_row(impl, f"prefill {n}", "prefill", best["prompt_n"], best["prompt_per_second"]))
+        if n == shortest and decode_tokens > 0:
+            fastest = max(runs, key=lambda t: t["predicted_per_second"])
+            decode.append(_row(impl, f"decode after {n}", "decode", fastest["predicted_n"],
+                               fastest["predicted_per_second"]))
+    return prefill + decode
+
+
+def _row(impl: str, label: str, kind: str, tokens: float, per_second: float) -> dict[str, Any]:
+    return {"row": label, "impl": impl, "kind": kind, "tokens": int(tokens),
             "seconds": round(tokens / per_second, 6) if per_second > 0 else 0.0,
             "tokens_per_s": round(per_second, 2), "achieved": None, "achieved_unit": None,
             "roofline_pct": None, "vs_baseline": None, "note": "timings reported by the server"}

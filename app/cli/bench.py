@@ -117,8 +117,9 @@ def bench_engine(
                                         "(none: only the base)")] = "int8,int4",
     quality_tokens: Annotated[int, typer.Option("--quality-tokens", min=2, help="positions compared with fp32")]
     = 256,
-    peer_url: Annotated[Optional[str], typer.Option("--peer-url", help="a running llama.cpp server "
-                                                    "(e.g. http://127.0.0.1:8080): adds its rows")] = None,
+    peer_urls: Annotated[Optional[list[str]], typer.Option("--peer-url", help="a running llama.cpp server, "
+                                                           "URL or LABEL=URL (e.g. q8_0=http://127.0.0.1:8081): "
+                                                           "adds its rows; repeatable")] = None,
     decode_step: Annotated[str, typer.Option("--decode-step", help="fast (fused step), ref (transformers' "
                                              "forward) or both, side by side")] = "fast",
     json_out: JsonOpt = False,
@@ -128,7 +129,8 @@ def bench_engine(
 
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
-                      tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens, peer_url=peer_url,
+                      tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens,
+                      peer_urls=tuple(peer_urls or ()),
                       decode_steps=parse_decode_step(decode_step))
     from feldspar.bench.peer import PeerError
 

@@ -87,3 +87,16 @@ def test_parse_quants():
     assert parse_quants("int8, int4") == ("int8", "int4") and parse_quants("none") == ()
     with pytest.raises(Exception):
         parse_quants("int3")
+
+
+def test_labelled_peers_get_a_prefill_row_per_length_and_a_decode_row(capsys, monkeypatch, peer_url):
+    args = [a if a != "24" else "16,24" for a in ARGS]
+    result = run_cli([*args, "--quants", "none", "--peer-url", f"q8_0={peer_url}", "--peer-url", peer_url],
+                     capsys, monkeypatch)
+    assert result.code == 0, result.err
+    rows = [(r["impl"], r["row"]) for r in json.loads(result.out)["rows"] if r["impl"].startswith("llama.cpp")]
+    assert rows == [("llama.cpp q8_0", "prefill 16"), ("llama.cpp q8_0", "prefill 24"),
+                    ("llama.cpp q8_0", "decode after 16"),
+                    ("llama.cpp", "prefill 16"), ("llama.cpp", "prefill 24"), ("llama.cpp", "decode after 16")]
+    asked = [(len(r["prompt"]), r["n_predict"]) for r in Peer.requests]
+    assert asked == [(16, 4), (24, 1), (16, 4), (24, 1)]
