@@ -202,10 +202,10 @@ def _sampling(request: Any) -> dict[str, Any]:
 class AgentModel:
     """``feldspar-agent``: the agent graph over a collection or a state pack, with citations.
 
-    ``agents(collection, pack)`` returns an agent (feldspar.agents.runner.Agent), built once and
-    kept by the runtime (app/runtime.py ``Agents``); ``agents.cached(collection, pack)`` returns it
-    without building. The server builds it on the engine's lane, in order with generations,
-    through ``agent_for``.
+    ``agents(collection, pack)`` returns an agent (feldspar.agents.runner.Agent): the runtime's
+    ``Agents`` (app/runtime.py) builds each once and keeps it, and its ``cached(collection, pack)``
+    returns it without building (a plain function has no such shortcut). The server builds agents
+    on the engine's lane, in order with generations, through ``agent_for``.
     """
 
     kind = "agent"
@@ -234,7 +234,8 @@ class AgentModel:
         return (None, self.default_pack) if self.default_pack else (self.default_collection, None)
 
     def cached(self, key: tuple[str | None, str | None]) -> Any:
-        return self.agents.cached(*key)
+        cached = getattr(self.agents, "cached", None)
+        return cached(*key) if cached is not None else None
 
     def agent_for(self, key: tuple[str | None, str | None]) -> Any:
         """The agent for ``key`` (built on first use); runs on the lane, in order with generations."""
