@@ -126,11 +126,14 @@ class Parts:
         self.settings, self.remote = settings, remote
 
     def engine(self) -> "Engine":
-        """The local engine; a remote model is refused in one line (packs, prompts need it here)."""
+        """The local engine of ``settings.model`` (an ``openai:`` spec is refused in one line)."""
+        return build_engine(self.settings)
+
+    def check_pack(self) -> None:
+        """An agent on a state pack needs the model here: refused in one line when it runs remotely."""
         if self.remote is not None:
             model = self.settings.model
             refuse_remote(model if model.startswith("openai:") else f"openai:{self.remote[0]}")
-        return build_engine(self.settings)
 
     def backend(self, engine):
         """The chat backend: the remote server's, connected; else LocalChatBackend over ``engine()``."""

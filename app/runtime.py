@@ -1,17 +1,18 @@
 """The runtime: the parts of one Settings, each built once, held by every front end.
 
 ``compose.build_runtime(settings)`` decides once whether the chat model runs in this process
-(the local engine) or on an OpenAI-compatible server, and hands the Runtime compose's
-``Parts`` with that decision made (``parts.remote``); nothing here reads Settings to choose
-a class. The ``Runtime`` builds, on first use and once each, through those parts: the engine
-(``engine()``; a remote runtime refuses in one line), the chat backend (``backend()``: the engine's ``LocalChatBackend`` or the
-connected remote one), chat models with given generation settings (``chat_model()``), the
-``generator()`` that `feldspar chat`/`generate` drive, the retrieval service and the agents.
-Agents are cached here, per (collection, pack, options), and per calling thread when asked
-(a thread store's SQLite connection serves one thread at a time); ``agents(**options)`` is a
-view ``(collection, pack) -> Agent`` with those options, what the batch runner and the server's
-``feldspar-agent`` call. The CLI, the server, the web UI and the Python API hold one of these.
-Knows the Parts protocol and the agent's public API; nothing of terminals, HTTP or pages.
+(the local engine) or on an OpenAI-compatible server, and hands the Runtime compose's ``Parts``
+with that decision made (``parts.remote``); nothing here reads Settings to choose a class. The
+``Runtime`` builds, on first use and once each, through those parts: the engine (``engine()``:
+packs, prompts and benchmarks need it here), the chat backend (``backend()``: the engine's
+``LocalChatBackend`` or the connected remote one), chat models with given generation settings
+(``chat_model()``), the ``generator()`` that `feldspar chat`/`generate` drive, the retrieval
+service and the agents. Agents are cached here, per (collection, pack, options), and per calling
+thread when asked (a thread store's SQLite connection serves one thread at a time);
+``agents(**options)`` is a view ``(collection, pack) -> Agent`` with those options, what the
+batch runner and the server's ``feldspar-agent`` call. The CLI, the server, the web UI and the
+Python API hold one of these. Knows the Parts protocol and the agent's public API; nothing of
+terminals, HTTP or pages.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Runtime:
         return self._engine
 
     def engine(self) -> "Engine":
-        """The local engine, loaded on first call; a remote runtime refuses in one line."""
+        """The local engine, loaded on first call (a remote ``openai:`` model is refused in one line)."""
         with self._lock:
             if self._engine is None:
                 self._engine = self.parts.engine()
@@ -84,6 +85,13 @@ class Runtime:
         """Whether an agent on ``pack`` (None: a collection) needs the local engine: a pack always does;
         else only when the chat model runs on it here (not a remote server's, not a given one)."""
         return pack is not None or (self.remote is None and self._given_chat_model is None)
+
+    def engine_for(self, pack: str | None = None) -> "Engine | None":
+        """The engine an agent on ``pack`` (None: a collection) runs with, loaded now, or None when it
+        needs none; a pack over a remote model is refused in one line (its state lives in a local engine)."""
+        if pack is not None:
+            self.parts.check_pack()
+        return self.engine() if self.uses_engine(pack) else None
 
     def local_engine(self) -> "Engine | None":
         """The engine when the chat model runs on it here (loaded now), else None."""
@@ -121,7 +129,7 @@ class Runtime:
     def _build_agent(self, collection: str | None, pack: str | None, overrides: dict, options: dict):
         update = {**overrides, **({"collection": collection} if collection else {})}
         settings = self.settings.model_copy(update=update) if update else self.settings
-        engine = self.engine() if self.uses_engine(pack) else None
+        engine = self.engine_for(pack)
         chat_model = self.chat_model(settings, reuse=False if options.get("no_reuse") else None)
         return self.parts.agent(settings, chat_model, engine, pack=pack, **options)
 

@@ -1,10 +1,11 @@
 """`feldspar batch` (the agent over a JSONL file of questions) and `feldspar eval answers`.
 
 Turns flags into Settings, opens the output file before any work (agents/batch.py locks it,
-repairs a torn last line and lists the ids already answered), reports malformed lines with
-their numbers, takes agents from the runtime app/compose.py builds (app/runtime.py: one
-engine for every collection and pack) and draws a progress bar with rate and ETA on stderr. The summary line says how many
-prompt tokens were reused vs computed. Knows flags, bars and tables; nothing of the graph.
+repairs a torn last line and lists the ids already answered), reports malformed lines with their
+numbers, takes agents from the runtime app/compose.py builds (app/runtime.py: one engine for
+every collection and pack) and draws a progress bar with rate and ETA on stderr. The summary
+line says how many prompt tokens were reused vs computed. Knows flags, bars and tables; nothing
+of the graph.
 """
 
 from __future__ import annotations

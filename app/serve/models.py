@@ -1,20 +1,20 @@
 """What `feldspar serve` serves: chat models over a chat backend, and the agent model.
 
 ``ServedModel(id, backend, engine=None)`` answers chat through any chat backend
-(agents/backend.py: the local engine's ``LocalChatBackend``, a ``ScriptedBackend`` in tests,
-a remote one) and plain / fill-in-the-middle completions when it has an ``engine``.
-``AgentModel`` answers chat through the agent graph (``feldspar-agent``) over a collection
-or a state pack, with citations; its agents come from the runtime the app passes in
-(app/runtime.py, built by app/compose.py), which builds each (collection, pack) once; a
-client that resends the whole conversation without ``thread_id`` continues the thread that
-answered it, only if it is that thread's principal and the thread has not moved on
-(app/serve/threads.py); a client's background task (app/serve/tasks.py) is answered by the
-plain model without a thread, and the request's generation settings reach the agent's model
-calls; a proxied remote model answers completions too. ``open_*`` validate a request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
-tool calls, finish reason, usage and extension fields): the server runs it on a lane
-(app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
-parser (model/toolcalls.py, repairs included). Knows chat backends, the engine's public
-API and agent events; nothing of HTTP.
+(agents/backend.py: the local engine's ``LocalChatBackend``, a ``ScriptedBackend`` in tests, a
+remote one) and plain / fill-in-the-middle completions when it has an ``engine``. ``AgentModel``
+answers chat through the agent graph (``feldspar-agent``) over a collection or a state pack,
+with citations; its agents come from the runtime the app passes in (app/runtime.py, built by
+app/compose.py), which builds each (collection, pack) once; a client that resends the whole
+conversation without ``thread_id`` continues the thread that answered it, only if it is that
+thread's principal and the thread has not moved on (app/serve/threads.py); a client's background
+task (app/serve/tasks.py) is answered by the plain model without a thread, and the request's
+generation settings reach the agent's model calls; a proxied remote model answers completions
+too. ``open_*`` validate a request and return a lazy iterator of ``Piece``s (visible text, then
+one ``Final`` with tool calls, finish reason, usage and extension fields): the server runs it on
+a lane (app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
+parser (model/toolcalls.py, repairs included). Knows chat backends, the engine's public API and
+agent events; nothing of HTTP.
 """
 
 from __future__ import annotations

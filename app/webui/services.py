@@ -84,9 +84,13 @@ class UiServices:
 
     def engine(self):
         """The loaded engine (loads it now if needed); a user error when it cannot load."""
+        return self._loading(self.runtime.engine)
+
+    def _loading(self, load):
+        """``load()``, its user error kept for the Models page (and raised)."""
         with self._build_lock:
             try:
-                engine = self.runtime.engine()
+                engine = load()
             except self.user_errors as exc:
                 self._engine_error = self.error_text(exc)
                 raise
@@ -231,8 +235,7 @@ class UiServices:
     def agent(self, choice: ChatChoice):
         """The agent for ``choice`` (built once by the runtime; loads the engine unless a chat model was injected)."""
         with self._lock:
-            if self.runtime.uses_engine(choice.pack):
-                self.engine()  # a model that cannot load is the Models page's message
+            self._loading(lambda: self.runtime.engine_for(choice.pack))  # the Models page says why it failed
             agent = self.runtime.agent(choice.collection, choice.pack, **self._agent_options(choice))
             backend = agent.deps.chat_model.backend
             if hasattr(backend, "progress"):  # the local engine: prefill progress for the page

@@ -158,9 +158,11 @@ def test_a_remote_runtime_shares_one_connected_backend_and_loads_nothing(remote_
     generator = runtime.generator()
     assert isinstance(generator, RemoteEngine) and generator.backend is runtime.backend()
     with pytest.raises(SettingsError, match="is a remote server"):
-        runtime.engine()  # packs and prompts need the model here: refused, not loaded
+        runtime.agent(pack="some-pack", **ASK)  # a pack's state lives in a local engine: refused, not loaded
+    spec = build_runtime(load_settings(model=f"openai:{remote_url}#granite-remote"))
+    assert spec.remote == (remote_url, "granite-remote") and spec.agent(**ASK).ask("Hi?")["text"] == "Remote answer."
     with pytest.raises(SettingsError, match="is a remote server"):
-        runtime.agent(pack="some-pack", **ASK)
+        spec.engine()  # packs, prompts and benchmarks need the model here
     assert loads == []
 
 
