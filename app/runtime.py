@@ -40,7 +40,8 @@ class Runtime:
         self._backend = self._retrieval = None
         self._chat_models: dict[tuple, Any] = {}
         self._agents: dict[tuple, Any] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held while a part is built
+        self._guard = threading.Lock()  # held only to read or add an agent
 
     @property
     def remote(self) -> tuple[str, str] | None:
@@ -115,16 +116,22 @@ class Runtime:
         tools_module, threads, no_reuse) and Settings ``overrides`` (agent_k, max_new_tokens …), built
         once and kept; ``per_thread``: one per calling thread."""
         key = _agent_key(collection, pack, overrides, options, per_thread)
-        with self._lock:
-            if key not in self._agents:
-                self._agents[key] = self._build_agent(collection, pack, overrides or {}, options)
-            return self._agents[key]
+        with self._lock:  # one build at a time; a lookup (cached_agent) never waits for one
+            agent = self._lookup(key)
+            if agent is None:
+                agent = self._build_agent(collection, pack, overrides or {}, options)
+                with self._guard:
+                    self._agents[key] = agent
+            return agent
 
     def cached_agent(self, collection: str | None = None, pack: str | None = None, *, overrides: dict | None = None,
                      **options: Any):
         """What ``agent(collection, pack, overrides=…, **options)`` returns when it is built already, else None."""
-        with self._lock:
-            return self._agents.get(_agent_key(collection, pack, overrides, options, False))
+        return self._lookup(_agent_key(collection, pack, overrides, options, False))
+
+    def _lookup(self, key: tuple):
+        with self._guard:
+            return self._agents.get(key)
 
     def _build_agent(self, collection: str | None, pack: str | None, overrides: dict, options: dict):
         update = {**overrides, **({"collection": collection} if collection else {})}
