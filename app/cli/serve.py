@@ -45,10 +45,9 @@ def serve(
     from feldspar.serve.run import bind_or_refuse, serve_forever
 
     quiet_libraries(verbose)
-    if pack and collection:
-        raise usage_error("choose --collection or --pack, not both")
-    if pack and no_agent:
-        raise usage_error("--pack is the agent's; drop --no-agent or --pack")
+    if pack and (collection or no_agent):
+        raise usage_error("choose --collection or --pack, not both" if collection
+                          else "--pack is the agent's; drop --no-agent or --pack")
     settings = settings_from(home=home, collection=collection, device=device, dtype=dtype, quant=quant,
                              max_new_tokens=max_new_tokens)
     _check_exposure(settings, host, model, served_name)
