@@ -9,7 +9,8 @@
     fs.batch("questions.jsonl", out="answers.jsonl")           # the same runner as `feldspar batch`
     fs.graph, fs.chat_model                                    # the compiled LangGraph graph, ChatGranite
 
-Everything is built by app/compose.py from one Settings, on first use: the engine is loaded
+Everything is built by the Runtime that app/compose.py makes from one Settings, on first use
+(app/runtime.py, the same object the CLI, the server and the UI hold): the engine is loaded
 when the first question needs it, the retrieval service when the first search or ingest
 does. ``Feldspar(chat_model=...)`` runs on any ChatGranite (the scripted one in tests and
 examples) without loading a checkpoint. Knows the composition root and the agent's answer
@@ -89,35 +90,32 @@ class Feldspar:
         self._asks = approve in (None, "ask")
         self._agent_options = {"policy": policy, "approve": "ask" if self._asks else approve,
                                "tools_module": tools_module}
-        self._agents = None
-        self._retrieval = None
+        self._runtime = None
 
     # ---- the parts, built on first use ------------------------------------------------------
     @property
-    def agents(self):
-        """The AgentFactory: ``agents(collection, pack)`` is the agent for that collection or pack."""
-        if self._agents is None:
-            from feldspar.compose import AgentFactory
+    def runtime(self):
+        """The Runtime (app/runtime.py) this object holds: the engine, chat model, retrieval and agents."""
+        if self._runtime is None:
+            from feldspar.compose import build_runtime
 
-            self._agents = AgentFactory(self.settings, chat_model=self._chat_model, **self._agent_options)
-        return self._agents
+            self._runtime = build_runtime(self.settings, chat_model=self._chat_model)
+        return self._runtime
+
+    @property
+    def agents(self):
+        """``agents(collection, pack)``: the agent for that collection or pack (the runtime's, built once)."""
+        return self.runtime.agents(**self._agent_options)
 
     @property
     def engine(self):
         """The local Granite engine (loaded now if it was not yet)."""
-        return self.agents.get_engine()
+        return self.runtime.engine()
 
     @property
     def chat_model(self):
         """The langchain chat model (ChatGranite) the agent uses; bind tools to it for your own graphs."""
-        if self._chat_model is None and self.agents.chat_model is not None:  # a remote server's model
-            self._chat_model = self.agents.chat_model
-        if self._chat_model is None:
-            from feldspar.compose import build_chat_model
-
-            self._chat_model = build_chat_model(self.settings, self.engine)
-            self.agents.chat_model = self._chat_model
-        return self._chat_model
+        return self.runtime.chat_model()
 
     @property
     def agent(self):
@@ -132,11 +130,7 @@ class Feldspar:
     @property
     def retrieval(self):
         """The retrieval service (ingest, search, sources) of the data home."""
-        if self._retrieval is None:
-            from feldspar.compose import build_retrieval
-
-            self._retrieval = build_retrieval(self.settings)
-        return self._retrieval
+        return self.runtime.retrieval()
 
     # ---- questions --------------------------------------------------------------------------
     def ask(self, question: str, thread: str | None = None, collection: str | None = None, pack: str | None = None,
@@ -226,9 +220,8 @@ class Feldspar:
         return extract(self.settings, *args, **kwargs)
 
     def close(self) -> None:
-        if self._retrieval is not None:
-            self._retrieval.close()
-            self._retrieval = None
+        if self._runtime is not None:
+            self._runtime.close()
 
     def __enter__(self) -> "Feldspar":
         return self

@@ -1,14 +1,19 @@
 """The composition root: the one place that builds Feldspar's parts from one Settings.
 
 Every other package receives plain arguments; only this module reads Settings fields
-and decides which concrete classes to use. Imports are local so `feldspar --help`
-stays fast and a part that is not used is never loaded.
+and decides which concrete classes to use. ``build_runtime(settings)`` decides once whether
+the model runs here or on a remote OpenAI-compatible server and returns the Runtime
+(app/runtime.py) that the CLI, the server, the web UI and the Python API hold; the Runtime
+builds each part once, on first use, through the builders below (engine, chat backend and
+chat model, retrieval, tools, thread store, and ``assemble_agent``: the agent graph over
+them). Imports are local so `feldspar --help` stays fast and a part that is not used is
+never loaded.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from feldspar.settings import Settings
 
@@ -43,28 +48,10 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
     repairs of damaged files…); by default they are quiet, the per-file reason says enough.
     """
     from feldspar.retrieval.bm25 import FieldBoosts
-    from feldspar.retrieval.ingest import IngestOptions
     from feldspar.retrieval.search import Fusion
     from feldspar.retrieval.service import RetrievalConfig, RetrievalService
-    from feldspar.retrieval.store import StoreLocation
 
-    if settings.chroma_host:
-        location = StoreLocation(host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl)
-        manifest_path = settings.home / f"manifest-{location.slug}.sqlite"
-    else:
-        location = StoreLocation(path=settings.chroma_dir)
-        manifest_path = settings.manifest_path
-    options = IngestOptions(
-        chunk_tokens=settings.chunk_tokens,
-        chunk_overlap=settings.chunk_overlap,
-        chunk_context=settings.chunk_context,
-        max_file_bytes=settings.max_file_bytes,
-        parse_timeout_s=settings.parse_timeout_s,
-        parse_memory_bytes=settings.parse_memory_mb * 1024**2,
-        parse_workers=settings.parse_workers,
-        flush_chunks=max(settings.embed_batch_size * 4, 4),
-        library_warnings=library_warnings,
-    )
+    location, manifest_path = _store_location(settings)
     config = RetrievalConfig(
         home=settings.home,
         location=location,
@@ -80,20 +67,106 @@ def build_retrieval(settings: Settings, library_warnings: bool = False):
         mmr=settings.search_mmr,
         fusion=Fusion(settings.rrf_k, settings.rrf_vector_weight, settings.rrf_bm25_weight),
         boosts=FieldBoosts(settings.bm25_title_boost, settings.bm25_heading_boost),
-        ingest=options,
+        ingest=_ingest_options(settings, library_warnings),
     )
     return RetrievalService(config)
 
 
-# ---- the agent ---------------------------------------------------------------------------
-def build_chat_model(settings: Settings, engine: "Engine", reuse: bool | None = None):
-    """ChatGranite over the local engine, with the generation settings (``reuse=False``: recompute every prompt)."""
-    from feldspar.agents.chat_model import ChatGranite
-    from feldspar.model.chat_backend import LocalChatBackend
+def _store_location(settings: Settings):
+    """(StoreLocation, manifest path): a Chroma server when ``chroma_host`` is set, else the data home's folder."""
+    from feldspar.retrieval.store import StoreLocation
 
-    return ChatGranite(backend=LocalChatBackend(engine), max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
-                       reuse=reuse)
+    if settings.chroma_host:
+        location = StoreLocation(host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl)
+        return location, settings.home / f"manifest-{location.slug}.sqlite"
+    return StoreLocation(path=settings.chroma_dir), settings.manifest_path
+
+
+def _ingest_options(settings: Settings, library_warnings: bool):
+    from feldspar.retrieval.ingest import IngestOptions
+
+    return IngestOptions(
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        chunk_context=settings.chunk_context,
+        max_file_bytes=settings.max_file_bytes,
+        parse_timeout_s=settings.parse_timeout_s,
+        parse_memory_bytes=settings.parse_memory_mb * 1024**2,
+        parse_workers=settings.parse_workers,
+        flush_chunks=max(settings.embed_batch_size * 4, 4),
+        library_warnings=library_warnings,
+    )
+
+
+# ---- the runtime and the agent ------------------------------------------------------------
+def build_runtime(settings: Settings, model: str | None = None, *, chat_model=None, engine: "Engine | None" = None):
+    """The Runtime (app/runtime.py) of ``settings``, where local vs remote is decided, once.
+
+    ``model`` (a `serve --model` name) replaces ``settings.model`` and runs remotely only when it is
+    an ``openai:`` spec; without it ``remote_target`` decides. A given ``chat_model`` or ``engine``
+    is used as is (nothing remote is connected then)."""
+    from feldspar.agents.remote_backend import parse_model_spec
+    from feldspar.runtime import Runtime
+
+    if model is not None:
+        settings = settings.model_copy(update={"model": model})
+        remote = parse_model_spec(model)
+    else:
+        remote = remote_target(settings)
+    if chat_model is not None or engine is not None:
+        remote = None
+    return Runtime(settings, Parts(settings, remote), chat_model=chat_model, engine=engine)
+
+
+class Parts:
+    """How a Runtime builds each part: this module's builders for one Settings, local or ``remote``
+    (base URL, model name) decided. The Runtime calls each at most once and keeps what it returns."""
+
+    def __init__(self, settings: Settings, remote: tuple[str, str] | None) -> None:
+        self.settings, self.remote = settings, remote
+
+    def engine(self) -> "Engine":
+        """The local engine of ``settings.model`` (an ``openai:`` spec is refused in one line)."""
+        return build_engine(self.settings)
+
+    def check_pack(self) -> None:
+        """An agent on a state pack needs the model here: refused in one line when it runs remotely."""
+        if self.remote is not None:
+            model = self.settings.model
+            refuse_remote(model if model.startswith("openai:") else f"openai:{self.remote[0]}")
+
+    def backend(self, engine):
+        """The chat backend: the remote server's, connected; else LocalChatBackend over ``engine()``."""
+        if self.remote is not None:
+            return build_remote_backend(self.settings, self.remote)
+        from feldspar.model.chat_backend import LocalChatBackend
+
+        return LocalChatBackend(engine())
+
+    def generator(self, backend, engine):
+        """What `feldspar chat` / `generate` drive: ``engine()``, or the remote ``backend()`` behind its methods."""
+        if self.remote is None:
+            return engine()
+        from feldspar.remote_engine import RemoteEngine
+
+        return RemoteEngine(backend())
+
+    def retrieval(self):
+        return build_retrieval(self.settings)
+
+    def chat_model(self, settings: Settings, backend, reuse: bool | None = None):
+        return build_chat_model(settings, backend, reuse)
+
+    def agent(self, settings: Settings, chat_model, engine: "Engine | None", **options):
+        return assemble_agent(settings, chat_model, engine, **options)
+
+
+def build_chat_model(settings: Settings, backend, reuse: bool | None = None):
+    """ChatGranite over a chat backend, with the generation settings (``reuse=False``: recompute every prompt)."""
+    from feldspar.agents.chat_model import ChatGranite
+
+    return ChatGranite(backend=backend, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                       top_p=settings.top_p, seed=settings.seed, reuse=reuse)
 
 
 def agent_config(settings: Settings, **overrides):
@@ -122,53 +195,79 @@ def collection_search(settings: Settings, service):
 
 
 def build_agent(settings: Settings, engine: "Engine | None" = None, *, chat_model=None, pack: str | None = None,
-                policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True,
-                no_reuse: bool = False):
-    """The agent graph wired to a chat model (ChatGranite over ``engine`` unless one is given),
-    the collection or a state pack, tools and persistent threads."""
+                **options):
+    """An agent of a runtime of its own (see ``assemble_agent`` for ``options``): over ``chat_model``
+    when given, else over ``engine`` or the model ``settings`` name."""
+    return build_runtime(settings, chat_model=chat_model, engine=engine).agent(None, pack, **options)
+
+
+@dataclass
+class _AnswerSource:
+    """Where an agent's answers come from: a state pack (``loaded``) or the collection's ``search``."""
+
+    config: Any
+    pack: str | None = None
+    retrieval: Any = None
+    search: Any = None
+    loaded: Any = None
+    mode_note: dict | None = None
+
+
+def assemble_agent(settings: Settings, chat_model, engine: "Engine | None" = None, *, pack: str | None = None,
+                   policy: str | None = None, approve: str | None = None, tools_module=None, threads: bool = True,
+                   no_reuse: bool = False):
+    """The agent graph wired to ``chat_model`` (``engine``: the local one behind it, when the model runs
+    here), the collection or a state pack, tools and persistent threads."""
     from feldspar.agents.adapters import EngineThreadStates, PromptTokenCounter, run_tool_record
     from feldspar.agents.nodes import AgentDeps
     from feldspar.agents.runner import Agent
 
-    if chat_model is None and engine is None:
-        chat_model = remote_chat_model(settings)
-    if pack is not None and engine is None and remote_target(settings) is not None:
-        refuse_remote(settings.model if settings.model.startswith("openai:") else f"openai:{settings.remote_url}")
-    if chat_model is None:
-        engine = engine or build_engine(settings)
-        chat_model = build_chat_model(settings, engine, reuse=False if no_reuse else None)
-    backend = chat_model.backend
     config = agent_config(settings, policy=policy or ("pack" if pack else None), approve=approve)
-    retrieval = search = pack_documents = mode_note = None
-    if pack is None and config.policy == "auto" and engine is not None and settings.long_context_share > 0:
-        retrieval = build_retrieval(settings)
-        collection_search(settings, retrieval)  # a missing or empty collection fails here
-        pack, mode_note = long_context_pack(settings, engine, retrieval, pack_tool_schemas(settings, tools_module))
-        if pack is not None:
-            config = replace(config, policy="pack")
-    meta: dict = {"model": backend.name, "collection": settings.collection if mode_note or not pack else None,
-                  "pack": pack}
-    if pack is not None:
-        loaded = attach_pack(settings, engine, pack)
-        pack_documents = loaded.documents
-        meta.update(pack_tokens=len(loaded.token_ids), pack_load_s=round(loaded.load_s, 4))
-    elif config.policy in ("always", "auto"):
-        retrieval = retrieval or build_retrieval(settings)
-        search = collection_search(settings, retrieval)
-    tools = [t for t in build_tools(settings, None if pack else retrieval, tools_module)
-             if t.name != "search_documents" and (pack is None or t.source != "builtin")]  # a pack: the user's own
-    if pack is not None:  # the pack's prefix holds the tools it was made with: say when they differ
-        from feldspar.pack_tools import reuse_note
-
-        mode_note = reuse_note(loaded.meta, [t.openai_schema() for t in tools]) or mode_note
-    deps = AgentDeps(chat_model=chat_model, config=config, search=search, tools=tools,
-                     run_tool=run_tool_record, pack_documents=pack_documents, context_window=backend.context_window,
-                     count_tokens=PromptTokenCounter(chat_model), mode_note=mode_note)
+    source = _answer_source(settings, engine, config, pack, tools_module)
+    meta: dict = {"model": chat_model.backend.name, "pack": source.pack,
+                  "collection": settings.collection if source.mode_note or not source.pack else None}
+    if source.loaded is not None:
+        meta.update(pack_tokens=len(source.loaded.token_ids), pack_load_s=round(source.loaded.load_s, 4))
+    tools = _agent_tools(settings, source, tools_module)
+    deps = AgentDeps(chat_model=chat_model, config=source.config, search=source.search, tools=tools,
+                     run_tool=run_tool_record, pack_documents=source.loaded.documents if source.loaded else None,
+                     context_window=chat_model.backend.context_window, count_tokens=PromptTokenCounter(chat_model),
+                     mode_note=source.mode_note)
     store = build_thread_store(settings) if threads else None
     hooks = None
     if engine is not None and settings.reuse and not no_reuse:
         hooks = EngineThreadStates(engine, settings.thread_states_dir, settings.thread_state_budget_bytes)
     return Agent(deps, store, meta=meta, state_hooks=hooks)
+
+
+def _answer_source(settings: Settings, engine, config, pack: str | None, tools_module) -> _AnswerSource:
+    """The given pack; else the collection's auto pack when policy auto and it fits the window; else search."""
+    source = _AnswerSource(config, pack)
+    if pack is None and config.policy == "auto" and engine is not None and settings.long_context_share > 0:
+        source.retrieval = build_retrieval(settings)
+        collection_search(settings, source.retrieval)  # a missing or empty collection fails here
+        source.pack, source.mode_note = long_context_pack(settings, engine, source.retrieval,
+                                                          pack_tool_schemas(settings, tools_module))
+        if source.pack is not None:
+            source.config = replace(config, policy="pack")
+    if source.pack is not None:
+        source.loaded = attach_pack(settings, engine, source.pack)
+    elif source.config.policy in ("always", "auto"):
+        source.retrieval = source.retrieval or build_retrieval(settings)
+        source.search = collection_search(settings, source.retrieval)
+    return source
+
+
+def _agent_tools(settings: Settings, source: _AnswerSource, tools_module) -> list:
+    """The agent's tools: on a pack only the user's own (and a note when they differ from the pack's)."""
+    pack = source.pack
+    tools = [t for t in build_tools(settings, None if pack else source.retrieval, tools_module)
+             if t.name != "search_documents" and (pack is None or t.source != "builtin")]
+    if pack is not None:  # the pack's prefix holds the tools it was made with: say when they differ
+        from feldspar.pack_tools import reuse_note
+
+        source.mode_note = reuse_note(source.loaded.meta, [t.openai_schema() for t in tools]) or source.mode_note
+    return tools
 
 
 def long_context_pack(settings: Settings, engine: "Engine", retrieval, tools=None) -> tuple[str | None, dict]:
@@ -273,29 +372,6 @@ def build_remote_backend(settings: Settings, target: tuple[str, str] | None = No
     return backend.connect()
 
 
-def remote_chat_model(settings: Settings):
-    """ChatGranite over the remote server when ``settings`` name one (Granite on an
-    OpenAI-compatible server), else None: the caller builds the local engine."""
-    return build_remote_chat_model(settings) if remote_target(settings) is not None else None
-
-
-def build_remote_chat_model(settings: Settings):
-    """ChatGranite over the remote server, with the generation settings."""
-    from feldspar.agents.chat_model import ChatGranite
-
-    return ChatGranite(backend=build_remote_backend(settings), max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
-
-
-def build_generator(settings: Settings):
-    """What `feldspar chat` / `generate` drive: the local engine, or the remote server behind the same methods."""
-    if remote_target(settings) is None:
-        return build_engine(settings)
-    from feldspar.remote_engine import RemoteEngine
-
-    return RemoteEngine(build_remote_backend(settings))
-
-
 def build_thread_store(settings: Settings):
     """Agent threads: PostgreSQL when ``postgres_url`` is set, else ``threads.sqlite`` in the data home."""
     from feldspar.agents.threads import ThreadStore
@@ -312,51 +388,3 @@ def check_thread_store(settings: Settings) -> None:
 
     if not settings.postgres_url:
         require_writable(settings.threads_path.parent)
-
-
-# ---- many questions: batch, eval answers, the Python API ----------------------------------
-class AgentFactory:
-    """Agents for any (collection, pack), built on first use and kept; all share one engine or chat model.
-
-    The engine is loaded only when the first agent needs it. Each calling thread gets agents of its
-    own (a thread store's SQLite connection serves one thread at a time). ``max_workers`` is how many
-    questions the backend can serve at once: its ``max_concurrency``, 1 when it declares none.
-    """
-
-    def __init__(self, settings: Settings, *, chat_model=None, engine: "Engine | None" = None, pack: str | None = None,
-                 **agent_options) -> None:
-        import threading
-
-        if chat_model is None and engine is None:
-            chat_model = remote_chat_model(settings)
-        self.settings, self.chat_model, self.engine, self.options = settings, chat_model, engine, agent_options
-        self.default_pack = pack  # used when a question names neither a collection nor a pack
-        self.agents: dict[tuple[str | None, str | None, int], object] = {}
-        self._lock, self._threading = threading.Lock(), threading
-
-    def check(self) -> None:
-        """Load the local engine now when the agents need one (a remote chat model is connected already)."""
-        if self.chat_model is None:
-            self.get_engine()
-
-    def get_engine(self) -> "Engine":
-        if self.engine is None:
-            self.engine = build_engine(self.settings)
-        return self.engine
-
-    def __call__(self, collection: str | None = None, pack: str | None = None):
-        if collection is None and pack is None:
-            pack = self.default_pack
-        with self._lock:
-            key = (collection, pack, self._threading.get_ident())
-            if key not in self.agents:
-                settings = self.settings.model_copy(update={"collection": collection}) if collection else self.settings
-                engine = self.get_engine() if self.chat_model is None else self.engine
-                self.agents[key] = build_agent(settings, engine, chat_model=self.chat_model, pack=pack, **self.options)
-            return self.agents[key]
-
-    def max_workers(self) -> int:
-        """How many requests the backend serves at once: its ``max_concurrency`` attribute, else 1
-        (the local engine serves one request at a time; a remote backend declares more)."""
-        chat_model = self.chat_model or self(None, None).deps.chat_model
-        return max(1, int(getattr(chat_model.backend, "max_concurrency", 1) or 1))

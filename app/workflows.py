@@ -2,8 +2,8 @@
 
 Reads files through retrieval's scanner and loaders (PDF pages, DOCX, code, data; a file
 that cannot be used is reported with its reason and the rest go on), or the indexed files
-of a collection through the retrieval service; builds the chat model through app/compose.py
-unless one is given; checks the output path before any model work; and hands plain
+of a collection through the retrieval service; takes the chat model from the runtime
+app/compose.py builds (app/runtime.py) unless one is given; checks the output path before any model work; and hands plain
 ``SourceText`` documents to the torch-free cores in agents/summarize.py and
 agents/extract.py. In long-context mode with the local engine, the documents are made
 into a state pack (``auto-<collection>``, shared with ``ask --policy auto``, or
@@ -125,17 +125,14 @@ def write_atomically(out: Path, text: str) -> None:
 
 
 def _chat_model(settings: Settings, chat_model, max_new_tokens: int | None = None):
-    """(chat model, local engine or None): the given model, or ChatGranite over the engine of ``settings``."""
-    if chat_model is None:
-        from feldspar.compose import build_chat_model, build_engine, remote_chat_model
+    """(chat model, local engine or None): the given model (and the engine behind it, if any), or the
+    chat model of the runtime of ``settings`` (ChatGranite over the local engine or the remote server)."""
+    if chat_model is not None:
+        return chat_model, getattr(chat_model.backend, "engine", None)
+    from feldspar.compose import build_runtime
 
-        remote = remote_chat_model(settings)
-        if remote is not None:  # no local engine
-            return remote, None
-
-        engine = build_engine(settings)
-        return build_chat_model(settings, engine), engine
-    return chat_model, getattr(chat_model.backend, "engine", None)
+    runtime = build_runtime(settings)
+    return runtime.chat_model(), runtime.local_engine()
 
 
 # ---- summarize -----------------------------------------------------------------------------

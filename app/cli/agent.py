@@ -1,6 +1,6 @@
 """`feldspar ask` (the agent's front door) and `feldspar threads list|show|rm|export`.
 
-Turns flags into Settings, builds the agent through app/compose.py, streams its answer
+Turns flags into Settings, takes the agent from the runtime app/compose.py builds, streams its answer
 and prints sources, the trace and reuse statistics (or all of it with --json). Approval
 of side-effecting tools: a y/n question when interactive, else --approve. Knows the
 agent's events and answer dicts; nothing of how the graph works inside.
@@ -136,10 +136,9 @@ def ask(
 ) -> None:
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
     from feldspar.agents.configuration import APPROVALS, POLICIES
-    from feldspar.agents.trace import format_trace
     from feldspar.cli.interrupt import on_interrupt
     from feldspar.cli.output import quiet_libraries
-    from feldspar.compose import build_agent, check_thread_store
+    from feldspar.compose import build_runtime, check_thread_store
 
     quiet_libraries(verbose)
     on_interrupt(INTERRUPTED)
@@ -149,21 +148,51 @@ def ask(
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
     if thread is not None:  # before any model or collection is loaded
         thread, (model, collection, pack) = _thread_defaults(home, thread, model=model, collection=collection, pack=pack)
-    if policy == "pack" and not pack:
-        raise typer.BadParameter("--policy pack answers from a state pack: give --pack NAME "
-                                 "(see `feldspar pack list`)", param_hint="--policy")
+    _check_pack_policy(policy, pack)
     flags = _pack_defaults({"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
                             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}, pack)
     settings = settings_from(**flags)
     check_thread_store(settings)  # an unusable data home fails before the model loads
     approver = _approver(approve, json_out)
-    agent = build_agent(settings, pack=pack, policy=policy, approve=approve or ("ask" if approver else "never"),
-                        tools_module=tools_module, no_reuse=no_reuse)
+    agent = build_runtime(settings).agent(None, pack, policy=policy, approve=approve or ("ask" if approver else "never"),
+                                          tools_module=tools_module, no_reuse=no_reuse)
     random_weights = bool(getattr(agent.deps.chat_model.backend, "random_weights", False))
-    if pack and (verbose or trace) and not json_out:
+    _say_pack_loaded(agent, pack, show=(verbose or trace) and not json_out)
+    answers, thread_id = _ask_in_turn(agent, questions, thread, approver, random_weights, json_out,
+                                      show_usage=verbose or trace, trace=trace)
+    _report_answers(agent, answers, thread_id, pack, random_weights, json_out, quiet=not verbose and not trace)
+
+
+def _report_answers(agent, answers: list[dict[str, Any]], thread_id: str | None, pack: str | None,
+                    random_weights: bool, json_out: bool, quiet: bool) -> None:
+    """The answers as JSON (--json), else how to continue the thread; exit 1 when none fit the window."""
+    if json_out:
+        print_json({"model": agent.meta.get("model"), "thread_id": thread_id, "pack": pack,
+                    "pack_load_s": agent.meta.get("pack_load_s"), "random_weights": random_weights, "answers": answers})
+    elif quiet:
+        err_console.print(f"[dim]thread {thread_id} (continue with --thread {thread_id})[/dim]")
+    if any(a.get("stop_reason") == "context_window" for a in answers):
+        raise typer.Exit(1)  # no answer: the conversation does not fit the window
+
+
+def _check_pack_policy(policy: str | None, pack: str | None) -> None:
+    if policy == "pack" and not pack:
+        raise typer.BadParameter("--policy pack answers from a state pack: give --pack NAME "
+                                 "(see `feldspar pack list`)", param_hint="--policy")
+
+
+def _say_pack_loaded(agent, pack: str | None, show: bool) -> None:
+    if pack and show:
         err_console.print(f"[dim]pack {pack!r}: {agent.meta['pack_tokens']:,} tokens loaded in "
                           f"{agent.meta['pack_load_s']:.2f} s[/dim]")
-    answers, thread_id = [], thread
+
+
+def _ask_in_turn(agent, questions: list[str], thread_id: str | None, approver, random_weights: bool, json_out: bool,
+                 show_usage: bool, trace: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """Each question in one thread, streamed and followed by its sources (unless --json); (answers, thread id)."""
+    from feldspar.agents.trace import format_trace
+
+    answers = []
     for question in questions:
         if not json_out and len(questions) > 1:
             console.print(f"[bold]Q:[/bold] {escape(question)}")
@@ -177,15 +206,9 @@ def ask(
             print_sources(answer)
             if trace:
                 console.print(format_trace(answer["trace"]), markup=False, highlight=False)
-            if verbose or trace:
+            if show_usage:
                 print_usage(answer)
-    if json_out:
-        print_json({"model": agent.meta.get("model"), "thread_id": thread_id, "pack": pack,
-                    "pack_load_s": agent.meta.get("pack_load_s"), "random_weights": random_weights, "answers": answers})
-    elif not verbose and not trace:
-        err_console.print(f"[dim]thread {thread_id} (continue with --thread {thread_id})[/dim]")
-    if any(a.get("stop_reason") == "context_window" for a in answers):
-        raise typer.Exit(1)  # no answer: the conversation does not fit the window
+    return answers, thread_id
 
 
 def print_stop(answer: dict[str, Any]) -> None:

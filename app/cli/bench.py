@@ -126,14 +126,13 @@ def bench_engine(
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
     from feldspar.bench.engine import BenchConfig, run_bench
+    from feldspar.bench.peer import PeerError
 
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
                       tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens,
                       peer_urls=tuple(peer_urls or ()),
                       decode_steps=parse_decode_step(decode_step))
-    from feldspar.bench.peer import PeerError
-
     try:
         report = run_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     except PeerError as exc:
@@ -212,7 +211,7 @@ def bench_agent(
     from feldspar.bench.agent import run_agent_bench, table_rows
     from feldspar.cli.retrieval import REPO_DOCS
     from feldspar.cli.root import settings_from
-    from feldspar.compose import build_agent, build_engine, build_retrieval
+    from feldspar.compose import build_runtime
     from feldspar.model.checkpoint_random import write_random_checkpoint
 
     log = lambda msg: err_console.print(f"[dim]{msg}[/dim]")  # noqa: E731
@@ -222,10 +221,10 @@ def bench_agent(
         settings = settings_from(home=Path(temp) / "home", model=str(checkpoint), device="cpu", dtype="float32",
                                  collection="docs", max_new_tokens=max_new_tokens, temperature=0.0)
         log(f"ingesting {REPO_DOCS} …")
-        build_retrieval(settings).ingest([REPO_DOCS])
-        engine = build_engine(settings)
-        agents = {"reuse": build_agent(settings, engine, approve="never", threads=False),
-                  "recompute": build_agent(settings, engine, approve="never", threads=False, no_reuse=True)}
+        runtime = build_runtime(settings)
+        runtime.retrieval().ingest([REPO_DOCS])
+        agents = {"reuse": runtime.agent(approve="never", threads=False),
+                  "recompute": runtime.agent(approve="never", threads=False, no_reuse=True)}
         report = run_agent_bench(agents, turns=turns, log=log)
     report.update(preset=preset, tiny=tiny, max_new_tokens=max_new_tokens)
     if json_out:

@@ -23,7 +23,7 @@ from feldspar.cli.generate import (
 from feldspar.cli.output import quiet_libraries
 from feldspar.cli.progress import prefill_progress
 from feldspar.cli.root import HomeOpt, ModelOpt, app, console, err_console, settings_from
-from feldspar.compose import build_generator
+from feldspar.compose import build_runtime
 
 COMMANDS = {
     "/help": "list these commands",
@@ -51,7 +51,7 @@ def chat(
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
     if saved is not None:
         tool_list, docs = tool_list or saved.get("tools"), docs or saved.get("documents")
-    engine = build_generator(settings)
+    engine = build_runtime(settings).generator()
     session = ChatSession(engine, system, tool_list, docs, _params(settings, max_new_tokens, temperature, top_p, seed,
                                                                    no_reuse))
     if saved is not None:

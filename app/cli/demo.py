@@ -47,12 +47,13 @@ def answer_question(agent, question: str = QUESTION) -> dict:
 
 
 def _answer(settings) -> None:
-    from feldspar.compose import build_agent, build_engine
+    from feldspar.compose import build_runtime
     from feldspar.errors import user_message
     from feldspar.model.errors import ModelError
 
+    runtime = build_runtime(settings.model_copy(update={"collection": "docs"}))
     try:
-        engine = build_engine(settings)
+        engine = runtime.engine()
     except ModelError as exc:
         console.print("[yellow]No Granite checkpoint could be loaded for the answer step:[/yellow] "
                       + escape(user_message(exc)))
@@ -60,7 +61,7 @@ def _answer(settings) -> None:
     if engine.random_weights:
         console.print(f"[yellow]{engine.resolved.source} holds random weights; not generating an answer from it.[/yellow]")
         return
-    answer_question(build_agent(settings.model_copy(update={"collection": "docs"}), engine, approve="never"))
+    answer_question(runtime.agent(approve="never"))
 
 
 def _shown_path(path: Path) -> str:

@@ -21,7 +21,7 @@ from feldspar.cli.root import (
 from feldspar.cli.output import quiet_libraries
 from feldspar.cli.structure import ChoiceOpt, RegexOpt, SchemaOpt, structure_from_flags
 from feldspar.cli.progress import prefill_progress
-from feldspar.compose import build_generator, refuse_remote
+from feldspar.compose import build_runtime, refuse_remote
 
 MaxNewOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", "-n", min=1, help="tokens to generate")]
 TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
@@ -120,18 +120,12 @@ def generate(
     --json-schema / --regex / --choice constrain decoding: the output has that structure."""
     quiet_libraries(verbose)
     settings = settings_from(home=home, model=model, device=device, dtype=dtype, quant=quant)
-    fim = any(x is not None for x in (fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file))
-    if fim and (text is not None or file is not None):
-        raise usage_error("fill-in-the-middle takes --fim-prefix/--fim-suffix, not a prompt argument or --file")
-    for given, from_file, flag in ((fim_prefix, fim_prefix_file, "--fim-prefix"), (fim_suffix, fim_suffix_file, "--fim-suffix")):
-        if given is not None and from_file is not None:
-            raise usage_error(f"give {flag} or {flag}-file, not both")
-    prefix = read_text_file(fim_prefix_file, "FIM prefix") if fim_prefix_file else (fim_prefix or "")
-    suffix = read_text_file(fim_suffix_file, "FIM suffix") if fim_suffix_file else (fim_suffix or "")
+    fim, prefix, suffix = _fim_parts(fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file,
+                                     given_prompt=text is not None or file is not None)
     prompt = None if fim else _prompt_text(text, file)
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
     structure = structure_from_flags(json_schema, regex, choice)
-    engine = build_generator(settings)
+    engine = build_runtime(settings).generator()
     params = replace(_params(settings, max_new_tokens, temperature, top_p, seed, no_reuse), structure=structure)
     random_weights = label_random(engine, show=not json_out)
     with prefill_progress(not json_out) as progress:
@@ -142,13 +136,32 @@ def generate(
         else:
             stream = engine.chat(_messages(prompt, system), tool_list, docs, params, progress)
         result = stream_to_terminal(stream, show=not json_out)
+    _print_generated(result, engine.name, tool_list, random_weights, json_out, verbose)
+
+
+def _print_generated(result, model: str, tool_list, random_weights: bool, json_out: bool, verbose: bool) -> None:
+    """--json: the result with its tool calls; --verbose: the statistics line (the text is streamed already)."""
     if json_out:
         turn = result.tool_turn(tool_list)
-        print_json({**result.to_dict(), "model": engine.name, "random_weights": random_weights,
+        print_json({**result.to_dict(), "model": model, "random_weights": random_weights,
                     "tool_calls": [c.to_openai() for c in turn.calls],
                     "tool_call_errors": [e.message for e in turn.errors], "tool_call_repairs": turn.repairs})
     elif verbose:
         print_stats(result, random_weights)
+
+
+def _fim_parts(fim_prefix: str | None, fim_suffix: str | None, fim_prefix_file: Path | None,
+               fim_suffix_file: Path | None, given_prompt: bool) -> tuple[bool, str, str]:
+    """(fill-in-the-middle?, prefix, suffix) from the --fim-* flags; mixing them with a prompt is refused."""
+    fim = any(x is not None for x in (fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file))
+    if fim and given_prompt:
+        raise usage_error("fill-in-the-middle takes --fim-prefix/--fim-suffix, not a prompt argument or --file")
+    for given, from_file, flag in ((fim_prefix, fim_prefix_file, "--fim-prefix"), (fim_suffix, fim_suffix_file, "--fim-suffix")):
+        if given is not None and from_file is not None:
+            raise usage_error(f"give {flag} or {flag}-file, not both")
+    prefix = read_text_file(fim_prefix_file, "FIM prefix") if fim_prefix_file else (fim_prefix or "")
+    suffix = read_text_file(fim_suffix_file, "FIM suffix") if fim_suffix_file else (fim_suffix or "")
+    return fim, prefix, suffix
 
 
 @app.command()

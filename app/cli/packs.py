@@ -16,7 +16,7 @@ from rich.markup import escape
 from feldspar.cli.generate import DeviceOpt, DtypeOpt
 from feldspar.cli.root import HomeOpt, JsonOpt, ModelOpt, console, err_console, pack_app, print_json, print_table, settings_from
 from feldspar.cli.progress import prefill_progress
-from feldspar.compose import build_engine, pack_tool_schemas
+from feldspar.compose import build_runtime, pack_tool_schemas
 
 
 
@@ -55,7 +55,7 @@ def pack_create(
     read = read_pack_documents(paths, settings.max_file_bytes)  # unreadable input fails before the model loads
     for skipped in read.skipped:
         err_console.print(f"[yellow]{skipped['status']}[/yellow] {escape(skipped['path'])}: {escape(skipped['reason'])}")
-    engine = build_engine(settings)
+    engine = build_runtime(settings).engine()
     on_interrupt(f"interrupted; no pack was saved" + (f" (the existing pack {name!r} is unchanged)" if force else ""))
     if not json_out:
         err_console.print(f"[dim]prefilling {len(read.documents)} document(s) with {escape(engine.name)}…[/dim]")

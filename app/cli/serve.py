@@ -45,17 +45,12 @@ def serve(
     from feldspar.serve.run import bind_or_refuse, serve_forever
 
     quiet_libraries(verbose)
-    if pack and collection:
-        raise usage_error("choose --collection or --pack, not both")
-    if pack and no_agent:
-        raise usage_error("--pack is the agent's; drop --no-agent or --pack")
+    if pack and (collection or no_agent):
+        raise usage_error("choose --collection or --pack, not both" if collection
+                          else "--pack is the agent's; drop --no-agent or --pack")
     settings = settings_from(home=home, collection=collection, device=device, dtype=dtype, quant=quant,
                              max_new_tokens=max_new_tokens)
-    if host not in LOOPBACK_HOSTS and not settings.api_key:
-        err_console.print(f"[yellow]warning: serving on {host} without an API key: anyone who can reach this "
-                          "machine can use it; set FELDSPAR_API_KEY[/yellow]")
-    if served_name and len(served_name) > len(model or [settings.model]):
-        raise usage_error("give at most one --served-name per --model")
+    _check_exposure(settings, host, model, served_name)
     sock = bind_or_refuse(host, port)  # a port in use fails here, not after the models have loaded
     err_console.print("[dim]loading models …[/dim]")
     try:
@@ -64,15 +59,28 @@ def serve(
     except BaseException:
         sock.close()
         raise
-    state = server.state.feldspar
-    for served in state.models.values():
+    announce = _announce(server, settings.serve_queue if queue is None else queue, bool(settings.api_key))
+    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce, sock=sock)
+
+
+def _check_exposure(settings, host: str, model: list[str] | None, served_name: list[str] | None) -> None:
+    """A warning when serving beyond loopback without an API key; too many --served-name refused."""
+    if host not in LOOPBACK_HOSTS and not settings.api_key:
+        err_console.print(f"[yellow]warning: serving on {host} without an API key: anyone who can reach this "
+                          "machine can use it; set FELDSPAR_API_KEY[/yellow]")
+    if served_name and len(served_name) > len(model or [settings.model]):
+        raise usage_error("give at most one --served-name per --model")
+
+
+def _announce(server, waiting: int, token: bool):
+    """Name each served model now (random weights said so); the returned function prints the address once bound."""
+    for served in server.state.feldspar.models.values():
         label = " (RANDOM WEIGHTS: its text is noise)" if served.random_weights else ""
         err_console.print(f"model [bold]{escape(served.id)}[/bold]{label}", highlight=False, soft_wrap=True)
-    waiting = settings.serve_queue if queue is None else queue
-    token = ", bearer token required" if settings.api_key else ""
+    required = ", bearer token required" if token else ""
 
     def announce(url: str) -> None:
-        err_console.print(f"serving the OpenAI API on {url}/v1 ({waiting} waiting per engine{token}); Ctrl-C stops",
+        err_console.print(f"serving the OpenAI API on {url}/v1 ({waiting} waiting per engine{required}); Ctrl-C stops",
                           highlight=False, soft_wrap=True)  # one line: scripts read the address from it
 
-    serve_forever(server, host, port, log_level="info" if verbose else "warning", announce=announce, sock=sock)
+    return announce

@@ -1,10 +1,11 @@
 """`feldspar batch` (the agent over a JSONL file of questions) and `feldspar eval answers`.
 
 Turns flags into Settings, opens the output file before any work (agents/batch.py locks it,
-repairs a torn last line and lists the ids already answered), reports malformed lines with
-their numbers, builds agents through app/compose.py (one engine for every collection and
-pack) and draws a progress bar with rate and ETA on stderr. The summary line says how many
-prompt tokens were reused vs computed. Knows flags, bars and tables; nothing of the graph.
+repairs a torn last line and lists the ids already answered), reports malformed lines with their
+numbers, takes agents from the runtime app/compose.py builds (app/runtime.py: one engine for
+every collection and pack) and draws a progress bar with rate and ETA on stderr. The summary
+line says how many prompt tokens were reused vs computed. Knows flags, bars and tables; nothing
+of the graph.
 """
 
 from __future__ import annotations
@@ -47,14 +48,13 @@ def report_bad_lines(path: Path, bad: list[Any]) -> None:
 
 def _factory(flags: dict[str, Any], pack: str | None, policy: str | None, approve: str | None, tools_module,
              no_reuse: bool):
-    from feldspar.compose import AgentFactory
-
+    from feldspar.compose import build_runtime
     from feldspar.home import require_writable
 
     settings = settings_from(**_pack_defaults(flags, pack))
     require_writable(settings.home)  # threads and their saved states are written there
-    return AgentFactory(settings, pack=pack, policy=policy, approve=approve or "never", tools_module=tools_module,
-                        no_reuse=no_reuse)
+    return build_runtime(settings).agents(pack=pack, policy=policy, approve=approve or "never",
+                                          tools_module=tools_module, no_reuse=no_reuse)
 
 
 def choose_workers(factory, requested: int, quiet: bool) -> int:
@@ -201,8 +201,8 @@ def eval_answers_command(
     json_out: JsonOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Run the agent over questions with expected sources/facts: source recall, citation precision, matches."""
-    from feldspar.agents.answer_eval import EXPECTED_KEYS, evaluate_records, require_expectations
-    from feldspar.agents.batch import AnswerLog, BatchError, read_questions, run_batch
+    from feldspar.agents.answer_eval import evaluate_records
+    from feldspar.agents.batch import AnswerLog
     from feldspar.cli.output import quiet_libraries
 
     quiet_libraries(verbose)
@@ -210,33 +210,46 @@ def eval_answers_command(
     if pack and collection:
         raise usage_error("choose --collection or --pack, not both")
     log = AnswerLog(out, keep_records=True) if out is not None else None
+    flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
+             "max_new_tokens": max_new_tokens, "seed": seed, "temperature": 0.0}
     try:
-        items, bad = read_questions(questions, extra_keys=EXPECTED_KEYS)
-        items, unusable = require_expectations(items)
-        bad = sorted(bad + unusable, key=lambda b: b.line)
-        report_bad_lines(questions, bad)
-        if not items:
-            raise BatchError(f"{questions} has no usable question ({len(bad)} malformed line(s))")
-        flags = {"home": home, "model": model, "device": device, "dtype": dtype, "collection": collection,
-                 "max_new_tokens": max_new_tokens, "seed": seed, "temperature": 0.0}
-        factory = _factory(flags, pack, policy, "never", tools_module, False)
-        earlier = {str(r.get("id")): r for r in log.records} if log is not None else {}
-        earlier = {key: r for key, r in earlier.items() if not r.get("error")}  # failed lines are asked again
-        if any(item.id not in earlier for item in items):
-            factory.get_engine()
-        with BatchBar(sum(item.id not in earlier for item in items), enabled=not json_out) as bar:
-            new, _summary = run_batch(items, factory, log.append if log is not None else (lambda record: None),
-                                      done=set(earlier), on_record=bar.advance, describe_error=describe_error)
+        items, bad, records = _eval_records(questions, log, lambda: _factory(flags, pack, policy, "never",
+                                                                             tools_module, False), json_out)
     finally:
         if log is not None:
             log.close()
-    answered = {r["id"]: r for r in new}
-    records = [answered.get(item.id) or {**earlier[item.id], **item.extra} for item in items]
     report = evaluate_records(records)
     report["bad_lines"] = [vars(b) for b in bad]
     if json_out:
         print_json(report)
         return
+    _print_eval(report)
+
+
+def _eval_records(questions: Path, log, make_factory, json_out: bool):
+    """(items, bad lines, one answer record per item): earlier answers from ``log``, the rest asked now."""
+    from feldspar.agents.answer_eval import EXPECTED_KEYS, require_expectations
+    from feldspar.agents.batch import BatchError, read_questions, run_batch
+
+    items, bad = read_questions(questions, extra_keys=EXPECTED_KEYS)
+    items, unusable = require_expectations(items)
+    bad = sorted(bad + unusable, key=lambda b: b.line)
+    report_bad_lines(questions, bad)
+    if not items:
+        raise BatchError(f"{questions} has no usable question ({len(bad)} malformed line(s))")
+    factory = make_factory()
+    earlier = {str(r.get("id")): r for r in log.records} if log is not None else {}
+    earlier = {key: r for key, r in earlier.items() if not r.get("error")}  # failed lines are asked again
+    if any(item.id not in earlier for item in items):
+        factory.check()
+    with BatchBar(sum(item.id not in earlier for item in items), enabled=not json_out) as bar:
+        new, _summary = run_batch(items, factory, log.append if log is not None else (lambda record: None),
+                                  done=set(earlier), on_record=bar.advance, describe_error=describe_error)
+    answered = {r["id"]: r for r in new}
+    return items, bad, [answered.get(item.id) or {**earlier[item.id], **item.extra} for item in items]
+
+
+def _print_eval(report: dict[str, Any]) -> None:
     rows = [{**q, **{k: _fmt(v) for k, v in q.items() if k in ("source_recall", "citation_precision", "contains")}}
             for q in report["per_question"]]
     print_table(rows, ["id", "source_recall", "citation_precision", "exact_match", "contains", "cited", "error"],

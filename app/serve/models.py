@@ -1,26 +1,24 @@
 """What `feldspar serve` serves: chat models over a chat backend, and the agent model.
 
 ``ServedModel(id, backend, engine=None)`` answers chat through any chat backend
-(agents/backend.py: the local engine's ``LocalChatBackend``, a ``ScriptedBackend`` in tests,
-a remote one) and plain / fill-in-the-middle completions when it has an ``engine``.
-``AgentModel`` answers chat through the agent graph (``feldspar-agent``) over a collection
-or a state pack, with citations; its agents are built by a factory the app passes in
-(app/compose.py builds them) and cached per (collection, pack); a client that resends the
-whole conversation without ``thread_id`` continues the thread that answered it, only if it is
-that thread's principal and the thread has not moved on (app/serve/threads.py); a client's
-background task (app/serve/tasks.py) is answered by the plain model without a thread, and
-the request's generation settings reach the agent's model calls; a proxied remote model
-answers completions too. ``open_*`` validate a
-request and return a lazy iterator of ``Piece``s (visible text, then one ``Final`` with
-tool calls, finish reason, usage and extension fields): the server runs it on a lane
-(app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
-parser (model/toolcalls.py, repairs included). Knows chat backends, the engine's public
-API and agent events; nothing of HTTP.
+(agents/backend.py: the local engine's ``LocalChatBackend``, a ``ScriptedBackend`` in tests, a
+remote one) and plain / fill-in-the-middle completions when it has an ``engine``. ``AgentModel``
+answers chat through the agent graph (``feldspar-agent``) over a collection or a state pack,
+with citations; its agents come from the runtime the app passes in (app/runtime.py, built by
+app/compose.py), which builds each (collection, pack) once; a client that resends the whole
+conversation without ``thread_id`` continues the thread that answered it, only if it is that
+thread's principal and the thread has not moved on (app/serve/threads.py); a client's background
+task (app/serve/tasks.py) is answered by the plain model without a thread, and the request's
+generation settings reach the agent's model calls; a proxied remote model answers completions
+too. ``open_*`` validate a request and return a lazy iterator of ``Piece``s (visible text, then
+one ``Final`` with tool calls, finish reason, usage and extension fields): the server runs it on
+a lane (app/serve/lanes.py). Tool calls are read from the model's raw text by Feldspar's own
+parser (model/toolcalls.py, repairs included). Knows chat backends, the engine's public API and
+agent events; nothing of HTTP.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -204,19 +202,19 @@ def _sampling(request: Any) -> dict[str, Any]:
 class AgentModel:
     """``feldspar-agent``: the agent graph over a collection or a state pack, with citations.
 
-    ``build(collection, pack)`` returns an agent (feldspar.agents.runner.Agent); the server
-    calls it on the engine's lane, once per (collection, pack), through ``agent_for``.
+    ``agents(collection, pack)`` returns an agent (feldspar.agents.runner.Agent): the runtime's
+    ``Agents`` (app/runtime.py) builds each once and keeps it, and its ``cached(collection, pack)``
+    returns it without building (a plain function has no such shortcut). The server builds agents
+    on the engine's lane, in order with generations, through ``agent_for``.
     """
 
     kind = "agent"
 
-    def __init__(self, build: Callable[[str | None, str | None], Any], backend: Any, default_collection: str | None,
+    def __init__(self, agents: Any, backend: Any, default_collection: str | None,
                  default_pack: str | None = None, lane_key: Any = None, id: str = AGENT_MODEL) -> None:
-        self.id, self.build, self.backend = id, build, backend
+        self.id, self.agents, self.backend = id, agents, backend
         self.default_collection, self.default_pack = default_collection, default_pack
         self.lane_key = lane_key if lane_key is not None else backend
-        self._agents: dict[tuple[str | None, str | None], Any] = {}
-        self._guard = threading.Lock()
         self.conversations = Conversations()
 
     random_weights = property(lambda self: backend_random_weights(self.backend))
@@ -236,17 +234,12 @@ class AgentModel:
         return (None, self.default_pack) if self.default_pack else (self.default_collection, None)
 
     def cached(self, key: tuple[str | None, str | None]) -> Any:
-        with self._guard:
-            return self._agents.get(key)
+        cached = getattr(self.agents, "cached", None)
+        return cached(*key) if cached is not None else None
 
     def agent_for(self, key: tuple[str | None, str | None]) -> Any:
-        """Build (once) the agent for ``key``; runs on the lane, in order with generations."""
-        agent = self.cached(key)
-        if agent is None:
-            agent = _pack_errors(lambda: self.build(*key))
-            with self._guard:
-                self._agents[key] = agent
-        return agent
+        """The agent for ``key`` (built on first use); runs on the lane, in order with generations."""
+        return self.cached(key) or _pack_errors(lambda: self.agents(*key))
 
     def open_chat(self, agent: Any, request: ChatRequest, key: tuple[str | None, str | None],
                   principal: str = "", task: str | None = None) -> Callable[[], Iterator[Piece]]:

@@ -8,8 +8,9 @@ anything else is a bug and is kept with its traceback in the log and the message
 
 ``hook(job, event)``, when given, is called from the job's thread at named points (``batch``
 after each written ingest batch, ``prefill`` before a pack's prefill): tests use it to hold a
-job at a known point without sleeping. Knows threads and error words; nothing of Streamlit,
-retrieval or models.
+job at a known point without sleeping. ``JobProgress(job)`` reports an ingest's progress calls
+(the retrieval layer's progress protocol) into a job. Knows threads and error words; nothing of
+Streamlit, retrieval or models.
 """
 
 from __future__ import annotations
@@ -118,3 +119,27 @@ class Job:
         with self._lock:
             self._view = replace(self._view, state=state, message=message,
                                  result={**self._view.result, **result}, finished=time.time())
+
+
+class JobProgress:
+    """The retrieval layer's ingest progress protocol (start, advance, working_on, chunks, notice), reported into a Job."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def start(self, total: int, label: str) -> None:
+        view = self.job.view()
+        self.job.update(phase=f"reading {label}", total=view.total + total)
+
+    def advance(self, n: int = 1) -> None:
+        self.job.advance(n)
+
+    def working_on(self, path: str) -> None:
+        self.job.update(current=path)
+
+    def chunks(self, written: int) -> None:
+        self.job.update(chunks=written)
+        self.job.checkpoint("batch")
+
+    def notice(self, message: str) -> None:
+        self.job.notice(message)

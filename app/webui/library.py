@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from feldspar.errors import user_error_types, user_message
 from feldspar.settings import Settings
-from feldspar.webui.jobs import Job, JobView, Refused
+from feldspar.webui.jobs import Job, JobProgress, JobView, Refused
 from feldspar.webui.uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
 STATUSES = ("indexed", "skipped", "failed", "pending")
@@ -63,30 +63,6 @@ def _attempt(action: Callable[[], tuple[str, Any]]) -> Outcome:
     except (Refused, *user_error_types()) as exc:
         return Outcome(False, user_message(exc))
     return Outcome(True, message, value)
-
-
-class _JobProgress:
-    """The retrieval layer's ingest progress protocol, reported into a Job."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def start(self, total: int, label: str) -> None:
-        view = self.job.view()
-        self.job.update(phase=f"reading {label}", total=view.total + total)
-
-    def advance(self, n: int = 1) -> None:
-        self.job.advance(n)
-
-    def working_on(self, path: str) -> None:
-        self.job.update(current=path)
-
-    def chunks(self, written: int) -> None:
-        self.job.update(chunks=written)
-        self.job.checkpoint("batch")
-
-    def notice(self, message: str) -> None:
-        self.job.notice(message)
 
 
 class LibraryServices:
@@ -273,7 +249,7 @@ class LibraryServices:
             def work(job: Job) -> tuple[str, dict]:
                 service.announce = job.notice  # "building the int8 embedder …" on first use
                 try:
-                    summary = service.ingest(paths, collection, progress=_JobProgress(job), stop=job.stop)
+                    summary = service.ingest(paths, collection, progress=JobProgress(job), stop=job.stop)
                 finally:
                     service.announce = None
                 counts = " · ".join(f"{k} {v:,}" for k, v in summary.counts().items())
@@ -396,8 +372,8 @@ def build_library(settings: Settings, engine=None, hook=None, tools_module=None)
     """The web UI's documents and packs services (this module); ``engine``: a callable
     returning an already loaded engine to share for pack creation (default: loaded on first use).
     Packs are made with the tools the chats on them offer (``tools_module`` or the settings')."""
-    from feldspar.compose import build_engine, build_retrieval, pack_tool_schemas
+    from feldspar.compose import build_retrieval, build_runtime, pack_tool_schemas
 
     return LibraryServices(settings, retrieval=lambda: build_retrieval(settings),
-                           engine=engine or (lambda: build_engine(settings)), hook=hook,
+                           engine=engine or build_runtime(settings).engine, hook=hook,
                            tools=lambda: pack_tool_schemas(settings, tools_module))

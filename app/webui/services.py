@@ -6,7 +6,8 @@ message, not a crash, and the next use tries again), agents are built once per c
 (collection or pack, policy, k, generation settings) and share the persistent threads of
 the CLI. Tests inject a chat model (``chat_model=``, e.g. ChatGranite over the scripted
 backend) or an engine (``engine=``). One turn runs at a time on the one model
-(``stream_turn`` holds a lock). The chat-page data shapes (turns of a thread, sources,
+(``stream_turn`` holds a lock). The engine and the agents are the Runtime's (app/runtime.py,
+built by compose; a new one when the model is switched). The chat-page data shapes (turns of a thread, sources,
 budget) come from app/webui/chat.py. Knows compose, Settings and the agent's public API;
 renders nothing.
 """
@@ -48,11 +49,10 @@ class UiServices:
 
         self.random_label = RANDOM_LABEL  # the CLI's words, on every random-weight answer
         self._chat_model = chat_model      # injected (tests, the test-only scripted switch)
-        self._engine = engine              # injected or loaded on first use
+        self.runtime = self._runtime(settings, engine)  # the engine (injected or loaded on first use), agents
         self._engine_error: str | None = None
         self._tools_module = tools_module
         self._models_used = [settings.model]
-        self._agents: dict[ChatChoice, Any] = {}
         self._threads = None
         self._retrieval = None
         self._library = None
@@ -73,19 +73,29 @@ class UiServices:
         return user_message(exc)
 
     # ---- the model -------------------------------------------------------------------
+    def _runtime(self, settings: Settings, engine: Any = None):
+        from feldspar.compose import build_runtime
+
+        return build_runtime(settings, chat_model=self._chat_model, engine=engine)
+
+    @property
+    def _engine(self):
+        return self.runtime.loaded_engine
+
     def engine(self):
         """The loaded engine (loads it now if needed); a user error when it cannot load."""
-        with self._build_lock:
-            if self._engine is None:
-                from feldspar.compose import build_engine
+        return self._loading(self.runtime.engine)
 
-                try:
-                    self._engine = build_engine(self.settings)
-                    self._engine_error = None
-                except self.user_errors as exc:
-                    self._engine_error = self.error_text(exc)
-                    raise
-            return self._engine
+    def _loading(self, load):
+        """``load()``, its user error kept for the Models page (and raised)."""
+        with self._build_lock:
+            try:
+                engine = load()
+            except self.user_errors as exc:
+                self._engine_error = self.error_text(exc)
+                raise
+            self._engine_error = None
+            return engine
 
     def model_choices(self) -> list[str]:
         """The models the sidebar offers: those used in this server (the configured one first), then the catalog's."""
@@ -108,8 +118,8 @@ class UiServices:
                 return
             self.settings = self.settings.model_copy(update={"model": name})
             self._models_used.append(name)
-            self._engine, self._engine_error, self._library = None, None, None
-            self._agents.clear()
+            self.runtime = self._runtime(self.settings)  # a new engine and new agents, on next use
+            self._engine_error, self._library = None, None
 
     @property
     def engine_loaded(self) -> bool:
@@ -223,32 +233,23 @@ class UiServices:
                           k=s.agent_k, max_new_tokens=s.max_new_tokens, temperature=s.temperature)
 
     def agent(self, choice: ChatChoice):
-        """The agent for ``choice`` (built once; loads the engine unless a chat model was injected)."""
+        """The agent for ``choice`` (built once by the runtime; loads the engine unless a chat model was injected)."""
         with self._lock:
-            if choice not in self._agents:
-                self._agents[choice] = self._build_agent(choice)
-            return self._agents[choice]
+            self._loading(lambda: self.runtime.engine_for(choice.pack))  # the Models page says why it failed
+            agent = self.runtime.agent(choice.collection, choice.pack, **self._agent_options(choice))
+            backend = agent.deps.chat_model.backend
+            if hasattr(backend, "progress"):  # the local engine: prefill progress for the page
+                backend.progress = self._prefilled
+            return agent
 
-    def _build_agent(self, choice: ChatChoice):
-        from feldspar.compose import build_agent, build_chat_model, remote_chat_model
-
-        settings = self.settings.model_copy(update={
-            "collection": choice.collection or self.settings.collection, "agent_k": choice.k,
-            "max_new_tokens": choice.max_new_tokens, "temperature": choice.temperature})
-        chat_model = self._chat_model
-        if chat_model is None and choice.pack is None:
-            chat_model = remote_chat_model(settings)
-        engine = None if chat_model is not None and choice.pack is None else self.engine()
-        if chat_model is None:
-            chat_model = build_chat_model(settings, engine)
-        if hasattr(chat_model.backend, "progress"):  # the local engine: prefill progress for the page
-            chat_model.backend.progress = self._prefilled
-        return build_agent(settings, engine, chat_model=chat_model, pack=choice.pack, policy=choice.policy,
-                           approve="ask", tools_module=self._tools_module)
+    def _agent_options(self, choice: ChatChoice) -> dict[str, Any]:
+        return {"overrides": {"agent_k": choice.k, "max_new_tokens": choice.max_new_tokens,
+                              "temperature": choice.temperature},
+                "policy": choice.policy, "approve": "ask", "tools_module": self._tools_module}
 
     def known_window(self, choice: ChatChoice) -> int | None:
         """The chat model's context window when it is at hand, without loading a model for it."""
-        agent = self._agents.get(choice)
+        agent = self.runtime.cached_agent(choice.collection, choice.pack, **self._agent_options(choice))
         if agent is not None:
             return int(agent.deps.context_window)
         if self._chat_model is not None:

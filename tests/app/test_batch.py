@@ -1,6 +1,6 @@
 """`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/workflows.py).
 
-The runner is driven through the real composition root (AgentFactory → build_agent → the
+The runner is driven through the real composition root (Runtime.agents → assemble_agent → the
 agent graph) on a scripted Granite chat model; the command itself runs on the tiny random
 checkpoint, once killed with a real SIGKILL in the middle of writing an answer.
 """
@@ -52,10 +52,10 @@ def scripted(n: int = 64, max_concurrency: int | None = None):
 
 
 def factory(chat_model=None):
-    from feldspar.compose import AgentFactory
+    from feldspar.compose import build_runtime
     from feldspar.settings import load_settings
 
-    return AgentFactory(load_settings(), chat_model=chat_model or scripted(), policy="none", approve="never")
+    return build_runtime(load_settings(), chat_model=chat_model or scripted()).agents(policy="none", approve="never")
 
 
 def write_lines(path: Path, *lines: str) -> Path:
@@ -187,10 +187,10 @@ def test_a_failing_question_is_recorded_and_the_rest_answered(tmp_path):
 
 
 def test_the_local_engine_runs_one_worker(tiny_checkpoint):
-    from feldspar.compose import AgentFactory
+    from feldspar.compose import build_runtime
     from feldspar.settings import load_settings
 
-    agents = AgentFactory(load_settings(model=str(tiny_checkpoint)), policy="none")
+    agents = build_runtime(load_settings(model=str(tiny_checkpoint))).agents(policy="none")
     assert agents.max_workers() == 1
 
 

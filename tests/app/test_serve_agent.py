@@ -51,7 +51,7 @@ def settings(tmp_path_factory, tiny_checkpoint):
 def server(settings):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_agent
+    from feldspar.compose import build_runtime
     from feldspar.serve.server import build_server
     from feldspar.serve.models import AgentModel
     from feldspar.serve.run import serve_in_thread
@@ -59,11 +59,9 @@ def server(settings):
     scripted = ScriptedBackend([ANSWER] * 50, name="scripted-granite")
     chat_model = ChatGranite(backend=scripted)
 
-    def build(collection, pack):
-        chosen = settings.model_copy(update={"collection": collection or settings.collection, "max_new_tokens": 256})
-        return build_agent(chosen, chat_model=chat_model, approve="never")
-
-    scripted_agent = AgentModel(build, scripted, default_collection="manuals", id="scripted-agent")
+    runtime = build_runtime(settings.model_copy(update={"max_new_tokens": 256}), chat_model=chat_model)
+    scripted_agent = AgentModel(runtime.agents(approve="never").shared(), scripted, default_collection="manuals",
+                                id="scripted-agent")
     app = build_server(settings, extra_models=[scripted_agent])  # + the tiny model and its feldspar-agent
     with serve_in_thread(app) as url:
         yield {"url": url, "scripted": scripted}

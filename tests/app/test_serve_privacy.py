@@ -23,7 +23,7 @@ SECRET = "my card number is 4111 1111 1111 1111"
 def start(tmp_path_factory, api_key):
     from feldspar.agents.chat_model import ChatGranite
     from feldspar.agents.scripted import ScriptedBackend
-    from feldspar.compose import build_agent
+    from feldspar.compose import build_runtime
     from feldspar.serve.endpoints import create_app
     from feldspar.serve.models import AgentModel
     from feldspar.serve.run import serve_in_thread
@@ -32,9 +32,8 @@ def start(tmp_path_factory, api_key):
     settings = load_settings(home=tmp_path_factory.mktemp("privacy-home"), collection="notes")
     scripted = ScriptedBackend([HELLO] * 200, name="scripted-granite")
     chat_model = ChatGranite(backend=scripted)
-    agent = AgentModel(lambda collection, pack: build_agent(settings, chat_model=chat_model, policy="none",
-                                                            approve="never"),
-                       scripted, default_collection="notes", id="agent")
+    agents = build_runtime(settings, chat_model=chat_model).agents(policy="none", approve="never").shared()
+    agent = AgentModel(agents, scripted, default_collection="notes", id="agent")
     return scripted, serve_in_thread(create_app([agent], api_key=api_key))
 
 
