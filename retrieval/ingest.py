@@ -45,7 +45,7 @@ from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.errors import InvalidSource, StoreBusy
 from feldspar.retrieval.loaders import load_file
 from feldspar.retrieval.manifest import FileRecord, Manifest
-from feldspar.retrieval.progress import NoProgress, Progress
+from feldspar.retrieval.progress import Progress, filled
 from feldspar.retrieval.sandbox import ParserPool
 from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
 from feldspar.retrieval.store import ChromaStore, ChunkCollection
@@ -190,7 +190,7 @@ class Ingestor:
             with stop_on_interrupt(stop) as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
                                                          self.options.parse_memory_bytes,
                                                          self.options.library_warnings) as pool:
-                run = _Run(self, chunks, progress or NoProgress(), stop)
+                run = _Run(self, chunks, filled(progress), stop)
                 for root, only in targets:
                     if not run.sync_root(root, only, prune and only is None, pool):
                         break

@@ -8,7 +8,9 @@ chunks embedded and stored, after every embedding batch (the one chunk count a d
 it is also what the summary's ``chunks_written`` ends at); ``advance`` by bytes indexed;
 ``working_on`` the file being chunked; ``chunks`` once per committed batch (the same total);
 ``notice`` one-off lines (big files named up front with an estimate). ``NoProgress`` ignores
-them all. Knows nothing of bars, terminals or pages.
+them all; ``filled(progress)`` lets a sink implement only some of them (one written before
+``stage``, ``files`` and ``embedded`` existed keeps working). Knows nothing of bars,
+terminals or pages.
 """
 
 from __future__ import annotations
@@ -53,3 +55,21 @@ class NoProgress:
 
     def notice(self, message: str) -> None:
         pass
+
+
+class _Filled:
+    """A sink with the calls it lacks answered by ``NoProgress``."""
+
+    def __init__(self, given: object) -> None:
+        self._given = given
+
+    def __getattr__(self, name: str):
+        return getattr(self._given, name, None) or getattr(_NOTHING, name)
+
+
+_NOTHING = NoProgress()
+
+
+def filled(progress: object | None) -> Progress:
+    """``progress`` with every call of the protocol (a missing one does nothing); None shows nothing."""
+    return _NOTHING if progress is None else _Filled(progress)  # type: ignore[return-value]
