@@ -25,5 +25,5 @@ def reuse_note(meta: dict[str, Any], schemas: list[dict] | None) -> dict[str, An
     return {"mode": "state pack not reused",
             "why": (f"pack {name!r} was made with {made}; this chat offers {now}, which changes the prompt before "
                     f"the documents, so all {int(meta.get('tokens') or 0):,} pack tokens are computed again for "
-                    f"every question. Fix: re-create (replace) the pack with the tools module this chat uses."),
+                    f"every question. Fix: re-create the pack, replacing it, with the tools module this chat uses."),
             "pack_reused": False}
