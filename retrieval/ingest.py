@@ -245,6 +245,9 @@ class _Run:
         to_parse.sort(key=lambda f: (f.size, f.key))  # small files first: never held back by a big one
         self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting), label)
         self.progress.files(0, len(to_parse), 0)
+        if to_parse and self.ingestor._chunker is None:  # the chunker counts tokens with the embedder's tokenizer
+            self.progress.stage("loading the embedding model")
+            self.ingestor.chunker  # noqa: B018 (loads it now, said, rather than inside the first file)
         self.progress.stage("parsing and embedding")
         self._announce_big_files(to_parse)
         parsed, read = 0, 0
