@@ -68,13 +68,13 @@ def unknown_model(url: str, model: str, models: Sequence[str] | None) -> RemoteS
 
 
 def overflow_advice(error: Exception, slots: int | None) -> Exception:
-    """A server's "context size exceeded" with what to do: fewer workers, or a bigger window on the server."""
+    """A server's "context size exceeded" with the facts a fix needs (the app words the fix:
+    fewer workers, or a bigger window on the server)."""
     if not isinstance(error, ContextOverflowError):
         return error
-    shared = f" (its -c window is shared by {slots} slots: each gets -c / {slots})" if slots and slots > 1 else ""
-    return ContextOverflowError(f"{error}; the prompt and the answer exceed the server's per-request window{shared}: "
-                                "use fewer --workers, a shorter question or max-new-tokens, or restart the server "
-                                "with a bigger -c (or fewer --parallel slots)")
+    shared = f" (its window is shared by {slots} slots: each request gets 1/{slots} of it)" if slots and slots > 1 else ""
+    return ContextOverflowError(f"{error}; the prompt and the answer exceed the server's per-request window{shared}",
+                                fix="remote_overflow", slots=slots or 1)
 
 
 def remote_error(exc: BaseException, url: str, model: str, models: Sequence[str] | None = None,

@@ -41,6 +41,11 @@ def _short(text: Any, width: int = 100) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _count(value: Any) -> str:
+    """A token count with thousands separators (``1,355``); "?" when the step has none."""
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def arguments(args: Any) -> str:
     """Tool-call arguments as ``name="value", n=3`` (JSON values), not a Python dict repr."""
     if not isinstance(args, dict):
@@ -58,10 +63,12 @@ def describe(s: dict[str, Any]) -> str:
             "\n" + hits if hits else "")
     if node == "model":
         calls = ", ".join(f"{c['name']}({_short(arguments(c.get('args')), 60)})" for c in s.get("tool_calls", []))
-        extra = (f" calls: {calls}" if calls else "") + (f" repairs: {s['repairs']}" if s.get("repairs") else "") + (
+        extra = (f" calls: {calls}" if calls else "") + (
+            f" repairs: {'; '.join(map(str, s['repairs']))}" if s.get("repairs") else "") + (
             f" parse errors: {len(s['parse_errors'])}" if s.get("parse_errors") else "")
-        return (f"{head} prompt {s.get('prompt_tokens')} (reused {s.get('reused_tokens')}, computed "
-                f"{s.get('computed_tokens')}) ttft {s.get('ttft_s', 0):.2f}s finish {s.get('finish_reason')}{extra}"
+        counts = (f"prompt {_count(s.get('prompt_tokens'))} (reused {_count(s.get('reused_tokens'))}, "
+                  f"computed {_count(s.get('computed_tokens'))})")
+        return (f"{head} {counts} ttft {s.get('ttft_s', 0):.2f}s finish {s.get('finish_reason')}{extra}"
                 f"\n    raw: {_short(s.get('raw_text'), 160)}")
     if node == "tool":
         outcome = f"error: {_short(s['error'])}" if s.get("error") else f"-> {_short(s.get('result'))}"
@@ -69,8 +76,8 @@ def describe(s: dict[str, Any]) -> str:
     if node == "approval":
         return f"{head} {s.get('name')}: {'approved' if s.get('approved') else 'refused'} ({s.get('how')})"
     if node == "summarise":
-        return (f"{head} {s.get('messages')} messages summarised: prompt {s.get('tokens_before')} -> "
-                f"{s.get('tokens_after')} tokens")
+        return (f"{head} {s.get('messages')} messages summarised: prompt {_count(s.get('tokens_before'))} -> "
+                f"{_count(s.get('tokens_after'))} tokens")
     if node == "final":
         unknown = f"; dropped unknown ids {', '.join(map(str, s['unknown_ids']))}" if s.get("unknown_ids") else ""
         cited = ", ".join(f"[{i}]" for i in s.get("cited") or []) or "no passage"

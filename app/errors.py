@@ -2,7 +2,10 @@
 
 Each layer defines its own error base so no layer imports the app; this module collects
 them for the CLI, UI and server, and turns a lower layer's remedy key (``exc.fix``) into
-the words a Feldspar user acts on: flags, commands, settings and environment variables.
+the words a Feldspar user acts on. ``REMEDIES`` words them for a terminal (flags, commands,
+settings and environment variables: the CLI and the server it starts); another front end passes
+its own table to ``user_message`` (the web app's names its buttons and fields). The lower
+layers' messages state the fact only and never name a flag.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ REMEDIES = {
     "summary_tokens": "lower --max-new-tokens or use a model with a larger context window",
     "map_reduce": "use --mode map-reduce (or auto)",
     "output_path": "choose another output file (--out)",
+    "home": "pass --home DIR or set FELDSPAR_HOME to a writable directory",
+    "remote_overflow": ("use fewer --workers, a shorter question or max-new-tokens, or restart the server "
+                        "with a bigger -c (or fewer --parallel slots)"),
 }
 
 
@@ -71,10 +77,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def user_message(exc: BaseException) -> str:
-    """The error's own message plus its remedy in Feldspar's words, on one line."""
+def user_message(exc: BaseException, remedies: dict[str, str] | None = None) -> str:
+    """The error's own message plus its remedy (from ``remedies``, default the terminal's
+    ``REMEDIES``), on one line. A fix the table does not word adds nothing."""
+    table = REMEDIES if remedies is None else remedies
     message = str(exc)
     fix = getattr(exc, "fix", None)
-    if fix in REMEDIES:
-        message = f"{message}; {REMEDIES[fix].format(**getattr(exc, 'details', {}))}"
+    if fix in table:
+        message = f"{message}; {table[fix].format(**getattr(exc, 'details', {}))}"
     return message

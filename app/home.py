@@ -17,13 +17,21 @@ from feldspar.settings import SettingsError
 
 
 class HomeNotWritable(SettingsError):
-    """The data home (or a folder in it) cannot be created or written."""
+    """The data home (or a folder in it) cannot be created or written; ``fix`` is the remedy key
+    app/errors.py words for each front end ("home": choose another data home)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+        self.details: dict[str, object] = {}
 
 
 def require_writable(folder: Path, what: str = "data home", fix: str | None = None) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it; return it.
-    ``fix``: the advice that ends the message (default: how to choose another data home)."""
-    fix = fix or _FIX
+    ``fix``: the advice that ends the message (default: none; the error's remedy key says how to
+    choose another data home, each front end in its own words)."""
+    key = None if fix else "home"
+    end = f"; {fix}" if fix else ""
     folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -31,13 +39,11 @@ def require_writable(folder: Path, what: str = "data home", fix: str | None = No
         os.close(handle)
         os.unlink(probe)
     except FileExistsError:
-        raise HomeNotWritable(f"the {what} {folder} is a file, not a directory; {fix}") from None
+        raise HomeNotWritable(f"the {what} {folder} is a file, not a directory{end}", key) from None
     except NotADirectoryError:
-        raise HomeNotWritable(f"the {what} {folder} is inside a file, not a directory; {fix}") from None
+        raise HomeNotWritable(f"the {what} {folder} is inside a file, not a directory{end}", key) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise HomeNotWritable(f"the {what} {folder} is not writable ({reason.lower()}); {fix}") from None
+        raise HomeNotWritable(f"the {what} {folder} is not writable ({reason.lower()}){end}", key) from None
     return folder
 
-
-_FIX = "pass --home DIR or set FELDSPAR_HOME to a writable directory"

@@ -4,8 +4,8 @@ Granite's template renders the tool list before the documents, so a pack prefill
 one tool set is a different prompt prefix from a chat offering another: its state cannot
 be reused and every question would prefill the whole pack again. Packs record the tool
 schemas they were made with (model/packs.py ``tools_sha256``); ``reuse_note`` compares
-them with the chat's and, when they differ, says so with the fix. The words are shared by
-the CLI trace, the web app's budget and trace. Knows pack metadata; nothing of Streamlit.
+them with the chat's and, when they differ, says so with the fix in words every front end
+shares, naming no flag or button: the CLI trace, the web app's budget and trace. Knows pack metadata; nothing of Streamlit.
 """
 
 from __future__ import annotations
@@ -25,6 +25,5 @@ def reuse_note(meta: dict[str, Any], schemas: list[dict] | None) -> dict[str, An
     return {"mode": "state pack not reused",
             "why": (f"pack {name!r} was made with {made}; this chat offers {now}, which changes the prompt before "
                     f"the documents, so all {int(meta.get('tokens') or 0):,} pack tokens are computed again for "
-                    f"every question. Fix: re-create the pack with the same tools module as the chat "
-                    f"(Packs page: Replace; or `feldspar pack create {name} … --force --tools-module FILE`)."),
+                    f"every question. Fix: re-create the pack, replacing it, with the tools module this chat uses."),
             "pack_reused": False}

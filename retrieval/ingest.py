@@ -16,7 +16,9 @@ delete-stale / commit protocol; rows with announced ids are always re-processed,
 chunks already in the store are not embedded again. ``--reindex`` builds beside the old
 collection and switches when complete (``reindex``). Deleted files are pruned
 store-first, manifest-second. One writer per store (a file lock); Ctrl-C (or the caller's
-stop event, e.g. a UI's Cancel) stops after the embedding batch in flight. ``crashpoints``
+stop event, e.g. a UI's Cancel) stops after the embedding batch in flight, and does not
+wait for a parse in flight (its worker is killed). What a run reports as it goes is
+``progress.Progress``. ``crashpoints``
 lets tests kill the run at named steps.
 
 This module does not know how text is extracted, how search works, or about the CLI.
@@ -32,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -43,6 +45,7 @@ from feldspar.retrieval.embeddings import Embedder
 from feldspar.retrieval.errors import InvalidSource, StoreBusy
 from feldspar.retrieval.loaders import load_file
 from feldspar.retrieval.manifest import FileRecord, Manifest
+from feldspar.retrieval.progress import Progress, filled
 from feldspar.retrieval.sandbox import ParserPool
 from feldspar.retrieval.scan import ScannedFile, scan_entry, scan_root, sha256_file
 from feldspar.retrieval.store import ChromaStore, ChunkCollection
@@ -69,35 +72,6 @@ class IngestOptions:
     flush_chunks: int = 256
     big_file_bytes: int = 1024**2  # named up front with an estimate
     library_warnings: bool = False  # parser subprocesses log their libraries' warnings (pypdf…)
-
-
-class Progress(Protocol):
-    """What an ingest reports: ``start`` once per root with the bytes to read, ``advance`` by
-    bytes as chunks are written, the file being worked on, chunks written, and notices
-    (big files named up front with an estimate)."""
-
-    def start(self, total: int, label: str) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def working_on(self, path: str) -> None: ...
-    def chunks(self, written: int) -> None: ...
-    def notice(self, message: str) -> None: ...
-
-
-class _NoProgress:
-    def start(self, total: int, label: str) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def working_on(self, path: str) -> None:
-        pass
-
-    def chunks(self, written: int) -> None:
-        pass
-
-    def notice(self, message: str) -> None:
-        pass
 
 
 @dataclass
@@ -216,7 +190,7 @@ class Ingestor:
             with stop_on_interrupt(stop) as stop, ParserPool(self.options.parse_workers, self.options.parse_timeout_s,
                                                          self.options.parse_memory_bytes,
                                                          self.options.library_warnings) as pool:
-                run = _Run(self, chunks, progress or _NoProgress(), stop)
+                run = _Run(self, chunks, filled(progress), stop)
                 for root, only in targets:
                     if not run.sync_root(root, only, prune and only is None, pool):
                         break
@@ -247,30 +221,40 @@ class _Run:
         previous = self.manifest.chunking(self.name)
         self.force = bool(previous) and previous != self.chunking_key
         self.writer = BatchWriter(self.manifest, collection, ingestor.embedder, options.flush_chunks, self.stop,
-                                  self._written)
+                                  self._written, self._embedded)
+        self.embedded = 0  # chunks embedded and stored so far, reported after every embedding batch
         self.rate_key = f"{ingestor.embedder.name}|{ingestor.embedder.precision}"
         self.embed_seconds_before = ingestor.embedder.seconds
 
     # ---- planning ----------------------------------------------------------------------
     def sync_root(self, root: str, only: str | None, prune: bool, pool: ParserPool) -> bool:
         """Bring ``root`` (or one file in it) up to date; False when interrupted."""
-        max_bytes = self.ingestor.options.max_file_bytes
+        max_bytes, label = self.ingestor.options.max_file_bytes, os.path.basename(root) or root
+        self.progress.stage(f"scanning {label}")
         scanned = [scan_entry(root, only, max_bytes)] if only else scan_root(root, max_bytes)
         known = self.manifest.files_under(self.name, root)
         if prune:
             present = {f.key for f in scanned}
             self._remove([r for key, r in known.items() if key not in present])
         retried_before = self.summary.retried
+        self.progress.stage(f"comparing {len(scanned):,} file{'' if len(scanned) == 1 else 's'} with the index")
         to_parse = [f for f in scanned if self._needs_work(root, f, known.get(f.key))]
         if self.summary.retried > retried_before:
             self.progress.notice(f"retrying {self.summary.retried - retried_before} file(s) that failed on a "
                                  f"transient cause last time (at most {MAX_ATTEMPTS} attempts each)")
         to_parse.sort(key=lambda f: (f.size, f.key))  # small files first: never held back by a big one
-        self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting),
-                            os.path.basename(root) or root)
+        self.progress.start(sum(f.size for f in to_parse) + sum(j.record.size for j in self.writer.waiting), label)
+        self.progress.files(0, len(to_parse), 0)
+        if to_parse and self.ingestor._chunker is None:  # the chunker counts tokens with the embedder's tokenizer
+            self.progress.stage("loading the embedding model")
+            self.ingestor.chunker  # noqa: B018 (loads it now, said, rather than inside the first file)
+        self.progress.stage("parsing and embedding")
         self._announce_big_files(to_parse)
-        for scanned_file, outcome in _in_order(pool.run((i, load_file, (f.path, root, max_bytes))
-                                                        for i, f in enumerate(to_parse)), to_parse):
+        parsed, read = 0, 0
+        for scanned_file, outcome in _in_order(pool.run(((i, load_file, (f.path, root, max_bytes))
+                                                         for i, f in enumerate(to_parse)), self.stop), to_parse):
+            parsed, read = parsed + 1, read + scanned_file.size
+            self.progress.files(parsed, len(to_parse), read)
             self._stream(root, scanned_file, known.get(scanned_file.key), outcome)
             if self.stop.is_set():
                 break
@@ -346,9 +330,15 @@ class _Run:
                        known is None or known.status == "pending")
 
     # ---- counting ----------------------------------------------------------------------
+    def _embedded(self, chunks: int, bytes_done: int) -> None:
+        self.embedded += chunks
+        self.progress.advance(bytes_done)
+        self.progress.embedded(self.embedded)
+
     def _written(self, done: Written) -> None:
         self.summary.chunks_written += done.chunks_written
-        self.progress.chunks(self.summary.chunks_written)
+        if done.complete:  # a batch stopped half-way by a Cancel counts its stored chunks, commits nothing
+            self.progress.chunks(self.summary.chunks_written)
         for job in done.committed + done.uncommitted:
             record = job.record
             if record.status == "indexed":

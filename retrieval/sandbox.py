@@ -3,7 +3,8 @@
 ``ParserPool.run`` takes ``(key, function, args)`` tasks and yields ``(key, outcome)``
 as they finish, in any order. A worker that exceeds the timeout is killed and replaced;
 one that dies (segfault, OOM kill) is replaced too; the task gets a ``failed`` outcome
-with a reason, so a hostile file can never hang or take down the run. Workers are
+with a reason, so a hostile file can never hang or take down the run; a caller's stop
+event (a UI's Cancel) ends ``run`` without waiting for the parses in flight. Workers are
 forked from a clean ``forkserver`` (no inherited model memory) and limit their address space with
 ``resource.setrlimit``. Workers ignore SIGINT: the parent decides when to stop. Unless
 asked for ``library_warnings``, workers drop log records below ERROR: a parser library's
@@ -130,6 +131,9 @@ class _Worker:
         self.kill()
 
 
+STOP_POLL_S = 0.25  # how often a stoppable run looks at its stop event while parses are in flight
+
+
 class ParserPool:
     """A small pool of limited parser processes; use as a context manager."""
 
@@ -157,11 +161,13 @@ class ParserPool:
         self._idle.clear()
         self._busy.clear()
 
-    def run(self, tasks: Iterable[tuple[Any, Callable[..., Any], tuple]]) -> Iterator[tuple[Any, Outcome]]:
-        """Yield ``(key, Outcome)`` for every task, in completion order."""
+    def run(self, tasks: Iterable[tuple[Any, Callable[..., Any], tuple]],
+            stop: threading.Event | None = None) -> Iterator[tuple[Any, Outcome]]:
+        """Yield ``(key, Outcome)`` for every task, in completion order. Once ``stop`` is set it yields
+        no more (within ``STOP_POLL_S``): parses in flight are not waited for; ``close`` kills them."""
         pending = iter(tasks)
         exhausted = False
-        while True:
+        while stop is None or not stop.is_set():
             while not exhausted and self._has_capacity():
                 task = next(pending, None)
                 if task is None:
@@ -170,7 +176,7 @@ class ParserPool:
                 self._dispatch(*task)
             if not self._busy:
                 return
-            yield from self._collect()
+            yield from self._collect(stop is not None)
 
     def _has_capacity(self) -> bool:
         return len(self._busy) < self.size
@@ -182,9 +188,10 @@ class ParserPool:
         worker.conn.send((function, args))
         self._busy[worker.conn] = worker
 
-    def _collect(self) -> Iterator[tuple[Any, Outcome]]:
+    def _collect(self, stoppable: bool = False) -> Iterator[tuple[Any, Outcome]]:
         next_deadline = min(w.deadline for w in self._busy.values())
-        ready = wait(list(self._busy), timeout=max(0.0, next_deadline - time.monotonic()))
+        timeout = max(0.0, next_deadline - time.monotonic())
+        ready = wait(list(self._busy), timeout=min(timeout, STOP_POLL_S) if stoppable else timeout)
         for conn in ready:
             worker = self._busy.pop(conn)
             try:

@@ -64,6 +64,7 @@ class Written:
     bytes_done: int = 0
     committed: list[FileJob] = field(default_factory=list)
     uncommitted: list[FileJob] = field(default_factory=list)  # failed: the store refused the write
+    complete: bool = True  # False: stopped between embedding batches; its chunks are stored, no file committed
 
 
 def chunk_metadata(record: FileRecord, chunk: Chunk) -> dict:
@@ -81,13 +82,17 @@ def chunk_metadata(record: FileRecord, chunk: Chunk) -> dict:
 
 class BatchWriter:
     def __init__(self, manifest: Manifest, collection: ChunkCollection, embedder: Embedder, flush_chunks: int,
-                 stop: threading.Event, on_written: Callable[[Written], None]) -> None:
+                 stop: threading.Event, on_written: Callable[[Written], None],
+                 on_embedded: Callable[[int, int], None] | None = None) -> None:
+        """``on_written(Written)`` after every flush (also one a stop cut short); ``on_embedded(chunks,
+        bytes)`` after every embedding batch stored, and for chunks found already stored."""
         self.manifest = manifest
         self.collection = collection
         self.embedder = embedder
         self.flush_chunks = max(1, flush_chunks)
         self.stop = stop
         self.on_written = on_written
+        self.on_embedded = on_embedded or (lambda chunks, bytes_done: None)
         self.buffer: list[tuple[FileJob, Chunk, str]] = []
         self.waiting: list[FileJob] = []  # jobs with chunks in the buffer or finished since the last flush
         self.store_failure: str | None = None
@@ -142,6 +147,8 @@ class BatchWriter:
             self.manifest.announce(self.collection.name, [self._announcement(job, batch) for job in jobs])
             crashpoints.reached("announced")
             if batch and not self._write(batch, done):
+                done.complete = False
+                self.on_written(done)  # the chunks it stored count: the next run reuses them
                 return False
         finished = [job for job in jobs if job.finished]
         if self.store_failure or not self._commit(finished):
@@ -175,6 +182,9 @@ class BatchWriter:
         stored = self.collection.stored_metadata([chunk_id for _, _, chunk_id in batch])
         todo = [i for i, (_, _, chunk_id) in enumerate(batch) if stored.get(chunk_id) != metadatas[i]]
         done.chunks_reused = len(batch) - len(todo)
+        if done.chunks_reused:
+            reused = set(range(len(batch))) - set(todo)
+            self.on_embedded(0, sum(batch[i][0].progress_bytes(batch[i][1].end) for i in sorted(reused)))
         step = max(1, self.embedder.batch_size)
         for at in range(0, len(todo), step):
             part = todo[at : at + step]
@@ -184,11 +194,11 @@ class BatchWriter:
                                                               [metadatas[i] for i in part])):
                 return True
             done.chunks_written += len(part)
+            self.on_embedded(len(part), sum(batch[i][0].progress_bytes(batch[i][1].end) for i in part))
             crashpoints.reached("part_upserted")
             if self.stop.is_set() and at + step < len(todo):
                 return False
         crashpoints.reached("upserted")
-        done.bytes_done = sum(job.progress_bytes(chunk.end) for job, chunk, _ in batch)
         return True
 
     def _store(self, write: Callable[[], None]) -> bool:

@@ -275,7 +275,7 @@ def _check_thread(svc: Any) -> None:
     thread_id = st.session_state.get("thread_id")
     if thread_id and not svc.thread_exists(thread_id):
         st.session_state.notice = {"run": st.session_state.runs, "text": (
-            f"Thread {thread_id} was deleted (in another tab or with `feldspar threads rm`). "
+            f"Thread {thread_id} was deleted (in another tab or from the command line). "
             f"Your question goes to a new thread; nothing else was changed.")}
         st.session_state.thread_id = None
     notice = st.session_state.get("notice")

@@ -45,18 +45,30 @@ def human_bytes(count: int | None) -> str:
 
 
 def progress_text(view: Any) -> str:
-    """One line under a job's bar: state, phase, current file, amounts."""
+    """One line under a job's bar: state, phase, current file, amounts. An ingest shows its files
+    parsed and bytes read from its first second, then bytes indexed and chunks embedded."""
     parts = [STATE_WORDS.get(view.state, view.state)]
     if view.phase and view.active:
         parts.append(view.phase)
     if view.current and view.active:
         parts.append(view.current)
-    if view.kind == "ingest" and view.total:
-        parts.append(f"{human_bytes(view.done)} of {human_bytes(view.total)}")
-        parts.append(f"{view.chunks:,} chunk{'' if view.chunks == 1 else 's'} written")
+    if view.kind == "ingest":
+        parts += _ingest_amounts(view)
     elif view.total:
         parts.append(f"{view.done:,} of {view.total:,} tokens")
     return " · ".join(parts)
+
+
+def _ingest_amounts(view: Any) -> list[str]:
+    parts = []
+    if view.files_total:
+        parts.append(f"{view.files_done:,} of {view.files_total:,} file{'' if view.files_total == 1 else 's'} "
+                     f"read ({human_bytes(view.bytes_read)})")
+    if view.total:
+        parts.append(f"{human_bytes(view.done)} of {human_bytes(view.total)} indexed")
+    if view.files_total or view.chunks:
+        parts.append(f"{view.chunks:,} chunk{'' if view.chunks == 1 else 's'} embedded")
+    return parts
 
 
 def job_progress(view: Any, key: str) -> None:

@@ -23,7 +23,8 @@ def render_catalog(rows: list[dict[str, Any]], configured: str | None = None) ->
     st.dataframe([{**row, "default": "★" if row["default"] else ""} for row in rows], hide_index=True,
                  width="stretch")
     if configured:
-        st.caption(f"configured model: `{configured}` (setting `model`, `--model`, FELDSPAR_MODEL)")
+        st.caption(f"Configured model: {configured} (the model setting in config.toml or FELDSPAR_MODEL, "
+                   "read when the app starts)")
 
 
 def render_loaded(status: dict[str, Any]) -> None:

@@ -46,8 +46,8 @@ def _service(home: Path | None, collection: str | None = None, embedding_model: 
 
 
 class _RichProgress:
-    """Adapts the ingest progress protocol to a rich bar: bytes done, the file being read,
-    chunks written and their rate, and an ETA; notices (big files up front) print above it."""
+    """Adapts the ingest progress protocol (retrieval/progress.py) to a rich bar: bytes done, the
+    file being read, chunks embedded and their rate (after every embedding batch), and an ETA; notices (big files up front) print above it."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -71,9 +71,18 @@ class _RichProgress:
             self.progress.update(self.task, description=f"{self.label}: {shown}")
 
     def chunks(self, written: int) -> None:
+        self.embedded(written)
+
+    def embedded(self, chunks: int) -> None:
         if self.task is not None:
-            rate = written / max(time.perf_counter() - self.started, 1e-9)
-            self.progress.update(self.task, chunks=f"{written} chunks, {rate:.1f}/s")
+            rate = chunks / max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(self.task, chunks=f"{chunks:,} chunks, {rate:.1f}/s")
+
+    def stage(self, text: str) -> None:  # the bar appears with the first root's total; its label says the rest
+        pass
+
+    def files(self, parsed: int, total: int, bytes_read: int) -> None:
+        pass
 
     def notice(self, message: str) -> None:
         self.progress.console.print(message)

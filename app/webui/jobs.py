@@ -6,11 +6,10 @@ never touch the thread: they read ``job.view()``, an immutable ``JobView``. User
 (the layers' error bases, ``Refused``) end the job as ``failed`` with their one-line message;
 anything else is a bug and is kept with its traceback in the log and the message.
 
-``hook(job, event)``, when given, is called from the job's thread at named points (``batch``
-after each written ingest batch, ``prefill`` before a pack's prefill): tests use it to hold a
-job at a known point without sleeping. ``JobProgress(job)`` reports an ingest's progress calls
-(the retrieval layer's progress protocol) into a job. Knows threads and error words; nothing of
-Streamlit, retrieval or models.
+``hook(job, event)``, when given, is called from the job's thread at named points (an ingest's
+``parsed``, ``embedded`` and ``batch``: see ingest_progress.py; ``prefill`` before a pack's
+prefill): tests use it to hold a job at a known point without sleeping. Knows threads and
+error words; nothing of Streamlit, retrieval or models.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from feldspar.errors import user_error_types, user_message
+from feldspar.errors import user_error_types
+from feldspar.webui.remedies import web_message
 
 log = logging.getLogger("feldspar.ui")
 ACTIVE = ("running", "cancelling")
@@ -39,10 +39,13 @@ class JobView:
     label: str  # what it works on (collection, pack name)
     state: str = "running"  # running, cancelling, done, cancelled, failed
     phase: str = ""
-    done: int = 0
+    done: int = 0  # an ingest: bytes indexed; a pack: tokens prefilled
     total: int = 0
     current: str = ""
-    chunks: int = 0
+    chunks: int = 0  # an ingest: chunks embedded and stored so far (what its summary ends at)
+    files_done: int = 0  # an ingest: files parsed of files_total to (re)index, bytes_read their size
+    files_total: int = 0
+    bytes_read: int = 0
     message: str = ""
     notices: tuple[str, ...] = ()
     result: dict[str, Any] = field(default_factory=dict)
@@ -112,34 +115,10 @@ class Job:
             message, result = self._work(self)
             state = "cancelled" if self.stop.is_set() and result.get("interrupted") else "done"
         except (Refused, *user_error_types()) as exc:
-            state, message, result = "failed", user_message(exc), {}
+            state, message, result = "failed", web_message(exc), {}
         except Exception as exc:  # a bug: keep it visible, the server goes on
             log.exception("UI %s job failed", self._view.kind)
             state, message, result = "failed", f"unexpected error ({type(exc).__name__}: {exc}); see the server log", {}
         with self._lock:
             self._view = replace(self._view, state=state, message=message,
                                  result={**self._view.result, **result}, finished=time.time())
-
-
-class JobProgress:
-    """The retrieval layer's ingest progress protocol (start, advance, working_on, chunks, notice), reported into a Job."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def start(self, total: int, label: str) -> None:
-        view = self.job.view()
-        self.job.update(phase=f"reading {label}", total=view.total + total)
-
-    def advance(self, n: int = 1) -> None:
-        self.job.advance(n)
-
-    def working_on(self, path: str) -> None:
-        self.job.update(current=path)
-
-    def chunks(self, written: int) -> None:
-        self.job.update(chunks=written)
-        self.job.checkpoint("batch")
-
-    def notice(self, message: str) -> None:
-        self.job.notice(message)

@@ -5,8 +5,8 @@ browser session of one server) lists collections and their files, creates and de
 source, and runs ingests (a server folder inside ``ui_allowed_roots``, checked uploads
 stored under ``<home>/uploads/<collection>/``, or a re-sync of a collection's roots) and
 pack creation as background ``Job``s with live progress; an ingest's Cancel sets the
-retrieval layer's own stop event, so it ends after the current batch and the next run
-resumes; a pack's Cancel stops its prefill between chunks and saves nothing. One ingest and
+retrieval layer's own stop event, so it ends after the embedding batch in flight (a parse
+in flight is not waited for) and the next run resumes; a pack's Cancel stops its prefill between chunks and saves nothing. One ingest and
 one pack job at a time. Every action returns an ``Outcome`` (a
 user error is ``ok=False`` with its one-line message); only bugs raise. Knows Settings
 and the lower layers' public calls; is handed its retrieval service and engine; renders nothing.
@@ -20,9 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from feldspar.errors import user_error_types, user_message
+from feldspar.errors import user_error_types
+from feldspar.webui.remedies import web_message
 from feldspar.settings import Settings
-from feldspar.webui.jobs import Job, JobProgress, JobView, Refused
+from feldspar.webui.ingest_progress import IngestProgress, ingest_words
+from feldspar.webui.jobs import Job, JobView, Refused
 from feldspar.webui.uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
 STATUSES = ("indexed", "skipped", "failed", "pending")
@@ -61,7 +63,7 @@ def _attempt(action: Callable[[], tuple[str, Any]]) -> Outcome:
     try:
         message, value = action()
     except (Refused, *user_error_types()) as exc:
-        return Outcome(False, user_message(exc))
+        return Outcome(False, web_message(exc))
     return Outcome(True, message, value)
 
 
@@ -226,7 +228,12 @@ class LibraryServices:
         return _attempt(start)
 
     def cancel_ingest(self) -> Outcome:
-        return _cancel(self._ingest, "no ingest is running", "stopping after the current batch; ingest again to resume")
+        return _cancel(self._ingest, "no ingest is running", "stopping after the embedding batch in flight (a second or two); "
+                       "ingest again to resume")
+
+    def _collection_chunks(self, collection: str) -> int | None:
+        rows = [row for row in self.retrieval.collections() if row["name"] == collection]
+        return rows[0].get("chunks") if rows else None
 
     def _refuse_while_ingesting(self, collection: str, what: str) -> None:
         view = self.ingest_job()
@@ -248,16 +255,14 @@ class LibraryServices:
 
             def work(job: Job) -> tuple[str, dict]:
                 service.announce = job.notice  # "building the int8 embedder …" on first use
+                job.update(phase="opening the index and the embedding model")
                 try:
-                    summary = service.ingest(paths, collection, progress=JobProgress(job), stop=job.stop)
+                    summary = service.ingest(paths, collection, progress=IngestProgress(job), stop=job.stop)
                 finally:
                     service.announce = None
-                counts = " · ".join(f"{k} {v:,}" for k, v in summary.counts().items())
-                done = f"{what}: {counts} · {summary.chunks_written:,} chunk{'' if summary.chunks_written == 1 else 's'} written in {summary.seconds:.1f} s"
-                if summary.interrupted:
-                    done = f"cancelled after the current batch ({counts}); ingest again to resume"
-                return done, {**summary.counts(), "chunks_written": summary.chunks_written,
-                              "interrupted": summary.interrupted, "problems": summary.problems}
+                return ingest_words(what, summary, self._collection_chunks(collection)), {
+                    **summary.counts(), "chunks_written": summary.chunks_written,
+                    "interrupted": summary.interrupted, "problems": summary.problems}
 
             self._ingest = Job("ingest", collection, work, self._hook).start()
 

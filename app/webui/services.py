@@ -68,9 +68,9 @@ class UiServices:
         return user_error_types()
 
     def error_text(self, exc: BaseException) -> str:
-        from feldspar.errors import user_message
+        from feldspar.webui.remedies import web_message
 
-        return user_message(exc)
+        return web_message(exc)
 
     # ---- the model -------------------------------------------------------------------
     def _runtime(self, settings: Settings, engine: Any = None):

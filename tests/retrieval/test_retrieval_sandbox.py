@@ -38,3 +38,20 @@ def test_memory_hog_is_stopped_by_the_address_space_limit():
         results = run_all(pool, [("hog", hostile.allocate, ("x",)), ("next", hostile.echo, ("z",))])
     assert results["hog"].status == "failed" and "memory" in results["hog"].reason
     assert results["next"].value == "Z"
+
+
+def test_a_stop_does_not_wait_for_a_parse_in_flight():
+    import threading
+    import time
+
+    stop = threading.Event()
+    tasks = [("hang", hostile.hang, ("x",)), ("quick", hostile.echo, ("y",)), ("later", hostile.echo, ("z",))]
+    seen = []
+    with ParserPool(workers=2, timeout_s=120) as pool:
+        started = time.monotonic()
+        for key, _ in pool.run(tasks, stop):
+            seen.append(key)
+            stop.set()  # a Cancel while "hang" is still being parsed
+        waited = time.monotonic() - started
+    assert seen == ["quick"]  # nothing after the stop, and no wait for the hanging parse (120 s timeout)
+    assert waited < 60, waited

@@ -104,13 +104,11 @@ def test_an_ingest_with_failed_files_is_not_summarised_in_green():
     from streamlit.testing.v1 import AppTest
 
     def page():
-        from types import SimpleNamespace
-
         from feldspar.ui.views_documents import job_progress
+        from feldspar.webui.jobs import JobView
 
-        job_progress(SimpleNamespace(state="done", active=False, fraction=1.0, kind="ingest", phase="", current="",
-                                     done=10, total=10, chunks=3, notices=[], message="x: indexed 1 · failed 2",
-                                     result={"failed": 2, "problems": []}), "k")
+        job_progress(JobView("ingest", "x", state="done", done=10, total=10, chunks=3, files_done=3, files_total=3,
+                             message="x: indexed 1 · failed 2", result={"failed": 2, "problems": []}), "k")
 
     at = AppTest.from_function(page).run()
     assert not at.exception, at.exception

@@ -92,6 +92,7 @@ def test_create_list_inspect_and_delete_a_pack(make_library, allowed, engine, fe
 
     create_through_page(at, names[:1], "notes")  # the name is taken
     assert "already exists" in messages(at)
+    assert 'tick "Replace a pack of that name"' in messages(at) and "--force" not in messages(at), messages(at)
     assert at.button(key="packs_delete").disabled
     at.checkbox(key="packs_confirm_delete").check().run()
     at.button(key="packs_delete").click().run()
