@@ -152,7 +152,7 @@ def run_llm(tmp_path, server, *args: str) -> str:
                "supports_schema": True}]
     (home / "extra-openai-models.yaml").write_text(json.dumps(models))  # JSON is YAML
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    done = subprocess.run([sys.executable, "-m", "llm", "-m", "feldspar-tiny", *args], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "llm", *args], capture_output=True,
                           text=True, timeout=300, env={**env, "LLM_USER_PATH": str(home)})
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -160,14 +160,19 @@ def run_llm(tmp_path, server, *args: str) -> str:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_llm_cli_concise_schema_prints_valid_json(tmp_path, server, stream):
-    out = run_llm(tmp_path, server, "--schema", "name, age int", *([] if stream else ["--no-stream"]), "Invent a person")
+    out = run_llm(tmp_path, server, "-m", "feldspar-tiny", "--schema", "name, age int",
+                  *([] if stream else ["--no-stream"]), "Invent a person")
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
               "required": ["name", "age"]}
     jsonschema.validate(json.loads(out), schema)
+    if not stream:  # the random-weights label reaches llm's log, outside the JSON content
+        (logged,) = json.loads(run_llm(tmp_path, server, "logs", "-n", "1", "--json"))
+        assert logged["response_json"]["system_fingerprint"] == "feldspar-random-weights"
 
 
 def test_llm_cli_schema_file_prints_valid_json(tmp_path, server):
     path = tmp_path / "person.schema.json"
     path.write_text(json.dumps(PERSON))
-    out = run_llm(tmp_path, server, "--schema", str(path), "-o", "max_tokens", "60", "Invent a person")
+    out = run_llm(tmp_path, server, "-m", "feldspar-tiny", "--schema", str(path), "-o", "max_tokens", "60",
+                  "Invent a person")
     jsonschema.validate(json.loads(out), PERSON)
