@@ -4,8 +4,10 @@ Side by side in one run, on random weights (CPU, fp32), with Granite-shaped toke
 locally (model/tokenizer_build.py: the tiny vocabulary, and the full 100K one for the preset):
   - validity: the share of outputs that are JSON valid against their schema, constrained vs
     free, sampled from the preset's miniature over a fixed set of schemas and seeds;
-  - per-token decode time at the preset's shape, free vs constrained (the same prompt, greedy;
-    seconds per decoded token), and the mask step alone (mask + advance) per token;
+  - per-token decode time at the preset's shape, free vs constrained with the next mask
+    overlapping the forward vs constrained in line (the same prompt, greedy; runs interleaved),
+    the mask step alone (mask + advance) per token, and one in-line decode split into its parts
+    (forward, llguidance mask, apply + pick, advance: seconds per token each);
   - grammar compile time for a 50-property schema at the full vocabulary, and the one-time
     tokenizer view llguidance builds;
   - extract rows valid on the first try, constrained vs the unconstrained retry path.
@@ -86,14 +88,56 @@ def validity(engine: Engine, cfg: StructuredBenchConfig) -> dict[str, Any]:
     return {mode: {"valid": v, "outputs": n, "share": v / n} for mode, (v, n) in counts.items()}
 
 
-def per_token(engine: Engine, structure: Structure | None, cfg: StructuredBenchConfig) -> float:
-    best = float("inf")
-    params = GenerationParams(max_new_tokens=cfg.decode_tokens, structure=structure)
-    for _ in range(cfg.repeats):
-        result = engine.generate("Describe the item as JSON.", params)
-        steps = max(result.completion_tokens - 1, 1)
-        best = min(best, result.decode_s / steps)
+def per_token(engine: Engine, structure: Structure, cfg: StructuredBenchConfig) -> dict[str, float]:
+    """Seconds per decoded token, free and constrained (overlapped, and in line), interleaved
+    run by run so load changes hit every mode alike; the best run of each counts."""
+    import os
+
+    best = {"free": float("inf"), "constrained": float("inf"), "in_line": float("inf")}
+    saved = os.environ.get("FELDSPAR_GRAMMAR_OVERLAP")
+    try:
+        for _ in range(cfg.repeats):
+            for mode in best:
+                os.environ["FELDSPAR_GRAMMAR_OVERLAP"] = "0" if mode == "in_line" else "1"
+                params = GenerationParams(max_new_tokens=cfg.decode_tokens, structure=None if mode == "free" else structure)
+                result = engine.generate("Describe the item as JSON.", params)
+                best[mode] = min(best[mode], result.decode_s / max(result.completion_tokens - 1, 1))
+    finally:
+        if saved is None:
+            os.environ.pop("FELDSPAR_GRAMMAR_OVERLAP", None)
+        else:
+            os.environ["FELDSPAR_GRAMMAR_OVERLAP"] = saved
     return best
+
+
+def step_costs(engine: Engine, structure: Structure, steps: int) -> dict[str, float]:
+    """Seconds per token of each part of one constrained decode, in line: the model's forward, the
+    llguidance mask, applying it and picking (greedy), and advancing the grammar."""
+    import torch
+
+    from feldspar.model.constrained import constraint_for
+    from feldspar.model.generation import Sampling, decode_one, new_state, prefill
+
+    model = engine.model
+    constraint = constraint_for(engine.tokenizer, structure, model.config.vocab_size, 10 * steps, overlap=False)
+    state = new_state(model)
+    with torch.inference_mode():
+        logits = prefill(model, state, engine.encode("Describe the item as JSON."), chunk_size=256)
+        totals, done = {"forward": 0.0, "mask": 0.0, "apply_pick": 0.0, "advance": 0.0}, 0
+        while done < steps and not constraint.complete:
+            marks = [time.perf_counter()]
+            constraint.compute()
+            marks.append(time.perf_counter())
+            token = constraint.pick(logits, Sampling())
+            marks.append(time.perf_counter())
+            constraint.advance(token)
+            marks.append(time.perf_counter())
+            logits = decode_one(model, state, token)
+            marks.append(time.perf_counter())
+            for key, start, end in zip(("mask", "apply_pick", "advance", "forward"), marks, marks[1:]):
+                totals[key] += end - start
+            done += 1
+    return {key: value / max(done, 1) for key, value in totals.items()} | {"steps": done}
 
 
 def mask_step(engine: Engine, structure: Structure, steps: int = 64) -> float:
@@ -159,9 +203,11 @@ def run_structured_bench(cfg: StructuredBenchConfig, log: Log | None = None) -> 
         log(f"decode timing: {label}")
         structure = Structure.json_schema(SCHEMAS[0])
         compiled = compile_times(engine)  # first: the tokenizer view is built once per tokenizer
-        free, constrained = per_token(engine, None, cfg), per_token(engine, structure, cfg)
-        report["decode"].append({"shape": label, "vocab": engine.model.config.vocab_size, "free_s_per_token": free,
-                                 "constrained_s_per_token": constrained, "slowdown": constrained / free - 1,
-                                 "mask_s_per_token": mask_step(engine, structure), **compiled})
+        timed = per_token(engine, structure, cfg)
+        report["decode"].append({"shape": label, "vocab": engine.model.config.vocab_size,
+                                 "free_s_per_token": timed["free"], "constrained_s_per_token": timed["constrained"],
+                                 "in_line_s_per_token": timed["in_line"], "slowdown": timed["constrained"] / timed["free"] - 1,
+                                 "mask_s_per_token": mask_step(engine, structure),
+                                 "step_costs": step_costs(engine, structure, cfg.decode_tokens), **compiled})
     report["elapsed_s"] = time.perf_counter() - started
     return report

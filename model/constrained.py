@@ -3,9 +3,11 @@
 Contract: ``constraint_for(tokenizer, structure, vocab_size, budget)`` compiles the structure
 with llguidance against the tokenizer (the llguidance view of a tokenizer is built once and
 cached, ~0.5 s at Granite's 100K vocabulary) and returns a ``GrammarConstraint``. The decode
-loop calls ``mask(logits)`` before sampling (tokens the grammar forbids get -inf; once the
-grammar is complete only end-of-text is left, so generation ends there) and ``advance(token)``
-after. Special tokens never appear inside JSON or regex text (llguidance matches them only
+loop calls ``pick(logits, sampling)`` (``sample`` over the masked logits: tokens the grammar
+forbids get -inf; once the grammar is complete only end-of-text is left, so generation ends
+there; greedy skips the mask when the unmasked argmax is allowed) and ``advance(token)`` after,
+which starts the next mask on a worker thread so it overlaps the model's forward
+(FELDSPAR_GRAMMAR_OVERLAP=0 computes it in line; the tokens are the same either way). Special tokens never appear inside JSON or regex text (llguidance matches them only
 where a grammar names them, e.g. ``<tool_call>``). Only decoded tokens are constrained, so a
 reused prompt state is untouched. Budget: in the last quarter of ``budget`` tokens, allowed
 tokens that close a string/array/object or end the text are preferred when there are any
@@ -16,8 +18,10 @@ Knows tokenizers, grammars and logits; nothing of prompts, HTTP or the CLI.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,7 @@ from feldspar.model.structure import Structure, StructureError, locate, shortest
 
 _lock = threading.Lock()
 _tokenizers: "weakref.WeakKeyDictionary[Any, dict[int, Any]]" = weakref.WeakKeyDictionary()
+_pool: ThreadPoolExecutor | None = None
 
 
 def _llg():
@@ -126,11 +131,37 @@ def _first_line(message: str) -> str:
     return (lines[0] + (f" ({detail})" if detail and detail != lines[0] else "")) if lines else "cannot compile"
 
 
+def _cpu_values(logits: torch.Tensor) -> np.ndarray | None:
+    """The logits as a numpy view (no copy) where they are fp32/fp64 on the CPU, else None."""
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
+        return logits.detach().numpy()
+    return None
+
+
+def overlap_enabled() -> bool:
+    """Next mask on a worker thread during the forward, unless FELDSPAR_GRAMMAR_OVERLAP=0."""
+    return os.environ.get("FELDSPAR_GRAMMAR_OVERLAP", "1").strip() != "0"
+
+
+def _workers() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feldspar-grammar")
+        return _pool
+
+
 class GrammarConstraint:
-    """One generation's grammar state: ``mask(logits)`` before sampling, ``advance(id)`` after."""
+    """One generation's grammar state: ``pick(logits, sampling)`` (or ``mask``), then ``advance(id)``.
+
+    The mask for the next step is computed into a reused bitmask: with overlap, ``advance``
+    starts it on a worker thread (llguidance drops the GIL) so it runs during the model's
+    forward, and the next ``pick``/``mask`` waits for it; every other use of the matcher waits
+    first too, so the matcher is never touched by two threads at once.
+    """
 
     def __init__(self, matcher: Any, vocabulary: Vocabulary, vocab_size: int, budget: int,
-                 json_text: bool = True, needed: int = 0) -> None:
+                 json_text: bool = True, needed: int = 0, overlap: bool | None = None) -> None:
         self.matcher = matcher
         self.json_text = json_text
         self.vocabulary = vocabulary
@@ -139,18 +170,51 @@ class GrammarConstraint:
         self.steps = 0
         self.reserve = max(8, budget // 4, needed + 8)
         self.depth = JsonDepth()
+        self.overlap = overlap_enabled() if overlap is None else overlap
         self._bitmask = np.zeros((vocab_size + 31) // 32, dtype=np.int32)
+        self._words = self._bitmask.view(np.uint32)
+        self._fresh = False  # the bitmask is the mask of the matcher's current state
+        self._pending: Future | None = None
+
+    def _compute(self) -> None:
+        self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
+
+    def _settle(self) -> None:
+        """Wait for a mask being computed on the worker (its errors raise here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+            self._fresh = True
+
+    def _bits(self) -> np.ndarray:
+        self._settle()
+        if not self._fresh:
+            self._compute()
+            self._fresh = True
+        return self._words
+
+    def compute(self) -> None:
+        """The mask of the current state, now (otherwise computed on first use, or by ``advance``)."""
+        self._bits()
 
     @property
     def complete(self) -> bool:
+        self._settle()
         return self.matcher.is_accepting()
 
-    def allowed(self) -> torch.Tensor:
-        self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
-        bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self.vocab_size]
-        return torch.from_numpy(bits.astype(bool, copy=False))
+    def allowed(self) -> np.ndarray:
+        """Boolean [vocab]: the tokens the grammar allows next."""
+        return np.unpackbits(self._bits().view(np.uint8), bitorder="little")[: self.vocab_size].view(np.bool_)
 
-    def _closing(self, allowed: torch.Tensor) -> torch.Tensor:
+    def allows(self, token_id: int) -> bool:
+        return 0 <= token_id < self.vocab_size and bool((self._bits()[token_id >> 5] >> (token_id & 31)) & 1)
+
+    @property
+    def short(self) -> bool:
+        """In the last ``reserve`` tokens of the budget (the closing preference applies)."""
+        return self.budget - self.steps <= self.reserve
+
+    def _closing(self, allowed: np.ndarray) -> np.ndarray:
         """Allowed tokens that bring the structure nearest its end, when the budget runs short."""
         v = self.vocabulary
         if not self.json_text:
@@ -160,26 +224,50 @@ class GrammarConstraint:
         else:
             tiers = [v.end, v.close_first, v.comma_first]
         for tier in tiers:
-            preferred = allowed & tier
-            if bool(preferred.any()):
+            preferred = allowed & tier.numpy()
+            if preferred.any():
                 return preferred
         return allowed
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """A copy of ``logits`` with every token the grammar forbids at -inf.
+
+        On CPU in numpy, one single-threaded pass: torch would split a 100K-element op across
+        its intra-op threads, which costs far more than the op when the cores are busy."""
         allowed = self.allowed()
-        if self.budget - self.steps <= self.reserve:
+        if self.short:
             allowed = self._closing(allowed)
-        return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+        values = _cpu_values(logits)
+        if values is not None:
+            return torch.from_numpy(np.where(allowed, values, values.dtype.type(-np.inf)))
+        return logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
+
+    def pick(self, logits: torch.Tensor, sampling: Any, generator: torch.Generator | None = None) -> int:
+        """The token ``sample`` picks from the masked logits. Greedy: the unmasked argmax when the
+        grammar allows it (the masked argmax is then the same token), so no mask is applied."""
+        from feldspar.model.generation import sample
+
+        if sampling.temperature <= 0 and not self.short:
+            values = _cpu_values(logits)
+            token = int(np.argmax(values) if values is not None else torch.argmax(logits))
+            if self.allows(token):
+                return token
+        return sample(self.mask(logits), sampling, generator)
 
     def advance(self, token_id: int) -> None:
+        self._settle()
         self.steps += 1
+        self._fresh = False
         if not self.matcher.consume_token(token_id):
             raise StructureError(f"the grammar rejected token {token_id}: {self.matcher.get_error()}")
         if token_id < len(self.vocabulary.texts):
             self.depth.push(self.vocabulary.texts[token_id])
+        if self.overlap and not self.matcher.is_stopped():
+            self._pending = _workers().submit(self._compute)
 
 
-def constraint_for(tokenizer: Any, structure: Structure, vocab_size: int, budget: int) -> GrammarConstraint:
+def constraint_for(tokenizer: Any, structure: Structure, vocab_size: int, budget: int,
+                   overlap: bool | None = None) -> GrammarConstraint:
     structure = bind(tokenizer, structure)
     grammar = check_compiles(structure, tokenizer, vocab_size)
     lltok, vocabulary = ll_tokenizer(tokenizer, vocab_size)
@@ -187,7 +275,7 @@ def constraint_for(tokenizer: Any, structure: Structure, vocab_size: int, budget
     if matcher.is_error():
         raise StructureError(_first_line(matcher.get_error()))
     return GrammarConstraint(matcher, vocabulary, vocab_size, budget, structure.kind not in ("regex", "choice"),
-                             shortest_text(structure))
+                             shortest_text(structure), overlap)
 
 
 def tool_structure(tokenizer: Any, tools: list[dict[str, Any]], names: list[str] | None,

@@ -181,11 +181,12 @@ def decode_tokens(
 
     A stop id is yielded and ends the loop without being fed to the model, so the
     state has consumed every yielded token but the last. A ``constraint`` (model/constrained.py)
-    masks the logits before each pick and advances with each picked token.
+    picks from the logits it masks and advances with each picked token (starting the next mask,
+    which then overlaps the forward).
     """
     generator = make_generator(sampling, logits.device)
     for step in range(max_new_tokens):
-        token = sample(logits if constraint is None else constraint.mask(logits), sampling, generator)
+        token = sample(logits, sampling, generator) if constraint is None else constraint.pick(logits, sampling, generator)
         if constraint is not None:
             constraint.advance(token)
         yield token

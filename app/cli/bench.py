@@ -304,11 +304,16 @@ def structured_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"measure": f"schema-valid outputs, {mode} (miniature, sampled)", "value": f"{v[mode]['valid']}/"
              f"{v[mode]['outputs']} ({100 * v[mode]['share']:.0f} %)"} for mode in ("constrained", "free")]
     for d in report["decode"]:
-        shape = f"{d['shape']} ({d['vocab']:,} vocab)"
+        shape, c = f"{d['shape']} ({d['vocab']:,} vocab)", d["step_costs"]
         rows += [
             {"measure": f"decode s/token free vs constrained, {shape}", "value": f"{d['free_s_per_token'] * 1000:.2f} ms vs "
              f"{d['constrained_s_per_token'] * 1000:.2f} ms ({100 * d['slowdown']:+.1f} %)"},
+            {"measure": f"decode s/token constrained, mask in line (no overlap), {shape}",
+             "value": f"{d['in_line_s_per_token'] * 1000:.2f} ms"},
             {"measure": f"mask + advance alone per token, {shape}", "value": f"{d['mask_s_per_token'] * 1e6:.0f} us"},
+            {"measure": f"one in-line decode, per token: forward / mask / apply+pick / advance, {shape}",
+             "value": " / ".join(f"{c[k] * 1000:.2f}" for k in ("forward", "mask", "apply_pick", "advance"))
+             + f" ms ({c['steps']} tokens)"},
             {"measure": f"compile 50-property schema, {shape}", "value": f"{d['compile_50_properties_s'] * 1000:.1f} ms "
              f"(tokenizer view once: {d['tokenizer_view_s']:.2f} s)"},
         ]

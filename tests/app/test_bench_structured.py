@@ -15,8 +15,11 @@ def test_constrained_outputs_are_all_valid_and_the_table_has_every_measure():
     assert report["extract"]["constrained"]["valid_first_try"] == report["extract"]["constrained"]["rows"] == 1
     (decode,) = report["decode"]
     assert decode["free_s_per_token"] > 0 and decode["constrained_s_per_token"] > 0
-    assert decode["compile_50_properties_s"] > 0 and decode["mask_s_per_token"] > 0
+    assert decode["compile_50_properties_s"] > 0 and decode["mask_s_per_token"] > 0 and decode["in_line_s_per_token"] > 0
+    parts = decode["step_costs"]
+    assert parts["steps"] >= 1 and all(parts[k] > 0 for k in ("forward", "mask", "apply_pick", "advance"))
     measures = [row["measure"] for row in structured_rows(report)]
     assert any("schema-valid outputs, constrained" in m for m in measures)
     assert any("compile 50-property schema" in m for m in measures)
+    assert any("forward / mask / apply+pick / advance" in m for m in measures)
     assert any("extract rows valid first try, retry" in m for m in measures)

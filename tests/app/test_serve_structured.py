@@ -7,6 +7,9 @@ JSON, so these tests would fail if response_format or tool_choice were ignored.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jsonschema
 import openai
@@ -139,3 +142,37 @@ def test_random_weights_json_is_labelled_outside_the_content(client, server):
     jsonschema.validate(json.loads(reply.choices[0].message.content), PERSON)
     assert reply.system_fingerprint == "feldspar-random-weights"
     assert raw.headers["x-feldspar-random-weights"] == "true"
+
+
+def run_llm(tmp_path, server, *args: str) -> str:
+    """simonw's `llm` CLI in a subprocess, with feldspar serve configured as an OpenAI-compatible model."""
+    home = tmp_path / "llm-home"
+    home.mkdir(exist_ok=True)
+    models = [{"model_id": "feldspar-tiny", "model_name": server["model"], "api_base": server["url"] + "/v1",
+               "supports_schema": True}]
+    (home / "extra-openai-models.yaml").write_text(json.dumps(models))  # JSON is YAML
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    done = subprocess.run([sys.executable, "-m", "llm", *args], capture_output=True,
+                          text=True, timeout=300, env={**env, "LLM_USER_PATH": str(home)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_llm_cli_concise_schema_prints_valid_json(tmp_path, server, stream):
+    out = run_llm(tmp_path, server, "-m", "feldspar-tiny", "--schema", "name, age int",
+                  *([] if stream else ["--no-stream"]), "Invent a person")
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    jsonschema.validate(json.loads(out), schema)
+    if not stream:  # the random-weights label reaches llm's log, outside the JSON content
+        (logged,) = json.loads(run_llm(tmp_path, server, "logs", "-n", "1", "--json"))
+        assert logged["response_json"]["system_fingerprint"] == "feldspar-random-weights"
+
+
+def test_llm_cli_schema_file_prints_valid_json(tmp_path, server):
+    path = tmp_path / "person.schema.json"
+    path.write_text(json.dumps(PERSON))
+    out = run_llm(tmp_path, server, "-m", "feldspar-tiny", "--schema", str(path), "-o", "max_tokens", "60",
+                  "Invent a person")
+    jsonschema.validate(json.loads(out), PERSON)

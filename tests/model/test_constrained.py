@@ -148,3 +148,47 @@ def test_tool_choice_naming_an_undeclared_tool_is_an_error(engine):
 
     with pytest.raises(StructureError, match="nope"):
         tool_structure(engine.tokenizer, TOOLS, ["nope"], True)
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                           "tags": {"type": "array", "items": {"enum": ["a", "b"]}}},
+          "required": ["name", "age", "tags"]}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_overlapped_mask_gives_the_same_tokens_as_in_line(engine, monkeypatch, temperature):
+    """The next mask computed on a worker during the forward picks exactly what the in-line mask picks."""
+    import threading
+
+    runs = {}
+    for overlap in ("1", "0"):
+        monkeypatch.setenv("FELDSPAR_GRAMMAR_OVERLAP", overlap)
+        params = GenerationParams(max_new_tokens=48, temperature=temperature, seed=11, reuse=False,
+                                  structure=Structure.json_schema(PERSON))
+        runs[overlap] = engine.generate("Reply with JSON.", params)
+        if overlap == "1":
+            assert any(t.name.startswith("feldspar-grammar") for t in threading.enumerate())
+    assert runs["1"].token_ids == runs["0"].token_ids and len(runs["0"].token_ids) > 5
+    assert runs["1"].text == runs["0"].text
+
+
+@pytest.mark.parametrize("budget", [200, 12])  # 12: every step is in the closing reserve
+def test_greedy_pick_without_a_mask_is_the_masked_argmax(engine, budget):
+    import torch
+
+    from feldspar.model.constrained import constraint_for
+    from feldspar.model.generation import Sampling
+
+    vocab = engine.model.config.vocab_size
+    fast, masked = (constraint_for(engine.tokenizer, Structure.json_schema(PERSON), vocab, budget) for _ in "ab")
+    generator, unmasked_picks = torch.Generator().manual_seed(3), 0
+    for _ in range(min(budget, 40)):
+        logits = torch.randn(vocab, generator=generator)
+        token = fast.pick(logits, Sampling())
+        assert token == int(torch.argmax(masked.mask(logits)))
+        unmasked_picks += token == int(torch.argmax(logits))
+        if masked.complete:
+            break
+        fast.advance(token)
+        masked.advance(token)
+    assert unmasked_picks < 40  # the grammar did narrow some picks (the test compares something)
