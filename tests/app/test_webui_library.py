@@ -1,4 +1,4 @@
-"""The UI library's own checks and jobs: upload names, allowed roots, one ingest at a time."""
+"""The web UI library (app/webui: library, jobs, uploads): upload names, allowed roots, one ingest at a time."""
 
 from __future__ import annotations
 
