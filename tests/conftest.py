@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.app.cli_runner import run_cli
 from tests.skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: the last line names skipped tests
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,8 +96,6 @@ def tiny_model(tiny_checkpoint: Path):
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
     """``cli(*args) -> CliResult``: the real `feldspar` entry point in-process (tests/app/cli_runner.py)."""
-    from tests.app.cli_runner import run_cli
-
     return lambda *args: run_cli(list(args), capsys, monkeypatch)
 
 
