@@ -1,4 +1,5 @@
-"""Shared test fixtures: an isolated data home for every test, offline hub, tiny checkpoints.
+"""Shared test fixtures: an isolated data home for every test, offline hub, tiny checkpoints,
+the in-process CLI and the shared embedder.
 
 No test touches the user's data directory or the network. Tiny random-weight Granite
 checkpoints are written once per session by the same code as `feldspar models random
@@ -10,12 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import sys
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from skip_summary import pytest_terminal_summary  # noqa: E402,F401 - a hook: the last line names skipped tests
+from tests.app.cli_runner import run_cli
+from tests.skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: the last line names skipped tests
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -91,16 +90,21 @@ def tiny_model(tiny_checkpoint: Path):
     return model
 
 
+# ---- shared by several folders -----------------------------------------------------------
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """``cli(*args) -> CliResult``: the real `feldspar` entry point in-process (tests/app/cli_runner.py)."""
+    return lambda *args: run_cli(list(args), capsys, monkeypatch)
+
+
 @pytest.fixture(scope="session")
-def logit_reference():
-    """tests/model/logit_reference.py as a module: from-scratch logits and the shared tolerance.
+def embedder():
+    """The bundled embedder in the CPU default precision (int8, built once into the user cache), loaded once."""
+    from feldspar.retrieval.embeddings import Embedder
+    from feldspar.settings import load_settings
 
-    For test folders that cannot import it directly (``--import-mode=importlib``).
-    """
-    import importlib.util
-
-    path = Path(__file__).parent / "model" / "logit_reference.py"
-    spec = importlib.util.spec_from_file_location("feldspar_tests_logit_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    shared = Embedder(precision="int8", cache_dir=load_settings().embedders_cache)
+    shared.embed(["load the model once"])
+    return shared

@@ -19,7 +19,7 @@ def test_needs_chromium():
 
 
 def test_the_last_line_names_skipped_tests_and_the_install_command(pytester):
-    pytester.makeconftest("from skip_summary import pytest_terminal_summary")
+    pytester.makeconftest("from tests.skip_summary import pytest_terminal_summary")
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
     last = [line for line in result.outlines if line.strip()][-2]  # just above pytest's own counts
@@ -28,7 +28,7 @@ def test_the_last_line_names_skipped_tests_and_the_install_command(pytester):
 
 
 def test_nothing_skipped_adds_no_line(pytester):
-    pytester.makeconftest("from skip_summary import pytest_terminal_summary")
+    pytester.makeconftest("from tests.skip_summary import pytest_terminal_summary")
     pytester.makepyfile(test_suite="def test_runs():\n    pass\n")
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
     assert not any("skipped" in line for line in result.outlines)

@@ -251,7 +251,7 @@ async def _cancel_on_disconnect(request: Request, job: Job) -> None:
     while True:
         message = await request.receive()
         if message.get("type") == "http.disconnect":
-            job.cancel.set()
+            job.leave()
             return
 
 

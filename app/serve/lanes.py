@@ -37,6 +37,7 @@ class LaneStats:
     failed: int = 0
     rejected: int = 0
     abandoned: int = 0  # callers that left while their job still waited in the queue
+    left_running: int = 0  # callers that left while their job ran (it stops at its next item)
 
 
 @dataclass
@@ -49,6 +50,12 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     started: threading.Event = field(default_factory=threading.Event)
+
+    def leave(self) -> None:
+        """The caller stopped listening: a waiting job never starts, a running one stops at its next item."""
+        if not self.cancel.is_set():
+            self.lane.note_left(running=self.started.is_set())
+        self.cancel.set()
 
     def post(self, kind: str, value: Any = None) -> None:
         try:
@@ -63,6 +70,7 @@ class Job:
         the job waits in the queue or computes a long prompt), so a stream can keep its
         connection alive.
         """
+        ended = False
         try:
             while True:
                 try:
@@ -72,14 +80,14 @@ class Job:
                     continue
                 if kind == "item":
                     yield value
-                elif kind == "error":
-                    raise value
                 else:
+                    ended = True
+                    if kind == "error":
+                        raise value
                     return
         finally:
-            if not self.cancel.is_set() and not self.started.is_set():
-                self.lane.note_abandoned()
-            self.cancel.set()  # a no-op once finished; stops the worker when the caller left early
+            if not ended:
+                self.leave()  # the caller left early: stop the worker
 
 
 class Lane:
@@ -95,15 +103,18 @@ class Lane:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition(self._guard)
 
-    def note_abandoned(self) -> None:
+    def note_left(self, running: bool) -> None:
         with self._changed:
-            self.stats.abandoned += 1
+            if running:
+                self.stats.left_running += 1
+            else:
+                self.stats.abandoned += 1
             self._changed.notify_all()
 
-    def wait_abandoned(self, count: int, timeout_s: float) -> bool:
-        """Block until ``count`` callers have left while queued (tests, monitoring); False on timeout."""
+    def wait_for(self, condition: Callable[[LaneStats], bool], timeout_s: float) -> bool:
+        """Block until ``condition(stats)`` holds after a caller left (tests, monitoring); False on timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.stats.abandoned >= count, timeout_s)
+            return self._changed.wait_for(lambda: condition(self.stats), timeout_s)
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self) -> "Ticket":

@@ -7,32 +7,13 @@ so every reply is Granite-format text read by the real parser.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # agent_helpers
+from tests.agents.agent_helpers import CODE, GUIDE, scripted_model
+from tests.retrieval.retrieval_helpers import pdf_bytes
 
-from agent_helpers import scripted_model  # noqa: E402
-from retrieval_helpers import pdf_bytes  # noqa: E402
-
-GUIDE = """# Router guide
-
-## Reset
-
-To reset the Feldspar router, hold the recessed button for ten seconds until the light blinks amber.
-
-## Warranty
-
-The warranty covers hardware faults for two years from purchase.
-"""
-CODE = '''def hardness(mineral):
-    """Mohs hardness of a few minerals."""
-    return {"quartz": 7, "feldspar": 6, "mica": 2.5}[mineral]
-'''
 PDF_PAGES = ["Installation manual. Mount the router on a wall away from water.",
              "Troubleshooting. If the light stays red, the uplink cable is unplugged."]
 

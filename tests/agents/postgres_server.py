@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from remote_server import free_port
+from tests.agents.remote_server import free_port
 
 SKIP_REASON = ("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (Debian's postgresql "
                "package; .ci/run installs it)")

@@ -7,17 +7,13 @@ ids, a complete trace, reuse statistics, threads and their model state persisted
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+from tests.app.cli_runner import run_cli
 
-from cli_runner import run_cli  # noqa: E402
-
-from feldspar.compose import build_agent, build_engine  # noqa: E402
-from feldspar.settings import load_settings  # noqa: E402
+from feldspar.compose import build_agent, build_engine
+from feldspar.settings import load_settings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_helpers import scripted_model
+from tests.agents.agent_helpers import scripted_model
 
 from feldspar.agents.errors import AgentError
 from feldspar.agents.extract import SchemaInvalid

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from agent_helpers import tool_call
+from tests.agents.agent_helpers import tool_call
 
 from feldspar.agents.builtin_tools import calculator_tool
 from feldspar.agents.tools import FeldsparTool

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 import json
 import sys
-from pathlib import Path
 
 import pytest
-from agent_helpers import scripted_model, tool_call
-from remote_server import StandIn, free_port
+from tests.agents.agent_helpers import scripted_model, tool_call
+from tests.agents.remote_server import StandIn, free_port
 
 from feldspar.agents.builtin_tools import calculator_tool
 from feldspar.agents.chat_model import ChatGranite
@@ -26,8 +25,7 @@ from feldspar.agents.runner import Agent
 from feldspar.agents.threads import ThreadStore
 from feldspar.agents.tools import run_tool
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 _TIMING = {"duration_s", "ttft_s", "prefill_s", "decode_s", "elapsed_s", "started", "ended", "at", "time_s"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from agent_helpers import tool_call
-from remote_server import StandIn, free_port
+from tests.agents.agent_helpers import tool_call
+from tests.agents.remote_server import StandIn, free_port
 
 from feldspar.agents.chat_model import ChatGranite
 from feldspar.agents.errors import AgentError

@@ -13,7 +13,7 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from remote_server import StandIn, request_control_ids
+from tests.agents.remote_server import StandIn, request_control_ids
 
 from feldspar.agents.remote_backend import RemoteChatBackend
 from feldspar.model.control_tokens import GRANITE_CONTROL_STRINGS

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
-from remote_server import FIM_IDS, StandIn, token_id
+from tests.agents.remote_server import FIM_IDS, StandIn, token_id
 
 from feldspar.agents.errors import AgentError
 from feldspar.agents.remote_backend import RemoteChatBackend
 from feldspar.model.errors import ContextOverflowError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from cli_runner import run_cli  # noqa: E402
+from tests.app.cli_runner import run_cli
 
 
 @pytest.fixture(scope="module")

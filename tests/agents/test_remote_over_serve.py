@@ -11,8 +11,8 @@ the server. Follow-up turns report the server's reused tokens as cached tokens.
 from __future__ import annotations
 
 import pytest
-from agent_helpers import scripted_model
-from test_remote_agent import CALL_TURNS, build, shape
+from tests.agents.agent_helpers import scripted_model
+from tests.agents.test_remote_agent import CALL_TURNS, build, shape
 
 from feldspar.agents.chat_model import ChatGranite
 from feldspar.agents.remote_backend import RemoteChatBackend

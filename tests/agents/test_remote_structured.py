@@ -8,7 +8,7 @@ import json
 
 import pytest
 from pydantic import BaseModel
-from remote_server import StandIn
+from tests.agents.remote_server import StandIn
 
 from feldspar.agents.chat_model import ChatGranite
 from feldspar.agents.extract import ExtractOptions, extract_rows

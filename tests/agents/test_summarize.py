@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_helpers import scripted_model
+from tests.agents.agent_helpers import scripted_model
 
 from feldspar.agents.errors import AgentError
 from feldspar.settings import load_settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from agent_helpers import scripted_model, tool_call
+from tests.agents.agent_helpers import scripted_model, tool_call
 
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.errors import UnknownThread
@@ -22,7 +22,7 @@ from feldspar.agents.runner import Agent
 from feldspar.agents.threads import ThreadStore
 from feldspar.errors import user_message
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]  # the child imports tests.agents.agent_helpers from here
 
 
 def agent_on(path: Path, replies: list, **config) -> tuple[Agent, object]:
@@ -66,10 +66,9 @@ def test_removing_a_thread_removes_its_checkpoints(tmp_path):
 
 CHILD = """
 import sys, threading
-sys.path.insert(0, {helpers!r})
 from pathlib import Path
 from pydantic import BaseModel
-from agent_helpers import scripted_model, tool_call
+from tests.agents.agent_helpers import scripted_model, tool_call
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.nodes import AgentDeps
 from feldspar.agents.runner import Agent
@@ -95,8 +94,8 @@ agent.ask("Please wait for me.", None)
 
 def test_kill_9_mid_turn_leaves_the_thread_at_its_last_completed_step(tmp_path):
     store, marker = tmp_path / "threads.sqlite", tmp_path / "in-tool"
-    script = CHILD.format(helpers=str(HERE), marker=str(marker), store=str(store))
-    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    script = CHILD.format(marker=str(marker), store=str(store))
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():  # poll for the named point: the tool is running

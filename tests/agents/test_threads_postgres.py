@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
-from agent_helpers import scripted_model
-from postgres_server import SKIP_REASON, PostgresServer, binaries
-from remote_server import StandIn, free_port
+from tests.agents.agent_helpers import scripted_model
+from tests.agents.postgres_server import SKIP_REASON, PostgresServer, binaries
+from tests.agents.remote_server import StandIn, free_port
 
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.errors import AgentError, UnknownThread
@@ -19,8 +17,7 @@ from feldspar.agents.runner import Agent
 from feldspar.agents.threads import ThreadStore
 from feldspar.errors import user_message
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,9 @@ Runs the real entry point in-process (tests/app/cli_runner.py) on the test's own
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from cli_runner import run_cli  # noqa: E402
 
 TOOLS_MODULE = '''
 from pathlib import Path
@@ -29,11 +25,6 @@ def explode(reason: str) -> str:
     """Always fails."""
     raise RuntimeError(reason)
 '''
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
 
 
 @pytest.fixture

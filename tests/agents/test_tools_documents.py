@@ -9,8 +9,6 @@ as a file of another collection.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +19,7 @@ from feldspar.agents.tools import run_tool
 from feldspar.compose import build_retrieval, build_tools
 from feldspar.settings import load_settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
-from retrieval_helpers import pdf_bytes  # noqa: E402
+from tests.retrieval.retrieval_helpers import pdf_bytes
 
 SECRET = "TOP SECRET launch codes"
 GUIDE = """# Feldspar guide

@@ -4,7 +4,7 @@
 opens, and each stream records how it ended (closed early by the server, or finished), so
 queueing and disconnects are tested by events, never by timing. ``weather_replies`` is a
 scripted Granite model that calls a tool when given tools and answers from the tool result.
-Imported by the test modules as ``serve_helpers`` (this folder is on sys.path).
+Imported as ``from tests.app.serve_helpers import …``.
 """
 
 from __future__ import annotations
@@ -40,14 +40,23 @@ class GatedBackend:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.runs: list[Run] = []
+        self._opened = threading.Condition()
 
     def reset(self) -> None:
         self.gate = threading.Event()
         self.runs = []
 
+    def wait_run(self, index: int, timeout_s: float) -> Run:
+        """Run number ``index`` (from 0) once the server has opened it; AssertionError after ``timeout_s``."""
+        with self._opened:
+            assert self._opened.wait_for(lambda: len(self.runs) > index, timeout_s), "the server opened no such run"
+            return self.runs[index]
+
     def stream_chat(self, messages, tools=None, documents=None, *, max_new_tokens: int = 512, **_options: Any) -> Stream:
         run = Run(max_new_tokens)
-        self.runs.append(run)
+        with self._opened:
+            self.runs.append(run)
+            self._opened.notify_all()
         holder: list[GenerationResult] = []
         return Stream(self._pieces(run, self.gate, holder), holder)
 

@@ -13,16 +13,8 @@ from pathlib import Path
 
 import pytest
 
-GUIDE = """# Router guide
+from tests.agents.agent_helpers import GUIDE, SAVE_NOTE_TOOLS
 
-## Reset
-
-To reset the Feldspar router, hold the recessed button for ten seconds until the light blinks amber.
-
-## Warranty
-
-The warranty covers hardware faults for two years from purchase.
-"""
 NOTES = "# Minerals\n\nQuartz has a Mohs hardness of seven; feldspar has six.\n"
 
 
@@ -193,27 +185,11 @@ def test_summarize_and_extract_run_on_the_api_objects_chat_model(tmp_path):
     assert len(model.backend.requests) == 3  # every call went to the object's own chat model
 
 
-SAVE_NOTE = '''from pathlib import Path
-
-from feldspar.agents.tools import feldspar_tool
-
-NOTES = Path(__file__).with_name("notes.txt")
-
-
-@feldspar_tool(side_effects=True)
-def save_note(text: str) -> str:
-    """Save a note (writes a file)."""
-    with NOTES.open("a", encoding="utf-8") as out:
-        out.write(text + "\\n")
-    return "saved"
-'''
-
-
 @pytest.mark.parametrize("decision", [True, False])
 def test_an_approve_callback_is_asked_and_decides(tmp_path, decision):
     from feldspar import Feldspar
 
-    (tmp_path / "tools.py").write_text(SAVE_NOTE, encoding="utf-8")
+    (tmp_path / "tools.py").write_text(SAVE_NOTE_TOOLS, encoding="utf-8")
     call = '<tool_call>\n{"name": "save_note", "arguments": {"text": "buy milk"}}\n</tool_call>'
     fs = Feldspar(home=tmp_path / "home", chat_model=scripted([call, "Done."]), policy="none",
                   tools_module=tmp_path / "tools.py")
@@ -226,7 +202,7 @@ def test_an_approve_callback_is_asked_and_decides(tmp_path, decision):
 def test_without_a_callback_a_side_effecting_call_is_refused(tmp_path):
     from feldspar import Feldspar
 
-    (tmp_path / "tools.py").write_text(SAVE_NOTE, encoding="utf-8")
+    (tmp_path / "tools.py").write_text(SAVE_NOTE_TOOLS, encoding="utf-8")
     call = '<tool_call>\n{"name": "save_note", "arguments": {"text": "x"}}\n</tool_call>'
     fs = Feldspar(home=tmp_path / "home", chat_model=scripted([call, "Not saved."]), policy="none",
                   tools_module=tmp_path / "tools.py")

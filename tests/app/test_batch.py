@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
-from test_cli_usage import read_only_folder  # noqa: E402,F401 - a fixture
+from tests.app.cli_runner import assert_one_error_line, run_cli
+from tests.app.test_cli_usage import read_only_folder  # noqa: F401 - a fixture
 
 CALL = '<tool_call>\n{{"name": "calculator", "arguments": {{"expression": "{}"}}}}\n</tool_call>'
 

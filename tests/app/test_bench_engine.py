@@ -6,8 +6,6 @@ Correctness only: no assertion here depends on how fast anything ran.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +13,7 @@ from feldspar.cli.bench import parse_lengths
 from feldspar.cli.root import console
 from feldspar.bench import roofline
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
+from tests.app.cli_runner import run_cli
 
 TINY_ARGS = ["--tiny", "--prefill-lengths", "80,32", "--decode-tokens", "8", "--repeats", "1", "--chunk-size", "48"]
 ROW_KEYS = {"row", "impl", "kind", "tokens", "seconds", "tokens_per_s", "achieved", "achieved_unit",

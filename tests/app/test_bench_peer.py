@@ -7,17 +7,14 @@ The peer is a small stand-in HTTP server speaking llama.cpp's /completion with `
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from feldspar.cli.bench import parse_quants
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
+from tests.app.cli_runner import run_cli
 
 ARGS = ["bench", "engine", "--tiny", "--prefill-lengths", "24", "--decode-tokens", "4", "--repeats", "1",
         "--no-baseline", "--quality-tokens", "32", "--json"]

@@ -6,11 +6,8 @@ Correctness only: no assertion here depends on how fast anything ran.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 
 def test_bench_serve_json_counts_every_request_and_sees_the_shared_prefix(capsys, monkeypatch):

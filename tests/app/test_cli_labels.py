@@ -13,17 +13,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
-
-from feldspar.labels import RANDOM_LABEL  # noqa: E402
+from feldspar.labels import RANDOM_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
 
 
 @pytest.fixture(scope="module")

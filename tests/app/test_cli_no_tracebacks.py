@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
-from test_cli_usage import read_only_folder  # noqa: E402,F401 - a fixture
+from tests.app.cli_runner import assert_one_error_line, run_cli
+from tests.app.test_cli_usage import read_only_folder  # noqa: F401 - a fixture
 
 
 def test_a_data_home_that_is_a_file_fails_threads_list_and_ask_before_the_model(tmp_path, capsys, monkeypatch):

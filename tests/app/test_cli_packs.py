@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from feldspar.model.loader import dtype_choice
-
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
 
 
 @pytest.fixture

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line
 
-from feldspar.labels import RANDOM_LABEL  # noqa: E402
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
+from feldspar.labels import RANDOM_LABEL
 
 
 def test_ask_prints_the_random_weights_line_before_the_answer(cli, tiny_checkpoint):
@@ -56,7 +49,6 @@ def test_sources_shows_different_long_paths_differently_and_keeps_their_file_nam
     assert len(set(shown)) == len(paths), shown
     assert all(s.endswith(p.rsplit("/", 1)[-1]) for s, p in zip(shown, paths)), shown
     assert shown[3] == "/short.md" and len(shown[2]) <= 30 and "…" in shown[2], shown
-
 
 
 def test_pack_list_gives_each_damaged_pack_a_one_line_reason_and_json_the_full_message(cli, feldspar_home):

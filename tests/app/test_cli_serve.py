@@ -6,12 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 
 def test_serve_starts_announces_its_address_and_requires_the_key(tiny_checkpoint):

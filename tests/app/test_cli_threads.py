@@ -5,11 +5,8 @@ list` shows whole ids and a unique start of an id is accepted everywhere an id i
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
+from tests.app.cli_runner import run_cli
 
 
 def test_a_follow_up_uses_the_threads_model_and_a_prefix_of_its_id(tiny_checkpoint, tiny_dense_checkpoint,

@@ -6,18 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
+from tests.app.cli_runner import assert_one_error_line
 
 
 def _json_file(folder: Path, name: str, data) -> str:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
+from tests.agents.agent_helpers import scripted_model
 
-from agent_helpers import scripted_model  # noqa: E402
-
-from feldspar.cli.demo import QUESTION, answer_question  # noqa: E402
-from feldspar.cli.retrieval import demo_retrieval  # noqa: E402
-from feldspar.cli.root import console  # noqa: E402
-from feldspar.compose import build_agent, build_retrieval  # noqa: E402
-from feldspar.settings import load_settings  # noqa: E402
+from feldspar.cli.demo import QUESTION, answer_question
+from feldspar.cli.retrieval import demo_retrieval
+from feldspar.cli.root import console
+from feldspar.compose import build_agent, build_retrieval
+from feldspar.settings import load_settings
 
 
 def test_the_demo_grounds_its_answer_in_the_retrieved_docs(tmp_path, capsys):

@@ -8,11 +8,8 @@ bad lines and errors.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 LINES = ['{"id": "r", "question": "How do I reset it?", "expected_sources": ["guide.md"], '
          '"expected_facts": ["ten seconds"]}',

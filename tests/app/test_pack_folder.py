@@ -5,34 +5,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
-
-
-def _unreadable_files(folder: Path, outside: Path) -> None:
+def _unreadable_folder(tmp_path: Path, name: str) -> Path:
+    """``tmp_path/name`` holding only files a pack cannot read, one a symlink to a file outside it."""
+    outside = tmp_path / "secret.md"
+    outside.write_text("outside the folder", encoding="utf-8")
+    folder = tmp_path / name
+    folder.mkdir()
     (folder / "empty.txt").write_text("")
     (folder / "blank.md").write_text("   \n\n")
     (folder / "binary.txt").write_bytes(b"\x00\x01\x02binary" * 20)
     (folder / "image.png").write_bytes(b"\x89PNG\r\n")
     os.symlink(outside, folder / "escape.md")
+    return folder
 
 
 def test_a_messy_folder_packs_what_can_be_read_and_says_what_was_skipped(cli, tiny_checkpoint, tmp_path):
-    outside = tmp_path / "secret.md"
-    outside.write_text("outside the folder", encoding="utf-8")
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    _unreadable_files(folder, outside)
+    folder = _unreadable_folder(tmp_path, "notes")
     (folder / "good.md").write_text("# Feldspar\n\nOrthoclase is a feldspar.\n", encoding="utf-8")
     (folder / "records.jsonl").write_text('{"mineral": "quartz"}\n{"mineral": "mica"}\n', encoding="utf-8")
 
@@ -65,10 +58,6 @@ def test_jsonl_text_reaches_the_pack_documents(tmp_path):
 
 
 def test_a_folder_with_nothing_readable_is_refused_in_one_line(cli, tiny_checkpoint, tmp_path):
-    outside = tmp_path / "secret.md"
-    outside.write_text("outside", encoding="utf-8")
-    folder = tmp_path / "junk"
-    folder.mkdir()
-    _unreadable_files(folder, outside)
+    folder = _unreadable_folder(tmp_path, "junk")
     assert_one_error_line(cli("pack", "create", "junk", str(folder), "-m", str(tiny_checkpoint)), 1,
                           "no readable files in")

@@ -8,24 +8,11 @@ on the tiny random checkpoint through app/compose.py (wiring and random-weights 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.agents.agent_helpers import GUIDE
 
-GUIDE = """# Router guide
-
-## Reset
-
-To reset the Feldspar router, hold the recessed button for ten seconds until the light blinks amber.
-
-## Warranty
-
-The warranty covers hardware faults for two years from purchase.
-"""
 NOTES = "Quartz has Mohs hardness 7; feldspar 6; mica 2.5. Granite is mostly feldspar and quartz.\n"
 ANSWER = "Hold the recessed button for ten seconds [1]."
 

@@ -8,14 +8,11 @@ model (real Granite-format text read by the real parser) for deterministic tool 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_helpers import WEATHER_TOOL, weather_replies  # noqa: E402
+from tests.app.serve_helpers import WEATHER_TOOL, weather_replies
 
 SYSTEM = ("You are the reference librarian of the Feldspar mineral society. You answer questions about "
           "minerals, their hardness, their crystal systems and where they are found, in two sentences.")

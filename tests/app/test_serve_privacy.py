@@ -8,13 +8,9 @@ prompt held what client A said after it. Each test would have shown A's secret i
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import openai
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 HELLO = "Hello! How can I help?"
 SECRET = "my card number is 4111 1111 1111 1111"

@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line
 
 SCHEMA = {"type": "object", "properties": {"topic": {"type": "string", "maxLength": 30},
                                            "steps": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
           "required": ["topic", "steps"], "additionalProperties": False}
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run_cli(list(args), capsys, monkeypatch)
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
@@ -12,8 +9,7 @@ from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import chunk_ends, new_state, prefill
 from feldspar.model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_prompt
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import assert_logits_close, logits_from_scratch  # noqa: E402
+from tests.model.logit_reference import assert_logits_close, logits_from_scratch
 
 GREEDY = GenerationParams(max_new_tokens=12, reuse=False)
 HELLO = [{"role": "user", "content": "Hello, Granite! Grüße 🌍"}]

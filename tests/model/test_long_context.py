@@ -8,16 +8,12 @@ at 128K.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import pytest
 
 from feldspar.model.state_cache import ATTENTION_ELEMENTS, MIN_CHUNK, PrefixStateCache, bounded_segments
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import assert_matches_scratch  # noqa: E402
+from tests.model.logit_reference import assert_matches_scratch
 
 CONTEXT = 16384
 CHUNK = 2048

@@ -13,7 +13,6 @@ chunks forgetting the SSM state, and a pack restored with its Mamba layers swapp
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,12 +27,11 @@ import feldspar.model.state_cache as state_cache
 from feldspar.model.engine import Engine, EngineOptions
 from feldspar.model.snapshot import MAMBA, LayerState
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_engine as engine_tests  # noqa: E402
-import test_packs as pack_tests  # noqa: E402
-import test_state_cache as cache_tests  # noqa: E402
-from logit_reference import LOGIT_TOLERANCE, SCRATCH_MESSAGE  # noqa: E402
-from state_mutations import crop_kv, off_by, swap_first_mamba_layers  # noqa: E402
+from tests.model import test_engine as engine_tests
+from tests.model import test_packs as pack_tests
+from tests.model import test_state_cache as cache_tests
+from tests.model.logit_reference import LOGIT_TOLERANCE, SCRATCH_MESSAGE
+from tests.model.state_mutations import crop_kv, off_by, swap_first_mamba_layers
 
 MARGIN = 3  # a caught bug moves the logits at least this many tolerances
 

@@ -22,8 +22,7 @@ from feldspar.model.state_source import FreshState
 from feldspar.model.snapshot import take_snapshot
 from feldspar.pack_documents import read_pack_documents
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import assert_matches_scratch, assert_reuse_matches_scratch  # noqa: E402
+from tests.model.logit_reference import assert_matches_scratch, assert_reuse_matches_scratch
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Where is Quartzville?"

@@ -13,17 +13,14 @@ Clean runs must stay far under the tolerance.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
 from feldspar.model.generation import decode_one, new_state, prefill
 from feldspar.model.snapshot import restore, take_snapshot
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import LOGIT_TOLERANCE, assert_matches_scratch, logit_difference  # noqa: E402
-from state_mutations import PARTS, mutate_snapshot  # noqa: E402
+from tests.model.logit_reference import LOGIT_TOLERANCE, assert_matches_scratch, logit_difference
+from tests.model.state_mutations import PARTS, mutate_snapshot
 
 PROMPT, RESUME_AT = 120, 119
 LOUD, PERTURBED = 100, 5  # required movement, in tolerances: zeroed or shifted state; 0.1 % error

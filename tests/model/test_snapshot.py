@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,8 +12,7 @@ from feldspar.model.snapshot import (
     storage_bytes, take_snapshot, to_tensors,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import assert_matches_scratch  # noqa: E402
+from tests.model.logit_reference import assert_matches_scratch
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ injected and requires them to fail.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +19,7 @@ from feldspar.model.generation import Sampling, decode_tokens
 from feldspar.model.snapshot import state_bytes
 from feldspar.model.state_cache import PrefixStateCache
 
-sys.path.insert(0, str(Path(__file__).parent))
-from logit_reference import assert_matches_scratch, assert_reuse_matches_scratch  # noqa: E402
+from tests.model.logit_reference import assert_matches_scratch, assert_reuse_matches_scratch
 
 CHUNK = 64
 

@@ -1,6 +1,6 @@
 """Helpers for retrieval tests: CLI subprocesses, manifest/store inspection, PDF/DOCX makers.
 
-Imported by the test modules as ``retrieval_helpers`` (this folder is on sys.path).
+Imported as ``from tests.retrieval.retrieval_helpers import …``.
 """
 
 from __future__ import annotations

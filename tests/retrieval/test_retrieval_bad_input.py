@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from retrieval_helpers import REPO, assert_consistent, manifest_rows, store_ids
+from tests.retrieval.retrieval_helpers import REPO, assert_consistent, manifest_rows, store_ids
 
 from feldspar.retrieval.chunking import WINDOW_CHARS, Chunker
 from feldspar.retrieval.loaders import Extracted

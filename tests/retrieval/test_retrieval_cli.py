@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retrieval_helpers import REPO, run_cli
+from tests.retrieval.retrieval_helpers import REPO, run_cli
 
 
 def write_docs(root: Path) -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from retrieval_helpers import start_cli
-from test_retrieval_resume import committed_at_least, wait_for, write_files
+from tests.retrieval.retrieval_helpers import start_cli
+from tests.retrieval.test_retrieval_resume import committed_at_least, wait_for, write_files
 
 from feldspar.bench.retrieval_scale import SearchProcesses
 

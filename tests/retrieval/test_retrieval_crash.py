@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import REPO, assert_consistent, manifest_rows
+from tests.retrieval.retrieval_helpers import REPO, assert_consistent, manifest_rows
 
 from feldspar.retrieval.reindex import staging_name
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from retrieval_helpers import REPO, run_cli
+from tests.retrieval.retrieval_helpers import REPO, run_cli
 
 from feldspar.retrieval.evaluation import compare, evaluate, load_questions, misses, Question
 from feldspar.retrieval.search import SearchHit

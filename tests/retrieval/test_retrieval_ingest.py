@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import assert_consistent, manifest_rows, store_ids
+from tests.retrieval.retrieval_helpers import assert_consistent, manifest_rows, store_ids
 
 from feldspar.errors import user_message
 from feldspar.retrieval.errors import EmbeddingModelMismatch, InvalidSource, StoreBusy

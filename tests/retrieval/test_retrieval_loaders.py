@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import docx_file, encrypted_pdf_bytes, pdf_bytes
+from tests.retrieval.retrieval_helpers import docx_file, encrypted_pdf_bytes, pdf_bytes
 
 from feldspar.retrieval.loaders import Unreadable, file_kind, load_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retrieval_helpers import assert_consistent, pdf_bytes
+from tests.retrieval.retrieval_helpers import assert_consistent, pdf_bytes
 
 from feldspar.retrieval.scan import IGNORED_DIRS
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from retrieval_helpers import store_ids
+from tests.retrieval.retrieval_helpers import store_ids
 
 from feldspar.errors import user_message
 from feldspar.retrieval.embeddings import Embedder, resolve_precision

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retrieval_helpers import run_cli
+from tests.retrieval.retrieval_helpers import run_cli
 
 
 def damage(sqlite_file: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from retrieval_helpers import assert_consistent, manifest_rows, store_ids
+from tests.retrieval.retrieval_helpers import assert_consistent, manifest_rows, store_ids
 
 from feldspar.retrieval.reindex import staging_name
 
@@ -99,8 +99,8 @@ def test_a_switch_killed_at_any_step_is_finished_by_the_next_ingest(make_service
     import shutil
     import signal
 
-    from test_retrieval_crash import SETTINGS as CRASH_SETTINGS
-    from test_retrieval_crash import Zygote, write_corpus
+    from tests.retrieval.test_retrieval_crash import SETTINGS as CRASH_SETTINGS
+    from tests.retrieval.test_retrieval_crash import Zygote, write_corpus
 
     root, clean_home = tmp_path / "corpus", tmp_path / "clean"
     write_corpus(root, 1)

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from retrieval_helpers import assert_consistent, manifest_rows, start_cli, store_ids
+from tests.retrieval.retrieval_helpers import assert_consistent, manifest_rows, start_cli, store_ids
 
 SMALL_BATCHES = {"FELDSPAR_EMBED_BATCH_SIZE": "2"}
 
@@ -72,7 +72,7 @@ def test_ctrl_c_stops_after_the_current_batch(make_service, tmp_path):
 
 def test_second_concurrent_cli_ingest_is_refused(tmp_path):
     from feldspar.retrieval.ingest import single_writer
-    from retrieval_helpers import run_cli
+    from tests.retrieval.retrieval_helpers import run_cli
 
     root = tmp_path / "corpus"
     write_files(root, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval_helpers import manifest_rows
+from tests.retrieval.retrieval_helpers import manifest_rows
 
 from feldspar.retrieval.ingest import MAX_ATTEMPTS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hostile_parsers as hostile
+import tests.retrieval.hostile_parsers as hostile
 
 from feldspar.retrieval.sandbox import ParserPool
 

@@ -3,7 +3,7 @@ files are committed before it, progress moves by bytes within it, and it is name
 
 from __future__ import annotations
 
-from retrieval_helpers import assert_consistent, manifest_rows
+from tests.retrieval.retrieval_helpers import assert_consistent, manifest_rows
 
 SMALL_BATCHES = {"chunk_tokens": 32, "chunk_overlap": 4, "embed_batch_size": 2}  # write batches of 8 chunks
 

@@ -14,9 +14,7 @@ them and ordinary text (hypothesis, derandomized, few examples so the suite stay
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,8 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from feldspar.model.control_tokens import GRANITE_CONTROL_STRINGS
 from feldspar.model.prompts import chat_token_ids, fim_ids, render_chat
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
-from remote_server import StandIn  # noqa: E402
+from tests.agents.remote_server import StandIn
 
 FAST = settings(max_examples=10, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -9,45 +9,11 @@ the real ChatGranite over the scripted backend (tests/agents/agent_helpers.py).
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))  # agent_helpers
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ui_helpers
-
-from agent_helpers import scripted_model  # noqa: E402
-
-GUIDE = """# Router guide
-
-## Reset
-
-To reset the Feldspar router, hold the recessed button for ten seconds until the light blinks amber.
-
-## Warranty
-
-The warranty covers hardware faults for two years from purchase.
-"""
-CODE = '''def hardness(mineral):
-    """Mohs hardness of a few minerals."""
-    return {"quartz": 7, "feldspar": 6, "mica": 2.5}[mineral]
-'''
-TOOLS = '''"""Test tools: one side-effecting tool that appends a note to a file next to this module."""
-from pathlib import Path
-
-from feldspar.agents.tools import feldspar_tool
-
-NOTES = Path(__file__).with_name("notes.txt")
-
-
-@feldspar_tool(side_effects=True)
-def save_note(text: str) -> str:
-    """Save a note for the user (writes a file)."""
-    with NOTES.open("a", encoding="utf-8") as out:
-        out.write(text + "\\n")
-    return "saved"
-'''
+from tests.agents.agent_helpers import CODE, GUIDE, SAVE_NOTE_TOOLS, scripted_model
 
 
 def write_corpus(folder: Path) -> Path:
@@ -87,7 +53,7 @@ def ui_home(ingested_home, tmp_path) -> Path:
 def tools_module(tmp_path) -> Path:
     path = tmp_path / "tools" / "ui_tools.py"
     path.parent.mkdir()
-    path.write_text(TOOLS, encoding="utf-8")
+    path.write_text(SAVE_NOTE_TOOLS, encoding="utf-8")
     return path
 
 

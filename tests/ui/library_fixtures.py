@@ -1,8 +1,8 @@
 """Fixtures for the Documents and Packs page tests: a real LibraryServices on the test's data home.
 
-Imported by the page test modules (``from library_fixtures import *``). The services are the
-real ones from app/compose.py with a shared int8 embedder (built once per session); a
-``Gate`` hook holds a background job at a named point so tests cancel mid-ingest without
+Imported by the page test modules (``from tests.ui.library_fixtures import …``). The services
+are the real ones from app/compose.py with the session's shared int8 ``embedder``
+(tests/conftest.py); a ``Gate`` hook holds a background job at a named point so tests cancel mid-ingest without
 sleeping. Pages are run with Streamlit's AppTest from a two-line script that renders one page.
 """
 
@@ -33,16 +33,6 @@ class Gate:
             assert self.release.wait(WAIT_S), "the test never released the job"
 
 
-@pytest.fixture(scope="session")
-def shared_embedder():
-    from feldspar.retrieval.embeddings import Embedder
-    from feldspar.settings import load_settings
-
-    embedder = Embedder(precision="int8", cache_dir=load_settings().embedders_cache)
-    embedder.embed(["load the model once"])
-    return embedder
-
-
 @pytest.fixture
 def allowed(tmp_path: Path) -> Path:
     folder = tmp_path / "allowed"
@@ -56,7 +46,7 @@ def gate() -> Gate:
 
 
 @pytest.fixture
-def make_library(feldspar_home, allowed, gate, shared_embedder):
+def make_library(feldspar_home, allowed, gate, embedder):
     """make_library(**settings) -> LibraryServices registered for the pages; closed after the test."""
     from feldspar.webui.library import build_library
     from feldspar.settings import load_settings
@@ -70,7 +60,7 @@ def make_library(feldspar_home, allowed, gate, shared_embedder):
         values.update(overrides)
         settings = load_settings(**values)
         library = build_library(settings, engine=engine, hook=gate)
-        library.retrieval.use_embedder(shared_embedder)
+        library.retrieval.use_embedder(embedder)
         register_services(SimpleNamespace(settings=settings, library=library))
         made.append(library)
         return library

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_helpers import tool_call
+from tests.agents.agent_helpers import tool_call
 
 ARTIFACTS = Path(os.environ.get("FELDSPAR_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
 REPLIES = ["To reset the router, hold the recessed button for ten seconds [1].",

@@ -5,7 +5,7 @@ Real agent, threads and collection; scripted model words (tests/agents/agent_hel
 
 from __future__ import annotations
 
-from ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
+from tests.ui.ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
 
 def two_threads(make_services):
     svc = make_services([ANSWER, "Two years [1].", ANSWER])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui_helpers import chat_page, page_test
+from tests.ui.ui_helpers import chat_page, page_test
 
 
 def test_chat_on_a_pack_and_resume_adopts_the_pack(tiny_checkpoint, make_services):

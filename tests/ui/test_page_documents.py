@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from library_fixtures import (WAIT_S, allowed, gate, make_library, page_app, shared_embedder,  # noqa: E402,F401
-                              write_corpus)
+from tests.ui.library_fixtures import WAIT_S, allowed, gate, make_library, page_app, write_corpus  # noqa: F401
 
 
 def messages(at) -> str:

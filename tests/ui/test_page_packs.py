@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from library_fixtures import (WAIT_S, allowed, gate, make_library, page_app, shared_embedder,  # noqa: E402,F401
-                              write_corpus)
+from tests.ui.library_fixtures import WAIT_S, allowed, gate, make_library, page_app, write_corpus  # noqa: F401
 
 # The Packs page inside a navigation whose chat page is a stand-in showing the pack it was given.
 NAVIGATION = '''

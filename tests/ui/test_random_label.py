@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui_helpers import chat_page, page_test
+from tests.ui.ui_helpers import chat_page, page_test
 
 
 def test_random_weight_answers_are_labelled(tiny_checkpoint, make_services):

@@ -1,6 +1,6 @@
 """Helpers for AppTest: run one page of the app with services registered in this process.
 
-Imported by the test modules as ``ui_helpers`` (this folder is on sys.path).
+Imported as ``from tests.ui.ui_helpers import …``.
 """
 
 from __future__ import annotations

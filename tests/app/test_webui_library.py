@@ -1,4 +1,4 @@
-"""The UI library's own checks and jobs: upload names, allowed roots, one ingest at a time."""
+"""The web UI library (app/webui: library, jobs, uploads): upload names, allowed roots, one ingest at a time."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ui"))
+from tests.ui.library_fixtures import WAIT_S, allowed, gate, make_library, write_corpus  # noqa: F401
 
-from library_fixtures import WAIT_S, allowed, gate, make_library, shared_embedder, write_corpus  # noqa: E402,F401
-
-from feldspar.webui.jobs import Refused  # noqa: E402
-from feldspar.webui.uploads import BAD_CATEGORIES, allowed_folder, safe_upload_name  # noqa: E402
+from feldspar.webui.jobs import Refused
+from feldspar.webui.uploads import BAD_CATEGORIES, allowed_folder, safe_upload_name
 
 NASTY = "/\\.\x00\n\r\t\u202e\u200b\u2028:~$ *?é" + "abcXYZ09_-"
 SEGMENTS = ["a", "b", ".hidden", "link_out", "link_in", "link_hidden", "..", ".", "outside", "missing", "a/../.."]

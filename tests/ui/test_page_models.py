@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui_helpers import models_page, page_test, texts
+from tests.ui.ui_helpers import models_page, page_test, texts
 
 
 def test_models_page_shows_catalog_loaded_model_and_cache(tiny_checkpoint, make_services):

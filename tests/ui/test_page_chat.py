@@ -6,8 +6,8 @@ scripted (Granite-format text through the real parser).
 
 from __future__ import annotations
 
-from agent_helpers import tool_call
-from ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
+from tests.agents.agent_helpers import tool_call
+from tests.ui.ui_helpers import ANSWER, QUESTION, ask, chat_page, page_test, texts
 
 def expander(at, prefix):
     return next(e for e in at.expander if e.label.startswith(prefix))
@@ -178,7 +178,7 @@ def test_the_sidebar_switches_models_and_a_model_that_cannot_load_is_a_message(m
 
 
 def test_sidebar_choices_survive_a_visit_to_another_page(make_services):
-    from ui_helpers import chat_or_models_page
+    from tests.ui.ui_helpers import chat_or_models_page
 
     at = page_test(chat_or_models_page, make_services([ANSWER]))
     at.run()

@@ -1,0 +1,1 @@
+"""Tests of agents/ (the LangGraph agent, its tools, threads and remote backends)."""

@@ -1,0 +1,1 @@
+"""Tests of app/ (the core and its front ends: cli, serve, webui)."""

@@ -1,0 +1,1 @@
+"""Tests of model/ (engine, loader, state cache, packs) on tiny random-weight checkpoints."""

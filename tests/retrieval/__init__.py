@@ -1,0 +1,1 @@
+"""Tests of retrieval/ (ingest, chunking, search) on a real Chroma store."""

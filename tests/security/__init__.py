@@ -1,0 +1,1 @@
+"""Adversarial tests across layers: control strings stay text on every path."""

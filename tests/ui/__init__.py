@@ -1,0 +1,1 @@
+"""Tests of ui/ (the Streamlit pages) under AppTest and a real browser."""
