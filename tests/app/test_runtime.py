@@ -11,15 +11,13 @@ backend and nothing is loaded here.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import run_cli  # noqa: E402
+from tests.app.cli_runner import run_cli
 
 ASK = {"policy": "none", "approve": "never"}
 

@@ -4,13 +4,9 @@ in the progress line, the job's last line and the collections table."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from library_fixtures import (WAIT_S, allowed, gate, make_library, page_app, shared_embedder,  # noqa: E402,F401
-                              write_corpus)
+from tests.ui.library_fixtures import WAIT_S, allowed, gate, make_library, page_app, write_corpus  # noqa: F401
 
 
 def messages(at) -> str:
@@ -39,8 +35,8 @@ def test_files_and_bytes_show_before_the_first_chunk_is_embedded(make_library, a
 
 
 def test_cancel_stops_after_the_embedding_batch_in_flight_and_every_count_agrees(make_library, allowed, gate,
-                                                                                 shared_embedder, monkeypatch):
-    monkeypatch.setattr(shared_embedder, "batch_size", 1)  # one chunk per embedding batch
+                                                                                 embedder, monkeypatch):
+    monkeypatch.setattr(embedder, "batch_size", 1)  # one chunk per embedding batch
     library = make_library()  # one chunk per file, files committed four at a time
     write_corpus(allowed / "notes", 12)
     gate.event, gate.armed = "embedded", True  # the first chunk of the first batch is stored, three to go

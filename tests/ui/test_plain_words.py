@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # cli_runner
-
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
-from ui_helpers import models_page, page_test  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
+from tests.ui.ui_helpers import models_page, page_test
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_WORDS = re.compile(r"(?<![\w-])--[a-z][a-z-]+|`feldspar [a-z]")
