@@ -10,7 +10,7 @@ decode here interleave freely and snapshots, packs and thread states see the sam
 prefilled state, not recording the past); otherwise the caller uses the transformers forward.
 
 The maths follows ``modeling_granitemoehybrid``'s single-token paths, written as a few
-tensor-only kernels (``kernels.py``-style functions below, no modules inside): the Mamba2
+tensor-only kernels (plain functions of tensors, no modules inside): the Mamba2
 update between its two projections (conv-state roll, depthwise conv, SiLU, dt softplus, the
 selective state update done per group without repeating B/C, D skip, gated RMSNorm with
 ``F.rms_norm``), and residual-plus-RMSNorm. Linear layers are called as modules, so
