@@ -33,6 +33,7 @@ def build_engine(settings: Settings, model: str | None = None) -> "Engine":
         device=settings.device,
         dtype=settings.dtype,
         quant=settings.quant,
+        compile=settings.compile,
         prefill_chunk=settings.prefill_chunk,
         reuse=settings.reuse,
         cache_budget_bytes=settings.cache_budget_bytes,

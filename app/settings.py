@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     quant: Literal["none", "int8", "int4", "auto"] = Field("none", description="weight quantisation of the "
                                                           "local model (auto: int8 on CPU, none on CUDA)")
+    compile: bool = Field(False, description="torch.compile the local engine's decode step (one warning and "
+                          "the eager step where compilation fails)")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)

@@ -1,22 +1,28 @@
-"""One-token decode through every Granite 4.0 layer with little Python per layer.
+"""One-token decode through every Granite 4.0 layer with little Python and few ops per layer.
 
 Contract: ``step(model, cache, token_id, position)`` feeds one token to a transformers
 ``GraniteMoeHybridForCausalLM`` and returns the next-token logits (fp32, 1-D). It reads and
 writes the very cache object transformers uses (``DynamicCache`` with linear-attention
 layers: ``conv_states[0]`` / ``recurrent_states[0]`` updated in place, attention layers
-grown through their own ``update``), so prefill by transformers and decode here interleave
-freely and snapshots, packs and thread states see the same tensors. ``supports`` says when
-the step applies (a Granite model whose cache already holds a prefilled state, not recording
-the past); otherwise the caller uses the transformers forward.
+grown through their own ``update``, i.e. by concatenation), so prefill by transformers and
+decode here interleave freely and snapshots, packs and thread states see the same tensors.
+``supports`` says when the step applies (a Granite model whose cache already holds a
+prefilled state, not recording the past); otherwise the caller uses the transformers forward.
 
-The maths follows ``modeling_granitemoehybrid``'s single-token paths: conv-state roll plus
-depthwise conv plus SiLU, dt softplus, the selective state update, D skip, gated RMSNorm,
-RoPE attention over the cached keys/values (``scaled_dot_product_attention``), the routed
-experts plus the shared MLP. Linear layers are called as modules, so ``nn.Linear`` and the
-quantised linears of ``model.quant`` both work. Knows nothing of tokens, prompts or sampling.
+The maths follows ``modeling_granitemoehybrid``'s single-token paths, written as a few
+tensor-only kernels (plain functions of tensors, no modules inside): the Mamba2
+update between its two projections (conv-state roll, depthwise conv, SiLU, dt softplus, the
+selective state update done per group without repeating B/C, D skip, gated RMSNorm with
+``F.rms_norm``), and residual-plus-RMSNorm. Linear layers are called as modules, so
+``nn.Linear`` and the quantised linears of ``model.quant`` both work. The kernels can be
+compiled with ``torch.compile`` (``set_compiled``); a compilation that fails prints one warning
+and the eager kernels carry on. Knows nothing of tokens, prompts or sampling.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,35 +49,100 @@ def supports(model: torch.nn.Module, cache, position: int) -> bool:
     return True
 
 
+# ---- tensor-only kernels (eager, or compiled by set_compiled) ----------------------------
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Granite's RMSNorm: normalise in fp32, scale by ``weight`` in ``x``'s dtype."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def residual_norm(h: torch.Tensor, x: torch.Tensor, scale: float, weight: torch.Tensor,
+                  eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h + x * scale`` and its RMSNorm (the residual then the next sub-layer's input)."""
+    h = h + x * scale
+    return h, rms_norm(h, weight, eps)
+
+
+def ssm_update(zxbcdt: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+               conv_w: torch.Tensor, conv_b: torch.Tensor | None, dt_bias: torch.Tensor, A: torch.Tensor,
+               D: torch.Tensor, norm_w: torch.Tensor, eps: float, dims: tuple[int, ...]) -> torch.Tensor:
+    """The Mamba2 single-token update between ``in_proj`` and ``out_proj``.
+
+    ``zxbcdt`` is the in_proj output [gate | x B C | dt] of one token; ``conv_state``
+    [1, conv_dim, kernel] and ``ssm_state`` [1, heads, head_dim, size] advance in place.
+    ``dims`` = (intermediate, conv_dim, heads, head_dim, groups, size). The state update
+    and C readout run in fp32 per group (B and C broadcast, never repeated per head).
+    """
+    inter, conv_dim, heads, head_dim, groups, size = dims
+    dtype = zxbcdt.dtype
+    gate, xbc, dt = zxbcdt.split([inter, conv_dim, heads], dim=-1)
+    window = torch.cat([conv_state[0, :, 1:], xbc[:, None].to(conv_state.dtype)], dim=-1)
+    conv_state[0].copy_(window)
+    conv = (window.to(conv_w.dtype) * conv_w).sum(-1)
+    if conv_b is not None:
+        conv = conv + conv_b
+    xbc = F.silu(conv).to(dtype)
+    x, B, C = xbc.split([inter, groups * size, groups * size], dim=-1)
+    dt = F.softplus(dt + dt_bias.to(dtype))
+    per_group = heads // groups
+    dA = torch.exp(dt.float() * A).view(groups, per_group, 1, 1)
+    dtx = (dt[:, None] * x.view(heads, head_dim)).view(groups, per_group, head_dim, 1)
+    state = ssm_state.view(groups, per_group, head_dim, size)
+    new = torch.addcmul(state * dA, dtx, B.view(groups, 1, 1, size))
+    state.copy_(new)
+    y = torch.matmul(new.view(groups, per_group * head_dim, size), C.float().view(groups, size, 1))
+    y = y.view(heads, head_dim) + x.view(heads, head_dim) * D[:, None]
+    y = y.view(1, -1) * F.silu(gate.float())
+    y = F.rms_norm(y.view(groups, -1), (inter // groups,), eps=eps).view(1, 1, -1)
+    return norm_w * y.to(dtype)
+
+
+EAGER = {"rms_norm": rms_norm, "residual_norm": residual_norm, "ssm_update": ssm_update}
+_kernels = dict(EAGER)
+
+
+def set_compiled(enabled: bool, backend: str | Callable = "inductor") -> None:
+    """Use ``torch.compile``d kernels (compiled lazily, on first use) or the eager ones.
+
+    Process-wide: every model's step uses the same kernels (their shapes are guarded, so
+    each model shape and dtype compiles once)."""
+    _kernels.clear()
+    if not enabled:
+        _kernels.update(EAGER)
+        return
+    for name, fn in EAGER.items():
+        _kernels[name] = _with_fallback(name, torch.compile(fn, dynamic=False, backend=backend))
+
+
+def compiled() -> bool:
+    return _kernels["ssm_update"] is not EAGER["ssm_update"]
+
+
+def _with_fallback(name: str, compiled_fn):
+    """``compiled_fn``, or — once it has failed to compile — the eager kernel, after one warning."""
+    def call(*args):
+        try:
+            return compiled_fn(*args)
+        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
+            set_compiled(False)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            warnings.warn(f"torch.compile of the decode step failed, using the eager step: {first}",
+                          RuntimeWarning, stacklevel=2)
+            return EAGER[name](*args)
+    return call
+
+
+# ---- layers --------------------------------------------------------------------------
 def mamba_step(mixer: torch.nn.Module, cached, x: torch.Tensor) -> torch.Tensor:
     """The Mamba2 single-token update of one layer; ``x`` is [1, 1, hidden]."""
-    dtype = x.dtype
-    gate, xbc, dt = mixer.in_proj(x)[0, 0].split(
-        [mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
-    conv_state = cached.conv_states[0]  # [1, conv_dim, kernel]
-    weight = mixer.conv1d.weight[:, 0, :]
-    conv_state.copy_(torch.cat([conv_state[0, :, 1:], xbc[:, None].to(conv_state.dtype)], dim=-1)[None])
-    conv = (conv_state[0].to(weight.dtype) * weight).sum(-1)
-    if mixer.conv1d.bias is not None:
-        conv = conv + mixer.conv1d.bias
-    xbc = mixer.act(conv).to(dtype)
-    groups, size = mixer.n_groups, mixer.ssm_state_size
-    hs, B, C = xbc.split([mixer.intermediate_size, groups * size, groups * size], dim=-1)
-    heads, head_dim = mixer.num_heads, mixer.head_dim
-    hs = hs.view(heads, head_dim)
-    per_group = heads // groups
-    B = B.view(groups, 1, size).repeat_interleave(per_group, dim=0)  # [heads, 1, size]
-    C = C.view(groups, size).repeat_interleave(per_group, dim=0)  # [heads, size]
-    dt = F.softplus(dt + mixer.dt_bias.to(dt.dtype))[:, None, None]  # [heads, 1, 1]
+    if mixer.activation != "silu":  # pragma: no cover - every Granite 4.0 checkpoint uses silu
+        raise ValueError(f"the fused decode step has no {mixer.activation!r} conv activation")
+    dims = (mixer.intermediate_size, mixer.conv_dim, mixer.num_heads, mixer.head_dim, mixer.n_groups,
+            mixer.ssm_state_size)
     A = -torch.exp(mixer.A_log.float())
-    state = cached.recurrent_states[0]  # [1, heads, head_dim, size]
-    dA = torch.exp(dt.float() * A[:, None, None])
-    new_state = state[0] * dA + (dt * B) * hs[..., None]
-    state.copy_(new_state[None].to(state.dtype))
-    y = torch.bmm(new_state.to(C.dtype), C[..., None])[..., 0]
-    y = (y + hs * mixer.D[:, None]).to(y.dtype).to(dtype)
-    y = mixer.norm(y.reshape(1, 1, -1), gate.view(1, 1, -1))
-    return mixer.out_proj(y.to(dtype))
+    y = _kernels["ssm_update"](mixer.in_proj(x)[0, 0], cached.conv_states[0], cached.recurrent_states[0],
+                               mixer.conv1d.weight[:, 0, :], mixer.conv1d.bias, mixer.dt_bias, A, mixer.D,
+                               mixer.norm.weight, mixer.norm.variance_epsilon, dims)
+    return mixer.out_proj(y)
 
 
 def attention_step(attn: torch.nn.Module, cached, x: torch.Tensor, rope) -> torch.Tensor:
@@ -93,7 +164,7 @@ def experts_step(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     flat = x.view(1, -1)
     _, weights, index = moe.router(flat)
     experts = moe.experts
-    out = torch.zeros_like(flat)
+    out = None
     for slot, expert in enumerate(index[0].tolist()):
         if isinstance(experts, QuantExperts):
             gate, up = experts.gate_up[expert](flat).chunk(2, dim=-1)
@@ -101,23 +172,26 @@ def experts_step(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         else:
             gate, up = F.linear(flat, experts.gate_up_proj[expert]).chunk(2, dim=-1)
             y = F.linear(experts.act_fn(gate) * up, experts.down_proj[expert])
-        out = out + (y * weights[0, slot]).to(out.dtype)
+        y = (y * weights[0, slot]).to(flat.dtype)
+        out = y if out is None else out + y
     return out.view_as(x)
 
 
-def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, rope) -> torch.Tensor:
-    """One decoder layer (mixer + MLP, each with its scaled residual) for one token."""
-    x = layer.input_layernorm(h)
+def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor, rope,
+               next_norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoder layer for one token: ``x`` is this layer's normed input; returns the new
+    residual ``h`` and its norm by ``next_norm`` (the next layer's input norm, or the final one)."""
     if layer.mamba is not None:
         x = mamba_step(layer.mamba, cached, x)
     else:
         x = attention_step(layer.self_attn, cached, x, rope)
-    h = h + x * layer.residual_multiplier
-    x = layer.post_attention_layernorm(h)
+    post = layer.post_attention_layernorm
+    h, x = _kernels["residual_norm"](h, x, layer.residual_multiplier, post.weight, post.variance_epsilon)
     mlp = layer.shared_mlp(x)
     if layer.has_experts:
         mlp = experts_step(layer.block_sparse_moe, x) + mlp
-    return h + mlp * layer.residual_multiplier
+    return _kernels["residual_norm"](h, mlp, layer.residual_multiplier, next_norm.weight,
+                                     next_norm.variance_epsilon)
 
 
 @torch.inference_mode()
@@ -130,7 +204,11 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
     rope = None
     if body.rotary_emb is not None:
         rope = body.rotary_emb(h, torch.tensor([[position]], dtype=torch.long, device=device))
-    for layer, cached in zip(body.layers, cache.layers):
-        h = layer_step(layer, cached, h, rope)
-    logits = model.lm_head(body.norm(h)) / model.config.logits_scaling
+    layers = body.layers
+    first = layers[0].input_layernorm
+    x = _kernels["rms_norm"](h, first.weight, first.variance_epsilon)
+    for index, (layer, cached) in enumerate(zip(layers, cache.layers)):
+        norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else body.norm
+        h, x = layer_step(layer, cached, h, x, rope, norm)
+    logits = model.lm_head(x) / model.config.logits_scaling
     return logits[0, -1].float()

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from feldspar.model import prompts
+from feldspar.model import decode_step, prompts
 from feldspar.model.detok import Detokenizer
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import Sampling, decode_tokens
@@ -37,6 +37,7 @@ class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
     quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
+    compile: bool = False  # torch.compile the decode step's kernels (model/decode_step.py)
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -73,6 +74,7 @@ class Engine:
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
         options = options or EngineOptions()
         model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
+        decode_step.set_compiled(options.compile)
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:

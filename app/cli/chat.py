@@ -17,8 +17,8 @@ from rich.markup import escape
 
 from feldspar.inputs import read_json_list
 from feldspar.cli.generate import (
-    DeviceOpt, DocFilesOpt, DocsOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, QuantOpt, SeedOpt, SystemOpt, TempOpt, ToolsOpt,
-    TopPOpt, VerboseOpt, _documents, _params, label_random, print_stats, stream_to_terminal,
+    CompileOpt, DeviceOpt, DocFilesOpt, DocsOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, QuantOpt, SeedOpt, SystemOpt,
+    TempOpt, ToolsOpt, TopPOpt, VerboseOpt, _documents, _params, label_random, print_stats, stream_to_terminal,
 )
 from feldspar.cli.output import quiet_libraries
 from feldspar.cli.progress import prefill_progress
@@ -40,13 +40,14 @@ def chat(
     resume: ResumeOpt = None,
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
     seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False,
-    device: DeviceOpt = None, dtype: DtypeOpt = None, quant: QuantOpt = None, home: HomeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, quant: QuantOpt = None, compile: CompileOpt = None,
+    home: HomeOpt = None,
 ) -> None:
     """Interactive multi-turn chat with streaming; /help lists the commands (/reset, /save FILE, /exit)."""
     from feldspar.chat_session import ChatSession, read_saved
 
     quiet_libraries(verbose)
-    settings = settings_from(home=home, model=model, device=device, dtype=dtype, quant=quant)
+    settings = settings_from(home=home, model=model, device=device, dtype=dtype, quant=quant, compile=compile)
     saved = read_saved(resume) if resume is not None else None  # a bad file fails before the model loads
     tool_list, docs = read_json_list(tools, "tools"), _documents(documents, doc)
     if saved is not None:

@@ -40,6 +40,8 @@ DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", callback=one_of("aut
                                                  help="auto, float32, bfloat16 or float16")]
 QuantOpt = Annotated[Optional[str], typer.Option("--quant", callback=one_of("none", "int8", "int4", "auto"),
                                                  help="weight quantisation: none, int8, int4 or auto (int8 on CPU)")]
+CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile",
+                                                    help="torch.compile the decode step (eager if it fails)")]
 
 
 def _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse):
@@ -112,14 +114,15 @@ def generate(
     system: SystemOpt = None, tools: ToolsOpt = None, documents: DocsOpt = None, doc: DocFilesOpt = None,
     model: ModelOpt = None, max_new_tokens: MaxNewOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
     seed: SeedOpt = None, no_reuse: NoReuseOpt = False, verbose: VerboseOpt = False, json_out: JsonOpt = False,
-    device: DeviceOpt = None, dtype: DtypeOpt = None, quant: QuantOpt = None, home: HomeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, quant: QuantOpt = None, compile: CompileOpt = None,
+    home: HomeOpt = None,
     json_schema: SchemaOpt = None, regex: RegexOpt = None, choice: ChoiceOpt = None,
 ) -> None:
     """One-shot generation: a chat turn (instruct models), plain completion (--raw, base models) or FIM.
 
     --json-schema / --regex / --choice constrain decoding: the output has that structure."""
     quiet_libraries(verbose)
-    settings = settings_from(home=home, model=model, device=device, dtype=dtype, quant=quant)
+    settings = settings_from(home=home, model=model, device=device, dtype=dtype, quant=quant, compile=compile)
     fim, prefix, suffix = _fim_parts(fim_prefix, fim_suffix, fim_prefix_file, fim_suffix_file,
                                      given_prompt=text is not None or file is not None)
     prompt = None if fim else _prompt_text(text, file)

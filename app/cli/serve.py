@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, QuantOpt, VerboseOpt
+from feldspar.cli.generate import CompileOpt, DeviceOpt, DtypeOpt, MaxNewOpt, QuantOpt, VerboseOpt
 from feldspar.cli.root import HomeOpt, app, err_console, settings_from, usage_error
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -37,7 +37,7 @@ def serve(
                                                              "each --model, in order (default: the catalog name or "
                                                              "the checkpoint folder's name)")] = None,
     max_new_tokens: MaxNewOpt = None, verbose: VerboseOpt = False, device: DeviceOpt = None, dtype: DtypeOpt = None,
-    quant: QuantOpt = None, home: HomeOpt = None,
+    quant: QuantOpt = None, compile: CompileOpt = None, home: HomeOpt = None,
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health) over Granite."""
     from feldspar.cli.output import quiet_libraries
@@ -48,7 +48,7 @@ def serve(
     if pack and (collection or no_agent):
         raise usage_error("choose --collection or --pack, not both" if collection
                           else "--pack is the agent's; drop --no-agent or --pack")
-    settings = settings_from(home=home, collection=collection, device=device, dtype=dtype, quant=quant,
+    settings = settings_from(home=home, collection=collection, device=device, dtype=dtype, quant=quant, compile=compile,
                              max_new_tokens=max_new_tokens)
     _check_exposure(settings, host, model, served_name)
     sock = bind_or_refuse(host, port)  # a port in use fails here, not after the models have loaded
