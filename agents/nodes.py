@@ -1,4 +1,4 @@
-"""The agent's nodes: begin, retrieve, summarise, agent (the model turn), approve, tools, finalize.
+"""The agent's nodes: begin, retrieve, compact, model, approve, tool, finalize (names: agents/steps.py).
 
 Each node takes the graph state and returns an update; the routing functions read the
 state and name the next node. Prompt layout is cache-aware: the system prompt and tool
@@ -27,6 +27,7 @@ from feldspar.agents import prompts
 from feldspar.agents.citations import number_passages, passages_for_model, resolve_citations, strip_unknown
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.state import AgentState
+from feldspar.agents.steps import APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL
 from feldspar.agents.trace import step
 
 SEARCH_TOOL = {"type": "function", "function": {
@@ -102,7 +103,7 @@ class Nodes:
         update: dict[str, Any] = {"turn": turn, "steps": 0, "tool_calls": 0, "seen_calls": [], "approvals": {},
                                   "stop_reason": None, "answer": None, "messages": [HumanMessage(content)], "trace": []}
         if self.deps.mode_note:
-            with step("mode", turn, **self.deps.mode_note) as record:
+            with step(BEGIN, turn, **self.deps.mode_note) as record:
                 pass
             update["trace"] = [record]
         if self.pack_mode and not state.get("passages"):
@@ -118,7 +119,7 @@ class Nodes:
         A chunk already shown earlier in the thread is not repeated: the response points at
         its doc_id instead, so the thread (and its saved state) does not grow twice for it.
         """
-        with step("retrieve", state.get("turn", 1), query=query, mode=mode) as record:
+        with step(RETRIEVE, state.get("turn", 1), query=query, mode=mode) as record:
             hits = self.deps.search(query, self.config.k) if self.deps.search else []
             known = {p.get("chunk_id"): p for p in state.get("passages", {}).values() if p.get("chunk_id")}
             passages = number_passages([h for h in hits if h.get("chunk_id") not in known], state.get("next_doc_id", 1))
@@ -136,7 +137,8 @@ class Nodes:
         return {"messages": [call, response], "passages": passages,
                 "next_doc_id": state.get("next_doc_id", 1) + len(passages), "trace": [record]}
 
-    def summarise(self, state: AgentState) -> dict:
+    def compact(self, state: AgentState) -> dict:
+        """Condense the older turns into a summary when the prompt passes its share of the window."""
         messages = self.prompt_messages(state)
         tokens = self.prompt_tokens(messages)
         budget = int(self.deps.context_window * self.config.summary_share)
@@ -148,7 +150,7 @@ class Nodes:
         request.append(HumanMessage(prompts.SUMMARY_REQUEST))
         if self.deps.count_tokens(request, None, None) + self.config.max_new_tokens > self.deps.context_window:
             return self.check_window(tokens)  # the older turns alone no longer fit: nothing to summarise with
-        with step("summarise", state.get("turn", 1), tokens_before=tokens) as record:
+        with step(COMPACT, state.get("turn", 1), tokens_before=tokens) as record:
             reply = self.deps.chat_model.invoke(request, max_new_tokens=self.config.max_new_tokens)
             summary = str(reply.content).strip()
             after = self.prompt_messages({**state, "summary": summary, "summary_upto": cut})
@@ -169,11 +171,11 @@ class Nodes:
         note = prompts.stop_note("context_window", tokens=tokens, window=self.deps.context_window)
         return {"stop_reason": "context_window", "messages": [AIMessage(content=note)]}
 
-    def agent(self, state: AgentState, config: RunnableConfig) -> dict:
+    def model(self, state: AgentState, config: RunnableConfig) -> dict:
         messages = self.prompt_messages(state)
         schemas = self.tool_schemas()
         model = self.deps.chat_model.bind_tools(schemas) if schemas else self.deps.chat_model
-        with step("model", state.get("turn", 1)) as record:
+        with step(MODEL, state.get("turn", 1)) as record:
             options: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens,
                                        **((config or {}).get("configurable", {}).get("generation") or {})}
             if self.documents():
@@ -207,7 +209,7 @@ class Nodes:
             tool = self.deps.tool_named(call["name"])
             if tool is None or not getattr(tool, "side_effects", False):
                 continue
-            with step("approval", state.get("turn", 1), name=call["name"], args=call.get("args"),
+            with step(APPROVE, state.get("turn", 1), name=call["name"], args=call.get("args"),
                       how=self.config.approve) as record:
                 if self.config.approve == "ask":
                     decision = interrupt({"type": "approval", "tool": call["name"], "args": call.get("args", {}),
@@ -219,7 +221,7 @@ class Nodes:
             records.append(record)
         return {"approvals": approvals, "trace": records}
 
-    def tools(self, state: AgentState) -> dict:
+    def tool(self, state: AgentState) -> dict:
         reply = last_ai(state)
         out: list[AnyMessage] = []
         update: dict[str, Any] = {"passages": {}, "trace": []}
@@ -250,7 +252,7 @@ class Nodes:
 
     def run_call(self, state: AgentState, call: dict) -> tuple[str, dict]:
         """Run one validated call (or explain why not); returns (text for the model, trace record)."""
-        with step("tool", state.get("turn", 1), name=call["name"], args=call.get("args", {})) as record:
+        with step(TOOL, state.get("turn", 1), name=call["name"], args=call.get("args", {})) as record:
             tool = self.deps.tool_named(call["name"])
             if tool is None:
                 known = ", ".join(s["function"]["name"] for s in self.tool_schemas() or []) or "none"
@@ -267,7 +269,7 @@ class Nodes:
         return text, record
 
     def finalize(self, state: AgentState) -> dict:
-        with step("final", state.get("turn", 1)) as record:
+        with step(FINALIZE, state.get("turn", 1)) as record:
             text = final_text(state)
             sources, unknown = resolve_citations(text, state.get("passages", {}))
             text = strip_unknown(text, unknown)
@@ -279,18 +281,18 @@ class Nodes:
 
     # ---- routing ---------------------------------------------------------------------
     def route_begin(self, state: AgentState) -> str:
-        return "retrieve" if self.config.policy == "always" and self.deps.search else "summarise"
+        return RETRIEVE if self.config.policy == "always" and self.deps.search else COMPACT
 
     @staticmethod
-    def route_summarise(state: AgentState) -> str:
-        return "finalize" if state.get("stop_reason") else "agent"
+    def route_compact(state: AgentState) -> str:
+        return FINALIZE if state.get("stop_reason") else MODEL
 
     @staticmethod
-    def route_agent(state: AgentState) -> str:
+    def route_model(state: AgentState) -> str:
         reply = last_ai(state)
         if state.get("stop_reason") or not (reply.tool_calls or reply.invalid_tool_calls):
-            return "finalize"
-        return "approve"
+            return FINALIZE
+        return APPROVE
 
 
 def last_ai(state: AgentState) -> AIMessage:
@@ -326,7 +328,7 @@ def model_record(reply: AIMessage) -> dict:
 
 
 def turn_usage(trace: list[dict], turn: int) -> dict:
-    models = [s for s in trace if s.get("turn") == turn and s.get("node") == "model"]
+    models = [s for s in trace if s.get("turn") == turn and s.get("node") == MODEL]
     total = lambda key: sum(int(s.get(key) or 0) for s in models)  # noqa: E731
     return {"model_calls": len(models), "prompt_tokens": total("prompt_tokens"), "reused_tokens": total("reused_tokens"),
             "computed_tokens": total("computed_tokens"), "completion_tokens": total("completion_tokens"),

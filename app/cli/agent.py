@@ -105,14 +105,15 @@ def print_usage(answer: dict[str, Any]) -> None:
 
 
 def stream_answer(agent, question: str, thread_id: str | None, approve, show: bool) -> dict[str, Any]:
+    from feldspar.agents.steps import APPROVE, COMPACT, RETRIEVE, TOKEN, TOOL
     from feldspar.agents.trace import describe
 
     def on_event(event) -> None:
         if not show:
             return
-        if event.kind == "token":
+        if event.kind == TOKEN:
             console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-        elif event.kind in ("retrieval", "tool_result", "summary", "approval"):
+        elif event.kind in (RETRIEVE, TOOL, COMPACT, APPROVE):
             err_console.print(f"[dim]{escape(describe(event.data).splitlines()[0])}[/dim]")
 
     answer = agent.ask(question, thread_id, approve=approve, on_event=on_event)

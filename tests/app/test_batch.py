@@ -122,7 +122,7 @@ def test_batch_answers_with_tools_threads_trace_and_reuse(tmp_path):
     saved = {r["id"]: r for r in records(tmp_path / "answers.jsonl")}
     assert [r["id"] for r in new] == ["a", "b", "c", "d"] and set(saved) == {"a", "b", "c", "d"}
     assert saved["a"]["answer"] == "The result is 42." and [s["node"] for s in saved["a"]["trace"]] == [
-        "model", "tool", "model", "final"]
+        "model", "tool", "model", "finalize"]
     assert saved["b"]["answer"] == "Answer to What is feldspar? (turn 1)" and saved["b"]["error"] is None
     assert saved["c"]["thread_id"] == saved["d"]["thread_id"] != saved["b"]["thread_id"]
     assert saved["d"]["answer"] == "Answer to second? (turn 2)"  # same thread: it saw the first question
