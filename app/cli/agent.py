@@ -15,24 +15,20 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from feldspar.agents.configuration import Approval, Policy
 from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
 from feldspar.cli.root import (
-    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
+    PLAIN_HELP, RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
 )
 
-threads_app = typer.Typer(help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)
+threads_app = typer.Typer(**PLAIN_HELP, help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 
-PolicyOpt = Annotated[Optional[str], typer.Option("--policy", help="retrieval: always, auto, pack or none")]
-ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: ask, always or never "
-                                                   "(default: ask when interactive, else never)")]
+PolicyOpt = Annotated[Optional[Policy], typer.Option("--policy", help="when the agent retrieves")]
+ApproveOpt = Annotated[Optional[Approval], typer.Option("--approve", help="side-effecting tools (default: ask when "
+                                                        "interactive, else never)")]
 
 INTERRUPTED = "interrupted; the thread keeps its last completed turn"
-
-
-def _check_choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
-    if value is not None and value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=flag)
 
 
 def _pack_defaults(flags: dict[str, Any], pack: str | None) -> dict[str, Any]:
@@ -136,7 +132,6 @@ def ask(
     device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
-    from feldspar.agents.configuration import APPROVALS, POLICIES
     from feldspar.agents.trace import format_trace
     from feldspar.cli.interrupt import on_interrupt
     from feldspar.cli.output import quiet_libraries
@@ -144,8 +139,6 @@ def ask(
 
     quiet_libraries(verbose)
     on_interrupt(INTERRUPTED)
-    _check_choice(policy, POLICIES, "--policy")
-    _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
     if thread is not None:  # before any model or collection is loaded

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from feldspar.errors import user_error_types, user_message
+from feldspar.retrieval.manifest import FILE_STATUSES
 from feldspar.settings import Settings
 from feldspar.webui.jobs import Job, JobView, Refused
 from feldspar.webui.uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
-STATUSES = ("indexed", "skipped", "failed", "pending")
 
 
 class _PackCancelled(Exception):
@@ -146,7 +146,7 @@ class LibraryServices:
         for row in self.retrieval.collections():
             files = row.get("files", {})
             rows.append({"name": row["name"], "chunks": row.get("chunks", 0),
-                         **{status: files.get(status, 0) for status in STATUSES},
+                         **{status: files.get(status, 0) for status in FILE_STATUSES},
                          "embedding_model": row.get("embedding_model"), "precision": row.get("embedding_precision")})
         return rows
 

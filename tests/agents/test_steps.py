@@ -103,5 +103,5 @@ def test_a_thread_saved_under_the_old_names_is_resumed_and_read_under_the_new(tm
     trace = after.threads.values(thread)["trace"]
     assert [r["node"] for r in trace][-4:] == ["begin", "compact", "approve", "finalize"]
     assert {r["node"] for r in trace} == set(STEPS) and len(trace) == 7 + len(old_records)
-    shown = format_trace(trace[-4:]).splitlines()
+    shown = format_trace(old_records).splitlines()  # and shown under them, however they were read
     assert [line.split("] ")[1].split()[0] for line in shown] == ["begin", "compact", "approve", "finalize"]

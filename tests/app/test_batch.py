@@ -1,4 +1,4 @@
-"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/workflows.py).
+"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/batch.py).
 
 The runner is driven through the real composition root (AgentFactory → build_agent → the
 agent graph) on a scripted Granite chat model; the command itself runs on the tiny random
@@ -314,12 +314,12 @@ def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
 
     from rich.console import Console
 
-    import feldspar.cli.workflows as workflows
+    import feldspar.cli.batch as batch_cli
 
     screen = io.StringIO()
-    monkeypatch.setattr(workflows, "err_console", Console(file=screen, force_terminal=True, width=120))
+    monkeypatch.setattr(batch_cli, "err_console", Console(file=screen, force_terminal=True, width=120))
     now = [100.0]
-    with workflows.BatchBar(4, enabled=True, clock=lambda: now[0]) as bar:
+    with batch_cli.BatchBar(4, enabled=True, clock=lambda: now[0]) as bar:
         for record in ({"id": "a"}, {"id": "b", "error": "boom"}, {"id": "c"}):
             now[0] += 2.0
             bar.advance(record)
