@@ -24,17 +24,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
 from feldspar.agents import prompts
+from feldspar.agents.builtin_tools import SEARCH_DOCUMENTS, search_documents_tool
 from feldspar.agents.citations import number_passages, passages_for_model, resolve_citations, strip_unknown
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.state import AgentState
 from feldspar.agents.steps import APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL
 from feldspar.agents.trace import step
 
-SEARCH_TOOL = {"type": "function", "function": {
-    "name": "search_documents",
-    "description": "Search the user's documents; returns passages with a doc_id to cite.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "what to look for"}},
-                   "required": ["query"]}}}
 Search = Callable[[str, int], list[dict]]
 CountTokens = Callable[[list[AnyMessage], list[dict] | None, list[dict] | None], int]
 RunTool = Callable[[Any, dict], dict]  # (tool, args) -> {"arguments", "result", "error", "timed_out", …}
@@ -72,6 +68,7 @@ class Nodes:
     def __init__(self, deps: AgentDeps) -> None:
         self.deps = deps
         self.config = deps.config
+        self.search_tool = search_documents_tool(deps.search, self.config.k) if deps.search else None
 
     # ---- prompt layout ---------------------------------------------------------------
     @property
@@ -79,8 +76,9 @@ class Nodes:
         return self.config.policy == "pack" and bool(self.deps.pack_documents)
 
     def tool_schemas(self) -> list[dict] | None:
-        schemas = [SEARCH_TOOL] if self.deps.search and self.config.policy in ("always", "auto") else []
-        schemas += [t.openai_schema() for t in self.deps.tools if t.name != "search_documents"]
+        offered = self.search_tool is not None and self.config.policy in ("always", "auto")
+        schemas = [self.search_tool.openai_schema()] if offered else []
+        schemas += [t.openai_schema() for t in self.deps.tools if t.name != SEARCH_DOCUMENTS]
         return schemas or None
 
     def documents(self) -> list[dict] | None:
@@ -131,10 +129,7 @@ class Nodes:
     def retrieve(self, state: AgentState) -> dict:
         query = state.get("question", "")
         passages, text, record = self.search(state, query, mode="policy always")
-        call_id = f"search_{uuid.uuid4().hex[:10]}"
-        call = AIMessage(content="", tool_calls=[{"name": "search_documents", "args": {"query": query}, "id": call_id}])
-        response = ToolMessage(text, tool_call_id=call_id, name="search_documents")
-        return {"messages": [call, response], "passages": passages,
+        return {"messages": search_messages(query, text, f"search_{uuid.uuid4().hex[:10]}"), "passages": passages,
                 "next_doc_id": state.get("next_doc_id", 1) + len(passages), "trace": [record]}
 
     def compact(self, state: AgentState) -> dict:
@@ -227,7 +222,7 @@ class Nodes:
         update: dict[str, Any] = {"passages": {}, "trace": []}
         next_id = state.get("next_doc_id", 1)
         for call in reply.tool_calls or []:
-            if call["name"] == "search_documents" and self.deps.search:
+            if call["name"] == SEARCH_DOCUMENTS and self.deps.search:
                 seen = {**state.get("passages", {}), **update["passages"]}
                 passages, text, record = self.search({**state, "passages": seen, "next_doc_id": next_id},
                                                      str(call.get("args", {}).get("query", "")), mode="tool call")
@@ -293,6 +288,12 @@ class Nodes:
         if state.get("stop_reason") or not (reply.tool_calls or reply.invalid_tool_calls):
             return FINALIZE
         return APPROVE
+
+
+def search_messages(query: str, text: str, call_id: str) -> list[AnyMessage]:
+    """What the ``retrieve`` step adds to the thread: a ``search_documents`` call and its response."""
+    call = AIMessage(content="", tool_calls=[{"name": SEARCH_DOCUMENTS, "args": {"query": query}, "id": call_id}])
+    return [call, ToolMessage(text, tool_call_id=call_id, name=SEARCH_DOCUMENTS)]
 
 
 def last_ai(state: AgentState) -> AIMessage:
