@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from feldspar.agents.steps import APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL, current_name, current_steps
+from feldspar.agents.steps import (
+    APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL, current_name, current_steps,
+)
 
 
 def _stamp(seconds: float) -> str:

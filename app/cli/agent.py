@@ -18,7 +18,8 @@ from rich.markup import escape
 from feldspar.agents.configuration import Approval, Policy
 from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
 from feldspar.cli.root import (
-    PLAIN_HELP, RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
+    PLAIN_HELP, RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table,
+    settings_from,
 )
 
 threads_app = typer.Typer(**PLAIN_HELP, help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)

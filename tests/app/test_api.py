@@ -93,7 +93,7 @@ def test_ask_stream_and_threads_on_the_scripted_model(tmp_path):
     assert "token" in kinds and "model" in kinds and kinds.count("answer") == 1
     assert "".join(e.text for e in events if e.kind == "token") == "Twice that is 795.6."
     assert fs.chat_model is model and fs.agent.deps.chat_model is model
-    assert {"begin", "agent", "tools", "finalize"} <= set(fs.graph.get_graph().nodes)
+    assert {"begin", "model", "tool", "finalize"} <= set(fs.graph.get_graph().nodes)
     second = model.backend.requests[-1]["messages"]
     assert any(m["role"] == "user" and "17%" in m["content"] for m in second)  # the thread was continued
 
