@@ -2,15 +2,14 @@
 
 Each factory returns a ``FeldsparTool`` around plain callables that the composition root
 passes in (the retrieval service's search and read_span), so this module imports no
-retrieval code and knows nothing of collections, stores or settings. Passages returned
-by ``search_documents`` carry a short ``id`` that the model cites; ``passage_id`` is the
-one rule for making it, shared with the graph's retrieve step so ids agree everywhere.
+retrieval code and knows nothing of collections, stores or settings. ``search_documents``
+is defined here once: the graph offers the model this tool's schema and numbers its
+passages with the same ``doc_id``s the model cites (agents/citations.py).
 ``read_document`` serves at most ``MAX_READ_CHARS`` per call and says where to continue.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,50 +18,38 @@ from langchain_core.tools import ToolException
 from pydantic import BaseModel, Field, model_validator
 
 from feldspar.agents.calculator import MAX_CHARS, CalculatorError, evaluate
+from feldspar.agents.citations import number_passages
 from feldspar.agents.tools import FeldsparTool
 
-MAX_K = 20
 MAX_READ_CHARS = 4000
-PASSAGE_FIELDS = ("path", "page", "start", "end", "heading", "score", "text")
 
 SearchFn = Callable[[str, int], list[dict[str, Any]]]
 ReadSpanFn = Callable[[str, "int | None", "int | None"], dict[str, Any]]
 
 
-def passage_id(hit: dict[str, Any]) -> str:
-    """A short stable id for a retrieved passage (from its chunk id, else its place in a file)."""
-    chunk = str(hit.get("chunk_id") or "")
-    if not chunk:
-        place = f"{hit.get('root', '')}\x00{hit.get('path', '')}\x00{hit.get('start')}\x00{hit.get('end')}"
-        chunk = hashlib.sha256(place.encode("utf-8", "surrogatepass")).hexdigest()
-    return chunk[:8]
-
-
-def passage(hit: dict[str, Any]) -> dict[str, Any]:
-    """What the model sees of one hit: its id, where it comes from, and its text."""
-    return {"id": passage_id(hit), **{key: hit.get(key) for key in PASSAGE_FIELDS}}
-
-
 # ---- search_documents ------------------------------------------------------------------
-class SearchArgs(BaseModel):
-    query: str = Field(min_length=1, max_length=1000, description="what to look for, in words")
-    k: int = Field(5, ge=1, le=MAX_K, description="how many passages to return")
+SEARCH_DOCUMENTS = "search_documents"
+SEARCH_PARAMETERS = {"type": "object", "properties": {"query": {"type": "string", "description": "what to look for"}},
+                     "required": ["query"]}
 
 
-def search_documents_tool(search: SearchFn) -> FeldsparTool:
-    """``search(query, k)`` returns hit dicts (path, page, start, end, heading, score, text, chunk_id)."""
-    def search_documents(query: str, k: int = 5) -> dict[str, Any]:
-        passages = [passage(hit) for hit in search(query, k)]
+def search_documents_tool(search: SearchFn, k: int = 4) -> FeldsparTool:
+    """The one definition of ``search_documents``: the schema the agent offers the model and a run of it.
+
+    ``search(query, k)`` returns hit dicts (path, page, start, end, heading, score, text, chunk_id).
+    Run alone (``feldspar tools run``) it returns the passages as a new thread would number them;
+    inside the agent the graph runs the same search and numbering across the thread's turns
+    (``Nodes.search``, citations.number_passages) and shows the model ``passages_for_model``.
+    """
+    def search_documents(query: str) -> dict[str, Any]:
+        passages = list(number_passages(search(query, k), first_id=1).values())
         found: dict[str, Any] = {"query": query, "passages": passages}
         if not passages:
             found["note"] = "no passages matched; try other words"
         return found
 
-    return FeldsparTool(
-        name="search_documents",
-        description=("Search the document collection. Returns passages, each with an id to cite, its file "
-                     "path, page, character span, heading and text."),
-        args_schema=SearchArgs, func=search_documents, source="builtin")
+    return FeldsparTool(name=SEARCH_DOCUMENTS, args_schema=SEARCH_PARAMETERS, func=search_documents, source="builtin",
+                        description="Search the user's documents; returns passages with a doc_id to cite.")
 
 
 # ---- read_document ---------------------------------------------------------------------

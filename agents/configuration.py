@@ -1,4 +1,5 @@
-"""How one agent run behaves: retrieval policy, stop conditions, budgets, approval.
+"""How one agent run behaves: retrieval policy, stop conditions, budgets, approval; and the choices
+of the document summariser's mode (agents/summarize.py), so a command line can offer them cheaply.
 
 Plain values only, built by app/compose.py from Settings (or by a script directly). The
 graph reads them; nothing here knows models, stores or LangGraph.
@@ -7,12 +8,14 @@ graph reads them; nothing here knows models, stores or LangGraph.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Policy = Literal["always", "auto", "pack", "none"]
 Approval = Literal["ask", "always", "never"]
-POLICIES: tuple[str, ...] = ("always", "auto", "pack", "none")
-APPROVALS: tuple[str, ...] = ("ask", "always", "never")
+POLICIES: tuple[str, ...] = get_args(Policy)
+APPROVALS: tuple[str, ...] = get_args(Approval)
+SummaryMode = Literal["auto", "map-reduce", "long-context"]
+SUMMARY_MODES: tuple[str, ...] = get_args(SummaryMode)
 
 
 @dataclass(frozen=True)

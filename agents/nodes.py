@@ -1,4 +1,4 @@
-"""The agent's nodes: begin, retrieve, summarise, agent (the model turn), approve, tools, finalize.
+"""The agent's nodes: begin, retrieve, compact, model, approve, tool, finalize (names: agents/steps.py).
 
 Each node takes the graph state and returns an update; the routing functions read the
 state and name the next node. Prompt layout is cache-aware: the system prompt and tool
@@ -24,16 +24,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
 from feldspar.agents import prompts
+from feldspar.agents.builtin_tools import SEARCH_DOCUMENTS, search_documents_tool
 from feldspar.agents.citations import number_passages, passages_for_model, resolve_citations, strip_unknown
 from feldspar.agents.configuration import AgentConfig
 from feldspar.agents.state import AgentState
+from feldspar.agents.steps import APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL
 from feldspar.agents.trace import step
 
-SEARCH_TOOL = {"type": "function", "function": {
-    "name": "search_documents",
-    "description": "Search the user's documents; returns passages with a doc_id to cite.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "what to look for"}},
-                   "required": ["query"]}}}
 Search = Callable[[str, int], list[dict]]
 CountTokens = Callable[[list[AnyMessage], list[dict] | None, list[dict] | None], int]
 RunTool = Callable[[Any, dict], dict]  # (tool, args) -> {"arguments", "result", "error", "timed_out", …}
@@ -71,6 +68,7 @@ class Nodes:
     def __init__(self, deps: AgentDeps) -> None:
         self.deps = deps
         self.config = deps.config
+        self.search_tool = search_documents_tool(deps.search, self.config.k) if deps.search else None
 
     # ---- prompt layout ---------------------------------------------------------------
     @property
@@ -78,8 +76,9 @@ class Nodes:
         return self.config.policy == "pack" and bool(self.deps.pack_documents)
 
     def tool_schemas(self) -> list[dict] | None:
-        schemas = [SEARCH_TOOL] if self.deps.search and self.config.policy in ("always", "auto") else []
-        schemas += [t.openai_schema() for t in self.deps.tools if t.name != "search_documents"]
+        offered = self.search_tool is not None and self.config.policy in ("always", "auto")
+        schemas = [self.search_tool.openai_schema()] if offered else []
+        schemas += [t.openai_schema() for t in self.deps.tools if t.name != SEARCH_DOCUMENTS]
         return schemas or None
 
     def documents(self) -> list[dict] | None:
@@ -102,7 +101,7 @@ class Nodes:
         update: dict[str, Any] = {"turn": turn, "steps": 0, "tool_calls": 0, "seen_calls": [], "approvals": {},
                                   "stop_reason": None, "answer": None, "messages": [HumanMessage(content)], "trace": []}
         if self.deps.mode_note:
-            with step("mode", turn, **self.deps.mode_note) as record:
+            with step(BEGIN, turn, **self.deps.mode_note) as record:
                 pass
             update["trace"] = [record]
         if self.pack_mode and not state.get("passages"):
@@ -118,7 +117,7 @@ class Nodes:
         A chunk already shown earlier in the thread is not repeated: the response points at
         its doc_id instead, so the thread (and its saved state) does not grow twice for it.
         """
-        with step("retrieve", state.get("turn", 1), query=query, mode=mode) as record:
+        with step(RETRIEVE, state.get("turn", 1), query=query, mode=mode) as record:
             hits = self.deps.search(query, self.config.k) if self.deps.search else []
             known = {p.get("chunk_id"): p for p in state.get("passages", {}).values() if p.get("chunk_id")}
             passages = number_passages([h for h in hits if h.get("chunk_id") not in known], state.get("next_doc_id", 1))
@@ -130,13 +129,11 @@ class Nodes:
     def retrieve(self, state: AgentState) -> dict:
         query = state.get("question", "")
         passages, text, record = self.search(state, query, mode="policy always")
-        call_id = f"search_{uuid.uuid4().hex[:10]}"
-        call = AIMessage(content="", tool_calls=[{"name": "search_documents", "args": {"query": query}, "id": call_id}])
-        response = ToolMessage(text, tool_call_id=call_id, name="search_documents")
-        return {"messages": [call, response], "passages": passages,
+        return {"messages": search_messages(query, text, f"search_{uuid.uuid4().hex[:10]}"), "passages": passages,
                 "next_doc_id": state.get("next_doc_id", 1) + len(passages), "trace": [record]}
 
-    def summarise(self, state: AgentState) -> dict:
+    def compact(self, state: AgentState) -> dict:
+        """Condense the older turns into a summary when the prompt passes its share of the window."""
         messages = self.prompt_messages(state)
         tokens = self.prompt_tokens(messages)
         budget = int(self.deps.context_window * self.config.summary_share)
@@ -148,7 +145,7 @@ class Nodes:
         request.append(HumanMessage(prompts.SUMMARY_REQUEST))
         if self.deps.count_tokens(request, None, None) + self.config.max_new_tokens > self.deps.context_window:
             return self.check_window(tokens)  # the older turns alone no longer fit: nothing to summarise with
-        with step("summarise", state.get("turn", 1), tokens_before=tokens) as record:
+        with step(COMPACT, state.get("turn", 1), tokens_before=tokens) as record:
             reply = self.deps.chat_model.invoke(request, max_new_tokens=self.config.max_new_tokens)
             summary = str(reply.content).strip()
             after = self.prompt_messages({**state, "summary": summary, "summary_upto": cut})
@@ -169,11 +166,11 @@ class Nodes:
         note = prompts.stop_note("context_window", tokens=tokens, window=self.deps.context_window)
         return {"stop_reason": "context_window", "messages": [AIMessage(content=note)]}
 
-    def agent(self, state: AgentState, config: RunnableConfig) -> dict:
+    def model(self, state: AgentState, config: RunnableConfig) -> dict:
         messages = self.prompt_messages(state)
         schemas = self.tool_schemas()
         model = self.deps.chat_model.bind_tools(schemas) if schemas else self.deps.chat_model
-        with step("model", state.get("turn", 1)) as record:
+        with step(MODEL, state.get("turn", 1)) as record:
             options: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens,
                                        **((config or {}).get("configurable", {}).get("generation") or {})}
             if self.documents():
@@ -207,7 +204,7 @@ class Nodes:
             tool = self.deps.tool_named(call["name"])
             if tool is None or not getattr(tool, "side_effects", False):
                 continue
-            with step("approval", state.get("turn", 1), name=call["name"], args=call.get("args"),
+            with step(APPROVE, state.get("turn", 1), name=call["name"], args=call.get("args"),
                       how=self.config.approve) as record:
                 if self.config.approve == "ask":
                     decision = interrupt({"type": "approval", "tool": call["name"], "args": call.get("args", {}),
@@ -219,13 +216,13 @@ class Nodes:
             records.append(record)
         return {"approvals": approvals, "trace": records}
 
-    def tools(self, state: AgentState) -> dict:
+    def tool(self, state: AgentState) -> dict:
         reply = last_ai(state)
         out: list[AnyMessage] = []
         update: dict[str, Any] = {"passages": {}, "trace": []}
         next_id = state.get("next_doc_id", 1)
         for call in reply.tool_calls or []:
-            if call["name"] == "search_documents" and self.deps.search:
+            if call["name"] == SEARCH_DOCUMENTS and self.deps.search:
                 seen = {**state.get("passages", {}), **update["passages"]}
                 passages, text, record = self.search({**state, "passages": seen, "next_doc_id": next_id},
                                                      str(call.get("args", {}).get("query", "")), mode="tool call")
@@ -250,7 +247,7 @@ class Nodes:
 
     def run_call(self, state: AgentState, call: dict) -> tuple[str, dict]:
         """Run one validated call (or explain why not); returns (text for the model, trace record)."""
-        with step("tool", state.get("turn", 1), name=call["name"], args=call.get("args", {})) as record:
+        with step(TOOL, state.get("turn", 1), name=call["name"], args=call.get("args", {})) as record:
             tool = self.deps.tool_named(call["name"])
             if tool is None:
                 known = ", ".join(s["function"]["name"] for s in self.tool_schemas() or []) or "none"
@@ -267,7 +264,7 @@ class Nodes:
         return text, record
 
     def finalize(self, state: AgentState) -> dict:
-        with step("final", state.get("turn", 1)) as record:
+        with step(FINALIZE, state.get("turn", 1)) as record:
             text = final_text(state)
             sources, unknown = resolve_citations(text, state.get("passages", {}))
             text = strip_unknown(text, unknown)
@@ -279,18 +276,24 @@ class Nodes:
 
     # ---- routing ---------------------------------------------------------------------
     def route_begin(self, state: AgentState) -> str:
-        return "retrieve" if self.config.policy == "always" and self.deps.search else "summarise"
+        return RETRIEVE if self.config.policy == "always" and self.deps.search else COMPACT
 
     @staticmethod
-    def route_summarise(state: AgentState) -> str:
-        return "finalize" if state.get("stop_reason") else "agent"
+    def route_compact(state: AgentState) -> str:
+        return FINALIZE if state.get("stop_reason") else MODEL
 
     @staticmethod
-    def route_agent(state: AgentState) -> str:
+    def route_model(state: AgentState) -> str:
         reply = last_ai(state)
         if state.get("stop_reason") or not (reply.tool_calls or reply.invalid_tool_calls):
-            return "finalize"
-        return "approve"
+            return FINALIZE
+        return APPROVE
+
+
+def search_messages(query: str, text: str, call_id: str) -> list[AnyMessage]:
+    """What the ``retrieve`` step adds to the thread: a ``search_documents`` call and its response."""
+    call = AIMessage(content="", tool_calls=[{"name": SEARCH_DOCUMENTS, "args": {"query": query}, "id": call_id}])
+    return [call, ToolMessage(text, tool_call_id=call_id, name=SEARCH_DOCUMENTS)]
 
 
 def last_ai(state: AgentState) -> AIMessage:
@@ -326,7 +329,7 @@ def model_record(reply: AIMessage) -> dict:
 
 
 def turn_usage(trace: list[dict], turn: int) -> dict:
-    models = [s for s in trace if s.get("turn") == turn and s.get("node") == "model"]
+    models = [s for s in trace if s.get("turn") == turn and s.get("node") == MODEL]
     total = lambda key: sum(int(s.get(key) or 0) for s in models)  # noqa: E731
     return {"model_calls": len(models), "prompt_tokens": total("prompt_tokens"), "reused_tokens": total("reused_tokens"),
             "computed_tokens": total("computed_tokens"), "completion_tokens": total("completion_tokens"),

@@ -1,8 +1,9 @@
 """Run the agent graph on threads and turn what happens into typed events.
 
-``Agent.stream(question, thread_id)`` yields ``AgentEvent``s — retrieval, model tokens,
-model turns, tool results, approvals asked or given, summaries, the final answer — the
-same events the CLI, the UI and the Python API show, built from the graph's own trace.
+``Agent.stream(question, thread_id)`` yields ``AgentEvent``s — one per trace record, its
+``kind`` the step's name (agents/steps.py: begin, retrieve, compact, model, approve, tool,
+finalize), plus streamed ``token``s, an ``approval_request`` when a side-effecting tool waits
+and the ``answer`` — the same events the CLI, the UI and the Python API show.
 ``Agent.ask`` runs a question to its answer, asking an ``approve`` callback when a
 side-effecting tool wants to run (without one, the turn waits for approval and the
 answer says so). Optional ``state_hooks`` restore a thread's saved model state before its
@@ -22,18 +23,16 @@ from langgraph.types import Command
 from feldspar.agents.graph import build_graph
 from feldspar.agents.nodes import AgentDeps
 from feldspar.agents.threads import ThreadStore, new_thread_id
+from feldspar.agents.steps import ANSWER, APPROVAL_REQUEST, FINALIZE, MODEL, TOKEN
 from feldspar.agents.trace import turn_steps
 from feldspar.model.text_checks import check_text
 
-NODE_EVENTS = {"retrieve": "retrieval", "model": "model_turn", "tool": "tool_result", "approval": "approval",
-               "summarise": "summary", "final": "final_step"}
-
-
 @dataclass
 class AgentEvent:
-    """One thing that happened: ``kind`` says what, ``data`` holds the trace record or text."""
+    """One thing that happened: ``kind`` says what (a step's name, or token, approval_request, answer),
+    ``data`` holds the trace record or the answer, ``text`` a token's text."""
 
-    kind: str  # token | retrieval | model_turn | tool_result | approval | approval_request | summary | answer | final_step
+    kind: str  # one of steps.STEPS, or TOKEN | APPROVAL_REQUEST | ANSWER
     thread_id: str
     data: dict[str, Any] = field(default_factory=dict)
     text: str = ""
@@ -89,18 +88,18 @@ class Agent:
     def _events(self, mode: str, chunk: Any, thread_id: str) -> Iterator[AgentEvent]:
         if mode == "messages":
             message, metadata = chunk
-            if metadata.get("langgraph_node") == "agent" and isinstance(message.content, str) and message.content:
-                yield AgentEvent("token", thread_id, text=message.content)
+            if metadata.get("langgraph_node") == MODEL and isinstance(message.content, str) and message.content:
+                yield AgentEvent(TOKEN, thread_id, text=message.content)
             return
         for node, update in chunk.items():
             if node == "__interrupt__":
                 for pending in update:
-                    yield AgentEvent("approval_request", thread_id, data=dict(pending.value))
+                    yield AgentEvent(APPROVAL_REQUEST, thread_id, data=dict(pending.value))
                 continue
             for record in (update or {}).get("trace", []) if isinstance(update, dict) else []:
-                yield AgentEvent(NODE_EVENTS.get(record.get("node"), record.get("node", "step")), thread_id, data=record)
-            if node == "finalize" and isinstance(update, dict) and update.get("answer"):
-                yield AgentEvent("answer", thread_id, data=update["answer"], text=update["answer"]["text"])
+                yield AgentEvent(record["node"], thread_id, data=record)
+            if node == FINALIZE and isinstance(update, dict) and update.get("answer"):
+                yield AgentEvent(ANSWER, thread_id, data=update["answer"], text=update["answer"]["text"])
 
     def _record_turn(self, thread_id: str, question: str | None = None) -> None:
         if self.threads is None:

@@ -34,12 +34,12 @@ from typing import Any, Callable, Sequence
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from feldspar.agents.citations import cited_ids, strip_unknown
+from feldspar.agents.configuration import SUMMARY_MODES, SummaryMode
 from feldspar.agents.errors import AgentError
 from feldspar.retrieval.chunking import Chunker
 from feldspar.retrieval.loaders import Extracted
 
 PROMPT_VERSION = "summarize-1"
-MODES = ("auto", "map-reduce", "long-context")
 CHARS_PER_TOKEN_BOUND = 8  # no tokenizer packs more characters than this into a token of real text
 MAP_SYSTEM = "You summarise documents accurately and concisely. Use only what the text says."
 MAP_FILE = "Summarise the document {title!r} below in a few sentences.{focus}\n\n{text}"
@@ -85,7 +85,7 @@ class SourceText:
 @dataclass
 class SummaryOptions:
     summary_tokens: int = 512  # new tokens per summary call
-    mode: str = "auto"
+    mode: SummaryMode = "auto"
     long_context_share: float = 0.75  # auto: one call when the documents fit this share of the window
     focus: str | None = None  # what the summary should be about, added to every request
     margin_tokens: int = 16  # slack between a chunk's own token count and its count inside the prompt
@@ -306,8 +306,8 @@ def summarize_documents(chat_model, docs: Sequence[SourceText], options: Summary
     loads a state pack of exactly those documents there) and returns the pack's name, if any.
     """
     options = options or SummaryOptions()
-    if options.mode not in MODES:
-        raise AgentError(f"unknown summary mode {options.mode!r}: use one of {', '.join(MODES)}")
+    if options.mode not in SUMMARY_MODES:
+        raise AgentError(f"unknown summary mode {options.mode!r}: use one of {', '.join(SUMMARY_MODES)}")
     if not docs:
         raise AgentError("nothing to summarise: no readable files")
     run = Summarizer(chat_model, options, cache, progress)

@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from feldspar.agents.errors import UnknownThread
+from feldspar.agents.steps import current_steps
 
 INDEX = """CREATE TABLE IF NOT EXISTS feldspar_threads (
     thread_id TEXT PRIMARY KEY, title TEXT, created TEXT, updated TEXT, turns INTEGER DEFAULT 0,
@@ -128,10 +129,14 @@ class ThreadStore:
 
     # ---- content ---------------------------------------------------------------------
     def values(self, thread_id: str) -> dict[str, Any]:
-        """The thread's latest checkpointed state (messages, trace, answer …)."""
+        """The thread's latest checkpointed state (messages, trace, answer …); the trace's steps under
+        today's names (agents/steps.py), whichever version saved them."""
         self.require(thread_id)
         saved = self.saver.get_tuple({"configurable": {"thread_id": thread_id}})
-        return dict(saved.checkpoint.get("channel_values", {})) if saved else {}
+        values = dict(saved.checkpoint.get("channel_values", {})) if saved else {}
+        if "trace" in values:
+            values["trace"] = current_steps(values["trace"])
+        return values
 
     def export(self, thread_id: str) -> dict[str, Any]:
         values = self.values(thread_id)

@@ -1,10 +1,12 @@
 """The agent's trace: one plain dict per step, stored with the thread, shown by CLI and UI.
 
-Step kinds: ``retrieve`` (query, hits), ``model`` (prompt/reused/computed tokens, TTFT, raw
-text, parsed calls, repairs, parse errors), ``tool`` (name, validated args, result or
-error, duration), ``approval``, ``summarise`` (tokens before/after) and ``final`` (why the
-turn stopped, citations). Every step has ``turn``, ``node``, ``started``, ``ended`` and
-``duration_s``. Knows dicts and text; nothing of graphs or models.
+Step kinds (agents/steps.py, the same names as the graph's nodes and the streamed events):
+``begin`` (the retrieval mode and why), ``retrieve`` (query, hits), ``model`` (prompt/reused/
+computed tokens, TTFT, raw text, parsed calls, repairs, parse errors), ``tool`` (name, validated
+args, result or error, duration), ``approve``, ``compact`` (tokens before/after) and ``finalize``
+(why the turn stopped, citations). Every step has ``turn``, ``node``, ``started``, ``ended`` and
+``duration_s``; records saved under earlier names are shown under today's. Knows dicts and text;
+nothing of graphs or models.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
+
+from feldspar.agents.steps import (
+    APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL, current_name, current_steps,
+)
 
 
 def _stamp(seconds: float) -> str:
@@ -33,7 +39,8 @@ def step(node: str, turn: int, **fields: Any) -> Iterator[dict[str, Any]]:
 
 
 def turn_steps(trace: list[dict[str, Any]], turn: int) -> list[dict[str, Any]]:
-    return [s for s in trace if s.get("turn") == turn]
+    """The steps of one turn, under today's names."""
+    return current_steps(s for s in trace if s.get("turn") == turn)
 
 
 def _short(text: Any, width: int = 100) -> str:
@@ -55,13 +62,14 @@ def arguments(args: Any) -> str:
 
 def describe(s: dict[str, Any]) -> str:
     """One readable line (plus indented detail lines) for a step."""
-    node, head = s.get("node"), f"[{s.get('duration_s', 0):.2f}s] {s.get('node')}"
-    if node == "retrieve":
+    node = current_name(s.get("node"))
+    head = f"[{s.get('duration_s', 0):.2f}s] {node}"
+    if node == RETRIEVE:
         hits = "\n".join(f"    [{h.get('doc_id')}] {h.get('path')} p{h.get('page') or '-'} "
                          f"{h.get('start')}-{h.get('end')} score {h.get('score', 0):.3f}" for h in s.get("hits", []))
         return f"{head} query={_short(s.get('query'), 60)!r} hits={len(s.get('hits', []))} ({s.get('mode', '')})" + (
             "\n" + hits if hits else "")
-    if node == "model":
+    if node == MODEL:
         calls = ", ".join(f"{c['name']}({_short(arguments(c.get('args')), 60)})" for c in s.get("tool_calls", []))
         extra = (f" calls: {calls}" if calls else "") + (
             f" repairs: {'; '.join(map(str, s['repairs']))}" if s.get("repairs") else "") + (
@@ -70,19 +78,19 @@ def describe(s: dict[str, Any]) -> str:
                   f"computed {_count(s.get('computed_tokens'))})")
         return (f"{head} {counts} ttft {s.get('ttft_s', 0):.2f}s finish {s.get('finish_reason')}{extra}"
                 f"\n    raw: {_short(s.get('raw_text'), 160)}")
-    if node == "tool":
+    if node == TOOL:
         outcome = f"error: {_short(s['error'])}" if s.get("error") else f"-> {_short(s.get('result'))}"
         return f"{head} {s.get('name')}({_short(arguments(s.get('args')), 80)}) {outcome}"
-    if node == "approval":
+    if node == APPROVE:
         return f"{head} {s.get('name')}: {'approved' if s.get('approved') else 'refused'} ({s.get('how')})"
-    if node == "summarise":
+    if node == COMPACT:
         return (f"{head} {s.get('messages')} messages summarised: prompt {_count(s.get('tokens_before'))} -> "
                 f"{_count(s.get('tokens_after'))} tokens")
-    if node == "final":
+    if node == FINALIZE:
         unknown = f"; dropped unknown ids {', '.join(map(str, s['unknown_ids']))}" if s.get("unknown_ids") else ""
         cited = ", ".join(f"[{i}]" for i in s.get("cited") or []) or "no passage"
         return f"{head} stop: {s.get('stop_reason')}; cited {cited}{unknown}"
-    if node == "mode":
+    if node == BEGIN:
         return f"{head} {s.get('mode')}: {s.get('why')}"
     return f"{head} {_short({k: v for k, v in s.items() if k not in ('started', 'ended')})}"
 

@@ -5,7 +5,7 @@
     fs.ingest("~/manuals")
     answer = fs.ask("How do I reset the router?")              # Answer: text, sources, trace, usage …
     for event in fs.stream("And the modem?", thread=answer.thread_id):
-        ...                                                     # AgentEvent: token, retrieval, tool_result …
+        ...                                                     # AgentEvent: token, retrieve, tool …
     fs.batch("questions.jsonl", out="answers.jsonl")           # the same runner as `feldspar batch`
     fs.graph, fs.chat_model                                    # the compiled LangGraph graph, ChatGranite
 
@@ -145,8 +145,8 @@ class Feldspar:
 
     def stream(self, question: str, thread: str | None = None, collection: str | None = None,
                pack: str | None = None) -> Iterator["AgentEvent"]:
-        """The question's events as they happen: retrieval, token, model_turn, tool_result, approval_request,
-        summary, answer, final_step (the same AgentEvents the CLI, the UI and the trace use)."""
+        """The question's events as they happen: one per step (begin, retrieve, compact, model, approve, tool,
+        finalize: agents/steps.py, the names the graph and the trace use), token, approval_request and answer."""
         return self.agents(collection, pack).stream(question, thread)
 
     def batch(self, questions: str | Path | Iterable[Any], out: str | Path | None = None, *, workers: int = 1,

@@ -262,8 +262,8 @@ def _answer_source(settings: Settings, engine, config, pack: str | None, tools_m
 def _agent_tools(settings: Settings, source: _AnswerSource, tools_module) -> list:
     """The agent's tools: on a pack only the user's own (and a note when they differ from the pack's)."""
     pack = source.pack
-    tools = [t for t in build_tools(settings, None if pack else source.retrieval, tools_module)
-             if t.name != "search_documents" and (pack is None or t.source != "builtin")]
+    tools = [t for t in build_tools(settings, None if pack else source.retrieval, tools_module, search=False)
+             if pack is None or t.source != "builtin"]  # a pack: the user's own; the graph offers search_documents
     if pack is not None:  # the pack's prefix holds the tools it was made with: say when they differ
         from feldspar.pack_tools import reuse_note
 
@@ -298,10 +298,11 @@ def pack_tool_schemas(settings: Settings, tools_module=None) -> list[dict]:
     return [t.openai_schema() for t in build_tools(settings, None, tools_module) if t.source != "builtin"]
 
 
-def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
+def build_tools(settings: Settings, retrieval=None, tools_module=None, search: bool = True) -> list:
     """The agent's tools: built-ins (search/read only with a retrieval service), a tools module, MCP servers.
 
-    ``tools_module`` (a path) overrides ``settings.tools_module``.
+    ``tools_module`` (a path) overrides ``settings.tools_module``; ``search=False`` leaves out
+    ``search_documents``, which the agent's graph makes itself from its search (agents/nodes.py).
     """
     from feldspar.agents.adapters import CollectionSearch
     from feldspar.agents.builtin_tools import (
@@ -311,7 +312,8 @@ def build_tools(settings: Settings, retrieval=None, tools_module=None) -> list:
 
     tools = []
     if retrieval is not None:
-        tools.append(search_documents_tool(CollectionSearch(retrieval)))
+        if search:
+            tools.append(search_documents_tool(CollectionSearch(retrieval), settings.agent_k))
         tools.append(read_document_tool(retrieval.read_span))
     tools += [calculator_tool(), current_time_tool()]
     module = tools_module or settings.tools_module

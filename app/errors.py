@@ -61,20 +61,12 @@ REMEDIES = {
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
+    from feldspar.agents.errors import AgentError
+    from feldspar.model.errors import ModelError
+    from feldspar.retrieval.errors import RetrievalError
     from feldspar.settings import SettingsError
 
-    types: list[type[BaseException]] = [SettingsError]
-    for module, name in (
-        ("feldspar.model.errors", "ModelError"),
-        ("feldspar.retrieval.errors", "RetrievalError"),
-        ("feldspar.agents.errors", "AgentError"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        types.append(getattr(mod, name))
-    return tuple(types)
+    return (SettingsError, ModelError, RetrievalError, AgentError)
 
 
 def user_message(exc: BaseException, remedies: dict[str, str] | None = None) -> str:

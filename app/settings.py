@@ -21,6 +21,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from feldspar.agents.configuration import Approval, Policy
+
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Quant = Literal["none", "int8", "int4", "auto"]
+
 
 class SettingsError(Exception):
     """A configuration value is invalid; the message names the field."""
@@ -63,9 +69,9 @@ class Settings(BaseSettings):
 
     # --- model / engine -------------------------------------------------------------
     model: str = Field("granite-4.0-h-1b", description="catalog name, hub id or local path")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    quant: Literal["none", "int8", "int4", "auto"] = Field("none", description="weight quantisation of the "
+    device: Device = "auto"
+    dtype: Dtype = "auto"
+    quant: Quant = Field("none", description="weight quantisation of the "
                                                           "local model (auto: int8 on CPU, none on CUDA)")
     compile: bool = Field(False, description="torch.compile the local engine's decode step (one warning and "
                           "the eager step where compilation fails)")
@@ -95,14 +101,14 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(4096, ge=64, description="snapshot every N prompt tokens")
 
     # --- agent ----------------------------------------------------------------------
-    agent_policy: Literal["always", "auto", "pack", "none"] = Field("always", description="when the agent retrieves")
+    agent_policy: Policy = Field("always", description="when the agent retrieves")
     agent_k: int = Field(4, ge=1, description="passages per search")
     agent_max_steps: int = Field(6, ge=1, description="model turns per question")
     agent_max_tool_calls: int = Field(8, ge=0, description="tool calls per question")
     agent_summary_share: float = Field(0.5, ge=0.05, le=0.95, description="summarise past this share of the window")
     long_context_share: float = Field(0.75, ge=0.0, le=0.95, description="policy auto answers from a state pack "
                                       "of the whole collection when it fits this share of the window (0: never)")
-    approve: Literal["ask", "always", "never"] = Field("ask", description="side-effecting tools: ask, always, never")
+    approve: Approval = Field("ask", description="side-effecting tools: ask, always, never")
     thread_state_budget_bytes: int = Field(2 * 1024**3, ge=0, description="disk budget for saved thread states")
 
     # --- scale-out --------------------------------------------------------------------

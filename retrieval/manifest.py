@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS collections (
 CREATE TABLE IF NOT EXISTS rates (embedder TEXT PRIMARY KEY, chunks_per_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS swaps (name TEXT PRIMARY KEY, staging TEXT NOT NULL);
 """
+FileStatus = Literal["indexed", "skipped", "failed", "pending"]
+FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 
 
 @dataclass

@@ -16,12 +16,12 @@ from typing import Any
 
 import streamlit as st
 
+from feldspar.agents.steps import RETRIEVE, STEPS, TOKEN
 from feldspar.ui.context import services
 from feldspar.ui.views_chat import render_approval, render_file, render_turn, thread_date, thread_label
 from feldspar.ui.views_trace import headline, render_budget_warning
 
 POLICIES = ("always", "auto", "none")
-STEP_EVENTS = ("retrieval", "model_turn", "tool_result", "approval", "summary", "final_step")
 
 
 # ---- sidebar ------------------------------------------------------------------------------
@@ -242,14 +242,14 @@ def _answer_tokens(svc: Any, choice: Any, question: str | None, thread_id: str |
     answering = False
     for event in svc.stream_turn(choice, question, thread_id, resume, on_prefill=prefill):
         st.session_state.thread_id = event.thread_id
-        if event.kind == "token":
+        if event.kind == TOKEN:
             if not answering:
                 status.update(label="Generating the answer…")
                 answering = True
             yield event.text
-        elif event.kind in STEP_EVENTS:
+        elif event.kind in STEPS:
             status.write(headline(event.data))
-            if event.kind == "retrieval":
+            if event.kind == RETRIEVE:
                 status.update(label="Reading the prompt…")
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from feldspar.retrieval.manifest import FILE_STATUSES
 from feldspar.ui.context import services
 from feldspar.ui.views_documents import collections_table, show_outcome, sources_table
 from feldspar.ui.views_jobs import SHARED_COLLECTION, current_collection, live_job_panel
 
-STATUSES = ["indexed", "skipped", "failed", "pending"]
 
 
 def render() -> None:
@@ -94,7 +94,7 @@ def _add_documents(library, collection: str) -> None:
 def _file_statuses(library, collection: str) -> None:
     st.subheader("Files")
     left, right = st.columns(2)
-    statuses = left.multiselect("Status", STATUSES, key="documents_status_filter")
+    statuses = left.multiselect("Status", list(FILE_STATUSES), key="documents_status_filter")
     contains = right.text_input("Path or reason contains", key="documents_text_filter")
     rows = library.attempt(lambda: library.sources(collection, statuses, contains))
     if not rows.ok:

@@ -14,10 +14,11 @@ from typing import Any
 
 import streamlit as st
 
+from feldspar.agents.steps import APPROVE, BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE, TOOL, current_name
 from feldspar.agents.trace import describe
 
-ICONS = {"retrieve": "search", "model": "psychology", "tool": "build", "approval": "front_hand",
-         "summarise": "summarize", "final": "flag", "mode": "explore"}  # Material icons ship with Streamlit
+ICONS = {RETRIEVE: "search", MODEL: "psychology", TOOL: "build", APPROVE: "front_hand",
+         COMPACT: "summarize", FINALIZE: "flag", BEGIN: "explore"}  # Material icons ship with Streamlit
 STOP_REASONS = {
     "answered": "the model answered", "awaiting_approval": "waiting for your approval",
     "max_steps": "too many model turns", "max_tool_calls": "too many tool calls",
@@ -27,7 +28,7 @@ STOP_REASONS = {
 
 def headline(step: dict[str, Any]) -> str:
     """The step's one-line summary (the same words as `feldspar ask --trace`)."""
-    return f":material/{ICONS.get(step.get('node'), 'circle')}: {describe(step).splitlines()[0]}"
+    return f":material/{ICONS.get(current_name(step.get('node')), 'circle')}: {describe(step).splitlines()[0]}"
 
 
 def _hits_table(hits: list[dict[str, Any]]) -> None:
@@ -62,20 +63,20 @@ def _tool_details(step: dict[str, Any]) -> None:
 
 
 def render_step(step: dict[str, Any]) -> None:
-    node = step.get("node")
+    node = current_name(step.get("node"))
     st.markdown(f"**{headline(step)}**")
-    if node == "retrieve":
+    if node == RETRIEVE:
         _hits_table(step.get("hits") or [])
-    elif node == "model":
+    elif node == MODEL:
         _model_details(step)
-    elif node == "tool":
+    elif node == TOOL:
         _tool_details(step)
-    elif node == "summarise" and step.get("summary"):
+    elif node == COMPACT and step.get("summary"):
         st.caption("summary")
         st.write(step["summary"])
-    elif node == "final":
+    elif node == FINALIZE:
         st.caption(f"why the turn stopped: {STOP_REASONS.get(step.get('stop_reason'), step.get('stop_reason'))}")
-    elif node == "mode" and step.get("why"):
+    elif node == BEGIN and step.get("why"):
         st.caption(str(step["why"]))
 
 
@@ -119,5 +120,5 @@ def render_budget_warning(budget: dict[str, Any]) -> None:
         st.warning(budget["pack_not_reused"])
     if budget.get("level") in ("over", "near"):
         st.warning(budget["message"], icon="⚠️")
-    elif budget.get("level") == "summarise":
+    elif budget.get("level") == COMPACT:
         st.info(budget["message"])

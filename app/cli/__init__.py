@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from feldspar.cli.root import app, tidy_help
+from feldspar.cli.root import app
 from feldspar.errors import user_error_types, user_message
 
 COMMAND_MODULES = (
@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "feldspar.cli.bench", "feldspar.cli.demo", "feldspar.cli.agent", "feldspar.cli.tools",
     "feldspar.cli.summarize",
     "feldspar.cli.ui",
-    "feldspar.cli.workflows",
+    "feldspar.cli.batch",
     "feldspar.cli.serve",
 )
 USAGE_EXIT = 2
@@ -32,11 +32,7 @@ INTERRUPT_EXIT = 130
 
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def usage_line(exc: Exception) -> str:
@@ -53,7 +49,7 @@ def _run() -> int:
     from feldspar.cli.output import quiet_libraries
 
     quiet_libraries()
-    command = tidy_help(typer.main.get_command(app))
+    command = typer.main.get_command(app)
     outcome = command.main(prog_name="feldspar", standalone_mode=False)  # errors propagate to main()
     if outcome == INTERRUPT_EXIT:  # Typer turns KeyboardInterrupt into Exit(130)
         from feldspar.cli.interrupt import interrupted_line, leave

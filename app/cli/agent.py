@@ -15,24 +15,21 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from feldspar.agents.configuration import Approval, Policy
 from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
 from feldspar.cli.root import (
-    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table, settings_from,
+    PLAIN_HELP, RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, print_json, print_table,
+    settings_from,
 )
 
-threads_app = typer.Typer(help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)
+threads_app = typer.Typer(**PLAIN_HELP, help="Persistent agent threads (the same ones the UI shows).", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 
-PolicyOpt = Annotated[Optional[str], typer.Option("--policy", help="retrieval: always, auto, pack or none")]
-ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: ask, always or never "
-                                                   "(default: ask when interactive, else never)")]
+PolicyOpt = Annotated[Optional[Policy], typer.Option("--policy", help="when the agent retrieves")]
+ApproveOpt = Annotated[Optional[Approval], typer.Option("--approve", help="side-effecting tools (default: ask when "
+                                                        "interactive, else never)")]
 
 INTERRUPTED = "interrupted; the thread keeps its last completed turn"
-
-
-def _check_choice(value: str | None, choices: tuple[str, ...], flag: str) -> None:
-    if value is not None and value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=flag)
 
 
 def _pack_defaults(flags: dict[str, Any], pack: str | None) -> dict[str, Any]:
@@ -105,14 +102,15 @@ def print_usage(answer: dict[str, Any]) -> None:
 
 
 def stream_answer(agent, question: str, thread_id: str | None, approve, show: bool) -> dict[str, Any]:
+    from feldspar.agents.steps import APPROVE, COMPACT, RETRIEVE, TOKEN, TOOL
     from feldspar.agents.trace import describe
 
     def on_event(event) -> None:
         if not show:
             return
-        if event.kind == "token":
+        if event.kind == TOKEN:
             console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-        elif event.kind in ("retrieval", "tool_result", "summary", "approval"):
+        elif event.kind in (RETRIEVE, TOOL, COMPACT, APPROVE):
             err_console.print(f"[dim]{escape(describe(event.data).splitlines()[0])}[/dim]")
 
     answer = agent.ask(question, thread_id, approve=approve, on_event=on_event)
@@ -135,15 +133,13 @@ def ask(
     device: DeviceOpt = None, dtype: DtypeOpt = None, home: HomeOpt = None,
 ) -> None:
     """Ask the agent: retrieval, tools and a cited answer; several questions share one thread and its state."""
-    from feldspar.agents.configuration import APPROVALS, POLICIES
+    from feldspar.agents.trace import format_trace
     from feldspar.cli.interrupt import on_interrupt
     from feldspar.cli.output import quiet_libraries
     from feldspar.compose import build_runtime, check_thread_store
 
     quiet_libraries(verbose)
     on_interrupt(INTERRUPTED)
-    _check_choice(policy, POLICIES, "--policy")
-    _check_choice(approve, APPROVALS, "--approve")
     if pack and collection:
         raise typer.BadParameter("choose --collection or --pack, not both", param_hint="--pack")
     if thread is not None:  # before any model or collection is loaded

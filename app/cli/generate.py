@@ -13,9 +13,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from feldspar.settings import Device, Dtype, Quant
 from feldspar.inputs import documents_from_files, read_json_list, read_text_file
 from feldspar.cli.root import (
-    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, in_range, one_of, print_json, settings_from,
+    RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, console, err_console, in_range, print_json, settings_from,
     usage_error,
 )
 from feldspar.cli.output import quiet_libraries
@@ -34,12 +35,9 @@ SystemOpt = Annotated[Optional[str], typer.Option("--system", help="system promp
 ToolsOpt = Annotated[Optional[Path], typer.Option("--tools", help="JSON file: list of OpenAI function schemas")]
 DocsOpt = Annotated[Optional[Path], typer.Option("--documents", help="JSON file: list of documents (dicts)")]
 DocFilesOpt = Annotated[Optional[list[Path]], typer.Option("--doc", help="text file to pass as a document (repeatable)")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", callback=one_of("auto", "cpu", "cuda"),
-                                                  help="auto, cpu or cuda")]
-DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", callback=one_of("auto", "float32", "bfloat16", "float16"),
-                                                 help="auto, float32, bfloat16 or float16")]
-QuantOpt = Annotated[Optional[str], typer.Option("--quant", callback=one_of("none", "int8", "int4", "auto"),
-                                                 help="weight quantisation: none, int8, int4 or auto (int8 on CPU)")]
+DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="where the model runs")]
+DtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", help="weight dtype")]
+QuantOpt = Annotated[Optional[Quant], typer.Option("--quant", help="weight quantisation (auto: int8 on CPU)")]
 CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile",
                                                     help="torch.compile the decode step (eager if it fails)")]
 

@@ -8,13 +8,13 @@ transformers) happen only inside `models random` so listing the catalog stays fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich import box
 from rich.table import Table
 
-from feldspar.cli.root import JsonOpt, console, models_app, one_of, print_json
+from feldspar.cli.root import JsonOpt, console, models_app, print_json
 from feldspar.labels import human_count, spec_record
 from feldspar.model.catalog import CATALOG, DEFAULT_MODEL, ModelSpec
 
@@ -85,7 +85,7 @@ def random_checkpoint(
     directory: Annotated[Path, typer.Argument(help="output directory (must be empty)")],
     tiny: Annotated[bool, typer.Option("--tiny", help="miniature with the same layer kinds")] = False,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
-    dtype: Annotated[str, typer.Option("--dtype", callback=one_of("float32", "bfloat16"), help="float32 or bfloat16")] = "float32",
+    dtype: Annotated[Literal["float32", "bfloat16"], typer.Option("--dtype", help="weight dtype")] = "float32",
     force: Annotated[bool, typer.Option("--force", help="write into a non-empty directory")] = False,
     allow_large: Annotated[bool, typer.Option("--allow-large", help="allow checkpoints over 8 GiB")] = False,
 ) -> None:

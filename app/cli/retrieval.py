@@ -20,15 +20,15 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 from rich.text import Text
 
 from feldspar.cli.output import quiet_libraries
-from feldspar.cli.root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, one_of, print_json
+from feldspar.cli.root import HomeOpt, JsonOpt, app, bench_app, cell, console, err_console, eval_app, print_json
 from feldspar.cli.root import print_table, settings_from, short_paths, usage_error
+from feldspar.retrieval.manifest import FileStatus
 from feldspar.settings import Settings
 
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection (corpus) name")]
 EmbeddingOpt = Annotated[Optional[str], typer.Option("--embedding-model", help="sentence-transformers model id or path")]
 REPO_DOCS = Path(__file__).resolve().parents[2] / "docs"
 DEMO_QUERY = "How does hybrid search combine BM25 and vector similarity?"
-STATUSES = ("indexed", "skipped", "failed", "pending")
 NOT_INDEXED = ("skipped", "failed")
 PASSAGE_CHARS = 240
 
@@ -207,8 +207,7 @@ def _check_file_types(file_types: list[str] | None) -> None:
 @app.command("sources")
 def sources_command(
     collection: CollectionOpt = None,
-    status: Annotated[Optional[str], typer.Option("--status", callback=one_of(*STATUSES),
-                                                  help="indexed, skipped, failed or pending")] = None,
+    status: Annotated[Optional[FileStatus], typer.Option("--status", help="only files with this status")] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
 ) -> None:

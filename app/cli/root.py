@@ -1,9 +1,10 @@
-"""The Typer application objects and shared CLI options; commands live in app/cli_*.py.
+"""The Typer application objects and shared CLI options; the commands live in the other app/cli/ modules.
 
 Knows how to turn flags into Settings, refuse bad flag values as usage errors (exit 2:
-``usage_error``, ``one_of``, ``in_range``), print tables (control characters escaped,
-no markup) and JSON, and name values plainly in --help (``tidy_help``). Knows nothing of
-models, stores or agents beyond calling the composition root.
+``usage_error``, ``in_range``; a choice is a ``Literal`` type, which Typer checks itself) and
+print tables (control characters escaped, no markup) and JSON. --help is Typer's plain
+(Click-style) help: every group is made with ``PLAIN_HELP``. Knows nothing of models, stores
+or agents beyond calling the composition root.
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ from rich.text import Text
 from feldspar.labels import RANDOM_LABEL  # noqa: F401  (re-exported for the command modules)
 from feldspar.settings import Settings, load_settings
 
+# Typer's plain help (Click's layout): flags show no type and lines wrap to the terminal's width.
+PLAIN_HELP: dict[str, Any] = {"rich_markup_mode": None}
+
 app = typer.Typer(
+    **PLAIN_HELP,
     name="feldspar",
     help="Run IBM Granite 4.0 for retrieval-augmented answers and agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="The Granite 4.0 catalog and random-weight checkpoints.")
-bench_app = typer.Typer(help="Benchmarks (print a table; --json for machines).", no_args_is_help=True)
-pack_app = typer.Typer(help="State packs: preloaded documents saved as model state.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
+models_app = typer.Typer(**PLAIN_HELP, help="The Granite 4.0 catalog and random-weight checkpoints.")
+bench_app = typer.Typer(**PLAIN_HELP, help="Benchmarks (print a table; --json for machines).", no_args_is_help=True)
+pack_app = typer.Typer(**PLAIN_HELP, help="State packs: preloaded documents saved as model state.", no_args_is_help=True)
+eval_app = typer.Typer(**PLAIN_HELP, help="Evaluations.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(pack_app, name="pack")
@@ -55,17 +60,6 @@ UsageError: type[Exception] = typer.BadParameter.__mro__[1]
 def usage_error(message: str) -> Exception:
     """A usage error (exit 2, one line) worded as given: conflicting or missing arguments."""
     return UsageError(message)
-
-
-def one_of(*choices: str) -> Any:
-    """An option callback refusing values outside ``choices`` as a usage error (exit 2)."""
-
-    def check(value: Any) -> Any:
-        if value is not None and value not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return check
 
 
 def in_range(low: float, high: float | None = None, low_open: bool = False) -> Any:
@@ -157,51 +151,3 @@ def short_paths(paths: list[str], room: int) -> list[str]:
             return shown
         for i in clashing:
             widths[i] += max(room // 4, 4)
-
-
-# ---- help text ---------------------------------------------------------------------------
-_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "integer range": "INTEGER", "float": "NUMBER",
-               "float range": "NUMBER", "Path": "PATH", "path": "PATH", "file": "FILE", "directory": "DIR"}
-
-
-def plain_type_name(shown: str | None) -> str | None:
-    """``<list[Path]>`` -> ``PATH``, ``<int>`` -> ``INTEGER``, ``<bool>`` -> nothing, ``<a|b>`` -> ``a|b``."""
-    if not shown:
-        return shown
-    label = shown.strip("<>").removesuffix("...")
-    if label.startswith("list[") and label.endswith("]"):
-        label = label[5:-1]
-    if label == "bool":
-        return None
-    return label if "|" in label else _TYPE_NAMES.get(label, label.upper())
-
-
-def tidy_help(command: Any) -> Any:
-    """Plain value names in --help (TEXT, PATH, a|b) instead of Python types (<bool>, <list[Path]>).
-
-    Wraps each command's ``get_params`` so the --help option, made per context, is tidied too.
-    """
-    params_of = command.get_params
-
-    def get_params(ctx: Any) -> list[Any]:
-        params = params_of(ctx)
-        for param in params:
-            _tidy_param(param)
-        return params
-
-    command.get_params = get_params
-    for sub in getattr(command, "commands", {}).values():
-        tidy_help(sub)
-    return command
-
-
-def _tidy_param(param: Any) -> None:
-    shown = getattr(param, "display_type_rich", None)
-    if shown is None or getattr(param, "metavar", None) is not None or getattr(shown, "tidy", False):
-        return
-
-    def plain(ctx: Any) -> str | None:
-        return plain_type_name(shown(ctx))
-
-    plain.tidy = True  # type: ignore[attr-defined]
-    param.display_type_rich = plain

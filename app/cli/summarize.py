@@ -15,9 +15,10 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.markup import escape
 
+from feldspar.agents.configuration import SummaryMode
 from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, SeedOpt, TempOpt, VerboseOpt
 from feldspar.cli.root import (
-    RANDOM_LABEL, HomeOpt, ModelOpt, app, console, err_console, one_of, print_json, settings_from, usage_error,
+    RANDOM_LABEL, HomeOpt, ModelOpt, app, console, err_console, print_json, settings_from, usage_error,
 )
 
 ReportOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
@@ -57,8 +58,7 @@ def summarize(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="files or folders: text, markdown, code, PDF, DOCX, …")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="markdown file to write (default: print it)")] = None,
     collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="summarise an ingested collection")] = None,
-    mode: Annotated[str, typer.Option("--mode", callback=one_of("auto", "map-reduce", "long-context"),
-                                      help="auto, map-reduce or long-context (auto: one call when all fits)")] = "auto",
+    mode: Annotated[SummaryMode, typer.Option("--mode", help="auto: one call when all fits")] = "auto",
     focus: Annotated[Optional[str], typer.Option("--focus", help="what the summary should be about")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every file summary")] = False,
     model: ModelOpt = None, max_new_tokens: SummaryTokensOpt = None, temperature: TempOpt = None, seed: SeedOpt = None,

@@ -16,9 +16,9 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from feldspar.cli.root import HomeOpt, JsonOpt, app, print_json, print_table, settings_from
+from feldspar.cli.root import PLAIN_HELP, HomeOpt, JsonOpt, app, print_json, print_table, settings_from
 
-tools_app = typer.Typer(help="Agent tools: list them, or run one by hand for debugging.", no_args_is_help=True)
+tools_app = typer.Typer(**PLAIN_HELP, help="Agent tools: list them, or run one by hand for debugging.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 
 ToolsModuleOpt = Annotated[Optional[Path], typer.Option("--tools-module", help="Python file defining extra tools")]

@@ -16,6 +16,8 @@ from typing import Any
 
 from langchain_core.messages import AnyMessage, HumanMessage
 
+from feldspar.agents.steps import BEGIN, COMPACT, FINALIZE, MODEL, RETRIEVE
+
 NEAR_SHARE = 0.9  # warn when a prompt (with its answer) would fill more than this share of the window
 
 
@@ -41,14 +43,14 @@ def usage_of(steps: list[dict[str, Any]], turn: int, window: int | None) -> dict
     from feldspar.agents.nodes import turn_usage
 
     usage = turn_usage(steps, turn)
-    models = [s for s in steps if s.get("node") == "model"]
+    models = [s for s in steps if s.get("node") == MODEL]
     decode = sum(float(s.get("decode_s") or 0) for s in models)
     usage["tokens_per_s"] = usage["completion_tokens"] / decode if decode > 0 else None
     last = models[-1] if models else {}
     filled = int(last.get("prompt_tokens") or 0) + int(last.get("completion_tokens") or 0)
     usage.update(last_prompt_tokens=int(last.get("prompt_tokens") or 0), window=window, window_used=filled,
                  window_share=filled / window if window else None,
-                 pack_not_reused=next((s.get("why") for s in steps if s.get("node") == "mode"
+                 pack_not_reused=next((s.get("why") for s in steps if s.get("node") == BEGIN
                                        and s.get("pack_reused") is False), None))
     return usage
 
@@ -62,7 +64,7 @@ def turns_of(values: dict[str, Any], window: int | None = None) -> list[dict[str
     turns = []
     for number, segment in enumerate(_segments(list(values.get("messages", []))), start=1):
         steps = [s for s in trace if s.get("turn") == number]
-        final = next((s for s in steps if s.get("node") == "final"), None)
+        final = next((s for s in steps if s.get("node") == FINALIZE), None)
         turn: dict[str, Any] = {"turn": number, "question": _question(segment[0]), "steps": steps,
                                 "usage": usage_of(steps, number, window), "finished": final is not None,
                                 "answer": None, "sources": [], "unknown_citations": [], "stop_reason": None}
@@ -82,7 +84,7 @@ def _uncited(steps: list[dict[str, Any]], sources: list[dict[str, Any]]) -> list
     """The passages the turn's searches found that its answer does not cite (once each)."""
     cited = {str(s.get("doc_id")) for s in sources}
     seen: dict[str, dict[str, Any]] = {}
-    for hit in (h for s in steps if s.get("node") == "retrieve" for h in s.get("hits") or []):
+    for hit in (h for s in steps if s.get("node") == RETRIEVE for h in s.get("hits") or []):
         key = str(hit.get("doc_id"))
         if key not in cited and key not in seen:
             seen[key] = hit
@@ -91,7 +93,7 @@ def _uncited(steps: list[dict[str, Any]], sources: list[dict[str, Any]]) -> list
 
 def budget_before(prompt_tokens: int, window: int, max_new_tokens: int, passage_tokens: int,
                   summary_share: float) -> dict[str, Any]:
-    """Will a question's prompt fit? ``level``: ok, summarise (older turns will be), near or over."""
+    """Will a question's prompt fit? ``level``: ok, compact (older turns will be summarised), near or over."""
     with_answer = prompt_tokens + max_new_tokens
     expected = with_answer + passage_tokens
     budget = {"prompt_tokens": prompt_tokens, "max_new_tokens": max_new_tokens, "passage_tokens": passage_tokens,
@@ -107,7 +109,7 @@ def budget_before(prompt_tokens: int, window: int, max_new_tokens: int, passage_
             f"This question's prompt will be about {expected:,} of {window:,} tokens with the retrieved passages "
             f"and the answer: close to the context window. Older turns may be summarised, or the turn stopped."))
     elif prompt_tokens > summary_share * window:
-        budget.update(level="summarise", message=(
+        budget.update(level=COMPACT, message=(
             f"The thread's prompt ({prompt_tokens:,} tokens) is past {summary_share:.0%} of the window: older "
             f"turns will be summarised (nothing is deleted from the thread)."))
     else:

@@ -22,12 +22,12 @@ from typing import Any, Callable, Sequence
 
 from feldspar.errors import user_error_types
 from feldspar.webui.remedies import web_message
+from feldspar.retrieval.manifest import FILE_STATUSES
 from feldspar.settings import Settings
 from feldspar.webui.ingest_progress import IngestProgress, ingest_words
 from feldspar.webui.jobs import Job, JobView, Refused
 from feldspar.webui.uploads import UploadedFile, allowed_folder, check_upload, store_uploads
 
-STATUSES = ("indexed", "skipped", "failed", "pending")
 
 
 class _PackCancelled(Exception):
@@ -124,7 +124,7 @@ class LibraryServices:
         for row in self.retrieval.collections():
             files = row.get("files", {})
             rows.append({"name": row["name"], "chunks": row.get("chunks", 0),
-                         **{status: files.get(status, 0) for status in STATUSES},
+                         **{status: files.get(status, 0) for status in FILE_STATUSES},
                          "embedding_model": row.get("embedding_model"), "precision": row.get("embedding_precision")})
         return rows
 

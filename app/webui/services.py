@@ -284,9 +284,9 @@ class UiServices:
     def budget(self, choice: ChatChoice, thread_id: str | None, question: str) -> dict[str, Any]:
         """Will ``question`` fit the window if asked now? The prompt the agent's model turn will read:
         with policy always, the question again as the search call, then the passages (estimated)."""
-        from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+        from langchain_core.messages import HumanMessage
 
-        from feldspar.agents.nodes import Nodes
+        from feldspar.agents.nodes import Nodes, search_messages
         from feldspar.webui.chat import budget_before
 
         agent = self.agent(choice)
@@ -294,9 +294,7 @@ class UiServices:
         nodes = Nodes(agent.deps)
         asked = [HumanMessage(question)]
         if choice.policy == "always" and agent.deps.search is not None:  # what nodes.retrieve adds
-            call = {"name": "search_documents", "args": {"query": question}, "id": "search_budget"}
-            asked += [AIMessage(content="", tool_calls=[call]),
-                      ToolMessage("", tool_call_id="search_budget", name="search_documents")]
+            asked += search_messages(question, "", "search_budget")
         state = {**values, "messages": [*values.get("messages", []), *asked]}
         tokens = nodes.prompt_tokens(nodes.prompt_messages(state))
         passages = choice.k * self.settings.chunk_tokens if choice.policy in ("always", "auto") else 0

@@ -30,7 +30,7 @@ def engine(settings):
 def test_two_turns_ground_the_prompt_reuse_state_and_persist_the_thread(settings, engine):
     agent = build_agent(settings, engine, approve="never")
     first = agent.ask("How do I reset the router?")
-    assert [s["node"] for s in first["trace"]] == ["retrieve", "model", "final"]
+    assert [s["node"] for s in first["trace"]] == ["retrieve", "model", "finalize"]
     prompt = engine.tokenizer.decode(engine.last_prompt_ids)
     hit = first["trace"][0]["hits"][0]
     assert hit["path"] in prompt and "search_documents" in prompt
@@ -59,7 +59,7 @@ def test_ask_cli_json_carries_answer_sources_trace_and_the_random_weights_flag(s
     out = json.loads(result.out)
     assert out["random_weights"] is True and len(out["answers"]) == 2
     assert out["answers"][0]["thread_id"] == out["answers"][1]["thread_id"] == out["thread_id"]
-    assert [s["node"] for s in out["answers"][1]["trace"]] == ["retrieve", "model", "final"]
+    assert [s["node"] for s in out["answers"][1]["trace"]] == ["retrieve", "model", "finalize"]
     listed = json.loads(run_cli(["threads", "list", "--json", "--home", home], capsys, monkeypatch).out)
     assert out["thread_id"] in [row["thread_id"] for row in listed]
     shown = json.loads(run_cli(["threads", "show", out["thread_id"], "--json", "--home", home], capsys, monkeypatch).out)
@@ -75,7 +75,7 @@ def test_ask_cli_text_mode_labels_random_weights_and_prints_the_trace(settings, 
     result = run_cli(["ask", "How do I reset the router?", "--home", str(settings.home), "-m", str(settings.model),
                       "--collection", "docs", "-n", "3", "--trace"], capsys, monkeypatch)
     assert result.code == 0, result.err
-    assert "RANDOM WEIGHTS" in result.out and "retrieve" in result.out and "final" in result.out
+    assert "RANDOM WEIGHTS" in result.out and "retrieve" in result.out and "finalize" in result.out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -93,8 +93,8 @@ def test_policy_auto_answers_a_small_collection_from_a_state_pack_and_says_why(s
     agent = build_agent(settings, engine, policy="auto", approve="never", threads=False)
     first = agent.ask("How do I reset the router?")
     mode = first["trace"][0]
-    assert mode["node"] == "mode" and mode["mode"] == "long-context pack" and "within 75%" in mode["why"]
-    assert [s["node"] for s in first["trace"][1:]] == ["model", "final"]  # no search: everything is in the prompt
+    assert mode["node"] == "begin" and mode["mode"] == "long-context pack" and "within 75%" in mode["why"]
+    assert [s["node"] for s in first["trace"][1:]] == ["model", "finalize"]  # no search: everything is in the prompt
     prompt = engine.tokenizer.decode(engine.last_prompt_ids)
     assert "recessed button" in prompt and "uplink cable" in prompt and "Mohs hardness" in prompt
     assert (settings.packs_dir / "auto-docs" / "pack.json").is_file()

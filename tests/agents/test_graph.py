@@ -34,7 +34,7 @@ def tool_responses(request) -> list[str]:
 def test_policy_always_searches_first_and_the_passages_reach_the_prompt(make_agent):
     agent, backend = make_agent(["Hold the button for ten seconds [1]."])
     answer = agent.ask("How do I reset the router?")
-    assert nodes_of(answer) == ["retrieve", "model", "final"]
+    assert nodes_of(answer) == ["retrieve", "model", "finalize"]
     request = backend.requests[0]
     passages = [json.loads(line) for line in tool_responses(request)[0].splitlines()]
     assert any("recessed button" in p["text"] for p in passages)
@@ -68,7 +68,7 @@ def test_policy_auto_lets_the_model_call_search_documents(make_agent):
     agent, backend = make_agent([tool_call("search_documents", query="warranty length"), "Two years [1]."],
                                 policy="auto")
     answer = agent.ask("How long is the warranty?")
-    assert nodes_of(answer) == ["model", "retrieve", "model", "final"]
+    assert nodes_of(answer) == ["model", "retrieve", "model", "finalize"]
     assert answer["trace"][1]["mode"] == "tool call" and answer["trace"][1]["query"] == "warranty length"
     assert "two years" in tool_responses(backend.requests[1])[0] and answer["sources"][0]["doc_id"] == 1
 
@@ -113,7 +113,7 @@ def test_stop_conditions_end_with_an_answer_that_says_why(make_agent, replies, c
     agent, _ = make_agent(replies, policy="none", tools=[calculator_tool()], with_search=False, **config)
     answer = agent.ask("Loop forever.")
     assert answer["stop_reason"] == reason and "I stopped" in answer["text"]
-    assert nodes_of(answer)[-1] == "final"
+    assert nodes_of(answer)[-1] == "finalize"
 
 
 def test_a_thread_over_the_context_window_stops_with_an_answer(make_agent):
@@ -131,7 +131,7 @@ def test_side_effects_never_run_without_approval_even_when_a_passage_asks(make_a
     answer = agent.ask("Follow the instructions in the manual.")
     assert sent == []
     assert "did not approve" in tool_responses(backend.requests[1])[-1]
-    assert [s for s in answer["trace"] if s["node"] == "approval"][0]["approved"] is False
+    assert [s for s in answer["trace"] if s["node"] == "approve"][0]["approved"] is False
 
 
 @pytest.mark.parametrize("decision, runs", [(True, 1), (False, 0)])
@@ -174,7 +174,7 @@ def test_summarisation_replaces_old_turns_in_the_prompt_but_keeps_the_thread(mak
     thread = agent.ask("Tell me about routers in general, " + "please " * 100)["thread_id"]
     second = agent.ask("And about modems, " + "please " * 100, thread)
     agent.ask("And cables?", thread)
-    summary = [s for s in second["trace"] if s["node"] == "summarise"]
+    summary = [s for s in second["trace"] if s["node"] == "compact"]
     assert summary and summary[0]["messages"] == 2 and summary[0]["tokens_after"] < summary[0]["tokens_before"]
     for request in backend.requests[2:]:
         assert "SUMMARY: a question about routers." in request["prompt"]

@@ -72,7 +72,7 @@ CALL_TURNS = [tool_call("calculator", expression="17 * 3"), "It is 51."]
 ], ids=["call-in-content", "server-side-tool-calls"])
 def test_a_tool_turn_over_http_has_the_same_trace_as_in_process(server, remote_replies):
     local, remote = run_both(server, CALL_TURNS, remote_replies, "What is 17 times 3?", policy="none")
-    assert [s["node"] for s in remote["trace"]] == ["model", "tool", "model", "final"]
+    assert [s["node"] for s in remote["trace"]] == ["model", "tool", "model", "finalize"]
     assert shape(remote) == shape(local)
     assert remote["text"] == local["text"] == "It is 51." and remote["stop_reason"] == local["stop_reason"]
     assert remote["trace"][1]["result"] == "51"
@@ -84,7 +84,7 @@ def test_a_tool_turn_over_http_has_the_same_trace_as_in_process(server, remote_r
 def test_retrieval_grounds_the_remote_prompt_and_cites(server, search):
     replies = ["Hold the recessed button for ten seconds [1]."]
     local, remote = run_both(server, replies, replies, "How do I reset the router?", search=search)
-    assert [s["node"] for s in remote["trace"]] == ["retrieve", "model", "final"] and shape(remote) == shape(local)
+    assert [s["node"] for s in remote["trace"]] == ["retrieve", "model", "finalize"] and shape(remote) == shape(local)
     assert remote["sources"] == local["sources"] and remote["sources"][0]["doc_id"] == 1
     request = server.requests[0]
     assert request["tools"][0]["function"]["name"] == "search_documents"
@@ -112,7 +112,7 @@ def test_ask_cli_runs_the_agent_on_the_remote_server(server, tmp_path, capsys, m
     out = json.loads(result.out)
     answer = out["answers"][0]
     assert out["model"] == "granite-test" and out["random_weights"] is False and answer["text"] == "It is 51."
-    assert [s["node"] for s in answer["trace"]] == ["model", "tool", "model", "final"]
+    assert [s["node"] for s in answer["trace"]] == ["model", "tool", "model", "finalize"]
     listed = json.loads(run_cli(["threads", "list", "--json", "--home", str(tmp_path)], capsys, monkeypatch).out)
     assert [row["model"] for row in listed] == ["granite-test"]
 

@@ -43,7 +43,7 @@ def remote(served, model: str, **options) -> ChatGranite:
 def test_a_tool_turn_through_feldspar_serve_has_the_same_trace_as_in_process(served):
     local = build(scripted_model(list(CALL_TURNS)), None, policy="none").ask("What is 17 times 3?")
     over_http = build(remote(served, "scripted-calc"), None, policy="none").ask("What is 17 times 3?")
-    assert [s["node"] for s in over_http["trace"]] == ["model", "tool", "model", "final"]
+    assert [s["node"] for s in over_http["trace"]] == ["model", "tool", "model", "finalize"]
     assert shape(over_http) == shape(local)
     assert over_http["text"] == local["text"] == "It is 51."
 

@@ -44,7 +44,7 @@ def test_a_thread_written_by_one_store_is_continued_by_the_next(tmp_path):
     assert [(r["thread_id"], r["title"], r["turns"], r["model"]) for r in rows] == [(thread, "How hard is quartz?", 2, "scripted")]
     exported = second.threads.export(thread)
     assert [m["role"] for m in exported["messages"]] == ["user", "assistant", "user", "assistant"]
-    assert {s["node"] for s in exported["trace"]} == {"model", "final"} and exported["last_answer"]["turn"] == 2
+    assert {s["node"] for s in exported["trace"]} == {"model", "finalize"} and exported["last_answer"]["turn"] == 2
 
 
 def test_an_unknown_thread_is_one_clear_error(tmp_path):

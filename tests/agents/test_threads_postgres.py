@@ -56,7 +56,7 @@ def test_two_agents_share_threads_list_show_and_resume(database):
     assert answer["text"] == "Mica is 2.5." and "How hard is quartz?" in backend.requests[0]["prompt"]
     shown = first.threads.export(thread)
     assert [m["content"] for m in shown["messages"]] == ["How hard is quartz?", "Quartz is 7.", "And mica?", "Mica is 2.5."]
-    assert shown["thread"]["turns"] == 2 and {s["node"] for s in shown["trace"]} == {"model", "final"}
+    assert shown["thread"]["turns"] == 2 and {s["node"] for s in shown["trace"]} == {"model", "finalize"}
     first.threads.rename(thread, "Hardness")
     assert second.threads.meta(thread)["title"] == "Hardness"
     second.threads.remove(thread)

@@ -77,15 +77,15 @@ def test_ask_stream_and_threads_on_the_scripted_model(tmp_path):
     fs = Feldspar(home=tmp_path, chat_model=model, policy="none")
     answer = fs.ask("What is 17% of 2,340?")
     assert isinstance(answer, Answer) and answer.text == "It is 397.8." and not answer.random_weights
-    assert [step["node"] for step in answer.trace] == ["model", "tool", "model", "final"]
+    assert [step["node"] for step in answer.trace] == ["model", "tool", "model", "finalize"]
     assert answer.usage["model_calls"] == 2 and answer.usage["reused_tokens"] > 0 and answer.stop_reason == "answered"
     events = list(fs.stream("And twice that?", thread=answer.thread_id))
     assert all(isinstance(e, AgentEvent) and e.thread_id == answer.thread_id for e in events)
     kinds = [e.kind for e in events]
-    assert "token" in kinds and "model_turn" in kinds and kinds.count("answer") == 1
+    assert "token" in kinds and "model" in kinds and kinds.count("answer") == 1
     assert "".join(e.text for e in events if e.kind == "token") == "Twice that is 795.6."
     assert fs.chat_model is model and fs.agent.deps.chat_model is model
-    assert {"begin", "agent", "tools", "finalize"} <= set(fs.graph.get_graph().nodes)
+    assert {"begin", "model", "tool", "finalize"} <= set(fs.graph.get_graph().nodes)
     second = model.backend.requests[-1]["messages"]
     assert any(m["role"] == "user" and "17%" in m["content"] for m in second)  # the thread was continued
 

@@ -1,4 +1,4 @@
-"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/workflows.py).
+"""`feldspar batch`: questions in, durable answers out (agents/batch.py, app/cli/batch.py).
 
 The runner is driven through the real composition root (Runtime.agents → assemble_agent → the
 agent graph) on a scripted Granite chat model; the command itself runs on the tiny random
@@ -121,7 +121,7 @@ def test_batch_answers_with_tools_threads_trace_and_reuse(tmp_path):
     saved = {r["id"]: r for r in records(tmp_path / "answers.jsonl")}
     assert [r["id"] for r in new] == ["a", "b", "c", "d"] and set(saved) == {"a", "b", "c", "d"}
     assert saved["a"]["answer"] == "The result is 42." and [s["node"] for s in saved["a"]["trace"]] == [
-        "model", "tool", "model", "final"]
+        "model", "tool", "model", "finalize"]
     assert saved["b"]["answer"] == "Answer to What is feldspar? (turn 1)" and saved["b"]["error"] is None
     assert saved["c"]["thread_id"] == saved["d"]["thread_id"] != saved["b"]["thread_id"]
     assert saved["d"]["answer"] == "Answer to second? (turn 2)"  # same thread: it saw the first question
@@ -313,12 +313,12 @@ def test_the_progress_bar_shows_count_rate_and_eta(monkeypatch):
 
     from rich.console import Console
 
-    import feldspar.cli.workflows as workflows
+    import feldspar.cli.batch as batch_cli
 
     screen = io.StringIO()
-    monkeypatch.setattr(workflows, "err_console", Console(file=screen, force_terminal=True, width=120))
+    monkeypatch.setattr(batch_cli, "err_console", Console(file=screen, force_terminal=True, width=120))
     now = [100.0]
-    with workflows.BatchBar(4, enabled=True, clock=lambda: now[0]) as bar:
+    with batch_cli.BatchBar(4, enabled=True, clock=lambda: now[0]) as bar:
         for record in ({"id": "a"}, {"id": "b", "error": "boom"}, {"id": "c"}):
             now[0] += 2.0
             bar.advance(record)

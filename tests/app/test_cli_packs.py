@@ -52,7 +52,7 @@ def test_ask_without_a_pack(cli, tiny_checkpoint):
     result = cli("ask", "Hello?", "-m", str(tiny_checkpoint), "-n", "3", "--policy", "none", "--json")
     assert result.code == 0, result.err
     answer = json.loads(result.out)["answers"][0]
-    assert answer["usage"]["completion_tokens"] <= 3 and [s["node"] for s in answer["trace"]] == ["model", "final"]
+    assert answer["usage"]["completion_tokens"] <= 3 and [s["node"] for s in answer["trace"]] == ["model", "finalize"]
 
 
 def test_user_errors_are_one_line_and_exit_1(cli, tiny_checkpoint, notes, tmp_path):

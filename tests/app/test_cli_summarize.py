@@ -66,7 +66,7 @@ def test_extract_unconstrained_on_the_tiny_random_checkpoint_keeps_invalid_rows(
 def test_bad_command_lines_exit_2(cli, files):
     assert_one_error_line(cli("summarize"), 2, "give files or folders to summarise, or --collection")
     assert_one_error_line(cli("summarize", str(files), "--collection", "docs"), 2, "not both")
-    assert_one_error_line(cli("summarize", str(files), "--mode", "fast"), 2, "'fast' is not one of auto, map-reduce")
+    assert_one_error_line(cli("summarize", str(files), "--mode", "fast"), 2, "'fast' is not one of 'auto', 'map-reduce'")
     assert_one_error_line(cli("extract", str(files), "--out", "x.jsonl"), 2, "--schema")
 
 

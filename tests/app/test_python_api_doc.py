@@ -19,6 +19,6 @@ def test_the_python_api_page_runs(capsys):
     for block in blocks:
         exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
-    assert "17% of 2,340 is 397.8." in out and "['model', 'tool', 'model', 'final']" in out
+    assert "17% of 2,340 is 397.8." in out and "['model', 'tool', 'model', 'finalize']" in out
     assert "router.md" in out and "retrieve" in out and "\n1 0\n" in out and "Quartz is a 7." in out
     assert namespace["result"]["messages"][-1].content == "Quartz is a 7."

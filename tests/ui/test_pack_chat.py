@@ -68,4 +68,4 @@ def test_a_pack_made_without_the_chats_tools_says_it_is_not_reused_and_how_to_fi
     note = turn["usage"]["pack_not_reused"]
     assert note and "save_note" in note and "re-create the pack" in note
     assert any(note == w.value for w in at.warning)  # said in the budget, under the answer and before it
-    assert any(s["node"] == "mode" and s["why"] == note for s in turn["steps"])  # and in the trace
+    assert any(s["node"] == "begin" and s["why"] == note for s in turn["steps"])  # and in the trace

@@ -31,7 +31,7 @@ def test_question_streams_a_cited_answer_with_sources_trace_and_budget(make_serv
     assert "<mark" in source_text and "ten seconds" in source_text  # the cited span, highlighted in the file
     trace = expander(at, "Trace")
     trace_text = "\n".join(m.value for m in trace.markdown)
-    assert "retrieve" in trace_text and "model" in trace_text and "final" in trace_text
+    assert "retrieve" in trace_text and "model" in trace_text and "finalize" in trace_text
     budget = expander(at, "Prompt budget")
     labels = {m.label: m.value for m in budget.metric}
     assert int(labels["prompt tokens"].replace(",", "")) > 0

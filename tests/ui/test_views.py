@@ -43,7 +43,7 @@ def test_budget_levels():
     from feldspar.webui.chat import budget_before
 
     assert budget_before(100, 1000, 100, 200, 0.5)["level"] == "ok"
-    assert budget_before(600, 1000, 100, 0, 0.5)["level"] == "summarise"
+    assert budget_before(600, 1000, 100, 0, 0.5)["level"] == "compact"
     assert budget_before(600, 1000, 100, 300, 0.5)["level"] == "near"
     over = budget_before(950, 1000, 100, 0, 0.5)
     assert over["level"] == "over" and "1,000-token context window" in over["message"]
@@ -59,7 +59,7 @@ def test_turns_of_rebuilds_each_answer_from_the_agent_state():
         "passages": {"1": {"doc_id": 1, "path": "a.md", "start": 0, "end": 5, "text": "hello"}},
         "trace": [{"turn": 1, "node": "model", "prompt_tokens": 90, "reused_tokens": 0, "computed_tokens": 90,
                    "completion_tokens": 10, "decode_s": 0.5, "ttft_s": 0.1},
-                  {"turn": 1, "node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": ["9"]},
+                  {"turn": 1, "node": "finalize", "stop_reason": "answered", "cited": [1], "unknown_ids": ["9"]},
                   {"turn": 2, "node": "retrieve", "query": "second?", "hits": []}],
     }
     first, second = turns_of(values, window=1000)
@@ -80,9 +80,9 @@ def test_model_kind_reads_the_checkpoint_config():
 def test_final_step_names_dropped_ids_only_when_there_are_some():
     from feldspar.agents.trace import describe
 
-    plain = describe({"node": "final", "stop_reason": "answered", "cited": [1]})
+    plain = describe({"node": "finalize", "stop_reason": "answered", "cited": [1]})
     assert plain.endswith("stop: answered; cited [1]") and "unknown" not in plain
-    dropped = describe({"node": "final", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
+    dropped = describe({"node": "finalize", "stop_reason": "answered", "cited": [1], "unknown_ids": [7]})
     assert dropped.endswith("stop: answered; cited [1]; dropped unknown ids 7")
 
 

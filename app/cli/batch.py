@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 from rich.markup import escape
 
-from feldspar.cli.agent import PolicyOpt, _check_choice, _pack_defaults
+from feldspar.cli.agent import PolicyOpt, _pack_defaults
 from feldspar.cli.generate import DeviceOpt, DtypeOpt, MaxNewOpt, NoReuseOpt, SeedOpt, TempOpt, TopPOpt, VerboseOpt
 from feldspar.cli.root import (
     RANDOM_LABEL, HomeOpt, JsonOpt, ModelOpt, app, err_console, eval_app, print_json, print_table, settings_from,
@@ -29,8 +29,8 @@ CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help
 PackOpt = Annotated[Optional[str], typer.Option("--pack", help="default state pack to answer from")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="questions at once (a remote backend only: "
                                          "the local engine serves one request at a time)")]
-ApproveOpt = Annotated[Optional[str], typer.Option("--approve", help="side-effecting tools: always or never "
-                                                   "(default: never; a batch asks no questions)")]
+ApproveOpt = Annotated[Optional[Literal["always", "never"]], typer.Option(
+    "--approve", help="side-effecting tools (default: never; a batch asks no questions)")]
 ToolsOpt = Annotated[Optional[Path], typer.Option("--tools-module", help="Python file defining extra tools")]
 
 
@@ -119,13 +119,10 @@ def batch(
 ) -> None:
     """Answer every question of a JSONL file with the agent; one JSON answer per line in --out, resumable."""
     from feldspar.agents.batch import AnswerLog
-    from feldspar.agents.configuration import POLICIES
     from feldspar.cli.interrupt import on_interrupt
     from feldspar.cli.output import quiet_libraries
 
     quiet_libraries(verbose)
-    _check_choice(policy, POLICIES, "--policy")
-    _check_choice(approve, ("always", "never"), "--approve")
     if pack and collection:
         raise usage_error("choose --collection or --pack, not both")
     if out.expanduser().resolve() == questions.expanduser().resolve():
@@ -206,7 +203,6 @@ def eval_answers_command(
     from feldspar.cli.output import quiet_libraries
 
     quiet_libraries(verbose)
-    _check_choice(policy, ("always", "auto", "pack", "none"), "--policy")
     if pack and collection:
         raise usage_error("choose --collection or --pack, not both")
     log = AnswerLog(out, keep_records=True) if out is not None else None
