@@ -19,10 +19,11 @@ QUALITY_COLUMNS = ["impl", "weights MiB", "max |Δlogit|", "mean |Δlogit|", "gr
 QUANT_CHOICES = ("none", "int8", "int4")
 
 
-def parse_decode_step(text: str) -> tuple[str, ...]:
+def parse_decode_step(text: str, hint: str = "--decode-step") -> tuple[str, ...]:
+    """"fast" / "ref" / "both" (fast then ref) for --decode-step and --prefill."""
     choices = {"fast": ("fast",), "ref": ("ref",), "both": ("fast", "ref")}
     if text not in choices:
-        raise typer.BadParameter(f"{text!r} is not one of fast, ref, both", param_hint="--decode-step")
+        raise typer.BadParameter(f"{text!r} is not one of fast, ref, both", param_hint=hint)
     return choices[text]
 
 
@@ -121,6 +122,8 @@ def bench_engine(
                                                     "(e.g. http://127.0.0.1:8080): adds its rows")] = None,
     decode_step: Annotated[str, typer.Option("--decode-step", help="fast (fused step), ref (transformers' "
                                              "forward) or both, side by side")] = "fast",
+    prefill_impl: Annotated[str, typer.Option("--prefill", help="fast (Feldspar's Mamba2 scan), ref "
+                                              "(transformers') or both, interleaved")] = "fast",
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
@@ -129,7 +132,8 @@ def bench_engine(
     cfg = BenchConfig(preset=check_names(preset, dtype), dtype=dtype, prefill_lengths=parse_lengths(prefill_lengths),
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
                       tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens, peer_url=peer_url,
-                      decode_steps=parse_decode_step(decode_step))
+                      decode_steps=parse_decode_step(decode_step),
+                      prefills=parse_decode_step(prefill_impl, "--prefill"))
     from feldspar.bench.peer import PeerError
 
     try:
