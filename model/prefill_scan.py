@@ -12,10 +12,11 @@ B/C groups, no cache, one token, training, non-CPU devices) fall back to the ref
 
 The maths is the reference's (softplus + clamp of dt in the model dtype, scan in fp32, D skip,
 gated RMSNorm, out_proj), arranged differently: B and C are shared by all heads (one group),
-so the score block C·Bᵀ is computed once per chunk instead of once per head; the chunk's
-within-chunk decay is one [heads, q, q] exp; the chunk-start state enters the output and the
-chunk's contribution enters the state through two plain matmuls over all heads at once; chunks
-run in order carrying the state, so nothing is padded and memory stays one chunk's worth.
+so the score block C·Bᵀ is computed once per chunk instead of once per head; the chunk-start
+states enter the output and each chunk's contribution enters the state through plain batched
+matmuls over all heads at once; the whole chunks run as one batch and the remainder as one
+shorter chunk, so nothing is padded and the op count per layer does not grow with the length
+(on a busy machine each op waits for its threads to be scheduled, so few large ops win).
 The depthwise causal conv is ``F.conv1d`` over the conv state plus the new columns only.
 """
 
@@ -69,33 +70,61 @@ def _decay(log_decay: torch.Tensor) -> torch.Tensor:
     return log_decay.clamp(min=LOG_DECAY_FLOOR).exp_()
 
 
+def _full_chunks(xdt: torch.Tensor, dA: torch.Tensor, B: torch.Tensor, C: torch.Tensor, state: torch.Tensor,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SSD scan over ``T`` = a whole number of chunks, all chunks at once.
+
+    ``xdt`` [T, H, P] (x times dt), ``dA`` [T, H] (dt times A), ``B``/``C`` [T, N], ``state``
+    [N, H*P]. Returns ``y`` [T, H, P] and the final state [N, H*P].
+    """
+    T, H, P = xdt.shape
+    nc, N = T // chunk, B.shape[-1]
+    x = xdt.view(nc, chunk, H, P)
+    Bv, Cv = B.reshape(nc, chunk, N), C.reshape(nc, chunk, N)
+    acum = dA.view(nc, chunk, H).transpose(1, 2).cumsum(-1)  # [nc, H, q]: log decay from chunk start
+    above = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).triu_(1)
+    log_decay = (acum[..., :, None] - acum[..., None, :]).clamp_(min=LOG_DECAY_FLOOR)  # s -> l
+    scores = log_decay.masked_fill_(above, float("-inf")).exp_().mul_(torch.bmm(Cv, Bv.transpose(1, 2))[:, None])
+    inner = torch.matmul(scores, x.transpose(1, 2))  # [nc, H, q, P]
+    total = acum[..., -1]  # [nc, H]
+    weighted = x * _decay(total[..., None] - acum).transpose(1, 2)[..., None]  # [nc, q, H, P]
+    added = torch.bmm(Bv.transpose(1, 2), weighted.view(nc, chunk, H * P))  # [nc, N, H*P]
+    # Chunk-start states: start[c] = sum over z <= c of exp(total[z..c-1]) * (state, added...)[z].
+    ends = F.pad(total.cumsum(0), (0, 0, 1, 0))  # [nc+1, H]
+    between = (ends[:, None, :] - ends[None, :, :]).clamp_(min=LOG_DECAY_FLOOR)  # [c, z, H]
+    lower = torch.ones(nc + 1, nc + 1, dtype=torch.bool, device=x.device).tril_()
+    between = between.masked_fill_(~lower[..., None], float("-inf")).exp_()
+    states = torch.cat([state[None], added]).view(nc + 1, N, H, P)
+    starts = torch.einsum("czh,znhp->cnhp", between, states)  # [nc+1, N, H, P]
+    outer = torch.bmm(Cv, starts[:nc].reshape(nc, N, H * P)).view(nc, chunk, H, P)
+    outer.mul_(_decay(acum).transpose(1, 2)[..., None]).add_(inner.transpose(1, 2))
+    return outer.view(T, H, P), starts[nc].reshape(N, H * P)
+
+
 def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              state: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSD recurrence over ``T`` tokens in chunks (all fp32, one B/C group).
 
     ``x`` [T, H, P], ``dt`` [T, H] (discretisation step, after softplus), ``A`` [H], ``B``/``C``
-    [T, N], ``state`` [H, P, N] at the start. Returns ``y`` [H, T, P] (head-major, without
-    the D skip) and the state after the last token.
+    [T, N], ``state`` [H, P, N] at the start. Returns ``y`` [T, H, P] (without the D skip)
+    and the state [H, P, N] after the last token. The whole chunks run as one batch, the
+    remainder (if any) as one shorter chunk after them: nothing is padded.
     """
     chunk = chunk or CHUNK
     T, H, P = x.shape
-    xdt = (x * dt[..., None]).transpose(0, 1).contiguous()  # [H, T, P]
-    dA = (dt * A).T.contiguous()  # [H, T]
-    y = torch.empty_like(xdt)
-    above = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).triu_(1)
-    for t0 in range(0, T, chunk):
-        t1 = min(t0 + chunk, T)
-        acum = dA[:, t0:t1].cumsum(1)  # [H, q]
-        Bc, Cc, xc = B[t0:t1], C[t0:t1], xdt[:, t0:t1]
-        log_decay = (acum[:, :, None] - acum[:, None, :]).clamp_(min=LOG_DECAY_FLOOR)  # s -> l
-        scores = log_decay.masked_fill_(above[: t1 - t0, : t1 - t0], float("-inf")).exp_()
-        scores.mul_(Cc @ Bc.T)  # [H, q, q]
-        out = torch.matmul(Cc, state.transpose(1, 2)).mul_(_decay(acum)[..., None])  # start state
-        y[:, t0:t1] = torch.baddbmm(out, scores, xc)
-        total = acum[:, -1:]  # [H, 1]
-        weighted = xc * _decay(total - acum)[..., None]  # [H, q, P]
-        state = torch.baddbmm(state * _decay(total)[..., None], weighted.transpose(1, 2), Bc.expand(H, -1, -1))
-    return y, state
+    N = B.shape[-1]
+    xdt, dA = x * dt[..., None], dt * A
+    flat = state.permute(2, 0, 1).reshape(N, H * P)
+    whole = T - T % chunk
+    parts = [(0, whole, chunk)] if whole else []
+    if whole < T:
+        parts.append((whole, T, T - whole))
+    ys = []
+    for t0, t1, q in parts:
+        y, flat = _full_chunks(xdt[t0:t1], dA[t0:t1], B[t0:t1], C[t0:t1], flat, q)
+        ys.append(y)
+    y = ys[0] if len(ys) == 1 else torch.cat(ys)
+    return y, flat.view(N, H, P).permute(1, 2, 0)
 
 
 def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) -> torch.Tensor:
@@ -120,8 +149,8 @@ def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) ->
     A = -torch.exp(mixer.A_log.float())
     y, final = ssd_scan(x, dt, A, B.float(), C.float(), start)
     cache.update_recurrent_state(final[None], layer_idx=layer)
-    y = (x * mixer.D.float()[:, None]).add_(y.transpose(0, 1)).reshape(1, seq_len, -1)
-    return mixer.out_proj(mixer.norm(y, gate).to(dtype))
+    y = y.add_(x * mixer.D.float()[:, None]).view(1, seq_len, -1)
+    return mixer.out_proj(mixer.norm(y, gate).to(dtype).contiguous())
 
 
 class _Dispatch:

@@ -118,7 +118,7 @@ def sequential_scan(x, dt, A, B, C, state):
         decay = torch.exp(dt[t] * A)[:, None, None]
         state = state * decay + (dt[t][:, None, None] * x[t][:, :, None]) * B[t][None, None, :]
         ys.append(state @ C[t])
-    return torch.stack(ys, dim=1), state  # [H, T, P]
+    return torch.stack(ys), state  # [T, H, P]
 
 
 @pytest.mark.parametrize("length,chunk", [(1, 4), (11, 4), (16, 4), (13, 64)])
