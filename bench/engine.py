@@ -50,6 +50,7 @@ class BenchConfig:
     quality_tokens: int = 256
     peer_urls: tuple[str, ...] = ()  # running llama.cpp servers, URL or LABEL=URL (bench/peer.py)
     decode_steps: tuple[str, ...] = ("fast",)  # "fast": model/decode_step.py; "ref": transformers' forward
+    prefills: tuple[str, ...] = ("fast",)  # "fast": model/prefill_scan.py's mixer; "ref": transformers'
 
     @property
     def decode_prompt(self) -> int:
@@ -95,17 +96,42 @@ def feldspar_prefill(model, ids: Sequence[int], chunk_size: int) -> tuple[ModelS
 
 
 @contextmanager
-def decode_step_mode(mode: str):
-    """Run ``decode_one`` with the fused step ("fast") or transformers' forward ("ref")."""
-    saved = os.environ.get("FELDSPAR_DECODE_STEP")
-    os.environ["FELDSPAR_DECODE_STEP"] = mode
+def env_mode(variable: str, mode: str):
+    """Run with the environment switch ``variable`` (FELDSPAR_DECODE_STEP, FELDSPAR_PREFILL) = ``mode``."""
+    saved = os.environ.get(variable)
+    os.environ[variable] = mode
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("FELDSPAR_DECODE_STEP", None)
+            os.environ.pop(variable, None)
         else:
-            os.environ["FELDSPAR_DECODE_STEP"] = saved
+            os.environ[variable] = saved
+
+
+def decode_step_mode(mode: str):
+    """Run ``decode_one`` with the fused step ("fast") or transformers' forward ("ref")."""
+    return env_mode("FELDSPAR_DECODE_STEP", mode)
+
+
+def prefill_mode(mode: str):
+    """Run ``prefill`` with model/prefill_scan.py's mixer ("fast") or transformers' ("ref")."""
+    return env_mode("FELDSPAR_PREFILL", mode)
+
+
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                        budget_s: float = float("inf")) -> dict[str, tuple[float, Any]]:
+    """``best_of`` for several functions, their calls interleaved round by round (one load for all)."""
+    best = {name: (float("inf"), None) for name in fns}
+    spent = 0.0
+    for _ in range(max(repeats, 1)):
+        for name, fn in fns.items():
+            seconds, result = best_of(fn, 1)
+            best[name] = (min(best[name][0], seconds), result)
+            spent += seconds
+        if spent >= budget_s * len(fns):
+            break
+    return best
 
 
 def step_impl(impl: str, mode: str) -> str:
@@ -131,6 +157,8 @@ def generate(model, ids: Sequence[int], new_tokens: int) -> int:
 def warm_up(model, vocab_size: int, baseline: bool) -> None:
     """Run every code path once at a small size so first-call costs stay out of timings."""
     ids = random_ids(128, vocab_size, seed=1)
+    with prefill_mode("ref"):
+        feldspar_prefill(model, ids, chunk_size=64)
     state, logits = feldspar_prefill(model, ids, chunk_size=64)
     for mode in ("fast", "ref"):
         with decode_step_mode(mode):
@@ -143,11 +171,22 @@ def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig,
                  impl: str = FELDSPAR) -> tuple[list[Timing], Any]:
     """Feldspar (and, for the base, baseline) prefill rows for one prompt; also the last Feldspar state+logits."""
     n = len(ids)
-    seconds, prepared = best_of(lambda: feldspar_prefill(model, ids, cfg.chunk_size), cfg.repeats, cfg.row_budget_s)
+
+    def timed(mode: str) -> Callable[[], Any]:
+        def run():
+            with prefill_mode(mode):
+                return feldspar_prefill(model, ids, cfg.chunk_size)
+        return run
+
+    timings = best_of_interleaved({mode: timed(mode) for mode in cfg.prefills}, cfg.repeats, cfg.row_budget_s)
+    prepared = timings[cfg.prefills[0]][1]
     ends = chunk_ends(0, n, cfg.chunk_size)
     flops = roofline.prefill_flops(cost, ends)
-    rows = [Timing(f"prefill {n}", impl, "prefill", n, seconds, sum(flops.values()),
-                   {"forwards": len(ends), "gflop_by_part": {k: round(v / 1e9, 3) for k, v in flops.items()}})]
+    rows = [Timing(f"prefill {n}", impl if mode == "fast" else f"{impl} (ref prefill)", "prefill", n,
+                   timings[mode][0], sum(flops.values()),
+                   {"forwards": len(ends), "prefill": mode,
+                    "gflop_by_part": {k: round(v / 1e9, 3) for k, v in flops.items()}})
+            for mode in cfg.prefills]
     if cfg.baseline and impl == FELDSPAR:
         seconds, _ = best_of(lambda: generate(model, ids, 1), cfg.repeats, cfg.row_budget_s)
         flops = roofline.prefill_flops(cost, [n])
@@ -225,7 +264,7 @@ def measure_rows(model, cost: ModelCost, cfg: BenchConfig, log: Log, impl: str =
         timings += rows
         if n == cfg.decode_prompt and cfg.decode_tokens > 0:
             log(f"{impl}: decode {cfg.decode_tokens} tokens after {n}")
-            ttft = rows[1].seconds if baseline else None
+            ttft = rows[len(cfg.prefills)].seconds if baseline else None
             timings += time_decode(model, cost, ids, prepared, ttft, cfg, impl)
     return timings
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from transformers.cache_utils import DynamicCache
 
-from feldspar.model import decode_step
+from feldspar.model import decode_step, prefill_scan
 
 ChunkCallback = Callable[["ModelState", int], None]
 
@@ -87,8 +87,9 @@ def _cache_argument(model_class: type) -> str:
 
 @torch.inference_mode()
 def forward(model: torch.nn.Module, state: ModelState, ids: torch.Tensor) -> torch.Tensor:
-    """Feed ``ids`` (shape [1, T]) onto ``state``; return the last position's logits (fp32)."""
-    with scan_chunking(model, ids.shape[-1]):
+    """Feed ``ids`` (shape [1, T]) onto ``state``; return the last position's logits (fp32).
+    Mamba2 mixers take model/prefill_scan.py's scan where it applies (FELDSPAR_PREFILL=ref: not)."""
+    with scan_chunking(model, ids.shape[-1]), prefill_scan.active(model):
         cache = {_cache_argument(type(model)): state.cache}
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
     state.length += int(ids.shape[-1])

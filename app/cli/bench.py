@@ -7,7 +7,7 @@ bench/engine.py, bench/roofline.py and docs/benchmarks.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -19,11 +19,8 @@ QUALITY_COLUMNS = ["impl", "weights MiB", "max |Δlogit|", "mean |Δlogit|", "gr
 QUANT_CHOICES = ("none", "int8", "int4")
 
 
-def parse_decode_step(text: str) -> tuple[str, ...]:
-    choices = {"fast": ("fast",), "ref": ("ref",), "both": ("fast", "ref")}
-    if text not in choices:
-        raise typer.BadParameter(f"{text!r} is not one of fast, ref, both", param_hint="--decode-step")
-    return choices[text]
+Impl = Literal["fast", "ref", "both"]  # --decode-step and --prefill; both: fast then ref
+IMPLS: dict[str, tuple[str, ...]] = {"fast": ("fast",), "ref": ("ref",), "both": ("fast", "ref")}
 
 
 def parse_quants(text: str) -> tuple[str, ...]:
@@ -120,8 +117,10 @@ def bench_engine(
     peer_urls: Annotated[Optional[list[str]], typer.Option("--peer-url", help="a running llama.cpp server, "
                                                            "URL or LABEL=URL (e.g. q8_0=http://127.0.0.1:8081): "
                                                            "adds its rows; repeatable")] = None,
-    decode_step: Annotated[str, typer.Option("--decode-step", help="fast (fused step), ref (transformers' "
+    decode_step: Annotated[Impl, typer.Option("--decode-step", help="fast (fused step), ref (transformers' "
                                              "forward) or both, side by side")] = "fast",
+    prefill_impl: Annotated[Impl, typer.Option("--prefill", help="fast (Feldspar's Mamba2 scan), ref "
+                                              "(transformers') or both, interleaved")] = "fast",
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
@@ -132,7 +131,7 @@ def bench_engine(
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
                       tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens,
                       peer_urls=tuple(peer_urls or ()),
-                      decode_steps=parse_decode_step(decode_step))
+                      decode_steps=IMPLS[decode_step], prefills=IMPLS[prefill_impl])
     try:
         report = run_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     except PeerError as exc:

@@ -64,11 +64,22 @@ def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
     assert decode[1]["vs_feldspar"] > 0
 
 
+def test_bench_engine_times_both_prefills_side_by_side(capsys, monkeypatch):
+    args = ["bench", "engine", "--tiny", "--prefill-lengths", "40", "--decode-tokens", "0", "--repeats", "1",
+            "--no-baseline", "--quants", "none", "--prefill", "both", "--json"]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.code == 0, result.err
+    prefill = [r for r in json.loads(result.out)["rows"] if r["kind"] == "prefill"]
+    assert [(r["impl"], r["prefill"]) for r in prefill] == [("feldspar", "fast"), ("feldspar (ref prefill)", "ref")]
+    assert prefill[0]["achieved"] > 0 and prefill[1]["vs_feldspar"] > 0
+
+
 def test_bench_engine_rejects_bad_flags(capsys, monkeypatch):
     assert run_cli(["bench", "engine", "--preset", "granite-9"], capsys, monkeypatch).code == 1
     assert run_cli(["bench", "engine", "--prefill-lengths", "1k"], capsys, monkeypatch).code == 2
     assert run_cli(["bench", "engine", "--dtype", "int8"], capsys, monkeypatch).code == 2
     assert run_cli(["bench", "engine", "--decode-step", "compiled"], capsys, monkeypatch).code == 2
+    assert run_cli(["bench", "engine", "--prefill", "compiled"], capsys, monkeypatch).code == 2
 
 
 def test_parse_lengths():
