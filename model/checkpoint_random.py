@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 from feldspar.model.catalog import ModelSpec, get_spec
 from feldspar.model.errors import CheckpointError
+from feldspar.model.names import RANDOM_MARKER_FILE
 from feldspar.model.presets import build_random_model, count_params, resolve_dtype, tiny_spec
 
 if TYPE_CHECKING:
     import torch
 
-MARKER_FILE = "feldspar_random.json"
+MARKER_FILE = RANDOM_MARKER_FILE
 LARGE_BYTES = 8 * 1024**3  # refuse to write more than this unless allow_large
 MAX_SHARD_SIZE = "2GB"
 TINY_NOTE = (" (miniature, tiny=True: slow Mamba decay, sharp attention and logits scaled x32, so that"

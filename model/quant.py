@@ -248,7 +248,7 @@ def _keep_random_marker(model: nn.Module, out: Path) -> None:
     """A quantised copy of a random-weight checkpoint stays labelled random."""
     import shutil
 
-    from feldspar.model.checkpoint_random import MARKER_FILE
+    from feldspar.model.names import RANDOM_MARKER_FILE as MARKER_FILE
 
     source = Path(getattr(model.config, "_name_or_path", "") or "")
     if str(source) and (source / MARKER_FILE).is_file():
