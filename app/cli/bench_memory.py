@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from feldspar.cli.bench import check_names, parse_quants
-from feldspar.cli.root import RANDOM_LABEL, JsonOpt, bench_app, console, err_console, print_json, print_table, \
+from feldspar.cli.root import JsonOpt, bench_app, console, err_console, print_json, print_table, \
     settings_from
 
 COLUMNS = ["variant", "disk GiB", "load s", "peak RSS after load GiB", "peak RSS GiB", "prompt", "TTFT s",
@@ -34,7 +34,7 @@ def print_memory_report(report: dict[str, Any]) -> None:
     console.print(f"CPU: {report.get('cpu') or 'unknown'}; flags: {' '.join(report.get('cpu_flags', [])) or 'none'}; "
                   f"RAM {report['ram_bytes'] / GIB:.1f} GiB; load average {' '.join(map(str, report['load_average']))}",
                   highlight=False)
-    title = f"{report['preset']}{' (tiny)' if report['tiny'] else ''}, {RANDOM_LABEL.lower()}, one process per row"
+    title = f"{report['preset']}{' (tiny)' if report['tiny'] else ''}, RANDOM WEIGHTS, one process per row"
     print_table(memory_rows(report), COLUMNS, title=title)
     for build in report["builds"]:
         console.print(f"built {build['variant']} layer by layer in {build['seconds']:.0f} s, peak RSS "
