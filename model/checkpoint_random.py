@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 from feldspar.model.catalog import ModelSpec, get_spec
 from feldspar.model.errors import CheckpointError
+from feldspar.model.names import RANDOM_MARKER_FILE
 from feldspar.model.presets import build_random_model, count_params, resolve_dtype, tiny_spec
 
 if TYPE_CHECKING:
     import torch
 
-MARKER_FILE = "feldspar_random.json"
+MARKER_FILE = RANDOM_MARKER_FILE
 LARGE_BYTES = 8 * 1024**3  # refuse to write more than this unless allow_large
 MAX_SHARD_SIZE = "2GB"
 TINY_NOTE = (" (miniature, tiny=True: slow Mamba decay, sharp attention and logits scaled x32, so that"
@@ -52,10 +53,15 @@ def is_random_checkpoint(path: str | Path) -> bool:
     return not isinstance(data, dict) or data.get("random_weights", True) is not False
 
 
-def estimated_bytes(name: str | ModelSpec, tiny: bool = False, dtype: torch.dtype | str = "float32") -> int:
-    """Approximate size of the weights file(s) for a model in a dtype."""
+QUANT_BYTES_PER_PARAM = {"int8": 1.0, "int4": 0.5 + 4 / 128}  # int4: codes plus a scale and zero per group
+
+
+def estimated_bytes(name: str | ModelSpec, tiny: bool = False, dtype: torch.dtype | str = "float32",
+                    quant: str = "none") -> int:
+    """Approximate size of the weights file(s) for a model in a dtype (and quantisation)."""
     torch_dtype = resolve_dtype(dtype)
-    return count_params(name, tiny=tiny)[0] * torch_dtype.itemsize
+    params = count_params(name, tiny=tiny)[0]
+    return int(params * QUANT_BYTES_PER_PARAM.get(quant, torch_dtype.itemsize))
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
@@ -96,9 +102,14 @@ def write_random_checkpoint(
     overwrite: bool = False,
     allow_large: bool = False,
     progress: Callable[[str], None] | None = None,
+    quant: str | None = None,
 ) -> Path:
     """Write a random-weight checkpoint of catalog model ``name`` to ``out_dir``; return the dir.
 
+    ``quant`` (none|int8|int4) builds it layer by layer on a meta-device skeleton
+    (``model.layerwise``), so memory holds one full-precision layer at a time: int8/int4 write
+    the quantised format ``quant.load_quantized`` reads, none full-precision shards. Without
+    ``quant`` the whole model is built at once (``presets.build_random_model``; other draws).
     ``chat_template`` replaces the bundled Granite template (instruct models only).
     Raises ModelNotFoundError for unknown names and CheckpointError for a non-empty
     ``out_dir`` (unless ``overwrite``) or a checkpoint above 8 GiB (unless ``allow_large``).
@@ -109,22 +120,43 @@ def write_random_checkpoint(
     dtype_name = str(torch_dtype).removeprefix("torch.")
     out = Path(out_dir).expanduser()
     _check_target(out, overwrite)
-    size = estimated_bytes(spec, tiny, torch_dtype)
+    size = estimated_bytes(spec, tiny, torch_dtype, quant or "none")
     if size > LARGE_BYTES and not allow_large:
         raise CheckpointError(
             f"{spec.name} in {dtype_name} is about {size / 1024**3:.1f} GiB", fix="allow_large")
     out.mkdir(parents=True, exist_ok=True)
-    say(f"building {spec.name}{' (tiny)' if tiny else ''} with random weights (seed {seed}, {dtype_name})")
-    model = build_random_model(spec, tiny=tiny, device="cpu", dtype=torch_dtype, seed=seed)
-    _set_generation_config(model)
-    say(f"writing weights (~{size / 1024**2:.1f} MiB) to {out}")
-    model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
-    del model
+    if quant is None:
+        say(f"building {spec.name}{' (tiny)' if tiny else ''} with random weights (seed {seed}, {dtype_name})")
+        model = build_random_model(spec, tiny=tiny, device="cpu", dtype=torch_dtype, seed=seed)
+        _set_generation_config(model)
+        say(f"writing weights (~{size / 1024**2:.1f} MiB) to {out}")
+        model.save_pretrained(out, max_shard_size=MAX_SHARD_SIZE)
+        del model
+    else:
+        _write_layerwise(spec, out, tiny, seed, torch_dtype, quant, say)
+        dtype_name = f"{dtype_name}, {quant}" if quant != "none" else dtype_name
     say("writing tokenizer")
     _tokenizer_for(spec, tiny, chat_template).save_pretrained(out)
     _write_marker(out, spec, tiny, seed, dtype_name)
     say(f"done: {out} (RANDOM WEIGHTS)")
     return out
+
+
+def _write_layerwise(spec: ModelSpec, out: Path, tiny: bool, seed: int, dtype: torch.dtype, quant: str,
+                     say: Callable[[str], None]) -> None:
+    from transformers import GenerationConfig
+
+    from feldspar.model.layerwise import write_random
+    from feldspar.model.presets import granite_config
+
+    say(f"building {spec.name}{' (tiny)' if tiny else ''} with random weights layer by layer "
+        f"(seed {seed}, {str(dtype).removeprefix('torch.')}, quantisation {quant}) into {out}")
+    config = granite_config(spec, tiny=tiny)
+    config.dtype = dtype
+    write_random(config, out, seed, dtype, tiny, quant, progress=say)
+    config.save_pretrained(out)
+    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                     pad_token_id=config.pad_token_id).save_pretrained(out)
 
 
 def _set_generation_config(model) -> None:

@@ -178,7 +178,8 @@ def quiet_cpu_kernel_advice() -> None:
 def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant: str = "none"):
     """Return (model, tokenizer, resolved) ready for inference on the chosen device.
 
-    ``quant`` (none|int8|int4|auto) quantises the linear layers at load; a directory written
+    ``quant`` (none|int8|int4|auto) quantises the linear layers at load, layer by layer from
+    safetensors (``model.layerwise``: never the whole model in full precision); a directory written
     by ``quant.save_quantized`` loads as it was saved. ``model.feldspar_choice`` says
     which dtype and quantisation were chosen and why.
     """
@@ -198,10 +199,37 @@ def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant:
     else:
         torch_dtype, why_dtype = dtype_choice(dtype, torch_device)
         mode, why_quant = quant_choice(quant, torch_device)
-        model = quantization.quantize(load_model(resolved, torch_device, torch_dtype), mode)
+        model = _load_quantizing(resolved, torch_device, torch_dtype, mode) if mode != "none" else None
+        if model is None:
+            model = quantization.quantize(load_model(resolved, torch_device, torch_dtype), mode)
     model.feldspar_choice = {"dtype": quantization.float_dtype(model), "dtype_reason": why_dtype,
                                     "quant": mode, "quant_reason": why_quant}
     return model, tokenizer, resolved
+
+
+def _load_quantizing(resolved: Resolved, device: torch.device, dtype: torch.dtype, mode: str):
+    """Quantise a local (or cached) safetensors checkpoint layer by layer as it loads, so memory
+    holds the quantised model plus one full-precision layer; None where that cannot be done."""
+    from feldspar.model.layerwise import load_quantizing
+
+    path = Path(resolved.source) if resolved.local else _cached_snapshot(resolved.source)
+    if path is None:
+        return None
+    _check_model_type(_check_local_dir(path), resolved.source)
+    try:
+        return load_quantizing(path, device, dtype, mode)
+    except Exception as exc:  # safetensors, torch and transformers raise many classes for bad files
+        raise CheckpointError(f"the checkpoint {resolved.source} is corrupt or incomplete: {_first_line(exc)}") from None
+
+
+def _cached_snapshot(hub_id: str) -> Path | None:
+    """The local snapshot directory of a hub checkpoint already in the cache (None: not there)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:  # not cached, or partly: the whole-model path fetches and reports
+        return None
 
 
 def _load_saved_quantized(resolved: Resolved, device: torch.device) -> torch.nn.Module:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from feldspar.model.errors import CheckpointError, ModelNotFoundError
 
+RANDOM_MARKER_FILE = "feldspar_random.json"  # marks a random-weight checkpoint (model/checkpoint_random.py)
+
 
 @dataclass(frozen=True)
 class Resolved:

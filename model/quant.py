@@ -14,7 +14,8 @@ with fp32 ones, so ``loader`` runs quantised models in bf16 where the CPU has it
 
 ``save_quantized``/``load_quantized`` write and read a quantised checkpoint directory
 (config, tokenizer, ``quantized.safetensors`` and ``quant.json``) so the conversion is paid
-once. Knows torch and the transformers Granite module classes; nothing of prompts or states.
+once; ``load_quantized`` also reads the sharded form ``model.layerwise`` writes, one shard at a
+time onto a meta-device skeleton, so no full-precision weight is ever made. Knows torch and the transformers Granite module classes; nothing of prompts or states.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ QUANTS = ("none", "int8", "int4")
 INT4_GROUPS = (128, 64, 32)
 DENSE_ROWS = 16  # above this many rows an int8 weight is dequantised and multiplied densely
 QUANT_FILE, WEIGHTS_FILE = "quant.json", "quantized.safetensors"
+INDEX_FILE = "quantized.safetensors.index.json"  # sharded: see model/layerwise.py
 
 
 def int4_group(in_features: int, wanted: int = 128) -> int | None:
@@ -180,9 +182,19 @@ def quantize(model: nn.Module, mode: str, group_size: int = 128) -> nn.Module:
         raise ValueError(f"unknown quantisation {mode!r}; choose one of {', '.join(QUANTS)}")
     if mode == "none":
         return model
-    _replace_modules(model, _linear_factory(mode, group_size))
+    quantize_children(model, mode, group_size)
     model.feldspar_quant = {"mode": mode, "group_size": group_size}
     return model
+
+
+def quantize_children(module: nn.Module, mode: str, group_size: int = 128) -> None:
+    """Quantise the linear layers and experts inside ``module`` (not ``module`` itself) in place."""
+    _replace_modules(module, _linear_factory(mode, group_size))
+
+
+def quantize_linear(weight: torch.Tensor, bias: torch.Tensor | None, mode: str, group_size: int = 128) -> nn.Module:
+    """One quantised linear layer (Int8Linear or Int4Linear, as ``quantize`` would choose) from a weight."""
+    return _linear_factory(mode, group_size)(weight, bias)
 
 
 def _replace_modules(model: nn.Module, make: Callable) -> None:
@@ -236,7 +248,7 @@ def _keep_random_marker(model: nn.Module, out: Path) -> None:
     """A quantised copy of a random-weight checkpoint stays labelled random."""
     import shutil
 
-    from feldspar.model.checkpoint_random import MARKER_FILE
+    from feldspar.model.names import RANDOM_MARKER_FILE as MARKER_FILE
 
     source = Path(getattr(model.config, "_name_or_path", "") or "")
     if str(source) and (source / MARKER_FILE).is_file():
@@ -252,7 +264,6 @@ def float_dtype(model: nn.Module) -> str:
 
 def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
     """Rebuild a model saved by ``save_quantized`` without materialising full-precision weights."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
@@ -262,11 +273,31 @@ def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     skeleton = _meta_skeleton(model, spec["mode"], spec["group_size"], dtype)
-    state = load_file(str(path / WEIGHTS_FILE), device=str(device))
-    skeleton.load_state_dict(state, strict=True, assign=True)
-    _rebuild_nonpersistent(skeleton, device)
+    for file in weight_files(path):  # shard by shard: peak memory is the quantised model
+        unexpected = skeleton.load_state_dict(read_owned(file, device), strict=False, assign=True).unexpected_keys
+        if unexpected:
+            raise ValueError(f"quantised checkpoint has unknown tensors: {', '.join(unexpected[:3])}")
+    rebuild_nonpersistent(skeleton, device)
     skeleton.feldspar_quant = {"mode": spec["mode"], "group_size": spec["group_size"]}
     return skeleton.eval()
+
+
+def read_owned(file: Path, device: torch.device, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, each copied into its own allocation: safetensors may hand
+    out views at 8-byte offsets, and ATen's int8/int4 CPU kernels crash on such weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt", device=str(device)) as handle:
+        return {key: handle.get_tensor(key).clone() for key in (handle.keys() if keys is None else keys)}
+
+
+def weight_files(path: Path) -> list[Path]:
+    """``quantized.safetensors``, or the shards its index (written piece by piece) names."""
+    index = path / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return [path / name for name in sorted(set(weight_map.values()))]
+    return [path / WEIGHTS_FILE]
 
 
 def _meta_skeleton(model: nn.Module, mode: str, group_size: int, dtype: torch.dtype) -> nn.Module:
@@ -284,7 +315,7 @@ def _meta_skeleton(model: nn.Module, mode: str, group_size: int, dtype: torch.dt
     return model
 
 
-def _rebuild_nonpersistent(model: nn.Module, device: torch.device) -> None:
+def rebuild_nonpersistent(model: nn.Module, device: torch.device) -> None:
     """Rotary tables are not saved (non-persistent buffers): build them again on ``device``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -8,7 +8,7 @@ transformers) happen only inside `models random` so listing the catalog stays fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich import box
@@ -88,6 +88,10 @@ def random_checkpoint(
     dtype: Annotated[Literal["float32", "bfloat16"], typer.Option("--dtype", help="weight dtype")] = "float32",
     force: Annotated[bool, typer.Option("--force", help="write into a non-empty directory")] = False,
     allow_large: Annotated[bool, typer.Option("--allow-large", help="allow checkpoints over 8 GiB")] = False,
+    quant: Annotated[Optional[Literal["none", "int8", "int4"]], typer.Option("--quant",
+                                                 help="build layer by layer (one full-precision layer in "
+                                                 "memory): int8/int4 write a quantised checkpoint, none "
+                                                 "full-precision shards")] = None,
 ) -> None:
     """Write a RANDOM-WEIGHT checkpoint of a catalog model (for tests and benchmarks)."""
     from feldspar.model.catalog import get_spec
@@ -102,7 +106,7 @@ def random_checkpoint(
                      "folder for the output", fix="choose a directory you can write")  # before any weights
     write_random_checkpoint(  # its progress lines end with "done: DIR (RANDOM WEIGHTS)"
         spec, directory, tiny=tiny, seed=seed, dtype=dtype,
-        overwrite=force, allow_large=allow_large, progress=_say,
+        overwrite=force, allow_large=allow_large, progress=_say, quant=quant,
     )
 
 
