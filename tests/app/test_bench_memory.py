@@ -5,15 +5,12 @@ Correctness only: no assertion depends on how fast anything ran or how much memo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 from feldspar.bench.memory import MemoryConfig, checkpoint_dir, child_measure
 from feldspar.cli.root import console
 from feldspar.model.checkpoint_random import write_random_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import assert_one_error_line, run_cli  # noqa: E402
+from tests.app.cli_runner import assert_one_error_line, run_cli
 
 
 def test_bench_memory_prints_load_time_peak_rss_and_decode_rate_per_quantisation(tmp_path, capsys, monkeypatch):
