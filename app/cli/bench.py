@@ -132,15 +132,20 @@ def bench_engine(
                       tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens,
                       peer_urls=tuple(peer_urls or ()),
                       decode_steps=IMPLS[decode_step], prefills=IMPLS[prefill_impl])
+    run_and_print(run_bench, cfg, PeerError, print_report, json_out)
+
+
+def run_and_print(run, cfg, errors, printer, json_out: bool) -> None:
+    """Run a benchmark with dim progress lines; its ``errors`` are one line and exit 1; print JSON or tables."""
     try:
-        report = run_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-    except PeerError as exc:
+        report = run(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    except errors as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from None
     if json_out:
         print_json(report)
     else:
-        print_report(report)
+        printer(report)
 
 
 def print_reuse_report(report: dict[str, Any]) -> None:

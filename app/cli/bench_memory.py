@@ -12,9 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from feldspar.cli.bench import check_names, parse_quants
-from feldspar.cli.root import JsonOpt, bench_app, console, err_console, print_json, print_table, \
-    settings_from
+from feldspar.cli.bench import check_names, parse_quants, run_and_print
+from feldspar.cli.root import JsonOpt, bench_app, console, print_table, settings_from
 
 COLUMNS = ["variant", "disk GiB", "load s", "peak RSS after load GiB", "peak RSS GiB", "prompt", "TTFT s",
            "decode tok/s"]
@@ -70,12 +69,4 @@ def bench_memory(
     cfg = MemoryConfig(preset=check_names(preset, dtype), checkpoints=str(folder.expanduser()), quants=chosen,
                        dtype=dtype, tiny=tiny, seed=seed, new_tokens=new_tokens, at_load=at_load,
                        allow_large=allow_large)
-    try:
-        report = run_memory_bench(cfg, log=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-    except RuntimeError as exc:
-        err_console.print(f"error: {exc}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-    if json_out:
-        print_json(report)
-    else:
-        print_memory_report(report)
+    run_and_print(run_memory_bench, cfg, RuntimeError, print_memory_report, json_out)

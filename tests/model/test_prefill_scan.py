@@ -18,6 +18,7 @@ import torch
 from feldspar.model import prefill_scan
 from feldspar.model.generation import ModelState, new_state, prefill
 from feldspar.model.loader import load_checkpoint
+from tests.model.test_decode_step import cache_tensors
 from tests.model.logit_reference import assert_logits_close, assert_matches_scratch
 
 HYBRIDS = ["tiny_checkpoint", "tiny_base_checkpoint"]
@@ -42,16 +43,6 @@ def calls(monkeypatch):
 def load(request, fixture: str, dtype: str = "float32"):
     model, _tok, _resolved = load_checkpoint(str(request.getfixturevalue(fixture)), "cpu", dtype)
     return model
-
-
-def cache_tensors(state: ModelState) -> list[torch.Tensor]:
-    out = []
-    for layer in state.cache.layers:
-        if hasattr(layer, "conv_states"):
-            out += [layer.conv_states[0], layer.recurrent_states[0]]
-        else:
-            out += [layer.keys, layer.values]
-    return out
 
 
 def run(model, monkeypatch, mode: str, pieces: list[list[int]], chunk_size: int = 1000):
