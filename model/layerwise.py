@@ -63,22 +63,17 @@ def piece_seed(seed: int, index: int) -> int:
 @torch.no_grad()
 def randomise_piece(model: nn.Module, prefix: str, piece: nn.Module, seed: int, tiny: bool) -> None:
     """Materialise ``piece`` on the CPU in fp32 with random weights drawn from ``seed`` alone."""
-    from feldspar.model.presets import TINY_MAMBA_A_LOG, TINY_MAMBA_DT_BIAS
+    from feldspar.model.presets import sensitize_mixer, spread_parameters
 
     piece.to_empty(device="cpu").float()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in piece.modules():
             model._init_weights(module)
-        for name, param in piece.named_parameters():  # presets._spread_init, by the full name
-            full = f"{prefix}.{name}"
-            if param.dim() >= 2 and "embed_tokens" not in full and "conv1d" not in full:
-                param.normal_(0.0, param.shape[-1] ** -0.5)
+        spread_parameters((f"{prefix}.{name}", param) for name, param in piece.named_parameters())
         mixer = getattr(piece, "mamba", None)
-        if tiny and mixer is not None:  # presets._sensitize_mamba
-            mixer.A_log.fill_(TINY_MAMBA_A_LOG)
-            mixer.dt_bias.fill_(TINY_MAMBA_DT_BIAS)
-            mixer.conv1d.weight.normal_(0.0, mixer.conv1d.weight.shape[-1] ** -0.5)
+        if tiny and mixer is not None:
+            sensitize_mixer(mixer)
 
 
 def release(piece: nn.Module) -> None:

@@ -165,10 +165,15 @@ def _spread_init(model: torch.nn.Module) -> None:
     With the stock 0.02 init the residual stream is almost only the token embedding, so
     logits barely depend on context and cache bugs go unnoticed; this makes every layer count.
     """
+    spread_parameters(model.named_parameters())
+
+
+def spread_parameters(named_parameters) -> None:
+    """``_spread_init`` over (full name, parameter) pairs (also one layer at a time: model/layerwise.py)."""
     import torch
 
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in named_parameters:
             if param.dim() >= 2 and "embed_tokens" not in name and "conv1d" not in name:
                 param.normal_(0.0, param.shape[-1] ** -0.5)
 
@@ -180,16 +185,19 @@ def _sensitize_mamba(model: torch.nn.Module) -> None:
     forgotten within a few tokens and the convolution output is ~1 % of its input, so a lost
     or corrupted SSM or conv state barely changes the logits.
     """
+    for layer in model.model.layers:
+        if getattr(layer, "mamba", None) is not None:
+            sensitize_mixer(layer.mamba)
+
+
+def sensitize_mixer(mixer: torch.nn.Module) -> None:
+    """``_sensitize_mamba`` for one Mamba2 mixer."""
     import torch
 
     with torch.no_grad():
-        for layer in model.model.layers:
-            mixer = getattr(layer, "mamba", None)
-            if mixer is None:
-                continue
-            mixer.A_log.fill_(TINY_MAMBA_A_LOG)
-            mixer.dt_bias.fill_(TINY_MAMBA_DT_BIAS)
-            mixer.conv1d.weight.normal_(0.0, mixer.conv1d.weight.shape[-1] ** -0.5)
+        mixer.A_log.fill_(TINY_MAMBA_A_LOG)
+        mixer.dt_bias.fill_(TINY_MAMBA_DT_BIAS)
+        mixer.conv1d.weight.normal_(0.0, mixer.conv1d.weight.shape[-1] ** -0.5)
 
 
 @lru_cache(maxsize=None)

@@ -54,22 +54,23 @@ def test_bench_engine_table_without_baseline_on_a_moe_preset(capsys, monkeypatch
     assert "roofline: matmul" in result.out
 
 
-def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
-    args = ["bench", "engine", "--tiny", "--prefill-lengths", "16", "--decode-tokens", "3", "--repeats", "1",
-            "--no-baseline", "--quants", "none", "--decode-step", "both", "--json"]
+def side_by_side_rows(capsys, monkeypatch, kind: str, length: str, decode_tokens: str, *extra: str) -> list[dict]:
+    """The ``kind`` rows of a tiny one-repeat `bench engine --json` run with ``extra`` flags."""
+    args = ["bench", "engine", "--tiny", "--prefill-lengths", length, "--decode-tokens", decode_tokens,
+            "--repeats", "1", "--no-baseline", "--quants", "none", *extra, "--json"]
     result = run_cli(args, capsys, monkeypatch)
     assert result.code == 0, result.err
-    decode = [r for r in json.loads(result.out)["rows"] if r["kind"] == "decode"]
+    return [r for r in json.loads(result.out)["rows"] if r["kind"] == kind]
+
+
+def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
+    decode = side_by_side_rows(capsys, monkeypatch, "decode", "16", "3", "--decode-step", "both")
     assert [(r["impl"], r["decode_step"]) for r in decode] == [("feldspar", "fast"), ("feldspar (ref step)", "ref")]
     assert decode[1]["vs_feldspar"] > 0
 
 
 def test_bench_engine_times_both_prefills_side_by_side(capsys, monkeypatch):
-    args = ["bench", "engine", "--tiny", "--prefill-lengths", "40", "--decode-tokens", "0", "--repeats", "1",
-            "--no-baseline", "--quants", "none", "--prefill", "both", "--json"]
-    result = run_cli(args, capsys, monkeypatch)
-    assert result.code == 0, result.err
-    prefill = [r for r in json.loads(result.out)["rows"] if r["kind"] == "prefill"]
+    prefill = side_by_side_rows(capsys, monkeypatch, "prefill", "40", "0", "--prefill", "both")
     assert [(r["impl"], r["prefill"]) for r in prefill] == [("feldspar", "fast"), ("feldspar (ref prefill)", "ref")]
     assert prefill[0]["achieved"] > 0 and prefill[1]["vs_feldspar"] > 0
 
