@@ -111,6 +111,23 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def open_page(page, name: str, tries: int = 3) -> None:
+    """Click the sidebar link until the page's heading shows: a click that lands while Streamlit
+    is still finishing a rerun can be dropped, so it is repeated (bounded), never slept over."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    heading = page.get_by_role("heading", name=name, exact=True)
+    for _ in range(tries - 1):
+        page.get_by_role("link", name=name).click()
+        try:
+            heading.wait_for(state="visible", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    page.get_by_role("link", name=name).click()
+    heading.wait_for(state="visible")
+
+
 def ask(page, question: str) -> None:
     box = page.get_by_test_id("stChatInputTextArea")
     box.fill(question)
@@ -202,8 +219,7 @@ def test_browser_chat_sources_trace_approval_and_models(ui_server, tools_module)
         expect(page.get_by_text("not reused")).to_have_count(0)  # made with the chat's tools: its state serves
         shot(page, "07b-pack-chat-with-tools")
 
-        page.get_by_role("link", name="Documents").click()
-        expect(page.get_by_role("heading", name="Documents", exact=True)).to_be_visible()
+        open_page(page, "Documents")
         page.get_by_role("textbox", name="Folder on the server").fill(str(tools_module.parent.parent / "library"))
         page.get_by_role("button", name="Ingest folder").click()
         expect(page.get_by_text("finished").first).to_be_visible()  # the live progress reaching its end
