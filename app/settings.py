@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +26,7 @@ from feldspar.agents.configuration import Approval, Policy
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Quant = Literal["none", "int8", "int4", "auto"]
+Compile = Literal["auto", "on", "off"]
 
 
 class SettingsError(Exception):
@@ -73,8 +74,8 @@ class Settings(BaseSettings):
     dtype: Dtype = "auto"
     quant: Quant = Field("none", description="weight quantisation of the "
                                                           "local model (auto: int8 on CPU, none on CUDA)")
-    compile: bool = Field(False, description="torch.compile the local engine's decode step (one warning and "
-                          "the eager step where compilation fails)")
+    compile: Compile = Field("auto", description="torch.compile the local engine's decode step: auto (on CPU "
+                             "with a C++ compiler), on or off; one warning and the eager step where it fails")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)
@@ -162,6 +163,15 @@ class Settings(BaseSettings):
     serve_queue: int = Field(8, ge=0, description="requests waiting per engine before `feldspar serve` answers 429")
     serve_max_body_bytes: int = Field(16 * 1024**2, ge=1024,
                                       description="largest request body `feldspar serve` reads; larger ones get 413")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_from_bool(cls, value: Any) -> Any:
+        """``--compile/--no-compile``, ``FELDSPAR_COMPILE=true`` and older ``compile = true`` mean on/off."""
+        words = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return words.get(value.lower(), value) if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,8 @@
 Builds a random-weight Granite preset at its real shape (``model.presets``), measures the
 machine (``bench.roofline``), then times, on random token ids:
   * Feldspar prefill (``generation.prefill`` with chunking) at each prompt length;
-  * Feldspar decode (a greedy ``decode_one`` loop after the shortest prompt);
+  * Feldspar decode (a greedy ``decode_one`` loop after the shortest prompt), eager and with
+    the torch.compile'd step (its first call, which compiles, reported apart as ``compile_s``);
   * the model-card baseline, ``model.generate(..., do_sample=False)``: time to first token
     is ``generate`` with one new token, its decode rate is (t(N) - t(1)) / (N - 1).
 Each timing is the best of ``repeats`` runs (fewer once a row has used ``row_budget_s``).
@@ -27,6 +28,7 @@ import torch
 
 from feldspar.bench import roofline
 from feldspar.bench.roofline import Machine, ModelCost
+from feldspar.model import decode_step
 from feldspar.model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
 from feldspar.model.loader import quiet_cpu_kernel_advice
 
@@ -51,6 +53,7 @@ class BenchConfig:
     peer_urls: tuple[str, ...] = ()  # running llama.cpp servers, URL or LABEL=URL (bench/peer.py)
     decode_steps: tuple[str, ...] = ("fast",)  # "fast": model/decode_step.py; "ref": transformers' forward
     prefills: tuple[str, ...] = ("fast",)  # "fast": model/prefill_scan.py's mixer; "ref": transformers'
+    compile: bool = True  # also the torch.compile'd decode step (model/decode_step.set_compiled)
 
     @property
     def decode_prompt(self) -> int:
@@ -197,18 +200,30 @@ def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig,
 
 def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float | None,
                 cfg: BenchConfig, impl: str = FELDSPAR) -> list[Timing]:
-    """Feldspar and baseline decode rows after the prompt ``ids``."""
+    """Feldspar decode rows after the prompt ``ids`` (each step asked for, and the compiled
+    step when ``cfg.compile``, their runs interleaved), and the baseline's."""
     state, logits = prepared
     steps = cfg.decode_tokens
     per_token = roofline.decode_bytes(cost, roofline.tensor_bytes(state.cache))
     label = f"decode after {len(ids)}"
-    rows = []
-    for mode in cfg.decode_steps:
-        with decode_step_mode(mode):
-            seconds, _ = best_of(lambda: feldspar_decode(model, state, logits, steps), cfg.repeats,
-                                 cfg.row_budget_s)
-        rows.append(Timing(label, step_impl(impl, mode), "decode", steps, seconds, per_token * steps,
-                           {"state_bytes": int(per_token - cost.active_bytes), "decode_step": mode}))
+    ways = [(mode, False) for mode in cfg.decode_steps] + ([("fast", True)] if cfg.compile else [])
+    first_s = {}
+    if cfg.compile:  # the first compiled call compiles (or finds inductor's cache): its own figure
+        with compiled_step(True):
+            first_s = {"compile_s": round(best_of(lambda: feldspar_decode(model, state, logits, 2), 1)[0], 2)}
+
+    def way(mode: str, compiled: bool) -> Callable[[], Any]:
+        def run():
+            with decode_step_mode(mode), compiled_step(compiled):
+                return feldspar_decode(model, state, logits, steps)
+        return run
+
+    timings = best_of_interleaved({w: way(*w) for w in ways}, cfg.repeats, cfg.row_budget_s)
+    rows = [Timing(label, step_impl(impl, mode) + (", compiled" if compiled else ""), "decode", steps,
+                   timings[(mode, compiled)][0], per_token * steps,
+                   {"state_bytes": int(per_token - cost.active_bytes), "decode_step": mode, "compiled": compiled,
+                    **(first_s if compiled else {})})
+            for mode, compiled in ways]
     if cfg.baseline and impl == FELDSPAR and ttft_s is not None and steps > 1:
         total, made = best_of(lambda: generate(model, ids, steps), cfg.repeats, cfg.row_budget_s)
         if made != steps:
@@ -216,6 +231,16 @@ def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float 
         rows.append(Timing(label, BASELINE, "decode", steps - 1, max(total - ttft_s, 1e-6),
                            per_token * (steps - 1), {"note": "(t(N) - t(1)) / (N - 1)", "generate_s": total}))
     return rows
+
+
+@contextmanager
+def compiled_step(enabled: bool):
+    """Decode with the torch.compile'd regions of model/decode_step.py (or the eager ones), then eager."""
+    decode_step.set_compiled(enabled)
+    try:
+        yield
+    finally:
+        decode_step.set_compiled(False)
 
 
 def place(timing: Timing, machine: Machine) -> dict[str, Any]:

@@ -8,7 +8,9 @@ share one set of weights, so their rows compare like with like.
 
 Quality, per variant, against the fp32 model: one teacher-forced forward over
 ``quality_tokens`` random ids, every position's logits compared (max and mean absolute
-difference) and whether each position's argmax (its greedy pick) agrees. Random weights
+difference) and whether each position's argmax (its greedy pick) agrees. The int8 layers compute
+every row on its own (activations rounded per row), so this forward measures what decode
+gives too. Random weights
 say little about how a trained checkpoint degrades; the numbers show that the quantised
 kernels compute a close function, nothing more. Knows torch models; nothing of the CLI.
 """

@@ -12,11 +12,15 @@ prefilled state, not recording the past); otherwise the caller uses the transfor
 The maths follows ``modeling_granitemoehybrid``'s single-token paths, written as a few
 tensor-only kernels (plain functions of tensors, no modules inside): the Mamba2
 update between its two projections (conv-state roll, depthwise conv, SiLU, dt softplus, the
-selective state update done per group without repeating B/C, D skip, gated RMSNorm with
-``F.rms_norm``), and residual-plus-RMSNorm. Linear layers are called as modules, so
-``nn.Linear`` and the quantised linears of ``model.quant`` both work. The kernels can be
-compiled with ``torch.compile`` (``set_compiled``); a compilation that fails prints one warning
-and the eager kernels carry on. Knows nothing of tokens, prompts or sampling.
+selective state update done in place per group without repeating B/C, D skip, gated RMSNorm
+with ``F.rms_norm``), and residual-plus-RMSNorm. Linear layers are called as modules, so
+``nn.Linear`` and the quantised linears of ``model.quant`` both work. A layer runs as a few
+regions (a whole Mamba layer; a Mamba mixer; an MLP tail) that ``set_compiled`` hands to
+``torch.compile``: each region becomes one graph of fused kernels, shared by every layer of
+the same shape, which removes most of the per-op dispatch that dominates a batch-1 step on
+CPU. Attention over the growing cache and the routed experts' choice stay eager. A
+compilation that fails prints one warning and the eager regions carry on. Knows nothing of
+tokens, prompts or sampling.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def supports(model: torch.nn.Module, cache, position: int) -> bool:
     return True
 
 
-# ---- tensor-only kernels (eager, or compiled by set_compiled) ----------------------------
+# ---- tensor-only kernels ------------------------------------------------------------------
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Granite's RMSNorm: normalise in fp32, scale by ``weight`` in ``x``'s dtype."""
     return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
@@ -86,39 +90,79 @@ def ssm_update(zxbcdt: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.
     per_group = heads // groups
     dA = torch.exp(dt.float() * A).view(groups, per_group, 1, 1)
     dtx = (dt[:, None] * x.view(heads, head_dim)).view(groups, per_group, head_dim, 1)
-    state = ssm_state.view(groups, per_group, head_dim, size)
-    new = torch.addcmul(state * dA, dtx, B.view(groups, 1, 1, size))
-    state.copy_(new)
-    y = torch.matmul(new.view(groups, per_group * head_dim, size), C.float().view(groups, size, 1))
-    y = y.view(heads, head_dim) + x.view(heads, head_dim) * D[:, None]
+    # heads lead every shape (B and C expanded per head, a few KB): a compiled loop nest
+    # parallelises its outer dimension, and groups is often 1
+    dA, dtx = dA.view(heads, 1, 1), dtx.view(heads, head_dim, 1)
+    B = B.view(groups, 1, 1, size).expand(groups, per_group, 1, size).reshape(heads, 1, size)
+    C = C.float().view(groups, 1, size, 1).expand(groups, per_group, size, 1).reshape(heads, size, 1)
+    state = ssm_state.view(heads, head_dim, size)
+    state.mul_(dA).addcmul_(dtx, B)
+    y = torch.bmm(state, C).view(heads, head_dim) + x.view(heads, head_dim) * D[:, None]
     y = y.view(1, -1) * F.silu(gate.float())
     y = F.rms_norm(y.view(groups, -1), (inter // groups,), eps=eps).view(1, 1, -1)
     return norm_w * y.to(dtype)
 
 
-EAGER = {"rms_norm": rms_norm, "residual_norm": residual_norm, "ssm_update": ssm_update}
-_kernels = dict(EAGER)
+# ---- layers (regions: what set_compiled compiles, one graph shared by same-shaped layers) --
+def mamba_mixer(layer: torch.nn.Module, conv_state: torch.Tensor, ssm_state: torch.Tensor,
+                h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Mamba layer's mixer on its normed input ``x`` [1, 1, hidden], then the residual and
+    the post-mixer norm: returns (residual, MLP input)."""
+    mixer = layer.mamba
+    if mixer.activation != "silu":  # pragma: no cover - every Granite 4.0 checkpoint uses silu
+        raise ValueError(f"the fused decode step has no {mixer.activation!r} conv activation")
+    dims = (mixer.intermediate_size, mixer.conv_dim, mixer.num_heads, mixer.head_dim, mixer.n_groups,
+            mixer.ssm_state_size)
+    A = -torch.exp(mixer.A_log.float())
+    y = ssm_update(mixer.in_proj(x)[0, 0], conv_state, ssm_state, mixer.conv1d.weight[:, 0, :],
+                   mixer.conv1d.bias, mixer.dt_bias, A, mixer.D, mixer.norm.weight,
+                   mixer.norm.variance_epsilon, dims)
+    post = layer.post_attention_layernorm
+    return residual_norm(h, mixer.out_proj(y), layer.residual_multiplier, post.weight, post.variance_epsilon)
+
+
+def mlp_tail(layer: torch.nn.Module, h: torch.Tensor, x: torch.Tensor, experts: torch.Tensor | None,
+             next_w: torch.Tensor, next_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared MLP on ``x`` (plus the routed experts' output, when given), the residual and
+    the next norm: returns (residual, next layer's input)."""
+    mlp = layer.shared_mlp(x)
+    if experts is not None:
+        mlp = experts + mlp
+    return residual_norm(h, mlp, layer.residual_multiplier, next_w, next_eps)
+
+
+def mamba_layer(layer: torch.nn.Module, conv_state: torch.Tensor, ssm_state: torch.Tensor, h: torch.Tensor,
+                x: torch.Tensor, next_w: torch.Tensor, next_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole Mamba layer without routed experts (mixer then MLP) for one token."""
+    h, x = mamba_mixer(layer, conv_state, ssm_state, h, x)
+    return mlp_tail(layer, h, x, None, next_w, next_eps)
+
+
+EAGER = {"mamba_mixer": mamba_mixer, "mlp_tail": mlp_tail, "mamba_layer": mamba_layer}
+_regions = dict(EAGER)
 
 
 def set_compiled(enabled: bool, backend: str | Callable = "inductor") -> None:
-    """Use ``torch.compile``d kernels (compiled lazily, on first use) or the eager ones.
+    """Use ``torch.compile``d regions (compiled lazily, on first use) or the eager ones.
 
-    Process-wide: every model's step uses the same kernels (their shapes are guarded, so
-    each model shape and dtype compiles once)."""
-    _kernels.clear()
+    Process-wide: every model's step uses the same regions. A region takes its layer module
+    as an argument, so all layers of one shape and dtype share one compiled graph (their
+    weights are graph inputs); another model shape compiles again."""
+    _regions.clear()
     if not enabled:
-        _kernels.update(EAGER)
+        _regions.update(EAGER)
         return
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
     for name, fn in EAGER.items():
-        _kernels[name] = _with_fallback(name, torch.compile(fn, dynamic=False, backend=backend))
+        _regions[name] = _with_fallback(name, torch.compile(fn, dynamic=False, backend=backend))
 
 
 def compiled() -> bool:
-    return _kernels["ssm_update"] is not EAGER["ssm_update"]
+    return _regions["mamba_layer"] is not EAGER["mamba_layer"]
 
 
 def _with_fallback(name: str, compiled_fn):
-    """``compiled_fn``, or — once it has failed to compile — the eager kernel, after one warning."""
+    """``compiled_fn``, or — once it has failed to compile — the eager region, after one warning."""
     def call(*args):
         try:
             return compiled_fn(*args)
@@ -129,20 +173,6 @@ def _with_fallback(name: str, compiled_fn):
                           RuntimeWarning, stacklevel=2)
             return EAGER[name](*args)
     return call
-
-
-# ---- layers --------------------------------------------------------------------------
-def mamba_step(mixer: torch.nn.Module, cached, x: torch.Tensor) -> torch.Tensor:
-    """The Mamba2 single-token update of one layer; ``x`` is [1, 1, hidden]."""
-    if mixer.activation != "silu":  # pragma: no cover - every Granite 4.0 checkpoint uses silu
-        raise ValueError(f"the fused decode step has no {mixer.activation!r} conv activation")
-    dims = (mixer.intermediate_size, mixer.conv_dim, mixer.num_heads, mixer.head_dim, mixer.n_groups,
-            mixer.ssm_state_size)
-    A = -torch.exp(mixer.A_log.float())
-    y = _kernels["ssm_update"](mixer.in_proj(x)[0, 0], cached.conv_states[0], cached.recurrent_states[0],
-                               mixer.conv1d.weight[:, 0, :], mixer.conv1d.bias, mixer.dt_bias, A, mixer.D,
-                               mixer.norm.weight, mixer.norm.variance_epsilon, dims)
-    return mixer.out_proj(y)
 
 
 def attention_step(attn: torch.nn.Module, cached, x: torch.Tensor, rope) -> torch.Tensor:
@@ -181,17 +211,18 @@ def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor,
                next_norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoder layer for one token: ``x`` is this layer's normed input; returns the new
     residual ``h`` and its norm by ``next_norm`` (the next layer's input norm, or the final one)."""
+    next_w, next_eps = next_norm.weight, next_norm.variance_epsilon
     if layer.mamba is not None:
-        x = mamba_step(layer.mamba, cached, x)
+        states = (cached.conv_states[0], cached.recurrent_states[0])
+        if not layer.has_experts:
+            return _regions["mamba_layer"](layer, *states, h, x, next_w, next_eps)
+        h, x = _regions["mamba_mixer"](layer, *states, h, x)
     else:
-        x = attention_step(layer.self_attn, cached, x, rope)
-    post = layer.post_attention_layernorm
-    h, x = _kernels["residual_norm"](h, x, layer.residual_multiplier, post.weight, post.variance_epsilon)
-    mlp = layer.shared_mlp(x)
-    if layer.has_experts:
-        mlp = experts_step(layer.block_sparse_moe, x) + mlp
-    return _kernels["residual_norm"](h, mlp, layer.residual_multiplier, next_norm.weight,
-                                     next_norm.variance_epsilon)
+        post = layer.post_attention_layernorm
+        h, x = residual_norm(h, attention_step(layer.self_attn, cached, x, rope), layer.residual_multiplier,
+                             post.weight, post.variance_epsilon)
+    experts = experts_step(layer.block_sparse_moe, x) if layer.has_experts else None
+    return _regions["mlp_tail"](layer, h, x, experts, next_w, next_eps)
 
 
 @torch.inference_mode()
@@ -206,7 +237,7 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
         rope = body.rotary_emb(h, torch.tensor([[position]], dtype=torch.long, device=device))
     layers = body.layers
     first = layers[0].input_layernorm
-    x = _kernels["rms_norm"](h, first.weight, first.variance_epsilon)
+    x = rms_norm(h, first.weight, first.variance_epsilon)
     for index, (layer, cached) in enumerate(zip(layers, cache.layers)):
         norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else body.norm
         h, x = layer_step(layer, cached, h, x, rope, norm)

@@ -22,7 +22,7 @@ from feldspar.model import decode_step, prompts
 from feldspar.model.detok import Detokenizer
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import Sampling, decode_tokens
-from feldspar.model.loader import Resolved, load_checkpoint
+from feldspar.model.loader import Resolved, compile_choice, load_checkpoint
 from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
 from feldspar.model.stop_flag import check_stop
@@ -37,7 +37,7 @@ class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
     quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
-    compile: bool = False  # torch.compile the decode step's kernels (model/decode_step.py)
+    compile: str = "off"  # auto | on | off: torch.compile the decode step (loader.compile_choice)
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -74,7 +74,9 @@ class Engine:
     def load(cls, name: str, options: EngineOptions | None = None) -> "Engine":
         options = options or EngineOptions()
         model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
-        decode_step.set_compiled(options.compile)
+        enabled, why = compile_choice(options.compile, next(model.parameters()).device)
+        decode_step.set_compiled(enabled)
+        model.feldspar_choice.update(compile="on" if enabled else "off", compile_reason=why)
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:

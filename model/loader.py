@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +69,34 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def quant_choice(quant: str, device: torch.device) -> tuple[str, str]:
     """(none|int8|int4, why): ``auto`` is int8 on CPU (decode reads a quarter of fp32's
-    bytes through ATen's int8 kernel) and none on CUDA (bf16 is fast there)."""
+    bytes through oneDNN's int8 matmul) and none on CUDA (bf16 is fast there)."""
     from feldspar.model.quant import QUANTS
 
     if quant == "auto":
-        return ("int8", "auto: CPU, int8 weight-only") if device.type == "cpu" else ("none", "auto: CUDA runs bf16")
+        return ("int8", "auto: CPU, int8 matmuls") if device.type == "cpu" else ("none", "auto: CUDA runs bf16")
     if quant not in QUANTS:
         raise CheckpointError(f"unknown quantisation {quant!r}; choose one of {', '.join(QUANTS)} or auto")
     return quant, "as configured"
+
+
+COMPILES = ("auto", "on", "off")
+
+
+def compile_choice(setting: str, device: torch.device) -> tuple[bool, str]:
+    """(compile the decode step?, why): ``auto`` compiles on CPU when a C++ compiler is there
+    for inductor (``feldspar bench engine`` measures the compiled step 1.5x the eager one; the
+    first step of a process pays the compilation, seconds once inductor's cache holds it) and
+    not on CUDA, where it has not been measured."""
+    if setting not in COMPILES:
+        raise CheckpointError(f"unknown compile setting {setting!r}; choose one of {', '.join(COMPILES)}")
+    if setting != "auto":
+        return setting == "on", "as configured"
+    if device.type != "cpu":
+        return False, "auto: eager on CUDA (the compiled step is measured on CPU only)"
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:
+        return False, f"auto: no C++ compiler ({compiler}) for torch.compile"
+    return True, "auto: CPU with a C++ compiler"
 
 
 def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:

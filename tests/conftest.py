@@ -25,13 +25,16 @@ KEPT_ENV = ("FELDSPAR_HOME", "FELDSPAR_TEST_CHAT_TEMPLATE", "FELDSPAR_LOGIT_DIFF
 
 @pytest.fixture(autouse=True)
 def feldspar_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point FELDSPAR_HOME at a fresh temp dir and drop any user config for each test."""
+    """Point FELDSPAR_HOME at a fresh temp dir, drop any user config and run the decode step eager."""
     home = tmp_path / "feldspar-home"
     monkeypatch.setenv("FELDSPAR_HOME", str(home))
     monkeypatch.delenv("FELDSPAR_CONFIG", raising=False)
     for key in list(os.environ):
         if key.startswith("FELDSPAR_") and key not in KEPT_ENV:
             monkeypatch.delenv(key, raising=False)
+    # the decode step runs eager in tests (one compile per tiny shape would cost minutes);
+    # tests/model/test_decode_compile.py compiles it, and tests compile_choice's "auto"
+    monkeypatch.setenv("FELDSPAR_COMPILE", "off")
     return home
 
 

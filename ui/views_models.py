@@ -27,6 +27,14 @@ def render_catalog(rows: list[dict[str, Any]], configured: str | None = None) ->
                    "read when the app starts)")
 
 
+def choice_line(choice: dict[str, Any]) -> str:
+    """``dtype bfloat16 (why) · weights int8 (why) · compiled decode on (why)``, from what is known."""
+    parts = [f"dtype {choice['dtype']} ({choice.get('dtype_reason', '')})" if "dtype" in choice else "",
+             f"weights {choice['quant']} ({choice.get('quant_reason', '')})" if "quant" in choice else "",
+             f"compiled decode {choice['compile']} ({choice.get('compile_reason', '')})" if "compile" in choice else ""]
+    return " · ".join(p for p in parts if p)
+
+
 def render_loaded(status: dict[str, Any]) -> None:
     """The loaded model's facts, or why it is not loaded."""
     if status.get("chat_backend"):
@@ -45,6 +53,9 @@ def render_loaded(status: dict[str, Any]) -> None:
     cols[1].metric("device", status["device"])
     cols[2].metric("dtype", status["dtype"])
     cols[3].metric("context window", f"{status['context_window']:,}")
+    choice = status.get("choice") or {}
+    if choice:
+        st.caption(f"Chosen for this machine: {choice_line(choice)}.")
     st.dataframe([{"name": status["name"], "source": status["source"], "parameters": f"{status['parameters']:,}",
                    "layers": status["layers"], "chat template": status["chat"],
                    "random weights": status["random_weights"], "state reuse": status["reuse"]}],

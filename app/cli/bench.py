@@ -121,6 +121,8 @@ def bench_engine(
                                              "forward) or both, side by side")] = "fast",
     prefill_impl: Annotated[Impl, typer.Option("--prefill", help="fast (Feldspar's Mamba2 scan), ref "
                                               "(transformers') or both, interleaved")] = "fast",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="also time the torch.compile'd decode "
+                                          "step (its compilation reported apart)")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""
@@ -131,7 +133,7 @@ def bench_engine(
                       decode_tokens=decode_tokens, repeats=repeats, chunk_size=chunk_size, baseline=baseline,
                       tiny=tiny, quants=parse_quants(quants), quality_tokens=quality_tokens,
                       peer_urls=tuple(peer_urls or ()),
-                      decode_steps=IMPLS[decode_step], prefills=IMPLS[prefill_impl])
+                      decode_steps=IMPLS[decode_step], prefills=IMPLS[prefill_impl], compile=compile)
     run_and_print(run_bench, cfg, PeerError, print_report, json_out)
 
 

@@ -35,14 +35,16 @@ def model_kind(config: Any) -> str:
 
 
 def engine_facts(engine: Any) -> dict[str, Any]:
-    """Device, dtype, kind, size, window and whether the weights are random, of a loaded engine."""
+    """Device, dtype, kind, size, window, whether the weights are random, and what the loader chose
+    (dtype, quantisation, compilation) and why, of a loaded engine."""
     model = engine.model
     first = next(model.parameters())
     return {"name": engine.name, "source": engine.resolved.source, "device": str(first.device),
             "dtype": str(first.dtype).removeprefix("torch."), "kind": model_kind(model.config),
             "parameters": sum(p.numel() for p in model.parameters()), "context_window": engine.context_window,
             "layers": int(getattr(model.config, "num_hidden_layers", 0) or 0), "chat": engine.is_chat,
-            "random_weights": bool(engine.random_weights), "reuse": bool(engine.options.reuse)}
+            "random_weights": bool(engine.random_weights), "reuse": bool(engine.options.reuse),
+            "choice": dict(getattr(model, "feldspar_choice", {}))}
 
 
 def cache_stats(engine: Any) -> dict[str, Any]:

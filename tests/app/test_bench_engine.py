@@ -15,7 +15,8 @@ from feldspar.bench import roofline
 
 from tests.app.cli_runner import run_cli
 
-TINY_ARGS = ["--tiny", "--prefill-lengths", "80,32", "--decode-tokens", "8", "--repeats", "1", "--chunk-size", "48"]
+TINY_ARGS = ["--tiny", "--prefill-lengths", "80,32", "--decode-tokens", "8", "--repeats", "1", "--chunk-size", "48",
+             "--no-compile"]
 ROW_KEYS = {"row", "impl", "kind", "tokens", "seconds", "tokens_per_s", "achieved", "achieved_unit",
             "roofline_pct", "vs_baseline"}
 
@@ -45,7 +46,7 @@ def test_bench_engine_json_has_every_row_with_positive_numbers(capsys, monkeypat
 
 def test_bench_engine_table_without_baseline_on_a_moe_preset(capsys, monkeypatch):
     args = ["bench", "engine", "--preset", "h-tiny", "--tiny", "--prefill-lengths", "16", "--decode-tokens", "2",
-            "--repeats", "1", "--no-baseline", "--quants", "none"]
+            "--repeats", "1", "--no-baseline", "--quants", "none", "--no-compile"]
     monkeypatch.setattr(console, "width", 160)  # rich squeezes cells on the 80 columns of a test
     result = run_cli(args, capsys, monkeypatch)
     assert result.code == 0, result.err
@@ -58,6 +59,8 @@ def side_by_side_rows(capsys, monkeypatch, kind: str, length: str, decode_tokens
     """The ``kind`` rows of a tiny one-repeat `bench engine --json` run with ``extra`` flags."""
     args = ["bench", "engine", "--tiny", "--prefill-lengths", length, "--decode-tokens", decode_tokens,
             "--repeats", "1", "--no-baseline", "--quants", "none", *extra, "--json"]
+    if "--compile" not in extra:
+        args.append("--no-compile")
     result = run_cli(args, capsys, monkeypatch)
     assert result.code == 0, result.err
     return [r for r in json.loads(result.out)["rows"] if r["kind"] == kind]
@@ -67,6 +70,12 @@ def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
     decode = side_by_side_rows(capsys, monkeypatch, "decode", "16", "3", "--decode-step", "both")
     assert [(r["impl"], r["decode_step"]) for r in decode] == [("feldspar", "fast"), ("feldspar (ref step)", "ref")]
     assert decode[1]["vs_feldspar"] > 0
+
+
+def test_bench_engine_times_the_compiled_decode_step_beside_the_eager_one(capsys, monkeypatch):
+    decode = side_by_side_rows(capsys, monkeypatch, "decode", "16", "3", "--compile")
+    assert [(r["impl"], r["compiled"]) for r in decode] == [("feldspar", False), ("feldspar, compiled", True)]
+    assert decode[1]["compile_s"] > 0 and decode[1]["vs_feldspar"] > 0 and "compile_s" not in decode[0]
 
 
 def test_bench_engine_times_both_prefills_side_by_side(capsys, monkeypatch):

@@ -95,3 +95,22 @@ def test_console_entry_point_unknown_model_is_one_line_error(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: unknown Granite 4.0 model 'nope-model'")
     assert proc.stderr.count("\n") == 1
+
+
+def test_models_says_what_the_local_engine_would_choose_and_why(monkeypatch):
+    result = runner.invoke(app, ["models"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "compiled decode off (as configured)" in " ".join(result.stdout.split())
+    monkeypatch.setenv("FELDSPAR_COMPILE", "auto")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    result = runner.invoke(app, ["models"], terminal_width=200)
+    assert "compiled decode off (auto: no C++ compiler (no-such-compiler-here) for torch.compile)" in \
+        " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("given, meant", [(True, "on"), (False, "off"), ("true", "on"), ("0", "off"),
+                                          ("auto", "auto")])
+def test_the_compile_setting_takes_the_old_booleans(given, meant):
+    from feldspar.settings import Settings
+
+    assert Settings(compile=given).compile == meant

@@ -1,8 +1,11 @@
-"""The decode step's kernels under ``torch.compile``: same greedy tokens as eager, clean fallback.
+"""The decode step's regions under ``torch.compile``: same tokens as eager, exact reuse, clean fallback.
 
-Inductor on the tiny MoE checkpoint must give the eager step's greedy tokens; a backend
-that fails to compile must cost one warning and leave the eager kernels in charge, with
-the same tokens. ``Engine.load`` applies ``EngineOptions.compile``.
+Inductor on the tiny MoE hybrid (Mamba mixer + experts regions, attention layers) and the
+tiny dense hybrid (whole Mamba-layer regions), full precision and quantised, must give the
+eager step's greedy tokens, and a state decoded by the compiled step must match the
+from-scratch forward of the same ids (state reuse stays exact). A backend that fails to
+compile costs one warning and leaves the eager regions in charge, with the same tokens.
+``Engine.load`` applies ``EngineOptions.compile`` through ``loader.compile_choice``.
 """
 
 from __future__ import annotations
@@ -14,19 +17,26 @@ import torch
 
 from feldspar.model import decode_step
 from feldspar.model.engine import Engine, EngineOptions
+from feldspar.model.errors import CheckpointError
 from feldspar.model.generation import Sampling, decode_tokens, new_state, prefill
-from feldspar.model.loader import load_checkpoint
+from feldspar.model.loader import compile_choice, load_checkpoint
+from tests.model.logit_reference import assert_reuse_matches_scratch
 
 PROMPT = list(range(7, 47))
 STEPS = 12
 
 
-@pytest.fixture
-def model(tiny_checkpoint):
+@pytest.fixture(autouse=True)
+def eager_after():
     torch._dynamo.reset()
-    yield load_checkpoint(str(tiny_checkpoint), "cpu", "float32")[0]
+    yield
     decode_step.set_compiled(False)
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def model(tiny_checkpoint):
+    return load_checkpoint(str(tiny_checkpoint), "cpu", "float32")[0]
 
 
 def greedy(model) -> list[int]:
@@ -35,12 +45,18 @@ def greedy(model) -> list[int]:
     return list(decode_tokens(model, state, logits, STEPS, Sampling(), frozenset()))
 
 
-def test_inductor_step_gives_the_eager_tokens(model) -> None:
+@pytest.mark.parametrize("fixture, quant", [("tiny_checkpoint", "none"), ("tiny_checkpoint", "int8"),
+                                            ("tiny_base_checkpoint", "int4")])
+def test_inductor_step_gives_the_eager_tokens_and_exact_reuse(request, fixture, quant) -> None:
+    model = load_checkpoint(str(request.getfixturevalue(fixture)), "cpu", "float32", quant)[0]
     eager = greedy(model)
     decode_step.set_compiled(True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback would warn: fail instead
         assert greedy(model) == eager
+        state = new_state(model)
+        logits = prefill(model, state, PROMPT, chunk_size=16)
+        assert_reuse_matches_scratch(model, PROMPT, state, logits, steps=6, what=f"compiled {quant}")
     assert decode_step.compiled()
 
 
@@ -58,11 +74,22 @@ def test_a_failed_compile_warns_once_and_decodes_eagerly(model) -> None:
     assert not decode_step.compiled()
 
 
-def test_engine_option_turns_compilation_on(tiny_checkpoint) -> None:
-    try:
-        Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", compile=True))
-        assert decode_step.compiled()
-        Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32"))
-        assert not decode_step.compiled()
-    finally:
-        decode_step.set_compiled(False)
+def test_engine_option_turns_compilation_on_and_names_why(tiny_checkpoint) -> None:
+    engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", compile="on"))
+    assert decode_step.compiled()
+    assert engine.model.feldspar_choice["compile"] == "on"
+    assert engine.model.feldspar_choice["compile_reason"] == "as configured"
+    engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", compile="off"))
+    assert not decode_step.compiled() and engine.model.feldspar_choice["compile"] == "off"
+
+
+def test_auto_compiles_on_cpu_only_with_a_cxx_compiler(monkeypatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert compile_choice("auto", cpu) == (False, "auto: no C++ compiler (no-such-compiler-here) for torch.compile")
+    monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for one
+    assert compile_choice("auto", cpu) == (True, "auto: CPU with a C++ compiler")
+    assert compile_choice("auto", cuda)[0] is False
+    assert compile_choice("on", cuda) == (True, "as configured")
+    with pytest.raises(CheckpointError, match="unknown compile setting 'fast'"):
+        compile_choice("fast", cpu)

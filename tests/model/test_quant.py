@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from feldspar.model.checkpoint_random import is_random_checkpoint
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
@@ -13,7 +15,8 @@ from feldspar.model.generation import new_state, prefill
 from feldspar.model.loader import cpu_flags, load_checkpoint
 from feldspar.model.packs import create_pack, load_pack
 from feldspar.model.quant import (
-    Int4Linear, Int8Linear, QuantExperts, int4_group, quant_name, quantize_int4, quantize_int8, save_quantized,
+    Int4Linear, Int8Linear, QuantExperts, int4_group, int8_dynamic_mm, quant_name, quantize_int4, quantize_int8,
+    quantize_rows, save_quantized,
 )
 from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference, logits_from_scratch
 
@@ -40,14 +43,45 @@ def test_every_granite_kind_loads_quantised_and_stays_close_to_full_precision(re
     assert model.feldspar_choice["quant"] == mode
     logits = logits_from_scratch(model, IDS)
     assert logit_difference(logits, logits_from_scratch(full, IDS)) > 0  # it did change the weights
-    # the kernels compute exactly what the stored integers mean: full precision with dequantised weights
-    assert_logits_close(logits, logits_from_scratch(with_dequantised_weights(full, mode), IDS), "quantised kernels")
+    # the kernels compute exactly what the stored integers mean: full precision with dequantised
+    # weights, and (int8 layers) inputs rounded per row to what their int8 codes stand for
+    reference = with_dequantised_weights(full, mode)
+    reference.config._experts_implementation = "eager"  # the experts' matmuls as F.linear calls
+    with RoundedInt8Inputs(mode, skip=router_weights(reference)):
+        expected = logits_from_scratch(reference, IDS)
+    assert_logits_close(logits, expected, "quantised kernels")
+
+
+def stored_int8(weight: torch.Tensor, mode: str) -> bool:
+    """Whether ``mode`` stores this weight as int8 (int4 layers the kernel cannot take stay int8)."""
+    return mode == "int8" or int4_group(weight.shape[1]) is None or weight.shape[0] % 16 != 0
+
+
+def router_weights(model: nn.Module) -> set[int]:
+    """The expert routers' weights (plain parameters, never quantised)."""
+    return {id(m.weight) for m in model.modules() if hasattr(m, "top_k") and isinstance(m.weight, nn.Parameter)}
+
+
+class RoundedInt8Inputs(TorchFunctionMode):
+    """Every ``F.linear`` whose weight ``mode`` stores as int8 (but those in ``skip``) gets its input
+    rounded per row to int8 codes times the row's scale: what ``torch._int_mm`` multiplies."""
+
+    def __init__(self, mode: str, skip: set[int]) -> None:
+        super().__init__()
+        self.mode, self.skip = mode, skip
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.linear and id(args[1]) not in self.skip and stored_int8(args[1], self.mode):
+            x = args[0]
+            codes, scales = quantize_rows(x.reshape(-1, x.shape[-1]))
+            args = ((codes.float() * scales).reshape(x.shape).to(x.dtype), *args[1:])
+        return func(*args, **(kwargs or {}))
 
 
 def dequantised(weight: torch.Tensor, mode: str) -> torch.Tensor:
     """What the int8/int4 codes of ``weight`` stand for (int4 layers the kernel cannot take stay int8)."""
     group = int4_group(weight.shape[1])
-    if mode == "int8" or group is None or weight.shape[0] % 16:
+    if stored_int8(weight, mode):
         q, scales = quantize_int8(weight)
         return q.float() * scales[:, None]
     q, scales_zeros = quantize_int4(weight, group)
@@ -109,3 +143,16 @@ def test_auto_dtype_and_quant_name_their_reason(tiny_checkpoint):
     native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     assert choice["quant"] == "int8" and choice["quant_reason"].startswith("auto: CPU")
     assert choice["dtype"] == ("bfloat16" if native else "float32") and choice["dtype_reason"].startswith("auto: ")
+
+
+def test_int8_rows_are_computed_on_their_own_and_close_to_float():
+    torch.manual_seed(3)
+    x, weight = torch.randn(37, 96), torch.randn(24, 96)
+    q, scales = quantize_int8(weight)
+    out = int8_dynamic_mm(x, q, scales)
+    for i in (0, 17, 36):  # a row's result is the same alone or among others: chunking cannot change it
+        assert torch.equal(int8_dynamic_mm(x[i:i + 1], q, scales)[0], out[i])
+    exact = x @ (q.float() * scales[:, None]).t()
+    assert (out - exact).abs().max() <= 0.02 * exact.abs().max()
+    codes, row_scales = quantize_rows(x)
+    assert codes.dtype == torch.int8 and codes.abs().max() == 127 and row_scales.shape == (37, 1)

@@ -19,6 +19,8 @@ def test_models_page_shows_catalog_loaded_model_and_cache(tiny_checkpoint, make_
     assert metrics["kind"] == "moe-hybrid" and metrics["device"] == "cpu" and metrics["dtype"] == "float32"
     assert int(metrics["context window"].replace(",", "")) == svc.engine().context_window
     assert "RANDOM WEIGHTS" in texts(at)
+    assert ("Chosen for this machine: dtype float32 (as configured) · weights none (as configured) · "
+            "compiled decode off (as configured)") in texts(at)
     assert metrics["snapshots"] == "0" and metrics["hit rate"] == "–"
     from feldspar.model.engine import GenerationParams
 
