@@ -107,7 +107,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
 
     ``x`` [T, H, P], ``dt`` [T, H] (discretisation step, after softplus), ``A`` [H], ``B``/``C``
     [T, N], ``state`` [H, P, N] at the start. Returns ``y`` [T, H, P] (without the D skip)
-    and the state [H, P, N] after the last token. The whole chunks run as one batch, the
+    and the state [H, P, N] (contiguous) after the last token. The whole chunks run as one batch, the
     remainder (if any) as one shorter chunk after them: nothing is padded.
     """
     chunk = chunk or CHUNK
@@ -124,7 +124,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
         y, flat = _full_chunks(xdt[t0:t1], dA[t0:t1], B[t0:t1], C[t0:t1], flat, q)
         ys.append(y)
     y = ys[0] if len(ys) == 1 else torch.cat(ys)
-    return y, flat.view(N, H, P).permute(1, 2, 0)
+    return y, flat.view(N, H, P).permute(1, 2, 0).contiguous()
 
 
 def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) -> torch.Tensor:

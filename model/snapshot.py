@@ -6,10 +6,11 @@ them in place), for each attention layer its keys and values. ``restore`` hands 
 NEW ``ModelState`` whose Mamba tensors are fresh copies, so generating from it never
 touches the snapshot.
 
-Attention KV is not cloned on either side: transformers' ``DynamicLayer`` grows keys and
-values by concatenation (a new tensor every forward) and never writes into an existing
-one, so a snapshot can hold the very tensors a state had, and a restored state can start
-from them. ``restore`` checks that every attention layer is exactly a ``DynamicLayer``
+Attention KV is never written in place: transformers' ``DynamicLayer`` grows keys and
+values by concatenation (a new tensor every forward), and the decode step writes only into
+room behind views of a buffer that the layer alone owns (``decode_step.append_kv``). So a
+snapshot holds the very tensors a state had (made contiguous when they are such views) and
+a restored state starts from them; the decode step gives a restored layer a buffer of its own. ``restore`` checks that every attention layer is exactly a ``DynamicLayer``
 and refuses otherwise. ``share_kv_prefix`` lets a shorter snapshot of the same lineage
 hold views into a longer one's KV (attention KV can be sliced; Mamba state cannot).
 
@@ -90,7 +91,9 @@ def _snapshot_layer(layer) -> LayerState:
     if type(layer) is DynamicLayer:
         if not layer.is_initialized:
             return LayerState(ATTENTION, None, None)
-        return LayerState(ATTENTION, layer.keys, layer.values)
+        # a decoded layer's tensors are views of a buffer with room (decode_step.append_kv):
+        # keep just the tokens, contiguous (what packs write and budgets count)
+        return LayerState(ATTENTION, layer.keys.contiguous(), layer.values.contiguous())
     raise StateError(f"cannot snapshot a {type(layer).__name__} cache layer; Feldspar supports Mamba2 + full attention")
 
 

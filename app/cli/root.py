@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -125,7 +126,12 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | Non
             table.add_column(col)
     for row in rows:
         table.add_row(*(cell(row.get(c)) for c in columns))
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    # piped or redirected: as wide as the table needs, never cut short
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(file=console.file, width=max(console.width, width)).print(table)
 
 
 def short_paths(paths: list[str], room: int) -> list[str]:

@@ -170,3 +170,15 @@ def test_ctrl_c_skips_the_interpreter_teardown_but_runs_atexit_and_keeps_the_thr
     assert err.strip().splitlines() == ["interrupted; the thread keeps its last completed turn", "atexit ran"], err
     exported = json.loads(feldspar("threads", "export", thread).stdout)
     assert exported["thread"]["turns"] == 1, exported  # the last completed turn, committed before the fast exit
+
+
+def test_a_table_piped_to_a_file_is_never_cut_short(capsys):
+    from feldspar.cli.root import console, print_table
+
+    rows = [{f"column {i}": f"value-{i}-" + "x" * 12 for i in range(8)}]
+    assert not console.is_terminal
+    print_table(rows, list(rows[0]), title="wide")
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for i in range(8):
+        assert f"value-{i}-" + "x" * 12 in out

@@ -93,3 +93,26 @@ def test_auto_compiles_on_cpu_only_with_a_cxx_compiler(monkeypatch) -> None:
     assert compile_choice("on", cuda) == (True, "as configured")
     with pytest.raises(CheckpointError, match="unknown compile setting 'fast'"):
         compile_choice("fast", cpu)
+
+
+def test_skipped_guards_keep_two_models_and_strided_states_apart(tiny_checkpoint, tiny_base_checkpoint) -> None:
+    """After a model's first compiled step the guards are mostly skipped: a second model of
+    another shape and dtype, the first one again, and a state with other strides (as an
+    older prefill or pack leaves it) must still each run their own graphs."""
+    moe = load_checkpoint(str(tiny_checkpoint), "cpu", "float32")[0]
+    hybrid = load_checkpoint(str(tiny_base_checkpoint), "cpu", "bfloat16", "int8")[0]
+    eager = {"moe": greedy(moe), "hybrid": greedy(hybrid)}
+    decode_step.set_compiled(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a graph run on the wrong inputs fails an assert
+        for name, model in [("moe", moe), ("hybrid", hybrid), ("moe", moe), ("hybrid", hybrid)]:
+            assert greedy(model) == eager[name], name
+        state = new_state(hybrid)
+        logits = prefill(hybrid, state, PROMPT, chunk_size=16)
+        for layer in state.cache.layers:
+            if getattr(layer, "recurrent_states", None):  # same values, transposed strides
+                ssm = layer.recurrent_states[0]
+                layer.recurrent_states[0] = ssm.transpose(-1, -2).contiguous().transpose(-1, -2)
+        strided = list(decode_tokens(hybrid, state, logits, STEPS, Sampling(), frozenset()))
+    assert strided == eager["hybrid"]
+    assert decode_step.compiled() and len(decode_step._warm) == 2

@@ -74,6 +74,31 @@ def test_step_matches_transformers_every_step(request, fixture: str) -> None:
     assert_matches_scratch(model, PROMPT + tokens[:-1], logits, "after the fused steps")
 
 
+def test_step_matches_while_the_attention_room_regrows(request, monkeypatch) -> None:
+    monkeypatch.setattr(decode_step, "ROOM", 3)  # 40 prompt tokens: room for 10, then 12, 15…
+    model = load(request, "tiny_dense_checkpoint")
+    tokens, logits, _fast, _ref = decode_both(model, PROMPT, STEPS)
+    assert_matches_scratch(model, PROMPT + tokens[:-1], logits, "across regrown rooms")
+
+
+def test_a_step_writes_into_room_and_never_into_a_tensor_held_elsewhere(request) -> None:
+    model = load(request, "tiny_dense_checkpoint")
+    state = new_state(model)
+    prefill(model, state, PROMPT, chunk_size=16)
+    decode_one(model, state, 5)
+    layer = state.cache.layers[0]
+    where = layer.keys.data_ptr()
+    decode_one(model, state, 6)
+    assert layer.keys.data_ptr() == where and layer.keys.shape[-2] == len(PROMPT) + 2  # no copy
+    held = [(t, t.clone()) for t in (layer.keys, layer.values)]
+    fork = copy.deepcopy(state.cache)
+    decode_one(model, ModelState(cache=fork, length=state.length), 7)
+    layer.crop(-2)  # rewinding: the held tensors cover the positions written next
+    decode_one(model, ModelState(cache=state.cache, length=state.length - 2), 8)
+    for tensor, before in held:
+        assert torch.equal(tensor, before), "a step wrote into a tensor the layer no longer owned"
+
+
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_step_matches_on_quantised_moe(request, quant: str) -> None:
     model = load(request, "tiny_checkpoint", quant)
