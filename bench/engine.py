@@ -335,14 +335,13 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
     log(f"building random {cfg.preset}{' (tiny)' if cfg.tiny else ''} in {cfg.dtype}")
     model, cost = build_model(cfg)
     warm_up(model, model.config.vocab_size, cfg.baseline)
+    before = peer_round(cfg, model.config.vocab_size, log, "before")
     timings, quality = measure_variants(model, cost, cfg, machine, matmul_by_dtype, log)
     rows = [place(t, machine) for t in timings]
-    for spec in cfg.peer_urls:
-        from feldspar.bench.peer import peer_rows
+    if cfg.peer_urls:
+        from feldspar.bench.peer import fastest_rows
 
-        log(f"peer {spec}: prompts of {', '.join(map(str, cfg.prefill_lengths))} tokens, "
-            f"{cfg.decode_tokens} decoded after the shortest")
-        rows += peer_rows(spec, list(cfg.prefill_lengths), cfg.decode_tokens, model.config.vocab_size, cfg.repeats)
+        rows += fastest_rows(before, peer_round(cfg, model.config.vocab_size, log, "after"))
     add_ratios(rows)
     from feldspar.bench.variants import cpu_header
 
@@ -353,6 +352,19 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> dict[str, Any]:
         "model": cost.to_dict(), "rows": rows, "quality": quality,
         "torch": torch.__version__, "elapsed_s": round(time.perf_counter() - started, 1),
     }
+
+
+def peer_round(cfg: BenchConfig, vocab_size: int, log: Log, when: str) -> list[dict[str, Any]]:
+    """Every peer's rows, measured once ``before`` or ``after`` Feldspar's: a machine whose
+    speed drifts during the run (other tenants) then weighs on both sides alike."""
+    from feldspar.bench.peer import peer_rows
+
+    rows: list[dict[str, Any]] = []
+    for spec in cfg.peer_urls:
+        log(f"peer {spec} ({when} Feldspar's rows): prompts of {', '.join(map(str, cfg.prefill_lengths))} "
+            f"tokens, {cfg.decode_tokens} decoded after the shortest")
+        rows += peer_rows(spec, list(cfg.prefill_lengths), cfg.decode_tokens, vocab_size, cfg.repeats)
+    return rows
 
 
 def other_matmuls(cfg: BenchConfig, machine: Machine, log: Log) -> dict[str, float]:

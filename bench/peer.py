@@ -5,7 +5,8 @@ server's native ``/completion`` endpoint (``llama-server``, or llama.cpp's serve
 ``pip install 'llama-cpp-python[server]'``), with prompt caching off and end-of-text
 ignored, and reads the ``timings`` the server reports (``prompt_n``, ``prompt_per_second``,
 ``predicted_n``, ``predicted_per_second``). The server measures itself, so HTTP time is not
-counted. Any failure is one ``PeerError`` line naming the URL. Knows HTTP and JSON;
+counted. ``feldspar bench engine`` asks each peer before and after its own rows and keeps the
+faster (``fastest_rows``). Any failure is one ``PeerError`` line naming the URL. Knows HTTP and JSON;
 nothing of Feldspar's models.
 """
 
@@ -76,6 +77,16 @@ def peer_rows(spec: str, prompt_lengths: list[int], decode_tokens: int, vocab_si
             decode.append(_row(impl, f"decode after {n}", "decode", fastest["predicted_n"],
                                fastest["predicted_per_second"]))
     return prefill + decode
+
+
+def fastest_rows(*rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several rounds of the same peers merged: per (impl, row) the fastest, in first-round order."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in (row for rows in rounds for row in rows):
+        key = (row["impl"], row["row"])
+        if key not in best or row["tokens_per_s"] > best[key]["tokens_per_s"]:
+            best[key] = row
+    return list(best.values())
 
 
 def _row(impl: str, label: str, kind: str, tokens: float, per_second: float) -> dict[str, Any]:
