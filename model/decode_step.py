@@ -156,8 +156,10 @@ def mamba_run(layers: tuple, convs: tuple, ssms: tuple, h: torch.Tensor, x: torc
 
 EAGER = {"mamba_mixer": mamba_mixer, "mlp_tail": mlp_tail, "mamba_layer": mamba_layer, "mamba_run": mamba_run}
 _regions = dict(EAGER)
-_warm: set[tuple] = set()  # signatures whose compiled regions have run with every guard checked
-_signatures: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_warm: set[int] = set()  # signatures whose compiled regions have run with every guard checked
+_signature_ids: dict[tuple, int] = {}  # each distinct signature once, as a small int (hashed per step)
+_signatures: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+_plans: "weakref.WeakKeyDictionary[torch.nn.Module, list[tuple[int, int]]]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # the compiler's stance is process-wide: one compiled step at a time
 
 
@@ -169,6 +171,7 @@ def set_compiled(enabled: bool, backend: str | Callable = "inductor") -> None:
     weights are graph inputs); another model shape compiles again."""
     _regions.clear()
     _warm.clear()
+    _plans.clear()
     if not enabled:
         _regions.update(EAGER)
         return
@@ -201,22 +204,22 @@ def append_kv(cached: DynamicLayer, k: torch.Tensor, v: torch.Tensor) -> tuple[t
     Like ``DynamicLayer.update``, but into room kept behind the layer's tensors: ``keys`` and
     ``values`` become views of a buffer with spare capacity (a quarter more, at least
     ``ROOM`` tokens), so a step writes one token instead of copying the whole cache. The
-    room is used only while the layer's tensors are exactly the views this function left
-    (same storage and length); anything else (a transformers forward, a restored snapshot,
+    room is used only while the layer's tensors are the very views this function left;
+    anything else (a transformers forward, a restored snapshot,
     a crop, a copy) gets a fresh buffer, so a tensor held elsewhere is never written to.
     """
     keys, values = cached.keys, cached.values
     n = keys.shape[-2]
-    room = getattr(cached, "feldspar_room", None)
-    if room is None or room[2] != n or room[0].shape[-2] <= n or not (
-            keys.data_ptr() == room[0].data_ptr() and values.data_ptr() == room[1].data_ptr()):
+    room = getattr(cached, "feldspar_room", None)  # (key buffer, value buffer, the views left)
+    if room is not None and cached.keys is room[2] and cached.values is room[3] and room[0].shape[-2] > n:
+        key_buffer, value_buffer = room[0], room[1]
+    else:
         capacity = n + max(ROOM, n // 4)
-        room = [_roomy(keys, capacity), _roomy(values, capacity), n]
-    room[0][:, :, n].copy_(k[:, :, 0])
-    room[1][:, :, n].copy_(v[:, :, 0])
-    room[2] = n + 1
-    cached.feldspar_room = room
-    cached.keys, cached.values = room[0][:, :, :n + 1], room[1][:, :, :n + 1]
+        key_buffer, value_buffer = _roomy(keys, capacity), _roomy(values, capacity)
+    key_buffer[:, :, n].copy_(k[:, :, 0])
+    value_buffer[:, :, n].copy_(v[:, :, 0])
+    cached.keys, cached.values = key_buffer[:, :, :n + 1], value_buffer[:, :, :n + 1]
+    cached.feldspar_room = (key_buffer, value_buffer, cached.keys, cached.values)
     return cached.keys, cached.values
 
 
@@ -291,16 +294,16 @@ def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor,
     return _regions["mlp_tail"](layer, h, x, experts, next_w, next_eps)
 
 
-def signature(model: torch.nn.Module) -> tuple:
+def signature(model: torch.nn.Module) -> int:
     """What the compiled regions' graphs depend on: the config, the module classes and every
-    parameter's and buffer's shape, strides, dtype and device. Two models of one signature
-    run the same graphs (computed once per model)."""
+    parameter's and buffer's shape, strides, dtype and device, numbered (computed once per
+    model). Two models of one signature run the same graphs."""
     known = _signatures.get(model)
     if known is None:
         tensors = [*model.parameters(), *model.buffers()]
         layout = tuple((tuple(t.shape), t.stride(), str(t.dtype), str(t.device)) for t in tensors)
         classes = tuple(type(m).__qualname__ for m in model.modules())
-        known = (model.config.to_json_string(), classes, layout)
+        known = _signature_ids.setdefault((model.config.to_json_string(), classes, layout), len(_signature_ids))
         _signatures[model] = known
     return known
 
@@ -341,9 +344,17 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
 RUN = 4  # Mamba layers per compiled run: ~10 % faster decode than 1, at ~3x the first compile
 
 
-def _plan(layers) -> list[tuple[int, int]]:
-    """[start, stop) spans over ``layers``: runs of up to ``RUN`` consecutive Mamba layers without
-    routed experts (one ``mamba_run`` call each), every other layer on its own."""
+def _plan(model: torch.nn.Module) -> list[tuple[int, int]]:
+    """[start, stop) spans over the model's layers: runs of up to ``RUN`` consecutive Mamba
+    layers without routed experts (one ``mamba_run`` call each), every other layer on its own
+    (computed once per model)."""
+    known = _plans.get(model)
+    if known is None:
+        known = _plans[model] = _spans(model.model.layers)
+    return known
+
+
+def _spans(layers) -> list[tuple[int, int]]:
     spans: list[list[int]] = []
     open_run = False
     for index, layer in enumerate(layers):
@@ -368,7 +379,7 @@ def _step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.
     first = layers[0].input_layernorm
     x = rms_norm(h, first.weight, first.variance_epsilon)
     norms = [layer.input_layernorm for layer in layers[1:]] + [body.norm]
-    for start, stop in _plan(layers):
+    for start, stop in _plan(model):
         if stop > start + 1:
             run = range(start, stop)
             h, x = _regions["mamba_run"](

@@ -10,8 +10,9 @@ Attention KV is never written in place: transformers' ``DynamicLayer`` grows key
 values by concatenation (a new tensor every forward), and the decode step writes only into
 room behind views of a buffer that the layer alone owns (``decode_step.append_kv``). So a
 snapshot holds the very tensors a state had (made contiguous when they are such views) and
-a restored state starts from them; the decode step gives a restored layer a buffer of its own. ``restore`` checks that every attention layer is exactly a ``DynamicLayer``
-and refuses otherwise. ``share_kv_prefix`` lets a shorter snapshot of the same lineage
+a restored state starts from them; the decode step gives a restored layer a buffer of its
+own. ``restore`` checks that every attention layer is exactly a ``DynamicLayer`` and refuses
+otherwise. ``share_kv_prefix`` lets a shorter snapshot of the same lineage
 hold views into a longer one's KV (attention KV can be sliced; Mamba state cannot).
 
 Also: sizes in bytes (counting shared storage once), the fixed-size part of a model's
