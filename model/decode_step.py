@@ -10,17 +10,16 @@ snapshots, packs and thread states see the same tensors.
 ``supports`` says when the step applies (a Granite model whose cache already holds a
 prefilled state, not recording the past); otherwise the caller uses the transformers forward.
 
-The maths follows ``modeling_granitemoehybrid``'s single-token paths, written as a few
-tensor-only kernels (plain functions of tensors, no modules inside): the Mamba2
-update between its two projections (conv-state roll, depthwise conv, SiLU, dt softplus, the
-selective state update read out through the old state then done in one in-place pass, D
-skip, gated RMSNorm with ``F.rms_norm``), and residual-plus-RMSNorm. Linear layers are called
+The maths follows ``modeling_granitemoehybrid``'s single-token paths: the Mamba2 update
+and the norms are the tensor-only kernels of ``model.step_kernels``. Linear layers are called
 as modules, so ``nn.Linear`` and the quantised linears of ``model.quant`` both work. Layers run
 as regions that ``set_compiled`` hands to ``torch.compile`` (a run of up to ``RUN``
 consecutive Mamba layers; a single Mamba layer; a Mamba mixer and an MLP tail around routed
-experts): each region becomes one graph of fused kernels, shared by every span of the same
-shape, which removes most of the per-op dispatch that dominates a batch-1 step on CPU.
-Attention over the growing cache and the routed experts' choice stay eager. A compilation
+experts; an attention layer's projections before and its output projection, residual and MLP
+after the attention; the LM head): each region becomes one graph of fused kernels, shared by
+every span of the same shape, which removes most of the per-op dispatch that dominates a
+batch-1 step on CPU. The attention over the growing cache itself (``append_kv``, ``attend``)
+and the routed experts' choice stay eager. A compilation
 that fails prints one warning and the eager regions carry on. Knows nothing of tokens,
 prompts or sampling.
 """
@@ -38,6 +37,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply_rotary_pos_emb
 
 from feldspar.model.quant import QuantExperts
+from feldspar.model.step_kernels import residual_norm, rms_norm, ssm_update
 
 GRANITE_TYPE = "granitemoehybrid"
 ROOM = 256  # tokens of spare key/value capacity an attention layer gets at least (see append_kv)
@@ -56,59 +56,6 @@ def supports(model: torch.nn.Module, cache, position: int) -> bool:
         elif not isinstance(cached, DynamicLayer) or not cached.is_initialized:
             return False
     return True
-
-
-# ---- tensor-only kernels ------------------------------------------------------------------
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Granite's RMSNorm: normalise in fp32, scale by ``weight`` in ``x``'s dtype."""
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-
-
-def residual_norm(h: torch.Tensor, x: torch.Tensor, scale: float, weight: torch.Tensor,
-                  eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h + x * scale`` and its RMSNorm (the residual then the next sub-layer's input)."""
-    h = h + x * scale
-    return h, rms_norm(h, weight, eps)
-
-
-def ssm_update(zxbcdt: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor,
-               conv_w: torch.Tensor, conv_b: torch.Tensor | None, dt_bias: torch.Tensor, A: torch.Tensor,
-               D: torch.Tensor, norm_w: torch.Tensor, eps: float, dims: tuple[int, ...]) -> torch.Tensor:
-    """The Mamba2 single-token update between ``in_proj`` and ``out_proj``.
-
-    ``zxbcdt`` is the in_proj output [gate | x B C | dt] of one token; ``conv_state``
-    [1, conv_dim, kernel] and ``ssm_state`` [1, heads, head_dim, size] advance in place.
-    ``dims`` = (intermediate, conv_dim, heads, head_dim, groups, size). The readout and the
-    state update run in fp32, heads leading every shape (B and C expanded per head, a few KB).
-    """
-    inter, conv_dim, heads, head_dim, groups, size = dims
-    dtype = zxbcdt.dtype
-    gate, xbc, dt = zxbcdt.split([inter, conv_dim, heads], dim=-1)
-    window = torch.cat([conv_state[0, :, 1:], xbc[:, None].to(conv_state.dtype)], dim=-1)
-    conv_state[0].copy_(window)
-    conv = (window.to(conv_w.dtype) * conv_w).sum(-1)
-    if conv_b is not None:
-        conv = conv + conv_b
-    xbc = F.silu(conv).to(dtype)
-    x, B, C = xbc.split([inter, groups * size, groups * size], dim=-1)
-    dt = F.softplus(dt + dt_bias.to(dtype))
-    per_group = heads // groups
-    dA = torch.exp(dt.float() * A).view(groups, per_group, 1, 1)
-    dtx = (dt[:, None] * x.view(heads, head_dim)).view(groups, per_group, head_dim, 1)
-    # heads lead (a compiled loop nest parallelises its outer dimension; groups is often 1)
-    dA, dtx = dA.view(heads, 1, 1), dtx.view(heads, head_dim, 1)
-    B = B.view(groups, 1, 1, size).expand(groups, per_group, 1, size).reshape(heads, 1, size)
-    C = C.float().view(groups, 1, size, 1).expand(groups, per_group, size, 1).reshape(heads, size, 1)
-    state = ssm_state.view(heads, head_dim, size)
-    # read out through the old state, (dA state + dtx B) C = dA (state C) + dtx (B C), so the
-    # update below is one in-place pointwise pass over the state
-    y = dA.view(heads, 1) * torch.bmm(state, C).view(heads, head_dim)
-    y = y + dtx.view(heads, head_dim) * torch.bmm(B.float(), C).view(heads, 1)
-    state.mul_(dA).addcmul_(dtx, B)
-    y = y + x.view(heads, head_dim) * D[:, None]
-    y = y.view(1, -1) * F.silu(gate.float())
-    y = F.rms_norm(y.view(groups, -1), (inter // groups,), eps=eps).view(1, 1, -1)
-    return norm_w * y.to(dtype)
 
 
 # ---- layers (regions: what set_compiled compiles, one graph shared by same-shaped layers) --
@@ -154,7 +101,42 @@ def mamba_run(layers: tuple, convs: tuple, ssms: tuple, h: torch.Tensor, x: torc
     return h, x
 
 
-EAGER = {"mamba_mixer": mamba_mixer, "mlp_tail": mlp_tail, "mamba_layer": mamba_layer, "mamba_run": mamba_run}
+def attention_in(attn: torch.nn.Module, x: torch.Tensor, rope) -> tuple[torch.Tensor, ...]:
+    """The new token's query, key and value [1, heads, 1, head_dim] (rotated when ``rope``
+    is given); ``x`` is the layer's normed input [1, 1, hidden]."""
+    head_dim = attn.head_dim
+    q = attn.q_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
+    v = attn.v_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
+    if rope is not None:
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+    return q, k, v
+
+
+def attention_out(layer: torch.nn.Module, h: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``o_proj`` of the attended heads [1, heads, 1, head_dim], the residual and the
+    post-attention norm: returns (residual, MLP input)."""
+    post = layer.post_attention_layernorm
+    o = layer.self_attn.o_proj(out.transpose(1, 2).reshape(1, 1, -1))
+    return residual_norm(h, o, layer.residual_multiplier, post.weight, post.variance_epsilon)
+
+
+def attention_tail(layer: torch.nn.Module, h: torch.Tensor, out: torch.Tensor, next_w: torch.Tensor,
+                   next_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """An attention layer without routed experts after its attention: ``attention_out`` then
+    the MLP tail."""
+    h, x = attention_out(layer, h, out)
+    return mlp_tail(layer, h, x, None, next_w, next_eps)
+
+
+def head(lm_head: torch.nn.Module, x: torch.Tensor, scaling: float) -> torch.Tensor:
+    """The next-token logits (fp32, 1-D) from the final normed hidden state [1, 1, hidden]."""
+    return (lm_head(x) / scaling)[0, -1].float()
+
+
+EAGER = {"mamba_mixer": mamba_mixer, "mlp_tail": mlp_tail, "mamba_layer": mamba_layer, "mamba_run": mamba_run,
+         "attention_in": attention_in, "attention_out": attention_out, "attention_tail": attention_tail,
+         "head": head}
 _regions = dict(EAGER)
 _warm: set[int] = set()  # signatures whose compiled regions have run with every guard checked
 _signature_ids: dict[tuple, int] = {}  # each distinct signature once, as a small int (hashed per step)
@@ -232,16 +214,11 @@ def _roomy(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
 
 
 def attention_step(attn: torch.nn.Module, cached, x: torch.Tensor, rope) -> torch.Tensor:
-    """Self-attention of one new token over the cached keys/values; ``x`` is [1, 1, hidden]."""
-    head_dim = attn.head_dim
-    q = attn.q_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
-    v = attn.v_proj(x).view(1, 1, -1, head_dim).transpose(1, 2)
-    if rope is not None:
-        q, k = apply_rotary_pos_emb(q, k, *rope)
+    """Self-attention of one new token over the cached keys/values (the heads before
+    ``o_proj``); ``x`` is [1, 1, hidden]."""
+    q, k, v = _regions["attention_in"](attn, x, rope)
     keys, values = append_kv(cached, k, v)
-    out = attend(q, keys, values, attn.scaling)
-    return attn.o_proj(out.transpose(1, 2).reshape(1, 1, -1))
+    return attend(q, keys, values, attn.scaling)
 
 
 def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
@@ -287,9 +264,10 @@ def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor,
             return _regions["mamba_layer"](layer, *states, h, x, next_w, next_eps)
         h, x = _regions["mamba_mixer"](layer, *states, h, x)
     else:
-        post = layer.post_attention_layernorm
-        h, x = residual_norm(h, attention_step(layer.self_attn, cached, x, rope), layer.residual_multiplier,
-                             post.weight, post.variance_epsilon)
+        out = attention_step(layer.self_attn, cached, x, rope)
+        if not layer.has_experts:
+            return _regions["attention_tail"](layer, h, out, next_w, next_eps)
+        h, x = _regions["attention_out"](layer, h, out)
     experts = experts_step(layer.block_sparse_moe, x) if layer.has_experts else None
     return _regions["mlp_tail"](layer, h, x, experts, next_w, next_eps)
 
@@ -388,5 +366,4 @@ def _step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.
                 tuple(norms[i].weight for i in run), tuple(norms[i].variance_epsilon for i in run))
         else:
             h, x = layer_step(layers[start], cache.layers[start], h, x, rope, norms[start])
-    logits = model.lm_head(x) / model.config.logits_scaling
-    return logits[0, -1].float()
+    return _regions["head"](model.lm_head, x, model.config.logits_scaling)

@@ -1,7 +1,8 @@
 """The decode step's regions under ``torch.compile``: same tokens as eager, exact reuse, clean fallback.
 
-Inductor on the tiny MoE hybrid (Mamba mixer + experts regions, attention layers) and the
-tiny dense hybrid (whole Mamba-layer regions), full precision and quantised, must give the
+Inductor on the tiny MoE hybrid (Mamba mixer + experts regions, attention layers), the
+tiny dense hybrid (whole Mamba-layer regions) and the tiny dense transformer (attention
+regions with rotary positions), full precision and quantised, must give the
 eager step's greedy tokens, and a state decoded by the compiled step must match the
 from-scratch forward of the same ids (state reuse stays exact). A backend that fails to
 compile costs one warning and leaves the eager regions in charge, with the same tokens.
@@ -46,7 +47,7 @@ def greedy(model) -> list[int]:
 
 
 @pytest.mark.parametrize("fixture, quant", [("tiny_checkpoint", "none"), ("tiny_checkpoint", "int8"),
-                                            ("tiny_base_checkpoint", "int4")])
+                                            ("tiny_base_checkpoint", "int4"), ("tiny_dense_checkpoint", "int8")])
 def test_inductor_step_gives_the_eager_tokens_and_exact_reuse(request, fixture, quant) -> None:
     model = load_checkpoint(str(request.getfixturevalue(fixture)), "cpu", "float32", quant)[0]
     eager = greedy(model)

@@ -15,8 +15,8 @@ from feldspar.model.generation import new_state, prefill
 from feldspar.model.loader import cpu_flags, load_checkpoint
 from feldspar.model.packs import create_pack, load_pack
 from feldspar.model.quant import (
-    Int4Linear, Int8Linear, QuantExperts, int4_group, int8_dynamic_mm, quant_name, quantize_int4, quantize_int8,
-    quantize_rows, save_quantized,
+    DEQUANT_ROWS, Int4Linear, Int8Linear, QuantExperts, cpu_int4_layout_known, dequantize_int4_cpu, int4_group,
+    int8_dynamic_mm, quant_name, quantize_int4, quantize_int8, quantize_rows, save_quantized, unpack_int4_cpu,
 )
 from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference, logits_from_scratch
 
@@ -156,3 +156,29 @@ def test_int8_rows_are_computed_on_their_own_and_close_to_float():
     assert (out - exact).abs().max() <= 0.02 * exact.abs().max()
     codes, row_scales = quantize_rows(x)
     assert codes.dtype == torch.int8 and codes.abs().max() == 127 and row_scales.shape == (37, 1)
+
+
+@pytest.mark.parametrize("out_features", [64, 48, 176])  # whole 64-row blocks, a tail only, both
+def test_the_cpu_int4_packing_unpacks_to_the_values_packed(out_features):
+    q = torch.randint(0, 16, (out_features, 256), dtype=torch.int32, generator=torch.Generator().manual_seed(1))
+    packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
+    assert cpu_int4_layout_known()
+    assert torch.equal(unpack_int4_cpu(packed, out_features, 256).to(torch.int32), q)
+
+
+def test_a_long_int4_forward_dequantises_to_what_the_int4_kernel_computes():
+    torch.manual_seed(4)
+    layer = Int4Linear.from_weight(torch.randn(176, 256), 128)
+    x = torch.randn(DEQUANT_ROWS + 3, 256)
+    long = layer(x)  # enough rows: one fp32 matmul of the dequantised weight
+    short = torch.cat([layer(x[i:i + 8]) for i in range(0, len(x), 8)])  # few rows: the int4 kernel
+    assert (long - short).abs().max() <= 1e-4 * short.abs().max()
+    weight = dequantize_int4_cpu(layer.weight, layer.scales_zeros, 128, 176, 256)
+    assert torch.allclose(long, x @ weight.t(), atol=1e-4)
+
+
+def test_an_int4_prefill_long_enough_to_dequantise_matches_a_chunked_one(tiny_checkpoint):
+    model = load_checkpoint(str(tiny_checkpoint), "cpu", "float32", "int4")[0]
+    ids = [5 + i % 300 for i in range(DEQUANT_ROWS + 24)]
+    chunked = prefill(model, new_state(model), ids, chunk_size=16)  # every forward under DEQUANT_ROWS
+    assert_matches_scratch(model, ids, chunked, "chunked int4 prefill vs one dequantising forward")
