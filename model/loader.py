@@ -34,14 +34,24 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def _cpuinfo_field(*keys: str) -> str:
+    """The first value of a /proc/cpuinfo field (Linux; "" elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
-    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
-    return frozenset(line.partition(":")[2].split())
+        return ""
+    line = next((ln for ln in text.splitlines() if ln.startswith(keys)), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return frozenset(_cpuinfo_field("flags", "Features").split())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id, e.g. ``GenuineIntel`` or ``AuthenticAMD`` ("" where unknown)."""
+    return _cpuinfo_field("vendor_id")
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -142,3 +142,20 @@ def test_step_does_not_apply_before_prefill(request) -> None:
     assert state.length == 1
     assert_matches_scratch(model, [5], logits, "first token")
     assert decode_step.supports(model, state.cache, state.length)
+
+
+@pytest.mark.parametrize("by_matmuls", [True, False])
+def test_attention_of_one_token_matches_the_fused_kernel_either_way(monkeypatch, by_matmuls: bool) -> None:
+    """fp32 always, and bf16 where ``BMM_ATTENTION_BF16`` says so (AMD CPUs), attend by two
+    matmuls per KV head; both dtypes and both ways give the fused kernel's grouped-query
+    attention over cache tensors that are views into spare room."""
+    monkeypatch.setattr(decode_step, "BMM_ATTENTION_BF16", by_matmuls)
+    torch.manual_seed(0)
+    q = torch.randn(1, 6, 1, 16)
+    room = torch.randn(2, 2, 50, 16)
+    keys, values = room[0:1, :, :40], room[1:2, :, :40]
+    want = torch.nn.functional.scaled_dot_product_attention(q, keys, values, scale=0.25, enable_gqa=True)
+    torch.testing.assert_close(decode_step.attend(q, keys, values, 0.25), want, rtol=1e-5, atol=1e-5)
+    got = decode_step.attend(q.bfloat16(), keys.bfloat16(), values.bfloat16(), 0.25)
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    assert (got.float() - want).abs().max() < 2e-2
