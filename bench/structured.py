@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
+from feldspar.model import loader
 from feldspar.model.loader import Resolved
 from feldspar.model.structure import Structure
 
@@ -56,13 +57,10 @@ class StructuredBenchConfig:
 
 def cpu_flags() -> str:
     """The vector-instruction flags of this CPU (what the timings depend on)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            line = next((l for l in handle if l.startswith("flags")), "")
-    except OSError:
+    flags = loader.cpu_flags()
+    if not flags:  # /proc/cpuinfo unreadable (every Linux CPU lists some flags)
         return "unknown"
-    wanted = [f for f in line.split(":", 1)[-1].split() if f.startswith(("avx", "amx", "fma"))]
-    return " ".join(sorted(set(wanted))) or "none"
+    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))) or "none"
 
 
 def engine_for(preset: str, tiny: bool) -> Engine:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from feldspar.model.loader import NATIVE_BF16_FLAGS, cpu_flags, dtype_choice
+from feldspar.model.loader import NATIVE_BF16_FLAGS, cpu_flags, cpu_info, dtype_choice
 from feldspar.model.quant import quantize
 
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -69,14 +69,8 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def cpu_header() -> dict[str, Any]:
     """The CPU's model name and the flags that decide which kernels are fast."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            name = next((ln.partition(":")[2].strip() for ln in handle if ln.startswith("model name")), "")
-    except OSError:
-        pass
     flags = cpu_flags()
-    return {"cpu": name, "cpu_flags": [f for f in REPORTED_FLAGS if f in flags]}
+    return {"cpu": cpu_info("model name"), "cpu_flags": [f for f in REPORTED_FLAGS if f in flags]}
 
 
 @torch.inference_mode()

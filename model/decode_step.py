@@ -248,7 +248,8 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: flo
     in fp32) read the cache at memory speed: 3x the fused CPU attention kernel at 8K tokens.
     In bf16 the fused kernel is the faster one on an Intel Xeon, and 4x slower than the two
     matmuls on an AMD EPYC (``BMM_ATTENTION_BF16``)."""
-    if q.dtype != torch.float32 and not (BMM_ATTENTION_BF16 and q.dtype == torch.bfloat16 and q.is_cpu):
+    by_matmuls = q.dtype == torch.float32 or (BMM_ATTENTION_BF16 and q.dtype == torch.bfloat16 and q.is_cpu)
+    if not by_matmuls:
         return F.scaled_dot_product_attention(q, keys, values, scale=scale,
                                               enable_gqa=keys.shape[1] != q.shape[1])
     rows = q.view(keys.shape[1], -1, q.shape[-1])
@@ -342,7 +343,7 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
 
 GEMV = True  # compiled regions' one-row matmuls as inductor reductions (see gemv_options)
 # bf16 attention by two matmuls on AMD CPUs: 0.26 vs 0.97 ms per layer at 1K cached tokens, 2.0
-# vs 7.9 at 8K (bf16 int8 h-350m decode at 8K: 81.9 -> 57.1 ms/token); the fused kernel elsewhere
+# vs 7.9 at 8K (bf16 int8 h-350m decode at 8K: 68.1 -> 43.3 ms/token); the fused kernel elsewhere
 BMM_ATTENTION_BF16 = cpu_vendor() == "AuthenticAMD"
 RUN = 4  # Mamba layers per compiled run: ~10 % faster decode than 1, at ~3x the first compile
 

@@ -34,7 +34,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _cpuinfo_field(*keys: str) -> str:
+def cpu_info(*keys: str) -> str:
     """The first value of a /proc/cpuinfo field (Linux; "" elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -46,12 +46,12 @@ def _cpuinfo_field(*keys: str) -> str:
 
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    return frozenset(_cpuinfo_field("flags", "Features").split())
+    return frozenset(cpu_info("flags", "Features").split())
 
 
 def cpu_vendor() -> str:
     """The CPU's vendor id, e.g. ``GenuineIntel`` or ``AuthenticAMD`` ("" where unknown)."""
-    return _cpuinfo_field("vendor_id")
+    return cpu_info("vendor_id")
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
