@@ -200,7 +200,9 @@ class ParserPool:
                 yield worker.key, self._replace_dead(worker)
                 continue
             self._idle.append(worker)
-            yield worker.key, outcome
+            # the limit is strict: an answer read after its deadline counts as timed out, like one
+            # that has not come (the worker answered, so it stays in the pool)
+            yield worker.key, outcome if time.monotonic() < worker.deadline else self._timed_out()
         yield from self._expire_overdue()
 
     def _expire_overdue(self) -> Iterator[tuple[Any, Outcome]]:
@@ -209,7 +211,10 @@ class ParserPool:
             if worker.deadline <= now:
                 del self._busy[conn]
                 worker.kill()
-                yield worker.key, Outcome("failed", reason=f"parsing timed out after {self.timeout_s:g}s")
+                yield worker.key, self._timed_out()
+
+    def _timed_out(self) -> Outcome:
+        return Outcome("failed", reason=f"parsing timed out after {self.timeout_s:g}s")
 
     def _replace_dead(self, worker: _Worker) -> Outcome:
         worker.process.join(5)

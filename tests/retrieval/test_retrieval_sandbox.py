@@ -26,6 +26,14 @@ def test_hanging_parser_times_out_and_the_pool_keeps_working():
     assert results["more"].value == "OK"
 
 
+def test_an_answer_later_than_the_limit_counts_as_timed_out():
+    """The limit is strict: a quick parse answering after a microsecond's limit times out every
+    time, however soon the pool gets to read it (a retry count must not depend on scheduling)."""
+    with ParserPool(workers=2, timeout_s=1e-6) as pool:
+        results = run_all(pool, [(i, hostile.echo, (f"item{i}",)) for i in range(20)])
+    assert {(o.status, o.reason) for o in results.values()} == {("failed", "parsing timed out after 1e-06s")}
+
+
 def test_dying_parser_is_a_failure_not_a_crash():
     with ParserPool(workers=1, timeout_s=30) as pool:
         results = run_all(pool, [("die", hostile.die, ("x",)), ("next", hostile.echo, ("y",))])
