@@ -79,15 +79,18 @@ def runtime_versions() -> dict[str, str]:
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of the architecture config plus samples of a few parameter tensors (dtype-independent)."""
+    """Hash of the architecture config plus samples of a few parameter tensors (dtype-independent)
+    and, in a quantised model, of a few layers' scales (what the integer weights stand for:
+    another quantisation scheme of the same weights is another model)."""
     config = model.config.to_dict()
     for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
         config.pop(volatile, None)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    params = list(model.named_parameters())
-    for name, param in [params[0], params[len(params) // 2], params[-1]]:
-        sample = param.detach().flatten()[:4096].to(device="cpu", dtype=torch.float32)
-        digest.update(name.encode() + sample.numpy().tobytes())
+    scales = [(name, b) for name, b in model.named_buffers() if name.endswith((".scales", ".scales_zeros"))]
+    for tensors in (list(model.named_parameters()), scales):
+        for name, tensor in [tensors[0], tensors[len(tensors) // 2], tensors[-1]] if tensors else []:
+            sample = tensor.detach().flatten()[:4096].to(device="cpu", dtype=torch.float32)
+            digest.update(name.encode() + sample.numpy().tobytes())
     return digest.hexdigest()[:32]
 
 

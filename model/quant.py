@@ -16,10 +16,8 @@ exact, so a token's result does not depend on how many rows share its forward: c
 prefill, decode and a from-scratch forward agree, which state reuse relies on (its error
 against fp32 is in ``feldspar bench engine``'s quality rows). On CUDA an int8 weight is
 dequantised into the matmul. The int4 kernel is fast with bf16 activations and slow with fp32
-ones, so ``loader`` runs quantised models in bf16 where the CPU has it. It is compute-bound,
-so from ``DEQUANT_ROWS`` rows (a prefill chunk) a CPU int4 layer dequantises its weight
-(``dequantize_int4_cpu``, reading ATen's CPU packing, checked once per process) into one fp32
-matmul: 1.3x the kernel at 256 rows, 1.85x at 1,024.
+ones, so ``loader`` runs quantised models in bf16 where the CPU has it; the int4 layers, their
+bf16-exact grid and their dequantised prefill are ``model.int4``'s.
 
 ``save_quantized``/``load_quantized`` write and read a quantised checkpoint directory
 (config, tokenizer, ``quantized.safetensors`` and ``quant.json``) so the conversion is paid
@@ -29,7 +27,6 @@ time onto a meta-device skeleton, so no full-precision weight is ever made. Know
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Callable
@@ -38,16 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feldspar.model.int4 import Int4Linear, int4_group
+
 QUANTS = ("none", "int8", "int4")
-DEQUANT_ROWS = 256  # CPU int4: from this many rows a forward dequantises into an fp32 matmul
-INT4_GROUPS = (128, 64, 32)
 QUANT_FILE, WEIGHTS_FILE = "quant.json", "quantized.safetensors"
 INDEX_FILE = "quantized.safetensors.index.json"  # sharded: see model/layerwise.py
-
-
-def int4_group(in_features: int, wanted: int = 128) -> int | None:
-    """The largest supported group size <= ``wanted`` dividing ``in_features`` (None: none does)."""
-    return next((g for g in INT4_GROUPS if g <= wanted and in_features % g == 0), None)
 
 
 # ---- int8 ----------------------------------------------------------------------------
@@ -100,107 +92,6 @@ class Int8Linear(nn.Module):
             out = int8_dynamic_mm(rows, self.weight, self.scales)
         else:
             out = F.linear(rows, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-
-# ---- int4 ----------------------------------------------------------------------------
-def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric group-wise int4 as ATen's kernels read it: (values 0..15 int32 [N, K],
-    scales_and_zeros [K/group, N, 2]); a weight is (q - 8) * scale + zero."""
-    w = weight.detach().float().reshape(weight.shape[0], -1, group)
-    low, high = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
-    scales = ((high - low) / 15).clamp(min=1e-8)
-    zeros = low + scales * 8
-    q = torch.round((w - low) / scales).clamp(0, 15).to(torch.int32).reshape(weight.shape)
-    scales_zeros = torch.stack([scales.squeeze(-1), zeros.squeeze(-1)], dim=-1).transpose(0, 1).contiguous()
-    return q, scales_zeros
-
-
-def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":  # pragma: no cover - no GPU here
-        packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
-        return torch._convert_weight_to_int4pack(packed.to(device), 8)
-    return torch._convert_weight_to_int4pack_for_cpu(q, 1)
-
-
-def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """The values 0..15 [N, K] (uint8) of a weight packed by ``_convert_weight_to_int4pack_for_cpu``:
-    blocks of 64 output rows store, per input column, rows j and j + 32 as the low and high
-    nibbles of byte j; the last N % 64 rows store rows 2j and 2j + 1 in byte j."""
-    flat, full = packed.reshape(-1), out_features // 64 * 64
-    out = torch.empty(out_features, in_features, dtype=torch.uint8, device=packed.device)
-    if full:
-        block = flat[: full * in_features // 2].view(full // 64, in_features, 32)
-        out[:full].view(full // 64, 64, in_features).copy_(torch.cat([block & 15, block >> 4], -1).transpose(1, 2))
-    if out_features > full:
-        tail = flat[full * in_features // 2:].view(in_features, (out_features - full) // 2)
-        out[full:].copy_(torch.stack([tail & 15, tail >> 4], -1).view(in_features, -1).t())
-    return out
-
-
-@functools.cache
-def cpu_int4_layout_known() -> bool:
-    """Whether this torch packs int4 for CPU as ``unpack_int4_cpu`` reads it (checked once, on a
-    shape with a full block and a tail); if not, int4 layers always use the int4 kernel."""
-    q = torch.randint(0, 16, (112, 256), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
-    try:
-        return bool((unpack_int4_cpu(torch._convert_weight_to_int4pack_for_cpu(q, 1), 112, 256) == q).all())
-    except (RuntimeError, ValueError):
-        return False
-
-
-def dequantize_int4_cpu(packed: torch.Tensor, scales_zeros: torch.Tensor, group: int, out_features: int,
-                        in_features: int) -> torch.Tensor:
-    """An int4 CPU weight as fp32 [N, K]: (q - 8) * scale + zero, group by group."""
-    q = unpack_int4_cpu(packed, out_features, in_features).view(out_features, -1, group)
-    scales, zeros = scales_zeros.float().transpose(0, 1).contiguous().unbind(-1)  # [N, K / group]
-    offsets = zeros - 8 * scales
-    return q.float().mul_(scales[..., None]).add_(offsets[..., None]).view(out_features, in_features)
-
-
-def _int4_shape(out_features: int, in_features: int, device: torch.device | None) -> tuple[int, ...]:
-    if device is not None and torch.device(device).type == "cuda":  # pragma: no cover
-        return (out_features // 8, in_features // 256, 32, 4)
-    return (out_features, in_features // 2)
-
-
-class Int4Linear(nn.Module):
-    """y = x @ W^T + b with W stored as packed int4 groups (scale and zero per group)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, group: int,
-                 device=None) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.group = in_features, out_features, group
-        packed_dtype = torch.int32 if device is not None and torch.device(device).type == "cuda" else torch.uint8
-        self.register_buffer("weight", torch.empty(_int4_shape(out_features, in_features, device),
-                                                   dtype=packed_dtype, device=device))
-        self.register_buffer("scales_zeros", torch.empty(in_features // group, out_features, 2, dtype=dtype,
-                                                         device=device))
-        self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
-
-    @classmethod
-    def from_weight(cls, weight: torch.Tensor, group: int, bias: torch.Tensor | None = None) -> "Int4Linear":
-        module = cls(weight.shape[1], weight.shape[0], bias is not None, weight.dtype, group, weight.device)
-        q, scales_zeros = quantize_int4(weight, group)
-        module.weight = _pack_int4(q.to("cpu") if weight.device.type == "cpu" else q, weight.device)
-        module.scales_zeros.copy_(scales_zeros)
-        if bias is not None:
-            module.bias.copy_(bias.detach())
-        return module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        scales_zeros = self.scales_zeros.to(x.dtype)
-        if x.device.type == "cuda":  # pragma: no cover
-            out = torch._weight_int4pack_mm(rows, self.weight, self.group, scales_zeros)
-        elif rows.shape[0] >= DEQUANT_ROWS and cpu_int4_layout_known():
-            weight = dequantize_int4_cpu(self.weight, self.scales_zeros, self.group, self.out_features,
-                                         self.in_features)
-            out = F.linear(rows.float(), weight).to(x.dtype)
-        else:
-            out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group, scales_zeros)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -12,7 +12,8 @@ from feldspar.model.checkpoint_random import is_random_checkpoint, write_random_
 from feldspar.model.layerwise import load_quantizing, pieces
 from feldspar.model.loader import load_checkpoint
 from feldspar.model.presets import build_random_model
-from feldspar.model.quant import INDEX_FILE, Int4Linear, Int8Linear, QuantExperts
+from feldspar.model.int4 import Int4Linear
+from feldspar.model.quant import INDEX_FILE, Int8Linear, QuantExperts
 
 IDS = list(range(5, 70))
 

@@ -14,9 +14,11 @@ from feldspar.model.errors import StateError
 from feldspar.model.generation import new_state, prefill
 from feldspar.model.loader import cpu_flags, load_checkpoint
 from feldspar.model.packs import create_pack, load_pack
+from feldspar.model.int4 import (
+    DEQUANT_ROWS, Int4Linear, cpu_int4_layout_known, dequantize_int4_cpu, int4_group, quantize_int4, unpack_int4_cpu,
+)
 from feldspar.model.quant import (
-    DEQUANT_ROWS, Int4Linear, Int8Linear, QuantExperts, cpu_int4_layout_known, dequantize_int4_cpu, int4_group,
-    int8_dynamic_mm, quant_name, quantize_int4, quantize_int8, quantize_rows, save_quantized, unpack_int4_cpu,
+    Int8Linear, QuantExperts, int8_dynamic_mm, quant_name, quantize_int8, quantize_rows, save_quantized,
 )
 from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference, logits_from_scratch
 
@@ -135,6 +137,23 @@ def test_a_pack_made_with_one_quantisation_is_refused_by_another(quant_engine, t
     engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", quant=other))
     with pytest.raises(StateError, match=f"made with {quant_name(quant_engine.model)} weights"):
         load_pack(engine, tmp_path / "packs", "p")
+
+
+def test_a_pack_made_with_other_quantised_values_of_the_same_mode_is_refused(quant_engine, tmp_path):
+    documents = [{"doc_id": "a", "title": "a.txt", "text": "Quartz is hard. Feldspar is common."}]
+    create_pack(quant_engine, tmp_path / "packs", "p", documents, [])
+    scales = [b for name, b in quant_engine.model.named_buffers() if name.endswith(("scales", "scales_zeros"))]
+    saved = [b.clone() for b in scales]
+    try:
+        with torch.no_grad():
+            for buffer in scales:
+                buffer.mul_(1.5)  # what another int4 grid (an older Feldspar's) would have stored
+        with pytest.raises(StateError, match="other weights"):
+            load_pack(quant_engine, tmp_path / "packs", "p")
+    finally:
+        with torch.no_grad():
+            for buffer, before in zip(scales, saved):
+                buffer.copy_(before)
 
 
 def test_auto_dtype_and_quant_name_their_reason(tiny_checkpoint):
