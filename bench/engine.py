@@ -271,9 +271,11 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def build_model(cfg: BenchConfig):
+    from feldspar.model.onednn_linear import use_onednn
     from feldspar.model.presets import build_random_model, count_params
 
     model = build_random_model(cfg.preset, tiny=cfg.tiny, dtype=cfg.dtype, seed=cfg.seed)
+    use_onednn(model)  # as model.loader does on CPU
     model.generation_config.pad_token_id = model.config.pad_token_id
     return model, roofline.model_cost(model, count_params(cfg.preset, tiny=cfg.tiny)[1])
 

@@ -1,7 +1,8 @@
 """Measure this machine's matmul FLOP/s and memory bandwidth; count a model's work per token.
 
 The roofline for the engine benchmark: prefill is compute-bound, so its achieved FLOP/s
-(useful FLOPs / seconds) is compared with the best dense matmul this process can reach;
+(useful FLOPs / seconds) is compared with the best dense matmul this process can reach (MKL's,
+or oneDNN's where the engine's fp32 prefill uses it);
 decode is bandwidth-bound, so its achieved bytes/s (weights + state read per token /
 seconds) is compared with the best streaming bandwidth (copy, sum, add).
 
@@ -24,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from feldspar.model import onednn_linear
 from feldspar.model.generation import scan_chunk_for
 
 
@@ -60,12 +62,17 @@ def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 def measure_matmul(dtype: torch.dtype = torch.float32, max_size: int = 4096, repeats: int = 4,
                    target_s: float = 0.3) -> float:
-    """Best square-matmul FLOP/s; the size doubles from 256 until one call takes ``target_s``."""
+    """Best square-matmul FLOP/s; the size doubles from 256 until one call takes ``target_s``.
+    In fp32 where the engine's prefill uses oneDNN (model/onednn_linear.py), the better of
+    ``torch.matmul`` (MKL) and oneDNN's linear."""
+    onednn = dtype == torch.float32 and onednn_linear.ENABLED and onednn_linear.available()
     size, best = 256, 0.0
     while True:
         a = torch.randn(size, size, dtype=dtype)
         b = torch.randn(size, size, dtype=dtype)
         seconds = best_seconds(lambda: torch.matmul(a, b), repeats)
+        if onednn:
+            seconds = min(seconds, best_seconds(lambda: onednn_linear.onednn_linear(a, b, None), repeats))
         best = max(best, 2 * size**3 / seconds)
         if seconds >= target_s or size >= max_size:
             return best

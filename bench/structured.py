@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
-from feldspar.model import loader
+from feldspar.model import cpu
 from feldspar.model.loader import Resolved
 from feldspar.model.structure import Structure
 
@@ -57,7 +57,7 @@ class StructuredBenchConfig:
 
 def cpu_flags() -> str:
     """The vector-instruction flags of this CPU (what the timings depend on)."""
-    flags = loader.cpu_flags()
+    flags = cpu.cpu_flags()
     if not flags:  # /proc/cpuinfo unreadable (every Linux CPU lists some flags)
         return "unknown"
     return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))) or "none"

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from feldspar.model.loader import NATIVE_BF16_FLAGS, cpu_flags, cpu_info, dtype_choice
+from feldspar.model.cpu import cpu_flags, cpu_info
+from feldspar.model.loader import NATIVE_BF16_FLAGS, dtype_choice
 from feldspar.model.quant import quantize
 
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply_rotary_pos_emb
 
-from feldspar.model.loader import cpu_vendor
+from feldspar.model.cpu import cpu_vendor
 from feldspar.model.quant import QuantExperts
 from feldspar.model.step_kernels import residual_norm, rms_norm, ssm_update
 

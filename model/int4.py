@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from feldspar.model.loader import cpu_flags, cpu_vendor
+from feldspar.model.cpu import cpu_flags, cpu_vendor
 
 DEQUANT_ROWS = 256  # CPU int4: from this many rows a forward dequantises into one matmul
 INT4_GROUPS = (128, 64, 32)

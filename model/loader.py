@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from feldspar.model.cpu import cpu_flags
 from feldspar.model.errors import CheckpointError, ModelError, ModelNotFoundError
 from feldspar.model.names import Resolved, offline, resolve  # noqa: F401  (re-exported)
 
@@ -32,26 +33,6 @@ def pick_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("device 'cuda' was requested but no CUDA GPU is available", fix="use_cpu")
     return torch.device(device)
-
-
-def cpu_info(*keys: str) -> str:
-    """The first value of a /proc/cpuinfo field (Linux; "" elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    line = next((ln for ln in text.splitlines() if ln.startswith(keys)), "")
-    return line.partition(":")[2].strip()
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    return frozenset(cpu_info("flags", "Features").split())
-
-
-def cpu_vendor() -> str:
-    """The CPU's vendor id, e.g. ``GenuineIntel`` or ``AuthenticAMD`` ("" where unknown)."""
-    return cpu_info("vendor_id")
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -215,6 +196,7 @@ def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant:
     which dtype and quantisation were chosen and why.
     """
     from feldspar.model import quant as quantization
+    from feldspar.model.onednn_linear import use_onednn
 
     resolved = resolve(name)
     if resolved.local:
@@ -233,6 +215,8 @@ def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant:
         model = _load_quantizing(resolved, torch_device, torch_dtype, mode) if mode != "none" else None
         if model is None:
             model = quantization.quantize(load_model(resolved, torch_device, torch_dtype), mode)
+    if torch_device.type == "cpu":
+        use_onednn(model)  # fp32 prefill matmuls by oneDNN where MKL's are slow (AMD)
     model.feldspar_choice = {"dtype": quantization.float_dtype(model), "dtype_reason": why_dtype,
                                     "quant": mode, "quant_reason": why_quant}
     return model, tokenizer, resolved

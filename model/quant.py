@@ -157,7 +157,7 @@ def _replace_modules(model: nn.Module, make: Callable) -> None:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             replacement = None
-            if type(child) is nn.Linear:
+            if isinstance(child, nn.Linear):  # OneDnnLinear too
                 replacement = make(child.weight, child.bias)
             elif hasattr(child, "gate_up_proj") and hasattr(child, "down_proj") and child.gate_up_proj.dim() == 3:
                 replacement = QuantExperts(child, make)

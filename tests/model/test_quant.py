@@ -12,7 +12,8 @@ from feldspar.model.checkpoint_random import is_random_checkpoint
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
 from feldspar.model.errors import StateError
 from feldspar.model.generation import new_state, prefill
-from feldspar.model.loader import cpu_flags, load_checkpoint
+from feldspar.model.cpu import cpu_flags
+from feldspar.model.loader import load_checkpoint
 from feldspar.model.packs import create_pack, load_pack
 from feldspar.model.int4 import (
     DEQUANT_ROWS, Int4Linear, cpu_int4_layout_known, dequantize_int4_cpu, int4_group, quantize_int4, unpack_int4_cpu,
@@ -28,7 +29,8 @@ IDS = list(range(5, 85))
 def quantised_modules(model: nn.Module) -> tuple[int, int, int]:
     """(plain nn.Linear left, quantised linears, quantised expert blocks)."""
     kinds = [type(m) for m in model.modules()]
-    return kinds.count(nn.Linear), kinds.count(Int8Linear) + kinds.count(Int4Linear), kinds.count(QuantExperts)
+    plain = sum(isinstance(m, nn.Linear) for m in model.modules())
+    return plain, kinds.count(Int8Linear) + kinds.count(Int4Linear), kinds.count(QuantExperts)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_checkpoint", "tiny_dense_checkpoint", "tiny_base_checkpoint"])
@@ -95,7 +97,7 @@ def dequantised(weight: torch.Tensor, mode: str) -> torch.Tensor:
 def with_dequantised_weights(model: nn.Module, mode: str) -> nn.Module:
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.clone())  # untie: embeddings stay full precision
     for module in model.modules():
-        if type(module) is nn.Linear:
+        if isinstance(module, nn.Linear):
             module.weight.copy_(dequantised(module.weight, mode))
         elif hasattr(module, "gate_up_proj") and hasattr(module, "down_proj"):
             for fused in (module.gate_up_proj, module.down_proj):

@@ -1,0 +1,30 @@
+"""What this CPU is: its /proc/cpuinfo fields, feature flags and vendor.
+
+The kernel choices that depend on the machine (bf16 by default, oneDNN fp32 matmuls, bf16 int4
+prefill, attention by matmuls) and the benchmarks' headers read these. Linux only; elsewhere
+every answer is empty. Knows nothing of models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpu_info(*keys: str) -> str:
+    """The first value of a /proc/cpuinfo field (Linux; "" elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    line = next((ln for ln in text.splitlines() if ln.startswith(keys)), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    return frozenset(cpu_info("flags", "Features").split())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id, e.g. ``GenuineIntel`` or ``AuthenticAMD`` ("" where unknown)."""
+    return cpu_info("vendor_id")
