@@ -90,6 +90,20 @@ def compile_choice(setting: str, device: torch.device) -> tuple[bool, str]:
     return True, "auto: CPU with a C++ compiler"
 
 
+def kernel_choice(device: torch.device) -> str:
+    """The machine-dependent CPU kernels the engine uses here, in a few words (measured choices:
+    model/onednn_linear.py, model/int4.py, model/decode_step.py; docs/benchmarks.md)."""
+    if device.type != "cpu":
+        return "CUDA kernels"
+    from feldspar.model import decode_step, int4, onednn_linear
+
+    onednn = onednn_linear.ENABLED and onednn_linear.available()
+    return "; ".join([
+        f"fp32 prefill matmuls by {'oneDNN (AMD CPU, where MKL is slower)' if onednn else 'MKL'}",
+        f"int4 prefill matmuls in {'bf16' if int4.DEQUANT_BF16 else 'fp32'}",
+        f"bf16 decode attention by {'two matmuls' if decode_step.BMM_ATTENTION_BF16 else 'the fused kernel'}"])
+
+
 def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:
     hub_id = resolved.source
     return ModelNotFoundError(
@@ -218,7 +232,7 @@ def load_checkpoint(name: str, device: str = "auto", dtype: str = "auto", quant:
     if torch_device.type == "cpu":
         use_onednn(model)  # fp32 prefill matmuls by oneDNN where MKL's are slow (AMD)
     model.feldspar_choice = {"dtype": quantization.float_dtype(model), "dtype_reason": why_dtype,
-                                    "quant": mode, "quant_reason": why_quant}
+                             "quant": mode, "quant_reason": why_quant, "kernels": kernel_choice(torch_device)}
     return model, tokenizer, resolved
 
 

@@ -28,10 +28,11 @@ def render_catalog(rows: list[dict[str, Any]], configured: str | None = None) ->
 
 
 def choice_line(choice: dict[str, Any]) -> str:
-    """``dtype bfloat16 (why) · weights int8 (why) · compiled decode on (why)``, from what is known."""
+    """``dtype bfloat16 (why) · weights int8 (why) · compiled decode on (why) · kernels``, from what is known."""
     parts = [f"dtype {choice['dtype']} ({choice.get('dtype_reason', '')})" if "dtype" in choice else "",
              f"weights {choice['quant']} ({choice.get('quant_reason', '')})" if "quant" in choice else "",
-             f"compiled decode {choice['compile']} ({choice.get('compile_reason', '')})" if "compile" in choice else ""]
+             f"compiled decode {choice['compile']} ({choice.get('compile_reason', '')})" if "compile" in choice else "",
+             choice.get("kernels", "")]
     return " · ".join(p for p in parts if p)
 
 

@@ -53,14 +53,15 @@ def print_catalog(as_json: bool = False) -> None:
     choice = engine_choice()
     console.print(f"local engine on this machine: {choice['dtype']} ({choice['dtype_reason']}), "
                   f"weights {choice['quant']} ({choice['quant_reason']}), "
-                  f"compiled decode {choice['compile']} ({choice['compile_reason']})", highlight=False)
+                  f"compiled decode {choice['compile']} ({choice['compile_reason']}); {choice['kernels']}",
+                  highlight=False)
 
 
 def engine_choice() -> dict[str, str]:
     """The dtype, quantisation and compilation the local engine would load with under the current
     settings, and why."""
     from feldspar.cli.root import settings_from
-    from feldspar.model.loader import compile_choice, dtype_choice, pick_device, quant_choice
+    from feldspar.model.loader import compile_choice, dtype_choice, kernel_choice, pick_device, quant_choice
 
     settings = settings_from()
     device = pick_device("cpu" if settings.device == "cpu" else "auto")
@@ -69,7 +70,7 @@ def engine_choice() -> dict[str, str]:
     compiled, compile_reason = compile_choice(settings.compile, device)
     return {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
             "quant": quant, "quant_reason": quant_reason, "compile": "on" if compiled else "off",
-            "compile_reason": compile_reason}
+            "compile_reason": compile_reason, "kernels": kernel_choice(device)}
 
 
 def _print_catalog_table(rows: list[dict[str, Any]]) -> None:

@@ -101,6 +101,9 @@ def test_models_says_what_the_local_engine_would_choose_and_why(monkeypatch):
     result = runner.invoke(app, ["models"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "compiled decode off (as configured)" in " ".join(result.stdout.split())
+    from feldspar.model import onednn_linear
+    blas = "oneDNN" if onednn_linear.ENABLED else "MKL"
+    assert f"fp32 prefill matmuls by {blas}" in " ".join(result.stdout.split())  # the machine's kernels too
     monkeypatch.setenv("FELDSPAR_COMPILE", "auto")
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     result = runner.invoke(app, ["models"], terminal_width=200)

@@ -20,7 +20,7 @@ def test_models_page_shows_catalog_loaded_model_and_cache(tiny_checkpoint, make_
     assert int(metrics["context window"].replace(",", "")) == svc.engine().context_window
     assert "RANDOM WEIGHTS" in texts(at)
     assert ("Chosen for this machine: dtype float32 (as configured) · weights none (as configured) · "
-            "compiled decode off (as configured)") in texts(at)
+            "compiled decode off (as configured) · fp32 prefill matmuls by") in texts(at)
     assert metrics["snapshots"] == "0" and metrics["hit rate"] == "–"
     from feldspar.model.engine import GenerationParams
 
