@@ -246,15 +246,17 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: flo
 
     In fp32 two batched matmuls per KV head (the query heads of a group as rows, the softmax
     in fp32) read the cache at memory speed: 3x the fused CPU attention kernel at 8K tokens.
-    In bf16 the fused kernel is the faster one on an Intel Xeon, and 4x slower than the two
-    matmuls on an AMD EPYC (``BMM_ATTENTION_BF16``)."""
+    In bf16 the fused kernel is the faster one on an Intel Xeon; on an AMD EPYC it is 4x slower
+    than the matmuls (``BMM_ATTENTION_BF16``), which there run faster on an fp32 copy of the
+    cache than in bf16 (bf16 batched matmuls of a length that grows every token: 2.0 vs 0.48 ms
+    per layer at 1K)."""
     by_matmuls = q.dtype == torch.float32 or (BMM_ATTENTION_BF16 and q.dtype == torch.bfloat16 and q.is_cpu)
     if not by_matmuls:
         return F.scaled_dot_product_attention(q, keys, values, scale=scale,
                                               enable_gqa=keys.shape[1] != q.shape[1])
-    rows = q.view(keys.shape[1], -1, q.shape[-1])
-    weights = torch.softmax(torch.bmm(rows, keys[0].transpose(1, 2)).float() * scale, dim=-1)
-    return torch.bmm(weights.to(q.dtype), values[0]).view_as(q)
+    rows = q.float().view(keys.shape[1], -1, q.shape[-1])
+    weights = torch.softmax(torch.bmm(rows, keys[0].float().transpose(1, 2)) * scale, dim=-1)
+    return torch.bmm(weights, values[0].float()).view_as(q).to(q.dtype)
 
 
 def experts_step(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -342,8 +344,8 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
 
 
 GEMV = True  # compiled regions' one-row matmuls as inductor reductions (see gemv_options)
-# bf16 attention by two matmuls on AMD CPUs: 0.26 vs 0.97 ms per layer at 1K cached tokens, 2.0
-# vs 7.9 at 8K (bf16 int8 h-350m decode at 8K: 68.1 -> 43.3 ms/token); the fused kernel elsewhere
+# bf16 attention by two (fp32) matmuls on AMD CPUs: 0.26 vs 0.97 ms per layer at 1K cached tokens, 2.0
+# vs 7.9 at 8K (bf16 int8 h-350m decode at 8K: 68.1 -> 43.3 ms/token, fp32 copies 45.8 -> 41.3); fused elsewhere
 BMM_ATTENTION_BF16 = cpu_vendor() == "AuthenticAMD"
 RUN = 4  # Mamba layers per compiled run: ~10 % faster decode than 1, at ~3x the first compile
 
