@@ -56,7 +56,8 @@ def decide(service, engine, collection: str, share: float, answer_tokens: int) -
 def ensure_pack(engine, packs_dir, name: str, read, progress=None, tools: list[dict] | None = None) -> None:
     """Make the collection's pack unless an up-to-date one for this model and these tools exists."""
     from feldspar.model.errors import StateError
-    from feldspar.model.packs import check_compatible, create_pack, read_meta, tools_digest
+    from feldspar.model.pack_identity import check_compatible
+    from feldspar.model.packs import create_pack, read_meta, tools_digest
 
     try:
         meta = read_meta(packs_dir, name)

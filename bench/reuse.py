@@ -113,7 +113,8 @@ def context_row(model, length: int, cfg: ReuseBenchConfig, log: Log) -> dict[str
 
 def pack_reload(model, snapshot, context, follow, cfg: ReuseBenchConfig, log: Log) -> dict[str, Any]:
     """Write the state as a pack file, then time: verified read + insert + follow-up TTFT."""
-    from feldspar.model.packs import file_sha256, ids_sha256, read_state_file, write_state_file
+    from feldspar.model.pack_identity import file_sha256, ids_sha256
+    from feldspar.model.packs import read_state_file, write_state_file
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.safetensors"

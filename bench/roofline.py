@@ -65,7 +65,7 @@ def measure_matmul(dtype: torch.dtype = torch.float32, max_size: int = 4096, rep
     """Best square-matmul FLOP/s; the size doubles from 256 until one call takes ``target_s``.
     In fp32 where the engine's prefill uses oneDNN (model/onednn_linear.py), the better of
     ``torch.matmul`` (MKL) and oneDNN's linear."""
-    onednn = dtype == torch.float32 and onednn_linear.ENABLED and onednn_linear.available()
+    onednn = dtype == torch.float32 and onednn_linear.in_use()
     size, best = 256, 0.0
     while True:
         a = torch.randn(size, size, dtype=dtype)

@@ -7,16 +7,22 @@ every answer is empty. Knows nothing of models.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
+
+@functools.cache
+def _cpuinfo_lines() -> tuple[str, ...]:
+    """/proc/cpuinfo's lines, read once per process (several modules ask at import)."""
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines())
+    except OSError:
+        return ()
 
 
 def cpu_info(*keys: str) -> str:
     """The first value of a /proc/cpuinfo field (Linux; "" elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    line = next((ln for ln in text.splitlines() if ln.startswith(keys)), "")
+    line = next((ln for ln in _cpuinfo_lines() if ln.startswith(keys)), "")
     return line.partition(":")[2].strip()
 
 

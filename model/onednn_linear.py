@@ -2,7 +2,7 @@
 
 Contract: ``use_onednn(model)`` turns every plain ``nn.Linear`` of ``model`` into a
 ``OneDnnLinear`` in place (the same parameters, the same module tree, still an ``nn.Linear``)
-when ``ENABLED`` and ``available()``; returns how many. Its forward computes ``F.linear``;
+when ``in_use()`` (``ENABLED`` and ``available()``); returns how many. Its forward computes ``F.linear``;
 an fp32 CPU input of at least ``ROWS`` rows (a prefill chunk) goes to oneDNN's linear kernel,
 ``torch.ops.mkldnn._linear_pointwise``, the one inductor emits for CPU linears, which torch
 bundles. Fewer rows (decode, and the one-row matmuls compiled decode regions turn into
@@ -49,6 +49,11 @@ def available() -> bool:
     return out.shape == (2, ROWS, 80) and torch.allclose(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
+def in_use() -> bool:
+    """Whether fp32 prefill matmuls go to oneDNN on this machine (the one place that decides)."""
+    return ENABLED and available()
+
+
 class OneDnnLinear(nn.Linear):
     """``nn.Linear`` whose fp32 CPU forwards of at least ``ROWS`` rows run on oneDNN."""
 
@@ -60,7 +65,7 @@ class OneDnnLinear(nn.Linear):
 
 def use_onednn(model: nn.Module) -> int:
     """Make ``model``'s plain ``nn.Linear`` layers ``OneDnnLinear`` (where enabled and available)."""
-    if not (ENABLED and available()):
+    if not in_use():
         return 0
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     for module in linears:

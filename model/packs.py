@@ -11,7 +11,8 @@ shares that prefix; loading a pack inserts its snapshot, pinned, into the engine
 Packs are written to a temporary directory and renamed into place, so a pack is either
 complete or absent. Loading checks compatibility before reading the state, then the
 file hash, then every tensor's shape: a pack from another model, dtype, quantisation or torch /
-transformers major.minor, or a truncated or corrupt file, is refused whole.
+transformers major.minor, or a truncated or corrupt file, is refused whole (what a state was
+made with, and that check, are ``model.pack_identity``'s).
 
 Knows the engine's public surface (model, tokenizer, render/encode, options, states) and
 files; nothing of the CLI.
@@ -34,6 +35,9 @@ import torch
 
 from feldspar.model.control_tokens import ControlGuard
 from feldspar.model.errors import PromptError, StateError
+from feldspar.model.pack_identity import (
+    check_compatible, dtype_name, file_sha256, ids_sha256, runtime_versions, weights_fingerprint,
+)
 from feldspar.model.quant import quant_name
 from feldspar.model.snapshot import Snapshot, check_shapes, from_tensors, layer_kinds, take_snapshot, to_tensors
 from feldspar.model.state_source import FreshState, Progress
@@ -57,7 +61,7 @@ class LoadedPack:
     load_s: float
 
 
-# ---- names, fingerprints, versions ----------------------------------------------------
+# ---- names ------------------------------------------------------------------------------
 def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name or ""):
         raise StateError(f"invalid pack name {name!r}: use letters, digits, '.', '_' or '-' (max 64), starting with a letter or digit")
@@ -66,45 +70,6 @@ def check_name(name: str) -> str:
 
 def pack_dir(packs_dir: Path, name: str) -> Path:
     return Path(packs_dir) / check_name(name)
-
-
-def major_minor(version: str) -> str:
-    return ".".join(version.split("+")[0].split(".")[:2])
-
-
-def runtime_versions() -> dict[str, str]:
-    import transformers
-
-    return {"torch": major_minor(torch.__version__), "transformers": major_minor(transformers.__version__)}
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of the architecture config plus samples of a few parameter tensors (dtype-independent)
-    and, in a quantised model, of a few layers' scales (what the integer weights stand for:
-    another quantisation scheme of the same weights is another model)."""
-    config = model.config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
-        config.pop(volatile, None)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    scales = [(name, b) for name, b in model.named_buffers() if name.endswith((".scales", ".scales_zeros"))]
-    for tensors in (list(model.named_parameters()), scales):
-        for name, tensor in [tensors[0], tensors[len(tensors) // 2], tensors[-1]] if tensors else []:
-            sample = tensor.detach().flatten()[:4096].to(device="cpu", dtype=torch.float32)
-            digest.update(name.encode() + sample.numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
-def dtype_name(model: torch.nn.Module) -> str:
-    return str(next(model.parameters()).dtype).removeprefix("torch.")
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def ids_sha256(ids: Sequence[int]) -> str:
-    return hashlib.sha256(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes()).hexdigest()
 
 
 # ---- prompts -----------------------------------------------------------------------------
@@ -313,25 +278,6 @@ def remove_pack(packs_dir: Path, name: str) -> None:
 
 
 # ---- load --------------------------------------------------------------------------------
-def check_compatible(meta: dict[str, Any], engine) -> None:
-    """Refuse a pack made with another model, dtype, quantisation or torch/transformers major.minor."""
-    name = meta.get("name", "?")
-    if meta.get("dtype") != dtype_name(engine.model):
-        raise StateError(f"pack {name!r} was made in {meta.get('dtype')} but the model runs in {dtype_name(engine.model)}",
-                         fix="pack_dtype", dtype=meta.get("dtype"))
-    made_with, runs = meta.get("quant", "none"), quant_name(engine.model)
-    if made_with != runs:
-        raise StateError(f"pack {name!r} was made with {made_with} weights but the model runs {runs} weights",
-                         fix="pack_quant", quant=made_with)
-    for lib, version in runtime_versions().items():
-        if meta.get(lib) != version:
-            raise StateError(f"pack {name!r} was made with {lib} {meta.get(lib)}, this is {lib} {version}",
-                             fix="recreate_pack", name=name)
-    if meta.get("fingerprint") != weights_fingerprint(engine.model):
-        raise StateError(f"pack {name!r} was made with model {meta.get('model')!r} (other weights); "
-                         f"it cannot be used with {engine.name!r}", fix="pack_model", model_source=meta.get("model_source"))
-
-
 def load_pack(engine, packs_dir: Path, name: str) -> LoadedPack:
     """Read and verify a pack for ``engine``; nothing is half-loaded on any error."""
     started = time.perf_counter()

@@ -21,8 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from feldspar.model.pack_identity import check_compatible
 from feldspar.model.packs import (
-    META_FILE, STATE_FILE, check_compatible, pack_dir, read_meta, read_state_file, state_metadata, write_atomically,
+    META_FILE, STATE_FILE, pack_dir, read_meta, read_state_file, state_metadata, write_atomically,
 )
 
 
