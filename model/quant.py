@@ -11,7 +11,8 @@ tensor-core layout; int8 dequantises into the matmul). On CPU an int8 layer quan
 to symmetric int8 with its own scale, and ``torch._int_mm`` (oneDNN; VNNI where the CPU has
 it) multiplies int8 by int8 into exact int32, scaled back by row and channel: the scheme of
 llama.cpp's Q8_0 dot products, three times the weight-only kernel's speed at batch 1 here and
-faster than a bf16 matmul in prefill. Every row is computed on its own and the integer sums are
+faster than a bf16 matmul in prefill; a one-row product (decode) goes to ``model.int8_gemv``'s
+kernel where it is ready, which gives ``_int_mm``'s integers at the memory's speed. Every row is computed on its own and the integer sums are
 exact, so a token's result does not depend on how many rows share its forward: chunked
 prefill, decode and a from-scratch forward agree, which state reuse relies on (its error
 against fp32 is in ``feldspar bench engine``'s quality rows). On CUDA an int8 weight is
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feldspar.model import int8_gemv
 from feldspar.model.int4 import Int4Linear, int4_group
 
 QUANTS = ("none", "int8", "int4")
@@ -62,7 +64,8 @@ def int8_dynamic_mm(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor)
     """``x @ (weight * scales)^T`` with ``x`` [M, K] quantised per row: int8 x int8 -> int32, scaled
     back by row and channel, in x's dtype."""
     xq, row_scales = quantize_rows(x)
-    return (torch._int_mm(xq, weight.t()) * (row_scales * scales.float())).to(x.dtype)
+    product = int8_gemv.gemv(xq, weight) if int8_gemv.READY and x.shape[0] == 1 else torch._int_mm(xq, weight.t())
+    return (product * (row_scales * scales.float())).to(x.dtype)
 
 
 class Int8Linear(nn.Module):
@@ -139,7 +142,14 @@ def quantize(model: nn.Module, mode: str, group_size: int = 128) -> nn.Module:
         return model
     quantize_children(model, mode, group_size)
     model.feldspar_quant = {"mode": mode, "group_size": group_size}
+    _prepare_kernels(model)
     return model
+
+
+def _prepare_kernels(model: nn.Module) -> None:
+    """Build or load the one-row int8 kernel when the model has int8 layers on the CPU."""
+    if any(isinstance(m, Int8Linear) and m.weight.device.type == "cpu" for m in model.modules()):
+        int8_gemv.prepare()
 
 
 def quantize_children(module: nn.Module, mode: str, group_size: int = 128) -> None:
@@ -234,6 +244,7 @@ def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
             raise ValueError(f"quantised checkpoint has unknown tensors: {', '.join(unexpected[:3])}")
     rebuild_nonpersistent(skeleton, device)
     skeleton.feldspar_quant = {"mode": spec["mode"], "group_size": spec["group_size"]}
+    _prepare_kernels(skeleton)
     return skeleton.eval()
 
 

@@ -104,6 +104,8 @@ def test_models_says_what_the_local_engine_would_choose_and_why(monkeypatch):
     from feldspar.model import onednn_linear
     blas = "oneDNN" if onednn_linear.ENABLED else "MKL"
     assert f"fp32 prefill matmuls by {blas}" in " ".join(result.stdout.split())  # the machine's kernels too
+    from feldspar.model import int8_gemv
+    assert int8_gemv.describe() in " ".join(result.stdout.split())
     monkeypatch.setenv("FELDSPAR_COMPILE", "auto")
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     result = runner.invoke(app, ["models"], terminal_width=200)

@@ -1,0 +1,137 @@
+"""The one-row int8 matmul of a decode step: Feldspar's AVX-512 VNNI kernel, built on this machine.
+
+Contract: ``prepare()`` makes ``torch.ops.feldspar.int8_gemv(x, w)`` (x int8 [1, K], w int8
+[N, K] -> int32 [1, N], exactly ``torch._int_mm(x, w.t())``) usable and sets ``READY``; it
+returns whether it is. ``quant.int8_dynamic_mm`` sends one-row products there when ``READY``
+and everything else to ``torch._int_mm``. ``prepare`` builds model/csrc/int8_gemv.cpp once
+per machine and torch version with torch's extension builder (g++ and ninja, which inductor's
+compiled decode needs too) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
+~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s), checks the
+op against integer matmuls, and registers its shape function so compiled decode regions can
+call it. Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
+check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
+
+Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
+AMD EPYC measured, where two threads read memory at ~30; a decode step is ~140 such products.
+This kernel reads each weight row once, front to back, and measured 29-33 GB/s on h-350m's
+shapes there (docs/benchmarks.md). No maintained library has it: FBGEMM's one-row product
+streams 20 GB/s but costs ~25 us of fixed work a call. Knows torch only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from feldspar.model.cpu import cpu_flags
+
+SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
+NAME = "feldspar_int8_gemv"
+FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
+ENV = "FELDSPAR_INT8_GEMV"
+READY = False
+
+
+def wanted() -> bool:
+    """The CPU has the instructions and the user has not turned the kernel off."""
+    off = os.environ.get(ENV, "").strip().lower() in {"0", "off", "false", "no"}
+    return not off and {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags()
+
+
+def describe() -> str:
+    """What does this machine's one-row int8 products, in a few words (builds nothing)."""
+    if not {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags():
+        return "int8 decode matmuls by ATen's _int_mm (no AVX-512 VNNI for Feldspar's kernel)"
+    if not wanted():
+        return f"int8 decode matmuls by ATen's _int_mm (Feldspar's kernel turned off by {ENV})"
+    if _loaded.cache_info().currsize and not READY:
+        return "int8 decode matmuls by ATen's _int_mm (Feldspar's kernel failed to build here)"
+    return "int8 decode matmuls by Feldspar's AVX-512 VNNI kernel (built once per machine)"
+
+
+def build_directory() -> Path:
+    """Where the built library lives: per torch version, beside torch's own extensions."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    return root / "feldspar" / f"torch-{torch.__version__}"
+
+
+def prepare() -> bool:
+    """Build (once per machine), load and check the kernel; returns ``READY``."""
+    global READY
+    READY = wanted() and _loaded()
+    return READY
+
+
+@functools.cache
+def _loaded() -> bool:
+    try:
+        _build_and_load()
+        _register_fake()
+        _check()
+    except Exception as exc:  # noqa: BLE001 - any failure means the maintained kernel does it all
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warnings.warn(f"int8 decode kernel not used ({first[:200]}); torch._int_mm does every int8 matmul",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _registered() -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("feldspar::int8_gemv", "CPU")
+    except RuntimeError:  # no such operator yet
+        return False
+
+
+def _build_and_load() -> None:
+    from torch.utils import cpp_extension
+
+    if _registered():  # loaded already in this process (the op namespace is process-wide)
+        return
+    _put_ninja_on_path()
+    out = build_directory()
+    out.mkdir(parents=True, exist_ok=True)
+    if not any(out.glob(f"{NAME}*.so")):
+        print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
+    cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                       build_directory=str(out), is_python_module=False, verbose=False)
+
+
+def _put_ninja_on_path() -> None:
+    """torch's builder runs ``ninja``; the locked ``ninja`` package ships one inside the venv."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    bin_dir = str(ninja.BIN_DIR)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _register_fake() -> None:
+    """The output's shape for tracing (torch.compile's fake tensors)."""
+    def int8_gemv_shape(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.int32)
+
+    torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
+
+
+def _check() -> None:
+    """Exact against the integer matmul, -128 and a K that is no multiple of 64 included."""
+    gen = torch.Generator().manual_seed(0)
+    for n, k in ((70, 200), (33, 768)):
+        x = torch.randint(-128, 128, (1, k), dtype=torch.int8, generator=gen)
+        w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+        x[0, 0], w[0, 0] = -128, -128
+        if not torch.equal(torch.ops.feldspar.int8_gemv(x, w), x.int() @ w.int().t()):
+            raise RuntimeError("int8_gemv disagrees with the integer matmul")
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``torch._int_mm(x, weight.t())`` for one row ``x`` [1, K] by the kernel (``READY`` only)."""
+    return torch.ops.feldspar.int8_gemv(x, weight)
