@@ -4,9 +4,10 @@ Contract: ``prepare()`` makes ``torch.ops.feldspar.int8_gemv(x, w)`` (x int8 [1,
 [N, K] -> int32 [1, N], exactly ``torch._int_mm(x, w.t())``) usable and sets ``READY``; it
 returns whether it is. ``quant.int8_dynamic_mm`` sends one-row products there when ``READY``
 and everything else to ``torch._int_mm``. ``prepare`` builds model/csrc/int8_gemv.cpp once
-per machine and torch version with torch's extension builder (g++ and ninja, which inductor's
-compiled decode needs too) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
-~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s), checks the
+per machine and torch version with torch's extension builder (g++, which inductor's compiled
+decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
+~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
+killed build left is cleared after ten minutes), checks the
 op against integer matmuls, and registers its shape function so compiled decode regions can
 call it. Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
 check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +36,7 @@ SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
+STALE_LOCK_S = 600  # a build takes under a minute: a lock this old was left by a killed one
 READY = False
 
 
@@ -96,10 +99,23 @@ def _build_and_load() -> None:
     _put_ninja_on_path()
     out = build_directory()
     out.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(out)
     if not any(out.glob(f"{NAME}*.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
     cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                        build_directory=str(out), is_python_module=False, verbose=False)
+
+
+def clear_stale_lock(out: Path, older_than_s: float = STALE_LOCK_S) -> bool:
+    """Remove the builder's lock file when a killed build left it (torch would wait on it forever)."""
+    lock = out / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > older_than_s:
+            lock.unlink()
+            return True
+    except FileNotFoundError:
+        pass
+    return False
 
 
 def _put_ninja_on_path() -> None:

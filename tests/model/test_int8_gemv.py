@@ -119,3 +119,13 @@ def test_a_failed_build_warns_once_and_leaves_int_mm_in_charge(ready, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "fell back" in done.stdout, done.stderr[-2000:]
     assert "building the int8 decode kernel" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_fresh_one_kept(tmp_path):
+    lock = tmp_path / "lock"
+    lock.write_text("", encoding="utf-8")
+    assert int8_gemv.clear_stale_lock(tmp_path) is False and lock.exists()  # a build may be running
+    old = time.time() - int8_gemv.STALE_LOCK_S - 5
+    os.utime(lock, (old, old))
+    assert int8_gemv.clear_stale_lock(tmp_path) is True and not lock.exists()
+    assert int8_gemv.clear_stale_lock(tmp_path) is False  # nothing there: nothing to do
