@@ -7,9 +7,8 @@ and everything else to ``torch._int_mm``. ``prepare`` builds model/csrc/int8_gem
 per machine and torch version with torch's extension builder (g++, which inductor's compiled
 decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
 ~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
-killed build left is cleared after ten minutes), checks the
-op against integer matmuls, and registers its shape function so compiled decode regions can
-call it. Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
+killed build left is cleared after ten minutes), checks the op against integer matmuls, and
+registers its shape function so compiled decode regions can call it. Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
 check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
@@ -36,6 +35,7 @@ SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
+INSTRUCTIONS = frozenset({"avx512f", "avx512bw", "avx512_vnni"})  # what the kernel is compiled for
 STALE_LOCK_S = 600  # a build takes under a minute: a lock this old was left by a killed one
 READY = False
 
@@ -43,16 +43,16 @@ READY = False
 def wanted() -> bool:
     """The CPU has the instructions and the user has not turned the kernel off."""
     off = os.environ.get(ENV, "").strip().lower() in {"0", "off", "false", "no"}
-    return not off and {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags()
+    return not off and INSTRUCTIONS <= cpu_flags()
 
 
 def describe() -> str:
     """What does this machine's one-row int8 products, in a few words (builds nothing)."""
-    if not {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags():
+    if not INSTRUCTIONS <= cpu_flags():
         return "int8 decode matmuls by ATen's _int_mm (no AVX-512 VNNI for Feldspar's kernel)"
     if not wanted():
         return f"int8 decode matmuls by ATen's _int_mm (Feldspar's kernel turned off by {ENV})"
-    if _loaded.cache_info().currsize and not READY:
+    if _loaded.cache_info().currsize and not READY:  # prepare() ran, and the build or check failed
         return "int8 decode matmuls by ATen's _int_mm (Feldspar's kernel failed to build here)"
     return "int8 decode matmuls by Feldspar's AVX-512 VNNI kernel (built once per machine)"
 

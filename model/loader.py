@@ -99,7 +99,8 @@ def kernel_choice(device: torch.device) -> str:
 
     return "; ".join([
         f"fp32 prefill matmuls by {'oneDNN (AMD CPU, where MKL is slower)' if onednn_linear.in_use() else 'MKL'}",
-        f"int4 prefill matmuls in {'bf16' if int4.DEQUANT_BF16 else 'fp32'}", int8_gemv.describe(),
+        f"int4 prefill matmuls in {'bf16' if int4.DEQUANT_BF16 else 'fp32'}",
+        int8_gemv.describe(),
         f"bf16 decode attention by {'two matmuls' if decode_step.BMM_ATTENTION_BF16 else 'the fused kernel'}"])
 
 

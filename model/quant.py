@@ -12,9 +12,9 @@ to symmetric int8 with its own scale, and ``torch._int_mm`` (oneDNN; VNNI where 
 it) multiplies int8 by int8 into exact int32, scaled back by row and channel: the scheme of
 llama.cpp's Q8_0 dot products, three times the weight-only kernel's speed at batch 1 here and
 faster than a bf16 matmul in prefill; a one-row product (decode) goes to ``model.int8_gemv``'s
-kernel where it is ready, which gives ``_int_mm``'s integers at the memory's speed. Every row is computed on its own and the integer sums are
-exact, so a token's result does not depend on how many rows share its forward: chunked
-prefill, decode and a from-scratch forward agree, which state reuse relies on (its error
+kernel where it is ready, which gives ``_int_mm``'s integers at the memory's speed. Every row
+is computed on its own and the integer sums are exact, so a token's result does not depend
+on how many rows share its forward: chunked prefill, decode and a from-scratch forward agree, which state reuse relies on (its error
 against fp32 is in ``feldspar bench engine``'s quality rows). On CUDA an int8 weight is
 dequantised into the matmul. The int4 kernel is fast with bf16 activations and slow with fp32
 ones, so ``loader`` runs quantised models in bf16 where the CPU has it; the int4 layers, their
