@@ -226,7 +226,7 @@ def load_quantizing(path: Path, device: torch.device, dtype: torch.dtype, mode: 
         if on_piece is not None:
             on_piece(prefix, model)
     quantization.rebuild_nonpersistent(model, device)
-    model.feldspar_quant = {"mode": mode, "group_size": group_size}
+    quantization.mark_quantized(model, mode, group_size)
     return model.eval()
 
 

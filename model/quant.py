@@ -141,13 +141,14 @@ def quantize(model: nn.Module, mode: str, group_size: int = 128) -> nn.Module:
     if mode == "none":
         return model
     quantize_children(model, mode, group_size)
-    model.feldspar_quant = {"mode": mode, "group_size": group_size}
-    _prepare_kernels(model)
+    mark_quantized(model, mode, group_size)
     return model
 
 
-def _prepare_kernels(model: nn.Module) -> None:
-    """Build or load the one-row int8 kernel when the model has int8 layers on the CPU."""
+def mark_quantized(model: nn.Module, mode: str, group_size: int) -> None:
+    """Record how ``model`` is quantised and get its kernels ready (every way a quantised model
+    is made ends here): the one-row int8 kernel when it has int8 layers on the CPU."""
+    model.feldspar_quant = {"mode": mode, "group_size": group_size}
     if any(isinstance(m, Int8Linear) and m.weight.device.type == "cpu" for m in model.modules()):
         int8_gemv.prepare()
 
@@ -243,8 +244,7 @@ def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
         if unexpected:
             raise ValueError(f"quantised checkpoint has unknown tensors: {', '.join(unexpected[:3])}")
     rebuild_nonpersistent(skeleton, device)
-    skeleton.feldspar_quant = {"mode": spec["mode"], "group_size": spec["group_size"]}
-    _prepare_kernels(skeleton)
+    mark_quantized(skeleton, spec["mode"], spec["group_size"])
     return skeleton.eval()
 
 

@@ -130,3 +130,17 @@ def test_a_lock_left_by_a_killed_build_is_cleared_and_a_fresh_one_kept(tmp_path)
     os.utime(lock, (old, old))
     assert int8_gemv.clear_stale_lock(tmp_path) is True and not lock.exists()
     assert int8_gemv.clear_stale_lock(tmp_path) is False  # nothing there: nothing to do
+
+
+def test_every_way_of_loading_an_int8_model_gets_the_kernel_ready(tiny_checkpoint, tmp_path, monkeypatch):
+    from feldspar.model.loader import load_checkpoint
+    from feldspar.model.quant import save_quantized
+
+    monkeypatch.delenv(int8_gemv.ENV, raising=False)
+    prepared = []
+    real = int8_gemv.prepare
+    monkeypatch.setattr(int8_gemv, "prepare", lambda: prepared.append(1) or real())
+    model, tokenizer, _ = load_checkpoint(str(tiny_checkpoint), "cpu", "float32", "int8")  # piece by piece
+    save_quantized(model, tokenizer, tmp_path / "saved")
+    load_checkpoint(str(tmp_path / "saved"), "cpu", "auto", "auto")  # a saved quantised checkpoint
+    assert len(prepared) == 2 and int8_gemv.READY is VNNI
