@@ -11,7 +11,9 @@ than ``GRID_COST`` times (groups far from zero, which the grid must reach) is st
 (checkpoints saved before it are not; packs tell the two apart by the scales they hash).
 
 ``Int4Linear`` multiplies by ``torch._weight_int4pack_mm_for_cpu`` (CUDA:
-``torch._weight_int4pack_mm``). That kernel is compute-bound, so from ``DEQUANT_ROWS`` rows (a
+``torch._weight_int4pack_mm``); a bf16 one-row product (decode) by ``model.int4_gemv``'s kernel
+where it is ready (the same products, summed in another order). ATen's kernel is compute-bound,
+so from ``DEQUANT_ROWS`` rows (a
 prefill chunk) a CPU layer dequantises its weight (``dequantize_int4_cpu``, reading ATen's CPU
 packing, checked once per process) into one matmul: fp32 (1.3x the kernel at 256 rows, 1.85x at
 1,024 on an Intel Xeon), or, on CPUs where bf16 matmuls are the fast ones (``DEQUANT_BF16``: AMD
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feldspar.model import int4_gemv
 from feldspar.model.cpu import cpu_flags, cpu_vendor
 
 DEQUANT_ROWS = 256  # CPU int4: from this many rows a forward dequantises into one matmul
@@ -176,6 +179,8 @@ class Int4Linear(nn.Module):
         scales_zeros = self.scales_zeros.to(x.dtype)
         if x.device.type == "cuda":  # pragma: no cover
             out = torch._weight_int4pack_mm(rows, self.weight, self.group, scales_zeros)
+        elif rows.shape[0] == 1 and int4_gemv.READY and x.dtype == torch.bfloat16:
+            out = int4_gemv.gemv(rows, self.weight, scales_zeros, self.group)
         elif rows.shape[0] >= DEQUANT_ROWS and cpu_int4_layout_known():
             bf16 = x.dtype == torch.bfloat16 and DEQUANT_BF16 and on_bf16_grid(self.scales_zeros)
             weight = dequantize_int4_cpu(self.weight, self.scales_zeros, self.group, self.out_features,

@@ -8,7 +8,8 @@ per machine and torch version with torch's extension builder (g++, which inducto
 decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
 ~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
-registers its shape function so compiled decode regions can call it. Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
+registers its shape function so compiled decode regions can call it. The same library holds
+the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``). Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
 check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
@@ -32,6 +33,7 @@ import torch
 from feldspar.model.cpu import cpu_flags
 
 SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
+INT4_SOURCE = SOURCE.with_name("int4_gemv.cpp")  # its own CPU features by function attributes
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
@@ -102,7 +104,7 @@ def _build_and_load() -> None:
     clear_stale_lock(out)
     if not any(out.glob(f"{NAME}*.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
-    cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+    cpp_extension.load(NAME, [str(SOURCE), str(INT4_SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                        build_directory=str(out), is_python_module=False, verbose=False)
 
 
@@ -130,11 +132,15 @@ def _put_ninja_on_path() -> None:
 
 
 def _register_fake() -> None:
-    """The output's shape for tracing (torch.compile's fake tensors)."""
+    """The outputs' shapes for tracing (torch.compile's fake tensors)."""
     def int8_gemv_shape(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.int32)
 
+    def int4_gemv_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], scales_zeros.shape[1]))
+
     torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
+    torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
 
 
 def _check() -> None:

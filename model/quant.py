@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from feldspar.model import int8_gemv
+from feldspar.model import int4_gemv, int8_gemv
 from feldspar.model.int4 import Int4Linear, int4_group
 
 QUANTS = ("none", "int8", "int4")
@@ -147,10 +147,14 @@ def quantize(model: nn.Module, mode: str, group_size: int = 128) -> nn.Module:
 
 def mark_quantized(model: nn.Module, mode: str, group_size: int) -> None:
     """Record how ``model`` is quantised and get its kernels ready (every way a quantised model
-    is made ends here): the one-row int8 kernel when it has int8 layers on the CPU."""
+    is made ends here): the one-row int8 and int4 kernels when it has such layers on the CPU."""
     model.feldspar_quant = {"mode": mode, "group_size": group_size}
-    if any(isinstance(m, Int8Linear) and m.weight.device.type == "cpu" for m in model.modules()):
+    kinds = {type(m) for m in model.modules()
+             if isinstance(m, (Int8Linear, Int4Linear)) and m.weight.device.type == "cpu"}
+    if Int8Linear in kinds:
         int8_gemv.prepare()
+    if Int4Linear in kinds:
+        int4_gemv.prepare()
 
 
 def quantize_children(module: nn.Module, mode: str, group_size: int = 128) -> None:

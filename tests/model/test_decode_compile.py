@@ -135,3 +135,14 @@ def test_one_row_float_matmuls_compile_to_inductor_reductions(dtype) -> None:
     generated = "\n".join(code)
     assert "extern_kernels.mm" not in generated and "extern_kernels.addmm" not in generated
     torch.testing.assert_close(out, decode_step.head(lm_head, x, 2.0), rtol=1e-2, atol=1e-2)
+
+
+def test_inductor_step_of_a_bf16_int4_model_gives_the_eager_tokens(tiny_base_checkpoint) -> None:
+    """bf16 int4 decode rows go to Feldspar's int4 kernel (model/int4_gemv.py) where the CPU has
+    it, inside the compiled regions too: the same greedy tokens as the eager step."""
+    model = load_checkpoint(str(tiny_base_checkpoint), "cpu", "bfloat16", "int4")[0]
+    eager = greedy(model)
+    decode_step.set_compiled(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert greedy(model) == eager
