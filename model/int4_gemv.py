@@ -72,13 +72,15 @@ def _passes_check() -> bool:
 
 def _check() -> None:
     """Within a bf16 rounding of ATen's kernel, on a shape with full 64-row blocks and a tail."""
-    from feldspar.model.int4 import Int4Linear
-
     gen = torch.Generator().manual_seed(0)
-    layer = Int4Linear.from_weight(torch.randn(176, 256, generator=gen).bfloat16() * 0.02, 64)
+    group, codes = 64, torch.randint(0, 16, (176, 256), generator=gen, dtype=torch.int32)
+    weight = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+    scales = (torch.rand(256 // group, 176, generator=gen) * 0.01 + 1e-3)
+    zeros = torch.randn(256 // group, 176, generator=gen) * 0.01
+    scales_zeros = torch.stack([scales, zeros], dim=-1).bfloat16()
     x = torch.randn(1, 256, generator=gen).bfloat16()
-    expected = torch._weight_int4pack_mm_for_cpu(x, layer.weight, layer.group, layer.scales_zeros).float()
-    got = gemv(x, layer.weight, layer.scales_zeros, layer.group).float()
+    expected = torch._weight_int4pack_mm_for_cpu(x, weight, group, scales_zeros).float()
+    got = gemv(x, weight, scales_zeros, group).float()
     if not torch.allclose(got, expected, rtol=2 ** -7, atol=1e-6 + 2 ** -7 * expected.abs().max().item()):
         raise RuntimeError("int4_gemv disagrees with ATen's int4 kernel")
 
