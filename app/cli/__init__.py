@@ -19,7 +19,7 @@ from feldspar.errors import user_error_types, user_message
 
 COMMAND_MODULES = (
     "feldspar.cli.models", "feldspar.cli.generate", "feldspar.cli.chat", "feldspar.cli.retrieval", "feldspar.cli.packs",
-    "feldspar.cli.bench", "feldspar.cli.bench_memory", "feldspar.cli.demo", "feldspar.cli.agent", "feldspar.cli.tools",
+    "feldspar.cli.bench", "feldspar.cli.bench_memory", "feldspar.cli.bench_gpu", "feldspar.cli.demo", "feldspar.cli.agent", "feldspar.cli.tools",
     "feldspar.cli.summarize",
     "feldspar.cli.ui",
     "feldspar.cli.batch",
