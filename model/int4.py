@@ -11,7 +11,10 @@ than ``GRID_COST`` times (groups far from zero, which the grid must reach) is st
 (checkpoints saved before it are not; packs tell the two apart by the scales they hash).
 
 ``Int4Linear`` multiplies by ``torch._weight_int4pack_mm_for_cpu`` (CUDA:
-``torch._weight_int4pack_mm``); a bf16 one-row product (decode) by ``model.int4_gemv``'s kernel
+``torch._weight_int4pack_mm`` on its own tiles, where K is a multiple of ``CUDA_K_TILE``; a
+layer with another K keeps the CPU packing there and is dequantised per call). Checkpoints
+always hold the CPU packing (``portable_weight``; ``codes_by_kernel`` reads any layout back
+through the device's kernel), and ``to_device_layout`` repacks a loaded layer for CUDA. A bf16 one-row product (decode) by ``model.int4_gemv``'s kernel
 where it is ready (the same products, summed in another order). ATen's kernel is compute-bound,
 so from ``DEQUANT_ROWS`` rows (a
 prefill chunk) a CPU layer dequantises its weight (``dequantize_int4_cpu``, reading ATen's CPU
@@ -33,6 +36,8 @@ from torch import nn
 from feldspar.model import int4_gemv
 from feldspar.model.cpu import cpu_flags, cpu_vendor
 
+CUDA_INNER_K_TILES = 8  # torch._convert_weight_to_int4pack: [N / 8, K / (tiles * 16), 32, tiles / 2] int32
+CUDA_K_TILE = CUDA_INNER_K_TILES * 16  # CUDA's kernel takes K in multiples of this; other layers stay portable
 DEQUANT_ROWS = 256  # CPU int4: from this many rows a forward dequantises into one matmul
 INT4_GROUPS = (128, 64, 32)
 GRID_COST = 1.15  # the bf16 grid's RMS error may be this many times plain int4's (measured ~1.05)
@@ -97,10 +102,23 @@ def on_bf16_grid(scales_zeros: torch.Tensor) -> bool:
 
 
 def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":  # pragma: no cover - no GPU here
+    """Codes [N, K] packed for ``device``: CUDA's tiles where its kernel takes K, else the CPU
+    packing (the portable one, which checkpoints hold), on ``device``."""
+    if device.type == "cuda" and q.shape[1] % CUDA_K_TILE == 0:
         packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
-        return torch._convert_weight_to_int4pack(packed.to(device), 8)
-    return torch._convert_weight_to_int4pack_for_cpu(q, 1)
+        return torch._convert_weight_to_int4pack(packed.to(device), CUDA_INNER_K_TILES)
+    return torch._convert_weight_to_int4pack_for_cpu(q.to("cpu", torch.int32), 1).to(device)
+
+
+def codes_by_kernel(weight: torch.Tensor, group: int, out_features: int, in_features: int) -> torch.Tensor:
+    """The codes 0..15 [N, K] (int32) of a packed weight in any layout, read through the device's
+    own int4 kernel: with every scale 1 and zero 8 each weight is its code, and the identity as
+    input returns W^T (exact: bf16 holds 0..15)."""
+    eye = torch.eye(in_features, dtype=torch.bfloat16, device=weight.device)
+    scales_zeros = torch.ones(in_features // group, out_features, 2, dtype=torch.bfloat16, device=weight.device)
+    scales_zeros[..., 1] = 8
+    mm = torch._weight_int4pack_mm if weight.is_cuda else torch._weight_int4pack_mm_for_cpu
+    return mm(eye, weight, group, scales_zeros).t().round().to(torch.int32)
 
 
 def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
@@ -145,8 +163,8 @@ def dequantize_int4_cpu(packed: torch.Tensor, scales_zeros: torch.Tensor, group:
 
 
 def _int4_shape(out_features: int, in_features: int, device: torch.device | None) -> tuple[int, ...]:
-    if device is not None and torch.device(device).type == "cuda":  # pragma: no cover
-        return (out_features // 8, in_features // 256, 32, 4)
+    if device is not None and torch.device(device).type == "cuda" and in_features % CUDA_K_TILE == 0:
+        return (out_features // 8, in_features // CUDA_K_TILE, 32, CUDA_INNER_K_TILES // 2)
     return (out_features, in_features // 2)
 
 
@@ -157,9 +175,9 @@ class Int4Linear(nn.Module):
                  device=None) -> None:
         super().__init__()
         self.in_features, self.out_features, self.group = in_features, out_features, group
-        packed_dtype = torch.int32 if device is not None and torch.device(device).type == "cuda" else torch.uint8
-        self.register_buffer("weight", torch.empty(_int4_shape(out_features, in_features, device),
-                                                   dtype=packed_dtype, device=device))
+        shape = _int4_shape(out_features, in_features, device)
+        self.register_buffer("weight", torch.empty(shape, dtype=torch.int32 if len(shape) == 4 else torch.uint8,
+                                                   device=device))
         self.register_buffer("scales_zeros", torch.empty(in_features // group, out_features, 2, dtype=dtype,
                                                          device=device))
         self.register_buffer("bias", torch.empty(out_features, dtype=dtype, device=device) if bias else None)
@@ -168,17 +186,34 @@ class Int4Linear(nn.Module):
     def from_weight(cls, weight: torch.Tensor, group: int, bias: torch.Tensor | None = None) -> "Int4Linear":
         module = cls(weight.shape[1], weight.shape[0], bias is not None, weight.dtype, group, weight.device)
         q, scales_zeros = quantize_int4(weight, group)
-        module.weight = _pack_int4(q.to("cpu") if weight.device.type == "cpu" else q, weight.device)
+        module.weight = _pack_int4(q, weight.device)
         module.scales_zeros.copy_(scales_zeros)
         if bias is not None:
             module.bias.copy_(bias.detach())
         return module
 
+    def portable_weight(self) -> torch.Tensor:
+        """The weight in the CPU packing (what checkpoints hold), on this layer's device."""
+        if self.weight.dim() == 2:
+            return self.weight
+        codes = codes_by_kernel(self.weight, self.group, self.out_features, self.in_features)
+        return _pack_int4(codes, torch.device("cpu")).to(self.weight.device)
+
+    def to_device_layout(self) -> None:
+        """After loading a checkpoint (CPU packing) onto CUDA: repack for CUDA's kernel where it takes K."""
+        if self.weight.is_cuda and self.weight.dim() == 2 and self.in_features % CUDA_K_TILE == 0:
+            codes = unpack_int4_cpu(self.weight, self.out_features, self.in_features)
+            self.weight = _pack_int4(codes.to(torch.int32), self.weight.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         scales_zeros = self.scales_zeros.to(x.dtype)
-        if x.device.type == "cuda":  # pragma: no cover
+        if x.device.type == "cuda" and self.weight.dim() == 4:  # pragma: no cover - no GPU here
             out = torch._weight_int4pack_mm(rows, self.weight, self.group, scales_zeros)
+        elif x.device.type == "cuda":  # pragma: no cover - a K CUDA's kernel does not take
+            weight = dequantize_int4_cpu(self.weight, self.scales_zeros, self.group, self.out_features,
+                                         self.in_features)
+            out = F.linear(rows, weight.to(x.dtype))
         elif rows.shape[0] == 1 and int4_gemv.READY and x.dtype == torch.bfloat16:
             out = int4_gemv.gemv(rows, self.weight, scales_zeros, self.group)
         elif rows.shape[0] >= DEQUANT_ROWS and cpu_int4_layout_known():

@@ -201,6 +201,9 @@ def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    for name, module in model.named_modules():  # int4 in the CPU packing, whichever device made it
+        if isinstance(module, Int4Linear):
+            tensors[f"{name}.weight"] = module.portable_weight().contiguous().cpu()
     seen: dict[int, str] = {}
     for name in list(tensors):  # tied weights: safetensors stores one tensor per storage
         ptr = tensors[name].untyped_storage().data_ptr()
@@ -248,6 +251,9 @@ def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
         if unexpected:
             raise ValueError(f"quantised checkpoint has unknown tensors: {', '.join(unexpected[:3])}")
     rebuild_nonpersistent(skeleton, device)
+    for module in skeleton.modules():
+        if isinstance(module, Int4Linear):
+            module.to_device_layout()
     mark_quantized(skeleton, spec["mode"], spec["group_size"])
     return skeleton.eval()
 
