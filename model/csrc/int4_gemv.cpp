@@ -25,6 +25,11 @@
 
 namespace {
 
+// Bytes ahead of the stream to prefetch: the hardware prefetchers stop at each 4 KB page, and the
+// streams of a decode step are short (a layer is ~0.3-1.6 MB); 4 KB ahead measured 1.14-1.19x
+// over none (2-16 KB: 1.14-1.19x; h-350m's 137 products, out of cache, 2 threads).
+constexpr int64_t kPrefetch = 4096;
+
 inline float bf16_to_float(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;
@@ -65,6 +70,7 @@ FELDSPAR_BF16 void full_block(const Problem& p, int64_t b) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t k = g * p.G; k < (g + 1) * p.G; k += 2) {
       const __m512i v = _mm512_loadu_si512(block + k * 32);  // columns k and k + 1
+      _mm_prefetch(reinterpret_cast<const char*>(block + k * 32 + kPrefetch), _MM_HINT_T0);
       int32_t xpair;
       std::memcpy(&xpair, p.x + k, 4);
       const __m512bh xs = (__m512bh)_mm512_set1_epi32(xpair);

@@ -14,6 +14,11 @@
 
 namespace {
 
+// Bytes ahead of the stream to prefetch (rows are contiguous, so this runs into the next rows):
+// the hardware prefetchers stop at each 4 KB page; measured 1.10x over none on h-350m's 137
+// products out of cache, 2 threads (2 KB: 1.08x, 8 KB: 1.10x).
+constexpr int64_t kPrefetch = 4096;
+
 inline __mmask64 tail_mask(int64_t left) { return left >= 64 ? ~0ULL : ((1ULL << left) - 1); }
 
 void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
@@ -24,6 +29,8 @@ void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n
     int64_t k = 0;
     for (; k + 128 <= K; k += 128) {
       const __m512i w0 = _mm512_loadu_si512(row + k), w1 = _mm512_loadu_si512(row + k + 64);
+      _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch + 64), _MM_HINT_T0);
       a0 = _mm512_dpbusd_epi32(a0, _mm512_xor_si512(_mm512_loadu_si512(x + k), flip), w0);
       a1 = _mm512_dpbusd_epi32(a1, _mm512_xor_si512(_mm512_loadu_si512(x + k + 64), flip), w1);
       s0 = _mm512_dpbusd_epi32(s0, ones, w0);
