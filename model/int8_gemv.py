@@ -9,7 +9,8 @@ decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspa
 ~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
 registers its shape function so compiled decode regions can call it. The same library holds
-the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``). Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
+the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``) and the bf16
+decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
 check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
@@ -34,6 +35,7 @@ from feldspar.model.cpu import cpu_flags
 
 SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
 INT4_SOURCE = SOURCE.with_name("int4_gemv.cpp")  # its own CPU features by function attributes
+ATTEND_SOURCE = SOURCE.with_name("attend_bf16.cpp")  # likewise
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
@@ -104,7 +106,7 @@ def _build_and_load() -> None:
     clear_stale_lock(out)
     if not any(out.glob(f"{NAME}*.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
-    cpp_extension.load(NAME, [str(SOURCE), str(INT4_SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+    cpp_extension.load(NAME, [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                        build_directory=str(out), is_python_module=False, verbose=False)
 
 

@@ -1,0 +1,105 @@
+// feldspar::attend_bf16(q bf16 [1, H, 1, D], keys bf16 [1, KV, n, D], values bf16 [1, KV, n, D],
+// scale) -> bf16 [1, H, 1, D]: one query token's softmax attention over a bf16 cache, the query
+// heads of a group sharing a KV head (H a multiple of KV), as fp32 maths on the bf16 numbers:
+// scores q . k (AVX-512 BF16's vdpbf16ps: exact products, fp32 sums) times ``scale``, an fp32
+// softmax (ATen's), then sum_t p_t v_t in fp32, rounded once to bf16. Keys and values may be
+// views with any strides between tokens and heads (the decode step's cache with room behind
+// it) as long as each token's D numbers are contiguous. Reads the cache once, in bf16, where
+// converting it to fp32 first would write and read it twice more. Threads split the KV heads.
+// Compiled for AVX-512 BF16 by function attributes only; the caller checks the CPU.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_softmax.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+#include <immintrin.h>
+
+#include <vector>
+
+#define FELDSPAR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+namespace {
+
+constexpr int64_t kMaxD = 256;
+
+inline __mmask32 words(int64_t left) { return left >= 32 ? ~0U : ((1U << left) - 1); }
+
+// scores[r, t] = scale * q_r . k_t for the ``rep`` query rows of one KV head.
+FELDSPAR_BF16 void head_scores(const uint16_t* q, int64_t rep, const uint16_t* k, int64_t n, int64_t tstride,
+                               int64_t D, float scale, float* scores) {
+  for (int64_t t = 0; t < n; ++t) {
+    const uint16_t* key = k + t * tstride;
+    for (int64_t r = 0; r < rep; ++r) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; d += 32) {
+        const __mmask32 m = words(D - d);
+        const __m512bh kv = (__m512bh)_mm512_maskz_loadu_epi16(m, key + d);
+        const __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(m, q + r * D + d);
+        acc = _mm512_dpbf16_ps(acc, kv, qv);
+      }
+      scores[r * n + t] = scale * _mm512_reduce_add_ps(acc);
+    }
+  }
+}
+
+// out[r, :] = sum_t p[r, t] * v_t, rounded to bf16.
+FELDSPAR_BF16 void head_values(const float* p, int64_t rep, const uint16_t* v, int64_t n, int64_t tstride,
+                               int64_t D, uint16_t* out) {
+  std::vector<float> acc(rep * D, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    const uint16_t* value = v + t * tstride;
+    for (int64_t d = 0; d < D; d += 16) {
+      const __mmask16 m = static_cast<__mmask16>(words(D - d));
+      const __m512 vf = _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, value + d)), 16));
+      for (int64_t r = 0; r < rep; ++r) {
+        float* a = acc.data() + r * D + d;
+        _mm512_mask_storeu_ps(a, m, _mm512_fmadd_ps(_mm512_set1_ps(p[r * n + t]), vf, _mm512_maskz_loadu_ps(m, a)));
+      }
+    }
+  }
+  for (int64_t i = 0; i < rep * D; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(words(rep * D - i));
+    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, acc.data() + i)));
+  }
+}
+
+at::Tensor attend_bf16(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, double scale) {
+  TORCH_CHECK(q.dim() == 4 && q.size(0) == 1 && q.size(2) == 1 && q.scalar_type() == at::kBFloat16,
+              "attend_bf16: q must be bf16 [1, H, 1, D]");
+  TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.sizes() == values.sizes() &&
+              keys.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16,
+              "attend_bf16: keys and values must be bf16 [1, KV, n, D] of one shape");
+  const int64_t H = q.size(1), D = q.size(3), KV = keys.size(1), n = keys.size(2);
+  TORCH_CHECK(keys.size(3) == D && D <= kMaxD && n > 0 && H % KV == 0, "attend_bf16: shapes do not agree");
+  TORCH_CHECK(keys.stride(3) == 1 && values.stride(3) == 1, "attend_bf16: each token's numbers must be contiguous");
+  TORCH_CHECK(q.device().is_cpu() && keys.device().is_cpu() && values.device().is_cpu(), "attend_bf16: CPU only");
+  const at::Tensor qc = q.contiguous();
+  const int64_t rep = H / KV;
+  at::Tensor scores = at::empty({H, n}, q.options().dtype(at::kFloat));
+  const uint16_t* qp = reinterpret_cast<const uint16_t*>(qc.const_data_ptr<at::BFloat16>());
+  const uint16_t* kp = reinterpret_cast<const uint16_t*>(keys.const_data_ptr<at::BFloat16>());
+  const uint16_t* vp = reinterpret_cast<const uint16_t*>(values.const_data_ptr<at::BFloat16>());
+  float* sp = scores.mutable_data_ptr<float>();
+  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      head_scores(qp + g * rep * D, rep, kp + g * keys.stride(1), n, keys.stride(2), D, static_cast<float>(scale),
+                  sp + g * rep * n);
+  });
+  const at::Tensor p = at::_softmax(scores, -1, false);
+  const float* pp = p.const_data_ptr<float>();
+  at::Tensor out = at::empty({1, H, 1, D}, q.options());
+  uint16_t* op = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<at::BFloat16>());
+  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      head_values(pp + g * rep * n, rep, vp + g * values.stride(1), n, values.stride(2), D, op + g * rep * D);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(feldspar, m) {
+  m.def("attend_bf16(Tensor q, Tensor keys, Tensor values, float scale) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("attend_bf16", &attend_bf16); }
