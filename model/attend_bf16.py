@@ -37,6 +37,15 @@ def wanted() -> bool:
     return not off and INSTRUCTIONS <= cpu_flags()
 
 
+def describe() -> str:
+    """Where the decode step attends over a bf16 cache by matmuls, what does it (builds nothing)."""
+    if not INSTRUCTIONS <= cpu_flags():
+        return "fp32 matmuls over copies of the cache (no AVX-512 BF16 for Feldspar's kernel)"
+    if not wanted():
+        return f"fp32 matmuls over copies of the cache (Feldspar's kernel turned off by {ENV})"
+    return "Feldspar's AVX-512 BF16 kernel on the bf16 cache"
+
+
 def ready() -> bool:
     """Whether ``attend`` may be called (builds and checks on the first call that wants it)."""
     return wanted() and _loaded()
