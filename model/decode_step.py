@@ -251,7 +251,7 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: flo
     than the matmuls (``BMM_ATTENTION_BF16``), which there run faster on an fp32 copy of the
     cache than in bf16 (bf16 batched matmuls of a length that grows every token: 2.0 vs 0.48 ms
     per layer at 1K); where ``model.attend_bf16``'s kernel is ready it does those sums on the
-    bf16 cache itself (1.9-2.1x the matmuls at 1-4K cached tokens, 3.2-3.3x at 16K)."""
+    bf16 cache itself (1.9-2.3x the matmuls at 1-16K cached tokens, caches out of the CPU cache)."""
     by_matmuls = q.dtype == torch.float32 or (BMM_ATTENTION_BF16 and q.dtype == torch.bfloat16 and q.is_cpu)
     if not by_matmuls:
         return F.scaled_dot_product_attention(q, keys, values, scale=scale,

@@ -21,6 +21,7 @@
 namespace {
 
 constexpr int64_t kMaxD = 256;
+constexpr int64_t kAhead = 32;  // tokens ahead to prefetch (the hardware prefetchers stop at pages)
 
 inline __mmask32 words(int64_t left) { return left >= 32 ? ~0U : ((1U << left) - 1); }
 
@@ -29,6 +30,8 @@ FELDSPAR_BF16 void head_scores(const uint16_t* q, int64_t rep, const uint16_t* k
                                int64_t D, float scale, float* scores) {
   for (int64_t t = 0; t < n; ++t) {
     const uint16_t* key = k + t * tstride;
+    _mm_prefetch(reinterpret_cast<const char*>(key + kAhead * tstride), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(key + kAhead * tstride) + 64, _MM_HINT_T0);
     for (int64_t r = 0; r < rep; ++r) {
       __m512 acc = _mm512_setzero_ps();
       for (int64_t d = 0; d < D; d += 32) {
@@ -48,6 +51,8 @@ FELDSPAR_BF16 void head_values(const float* p, int64_t rep, const uint16_t* v, i
   std::vector<float> acc(rep * D, 0.0f);
   for (int64_t t = 0; t < n; ++t) {
     const uint16_t* value = v + t * tstride;
+    _mm_prefetch(reinterpret_cast<const char*>(value + kAhead * tstride), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(value + kAhead * tstride) + 64, _MM_HINT_T0);
     for (int64_t d = 0; d < D; d += 16) {
       const __mmask16 m = static_cast<__mmask16>(words(D - d));
       const __m512 vf = _mm512_castsi512_ps(_mm512_slli_epi32(
