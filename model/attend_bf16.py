@@ -19,7 +19,6 @@ attention. Knows torch only.
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 
 import torch
@@ -33,8 +32,7 @@ INSTRUCTIONS = int8_gemv.INSTRUCTIONS | {"avx512_bf16"}
 
 def wanted() -> bool:
     """The CPU has the instructions and the user has not turned the kernel off."""
-    off = os.environ.get(ENV, "").strip().lower() in {"0", "off", "false", "no"}
-    return not off and INSTRUCTIONS <= cpu_flags()
+    return int8_gemv.enabled(ENV, INSTRUCTIONS)
 
 
 def describe() -> str:

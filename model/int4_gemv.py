@@ -19,7 +19,6 @@ shapes (1.5-2.1x; docs/benchmarks.md). Knows torch only.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
@@ -35,8 +34,7 @@ _checked: dict[str, bool] = {}
 
 def wanted() -> bool:
     """The CPU has the instructions and the user has not turned the kernel off."""
-    off = os.environ.get(ENV, "").strip().lower() in {"0", "off", "false", "no"}
-    return not off and INSTRUCTIONS <= cpu_flags()
+    return int8_gemv.enabled(ENV, INSTRUCTIONS)
 
 
 def describe() -> str:

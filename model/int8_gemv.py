@@ -44,10 +44,15 @@ STALE_LOCK_S = 600  # a build takes under a minute: a lock this old was left by 
 READY = False
 
 
+def enabled(env: str, instructions: frozenset[str]) -> bool:
+    """The CPU has ``instructions`` and the switch ``env`` is not off (0, off, false, no)."""
+    off = os.environ.get(env, "").strip().lower() in {"0", "off", "false", "no"}
+    return not off and instructions <= cpu_flags()
+
+
 def wanted() -> bool:
     """The CPU has the instructions and the user has not turned the kernel off."""
-    off = os.environ.get(ENV, "").strip().lower() in {"0", "off", "false", "no"}
-    return not off and INSTRUCTIONS <= cpu_flags()
+    return enabled(ENV, INSTRUCTIONS)
 
 
 def describe() -> str:
