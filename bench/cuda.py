@@ -28,9 +28,11 @@ from typing import Any, Callable
 
 import torch
 
+from feldspar.bench.engine import best_of, compiled_step, decode_step_mode, feldspar_prefill, random_ids
+from feldspar.bench.variants import all_logits, weight_bytes
 from feldspar.model import decode_step
-from feldspar.model.generation import ModelState, decode_one, new_state, prefill
-from feldspar.model.quant import quantize
+from feldspar.model.generation import ModelState, decode_one, prefill
+from feldspar.model.quant import load_quantized, quantize, save_quantized
 
 KERNEL_MODULES = {"mamba_ssm": "mamba_ssm.ops.triton.ssd_combined", "causal_conv1d": "causal_conv1d"}
 Log = Callable[[str], None]
@@ -74,25 +76,16 @@ def sync() -> None:
 
 
 def best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(fastest seconds, last result) of ``repeats`` synchronised calls after one untimed call."""
-    result = fn()
-    fastest = float("inf")
-    for _ in range(max(repeats, 1)):
+    """``engine.best_of`` of ``fn`` fenced by ``sync`` on both sides, after one untimed call."""
+    def fenced():
         sync()
-        started = time.perf_counter()
         result = fn()
         sync()
-        fastest = min(fastest, time.perf_counter() - started)
-    return fastest, result
+        return result
 
-
-def ids_of(count: int, vocab: int, seed: int) -> list[int]:
-    return torch.randint(0, vocab, (count,), generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def run_prefill(model, ids: list[int], chunk: int) -> tuple[ModelState, torch.Tensor]:
-    state = new_state(model)
-    return state, prefill(model, state, ids, chunk)
+    fn()
+    sync()  # the untimed call's device work stays out of the first timing
+    return best_of(fenced, repeats)
 
 
 def greedy(model, prepared: tuple[ModelState, torch.Tensor], steps: int) -> list[int]:
@@ -108,8 +101,6 @@ def greedy(model, prepared: tuple[ModelState, torch.Tensor], steps: int) -> list
 
 def decode_rows(model, prepared, cfg: GpuConfig) -> list[dict[str, Any]]:
     """Decode tok/s of the fused step (eager, and compiled when asked) and of transformers' forward."""
-    from feldspar.bench.engine import compiled_step, decode_step_mode
-
     rows = []
     for way, mode, compiled in [("fused step", "fast", False), ("transformers forward", "ref", False)] + \
             ([("fused step, compiled", "fast", True)] if cfg.compile else []):
@@ -126,13 +117,11 @@ def decode_rows(model, prepared, cfg: GpuConfig) -> list[dict[str, Any]]:
 
 def exactness(model, cfg: GpuConfig) -> dict[str, Any]:
     """Reuse against recompute, and the fused step's tokens against transformers' forward."""
-    from feldspar.bench.engine import decode_step_mode
-
-    ids = ids_of(600, model.config.vocab_size, cfg.seed + 3)
-    state, _ = run_prefill(model, ids[:400], cfg.chunk_size)
+    ids = random_ids(600, model.config.vocab_size, cfg.seed + 3)
+    state, _ = feldspar_prefill(model, ids[:400], cfg.chunk_size)
     reused = prefill(model, state, ids[400:], cfg.chunk_size).float()
-    _, fresh = run_prefill(model, ids, cfg.chunk_size)
-    prepared = run_prefill(model, ids[:64], cfg.chunk_size)
+    _, fresh = feldspar_prefill(model, ids, cfg.chunk_size)
+    prepared = feldspar_prefill(model, ids[:64], cfg.chunk_size)
     tokens = {}
     for mode in ("fast", "ref"):
         with decode_step_mode(mode):
@@ -147,18 +136,10 @@ def round_trip(model, quality_ids: list[int]) -> float:
     """Max logit difference between ``model`` and its save_quantized/load_quantized copy on its device."""
     import tempfile
 
-    from feldspar.model.quant import load_quantized, save_quantized
-
     with tempfile.TemporaryDirectory() as folder:
         save_quantized(model, None, folder)
         loaded = load_quantized(folder, next(model.parameters()).device)
     return round((all_logits(loaded, quality_ids) - all_logits(model, quality_ids)).abs().max().item(), 6)
-
-
-@torch.inference_mode()
-def all_logits(model, ids: list[int]) -> torch.Tensor:
-    tensor = torch.tensor([ids], device=next(model.parameters()).device)
-    return model(input_ids=tensor, use_cache=False).logits[0].float()
 
 
 def variant_report(model, quant: str, reference: torch.Tensor, quality_ids: list[int], cfg: GpuConfig,
@@ -167,7 +148,8 @@ def variant_report(model, quant: str, reference: torch.Tensor, quality_ids: list
     rows, prepared = [], None
     for n in sorted(cfg.prefill_lengths):
         log(f"{quant}: prefill {n}")
-        seconds, result = best(lambda: run_prefill(model, ids_of(n, vocab, cfg.seed), cfg.chunk_size), cfg.repeats)
+        ids = random_ids(n, vocab, cfg.seed)  # drawn outside the timing
+        seconds, result = best(lambda: feldspar_prefill(model, ids, cfg.chunk_size), cfg.repeats)
         rows.append({"row": f"prefill {n}", "way": "feldspar", "tokens": n, "seconds": round(seconds, 4),
                      "tokens_per_s": round(n / seconds, 1)})
         prepared = prepared or result
@@ -180,7 +162,7 @@ def variant_report(model, quant: str, reference: torch.Tensor, quality_ids: list
     return {"quant": quant, "rows": rows, **exactness(model, cfg), **saved,
             "max_logit_diff_vs_bf16": round(diff.max().item(), 4),
             "greedy_agreement_vs_bf16": round((logits.argmax(-1) == reference.argmax(-1)).float().mean().item(), 4),
-            "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])}
+            "weight_bytes": weight_bytes(model)}
 
 
 def run_gpu_bench(cfg: GpuConfig, log: Log | None = None,
@@ -194,7 +176,7 @@ def run_gpu_bench(cfg: GpuConfig, log: Log | None = None,
     found = kernels()
     log(f"building random {cfg.preset} on {dev} in bf16 (kernels: {found})")
     base = build_random_model(cfg.preset, tiny=cfg.tiny, device=str(dev), dtype="bfloat16", seed=cfg.seed)
-    quality_ids = ids_of(cfg.quality_tokens, base.config.vocab_size, cfg.seed + 7)
+    quality_ids = random_ids(cfg.quality_tokens, base.config.vocab_size, cfg.seed + 7)
     reference = all_logits(base, quality_ids)
     variants: list[dict[str, Any]] = []
     report = {"config": asdict(cfg), "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",

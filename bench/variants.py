@@ -76,7 +76,7 @@ def cpu_header() -> dict[str, Any]:
 
 @torch.inference_mode()
 def all_logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
-    out = model(input_ids=torch.tensor([ids]), use_cache=False)
+    out = model(input_ids=torch.tensor([ids], device=next(model.parameters()).device), use_cache=False)
     return out.logits[0].float()
 
 

@@ -26,8 +26,10 @@ def cpu_info(*keys: str) -> str:
     return line.partition(":")[2].strip()
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere), once per process: the
+    decode step's kernel switches ask every token."""
     return frozenset(cpu_info("flags", "Features").split())
 
 

@@ -10,8 +10,9 @@ decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspa
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
 registers its shape function so compiled decode regions can call it. The same library holds
 the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``) and the bf16
-decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). Where the CPU lacks AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the
-check fails, ``READY`` stays False (one warning line) and ``_int_mm`` does everything.
+decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). Where the CPU lacks
+AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays
+False (one warning line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
 AMD EPYC measured, where two threads read memory at ~30; a decode step is ~140 such products.
@@ -111,8 +112,9 @@ def _build_and_load() -> None:
     clear_stale_lock(out)
     if not any(out.glob(f"{NAME}*.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
-    cpp_extension.load(NAME, [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-                       build_directory=str(out), is_python_module=False, verbose=False)
+    sources = [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)]
+    cpp_extension.load(NAME, sources, extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(out),
+                       is_python_module=False, verbose=False)
 
 
 def clear_stale_lock(out: Path, older_than_s: float = STALE_LOCK_S) -> bool:
