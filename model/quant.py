@@ -200,10 +200,9 @@ def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     model.config.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    for name, module in model.named_modules():  # int4 in the CPU packing, whichever device made it
-        if isinstance(module, Int4Linear):
-            tensors[f"{name}.weight"] = module.portable_weight().contiguous().cpu()
+    portable = {f"{name}.weight": module.portable_weight()  # int4 in the CPU packing, whichever device
+                for name, module in model.named_modules() if isinstance(module, Int4Linear)}
+    tensors = {name: portable.get(name, t).detach().contiguous().cpu() for name, t in model.state_dict().items()}
     seen: dict[int, str] = {}
     for name in list(tensors):  # tied weights: safetensors stores one tensor per storage
         ptr = tensors[name].untyped_storage().data_ptr()
