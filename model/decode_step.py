@@ -19,7 +19,8 @@ experts; an attention layer's projections before and its output projection, resi
 after the attention; the LM head): each region becomes one graph of fused kernels, shared by
 every span of the same shape, which removes most of the per-op dispatch that dominates a
 batch-1 step on CPU; a float layer's one-row matmul in them is inductor's own streaming
-multiply-and-sum rather than a BLAS GEMV call (``gemv_options``). The attention over the
+multiply-and-sum rather than a BLAS GEMV call, and once a model's step is warm the regions
+run without dynamo's per-call cache lookup (both in ``model.step_regions``). The attention over the
 growing cache itself (``append_kv``, ``attend``) and the routed experts' choice stay eager. A
 compilation that fails prints one warning and the eager regions carry on. Knows nothing of
 tokens, prompts or sampling.
@@ -28,7 +29,6 @@ tokens, prompts or sampling.
 from __future__ import annotations
 
 import threading
-import warnings
 import weakref
 from typing import Callable
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply_rotary_pos_emb
 
-from feldspar.model import attend_bf16
+from feldspar.model import attend_bf16, step_regions
 from feldspar.model.cpu import cpu_vendor
 from feldspar.model.quant import QuantExperts
 from feldspar.model.step_kernels import residual_norm, rms_norm, ssm_update
@@ -151,54 +151,17 @@ _lock = threading.Lock()  # the compiler's stance is process-wide: one compiled 
 def set_compiled(enabled: bool, backend: str | Callable = "inductor") -> None:
     """Use ``torch.compile``d regions (compiled lazily, on first use) or the eager ones.
 
-    Process-wide: every model's step uses the same regions. A region takes its layer modules
-    as arguments, so all spans of one shape and dtype share one compiled graph (their
-    weights are graph inputs); another model shape compiles again."""
+    Process-wide: every model's step uses the same regions (``model.step_regions``). A region
+    takes its layer modules as arguments, so all spans of one shape and dtype share one
+    compiled graph (their weights are graph inputs); another model shape compiles again."""
     _regions.clear()
     _warm.clear()
     _plans.clear()
-    if not enabled:
-        _regions.update(EAGER)
-        return
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-    options = gemv_options() if backend == "inductor" else None
-    for name, fn in EAGER.items():
-        _regions[name] = _with_fallback(name, torch.compile(fn, dynamic=False, backend=backend, options=options))
-
-
-def gemv_options() -> dict | None:
-    """Inductor options that turn a region's one-row matmuls (every float linear layer of a
-    step) into inductor's own fused multiply-and-sum over the weight, its ``decompose_mm``
-    pass, instead of a call to the BLAS GEMV: measured 2.6x MKL's fp32 GEMV and 1.65x its
-    bf16 one (27.6 vs 10.5 GB/s of weights, 2 threads, AMD EPYC; docs/benchmarks.md). The
-    pass is inductor's, off by default, with CPU size limits kept as module globals; they are
-    lifted so layers of any width qualify. None (the default lowering) where a torch lacks it."""
-    if not GEMV:
-        return None
-    try:
-        from torch._inductor.fx_passes import decompose_mem_bound_mm as decompose
-    except ImportError:  # pragma: no cover - every supported torch has it
-        return None
-    decompose.cpu_max_other_dimension_decomposition = max(decompose.cpu_max_other_dimension_decomposition, 1 << 30)
-    return {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+    _regions.update(step_regions.compile_regions(EAGER, backend, lambda: set_compiled(False)) if enabled else EAGER)
 
 
 def compiled() -> bool:
     return _regions["mamba_layer"] is not EAGER["mamba_layer"]
-
-
-def _with_fallback(name: str, compiled_fn):
-    """``compiled_fn``, or — once it has failed to compile — the eager region, after one warning."""
-    def call(*args):
-        try:
-            return compiled_fn(*args)
-        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
-            set_compiled(False)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            warnings.warn(f"torch.compile of the decode step failed, using the eager step: {first}",
-                          RuntimeWarning, stacklevel=2)
-            return EAGER[name](*args)
-    return call
 
 
 def append_kv(cached: DynamicLayer, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,9 +290,10 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
     """Feed ``token_id`` at absolute ``position`` onto ``cache``; return next-token logits (fp32).
 
     Compiled, a model's first step checks every guard (and compiles what it must); once a
-    step of that ``signature`` has run, later ones check only the guards that tell the
-    compiled graphs apart (``skip_guard_eval_unsafe``: a step's guard checks cost more than
-    its fused kernels). Inputs are canonical (contiguous states), so nothing else can differ.
+    step of that ``signature`` has run, later ones call the compiled entries it used directly
+    (``step_regions.stepping``), or check only the guards that tell them apart
+    (``skip_guard_eval_unsafe``: a step's guard checks cost more than its fused kernels).
+    Inputs are canonical (contiguous states), so nothing else can differ.
     """
     if not compiled():
         return _step(model, cache, token_id, position)
@@ -337,15 +301,16 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
         _canonical(cache, model.model.layers)
         key = signature(model)
         if key not in _warm:
-            logits = _step(model, cache, token_id, position)
+            with step_regions.stepping(_regions.values(), key, warm=False):
+                logits = _step(model, cache, token_id, position)
             if compiled():
                 _warm.add(key)
             return logits
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True), \
+                step_regions.stepping(_regions.values(), key, warm=True):
             return _step(model, cache, token_id, position)
 
 
-GEMV = True  # compiled regions' one-row matmuls as inductor reductions (see gemv_options)
 # bf16 attention by two (fp32) matmuls on AMD CPUs: 0.26 vs 0.97 ms per layer at 1K cached tokens, 2.0
 # vs 7.9 at 8K (bf16 int8 h-350m decode at 8K: 68.1 -> 43.3 ms/token, fp32 copies 45.8 -> 41.3); fused elsewhere
 BMM_ATTENTION_BF16 = cpu_vendor() == "AuthenticAMD"
