@@ -135,7 +135,9 @@ def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) ->
     gate, xbc, dt = mixer.in_proj(hidden_states).split(
         [mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
     full = cache.update_conv_state(xbc.transpose(1, 2), layer, conv_kernel_size=mixer.conv_kernel_size)
-    xbc = causal_conv(mixer, full, seq_len).to(dtype)[0].T  # [T, conv_dim]
+    # [T, conv_dim] token-major: one blocked transpose, so the scan's and the D skip's reads run along
+    # rows (strided, they made the D skip alone 3.4 % of an fp32 4K prefill; 1.05x the prefill)
+    xbc = causal_conv(mixer, full, seq_len).to(dtype)[0].T.contiguous()
     size = mixer.ssm_state_size
     x, B, C = xbc.split([mixer.intermediate_size, size, size], dim=-1)
     dt = F.softplus(dt[0] + mixer.dt_bias.to(dt.dtype))
