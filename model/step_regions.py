@@ -33,7 +33,11 @@ from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import torch
-from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+try:  # dynamo's own listing of a code object's compiled entries (its recompilation messages use it)
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+except ImportError:  # pragma: no cover - a torch without it: every call goes through dynamo
+    _debug_get_cache_entry_list = None
 
 GEMV = True  # compiled regions' one-row matmuls as inductor reductions (see compile_options)
 AMBIGUOUS = object()  # a structure that two compiled entries served: never called directly
@@ -85,10 +89,15 @@ class Region:
 
     def learn(self, args: tuple) -> None:
         """Record the compiled entry whose guards ``args`` pass (the one dynamo just ran)."""
+        if _debug_get_cache_entry_list is None:  # pragma: no cover - see the import
+            return
         key = (_now.signature, structure(args))
         local = dict(zip(self.params, args))
-        code = next((e.code for e in _debug_get_cache_entry_list(self.source.__code__)
-                     if e.guard_manager.check(local)), None)
+        try:
+            code = next((e.code for e in _debug_get_cache_entry_list(self.source.__code__)
+                         if e.guard_manager.check(local)), None)
+        except (AttributeError, TypeError):  # pragma: no cover - another torch's entries
+            code = None
         if code is None or any(n.startswith("__resume") for n in code.co_names):
             self.direct[key] = AMBIGUOUS
             return
