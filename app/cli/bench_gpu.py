@@ -47,9 +47,10 @@ def bench_gpu(
     preset: Annotated[str, typer.Option("--preset", help="catalog model, random weights")] = "granite-4.0-h-350m",
     prefill_lengths: Annotated[str, typer.Option("--prefill-lengths", help="prompt lengths, comma-separated")]
     = "1024,4096,32768",
-    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=0)] = 64,
+    decode_tokens: Annotated[int, typer.Option("--decode-tokens", min=0,
+                                               help="tokens decoded after the shortest prompt (0: none)")] = 64,
     quants: Annotated[str, typer.Option("--quants", help="quantisations beside bf16, comma-separated")] = "int8,int4",
-    repeats: Annotated[int, typer.Option("--repeats", min=1)] = 3,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timed runs per row; the best counts")] = 3,
     compile_step: Annotated[bool, typer.Option("--compile", help="also the torch.compile'd decode step")] = False,
     tiny: Annotated[bool, typer.Option("--tiny", help="the preset's miniature (smoke tests)")] = False,
     json_out: JsonOpt = False,
