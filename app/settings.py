@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     quant: Quant = Field("none", description="weight quantisation of the "
                                                           "local model (auto: int8 on CPU, none on CUDA)")
     compile: Compile = Field("auto", description="torch.compile the local engine's decode step: auto (on CPU "
-                             "with a C++ compiler), on or off; one warning and the eager step where it fails")
+                             "with a C++ compiler), on (also the prefill scan: ~20 s to compile on the first "
+                             "prefill, then 1.1x each; for long-running servers) or off; one warning and the "
+                             "eager code where it fails")
     prefill_chunk: int = Field(2048, ge=16, description="tokens per prefill forward")
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)

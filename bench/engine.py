@@ -2,7 +2,8 @@
 
 Builds a random-weight Granite preset at its real shape (``model.presets``), measures the
 machine (``bench.roofline``), then times, on random token ids:
-  * Feldspar prefill (``generation.prefill`` with chunking) at each prompt length;
+  * Feldspar prefill (``generation.prefill`` with chunking) at each prompt length, eager and with
+    the torch.compile'd chunk scan (``compile_s`` likewise);
   * Feldspar decode (a greedy ``decode_one`` loop after the shortest prompt), eager and with
     the torch.compile'd step (its first call, which compiles, reported apart as ``compile_s``);
   * the model-card baseline, ``model.generate(..., do_sample=False)``: time to first token
@@ -28,7 +29,7 @@ import torch
 
 from feldspar.bench import roofline
 from feldspar.bench.roofline import Machine, ModelCost
-from feldspar.model import decode_step
+from feldspar.model import decode_step, prefill_scan
 from feldspar.model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
 from feldspar.model.loader import quiet_cpu_kernel_advice
 
@@ -53,7 +54,7 @@ class BenchConfig:
     peer_urls: tuple[str, ...] = ()  # running llama.cpp servers, URL or LABEL=URL (bench/peer.py)
     decode_steps: tuple[str, ...] = ("fast",)  # "fast": model/decode_step.py; "ref": transformers' forward
     prefills: tuple[str, ...] = ("fast",)  # "fast": model/prefill_scan.py's mixer; "ref": transformers'
-    compile: bool = True  # also the torch.compile'd decode step (model/decode_step.set_compiled)
+    compile: bool = True  # also the torch.compile'd decode step and prefill scan (set_compiled in both)
 
     @property
     def decode_prompt(self) -> int:
@@ -175,21 +176,26 @@ def time_prefill(model, cost: ModelCost, ids: list[int], cfg: BenchConfig,
     """Feldspar (and, for the base, baseline) prefill rows for one prompt; also the last Feldspar state+logits."""
     n = len(ids)
 
-    def timed(mode: str) -> Callable[[], Any]:
+    def timed(mode: str, compiled: bool) -> Callable[[], Any]:
         def run():
-            with prefill_mode(mode):
+            with prefill_mode(mode), compiled_scan(compiled):
                 return feldspar_prefill(model, ids, cfg.chunk_size)
         return run
 
-    timings = best_of_interleaved({mode: timed(mode) for mode in cfg.prefills}, cfg.repeats, cfg.row_budget_s)
-    prepared = timings[cfg.prefills[0]][1]
+    ways = [(mode, False) for mode in cfg.prefills] + ([("fast", True)] if cfg.compile else [])
+    first_s = {}
+    if cfg.compile:  # the first compiled call compiles (or finds inductor's cache): its own figure
+        first_s = {"compile_s": round(best_of(timed("fast", True), 1)[0], 2)}
+    timings = best_of_interleaved({w: timed(*w) for w in ways}, cfg.repeats, cfg.row_budget_s)
+    prepared = timings[ways[0]][1]
     ends = chunk_ends(0, n, cfg.chunk_size)
     flops = roofline.prefill_flops(cost, ends)
-    rows = [Timing(f"prefill {n}", impl if mode == "fast" else f"{impl} (ref prefill)", "prefill", n,
-                   timings[mode][0], sum(flops.values()),
-                   {"forwards": len(ends), "prefill": mode,
+    rows = [Timing(f"prefill {n}", (impl if mode == "fast" else f"{impl} (ref prefill)")
+                   + (", compiled" if compiled else ""), "prefill", n, timings[(mode, compiled)][0],
+                   sum(flops.values()),
+                   {"forwards": len(ends), "prefill": mode, "compiled": compiled, **(first_s if compiled else {}),
                     "gflop_by_part": {k: round(v / 1e9, 3) for k, v in flops.items()}})
-            for mode in cfg.prefills]
+            for mode, compiled in ways]
     if cfg.baseline and impl == FELDSPAR:
         seconds, _ = best_of(lambda: generate(model, ids, 1), cfg.repeats, cfg.row_budget_s)
         flops = roofline.prefill_flops(cost, [n])
@@ -231,6 +237,16 @@ def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float 
         rows.append(Timing(label, BASELINE, "decode", steps - 1, max(total - ttft_s, 1e-6),
                            per_token * (steps - 1), {"note": "(t(N) - t(1)) / (N - 1)", "generate_s": total}))
     return rows
+
+
+@contextmanager
+def compiled_scan(enabled: bool):
+    """Prefill with the torch.compile'd chunk scan of model/prefill_scan.py (or the eager one), then eager."""
+    prefill_scan.set_compiled(enabled)
+    try:
+        yield
+    finally:
+        prefill_scan.set_compiled(False)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from feldspar.model import decode_step, prompts
+from feldspar.model import decode_step, prefill_scan, prompts
 from feldspar.model.detok import Detokenizer
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import Sampling, decode_tokens
@@ -37,7 +37,9 @@ class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
     quant: str = "none"  # none | int8 | int4 | auto (model/quant.py)
-    compile: str = "off"  # auto | on | off: torch.compile the decode step (loader.compile_choice)
+    # auto | on | off: torch.compile the decode step (loader.compile_choice); "on" the prefill scan too
+    # (model/prefill_scan.py: ~20 s to compile on a first prefill, 1.10-1.17x each one after)
+    compile: str = "off"
     prefill_chunk: int = 2048
     reuse: bool = True
     cache_budget_bytes: int = 2 * 1024**3
@@ -76,7 +78,10 @@ class Engine:
         model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
         enabled, why = compile_choice(options.compile, next(model.parameters()).device)
         decode_step.set_compiled(enabled)
-        model.feldspar_choice.update(compile="on" if enabled else "off", compile_reason=why)
+        scan = enabled and options.compile == "on"  # auto compiles the step only: see EngineOptions.compile
+        prefill_scan.set_compiled(scan)
+        model.feldspar_choice.update(compile="on" if enabled else "off", compile_reason=why,
+                                     compile_prefill="on" if scan else "off")
         return cls(model, tokenizer, resolved, options)
 
     def _make_state_source(self, options: EngineOptions) -> StateSource:

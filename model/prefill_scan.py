@@ -18,6 +18,8 @@ matmuls over all heads at once; the whole chunks run as one batch and the remain
 shorter chunk, so nothing is padded and the op count per layer does not grow with the length
 (on a busy machine each op waits for its threads to be scheduled, so few large ops win).
 The depthwise causal conv is ``F.conv1d`` over the conv state plus the new columns only.
+``set_compiled`` runs the chunk scan ``torch.compile``d (shapes dynamic: one graph for every
+prompt length; the engine's ``compile`` setting turns it on with the compiled decode step).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+
+from feldspar.model.step_regions import compile_failed
 
 CHUNK = 64  # scan chunk: measured fastest on the h-350m shape (docs/benchmarks.md)
 # Log-decays are clamped at this floor (a weight of exp(-40) = 4e-18 instead of anything
@@ -101,6 +105,33 @@ def _full_chunks(xdt: torch.Tensor, dA: torch.Tensor, B: torch.Tensor, C: torch.
     return outer.view(T, H, P), starts[nc].reshape(N, H * P)
 
 
+_chunks = _full_chunks  # what ssd_scan runs for its chunks: this, or it compiled (set_compiled)
+
+
+def set_compiled(enabled: bool, backend="inductor") -> None:
+    """Run the chunk scan ``torch.compile``d (process-wide) or eager. Its pointwise passes over
+    the score blocks fuse: 1.10-1.17x an fp32 h-350m prefill at 3-4K tokens (docs/benchmarks.md);
+    the first prefill after this compiles (~20 s, a few with inductor's on-disk cache). A
+    compilation that fails warns once and the eager scan carries on."""
+    global _chunks
+    _chunks = _with_fallback(torch.compile(_full_chunks, dynamic=True, backend=backend)) if enabled else _full_chunks
+
+
+def compiled() -> bool:
+    return _chunks is not _full_chunks
+
+
+def _with_fallback(compiled_fn):
+    def call(*args):
+        try:
+            return compiled_fn(*args)
+        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
+            set_compiled(False)
+            compile_failed("the prefill scan", "the eager scan", exc)
+            return _full_chunks(*args)
+    return call
+
+
 def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              state: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSD recurrence over ``T`` tokens in chunks (all fp32, one B/C group).
@@ -121,7 +152,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
         parts.append((whole, T, T - whole))
     ys = []
     for t0, t1, q in parts:
-        y, flat = _full_chunks(xdt[t0:t1], dA[t0:t1], B[t0:t1], C[t0:t1], flat, q)
+        y, flat = _chunks(xdt[t0:t1], dA[t0:t1], B[t0:t1], C[t0:t1], flat, q)
         ys.append(y)
     y = ys[0] if len(ys) == 1 else torch.cat(ys)
     return y, flat.view(N, H, P).permute(1, 2, 0).contiguous()

@@ -79,9 +79,7 @@ class Region:
             out = self.compiled(*args)
         except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
             self.on_failure()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            warnings.warn(f"torch.compile of the decode step failed, using the eager step: {first}",
-                          RuntimeWarning, stacklevel=2)
+            compile_failed("the decode step", "the eager step", exc)
             return self.eager(*args)
         if _now.signature is not None and not _now.warm:
             self.learn(args)
@@ -110,6 +108,12 @@ class Region:
     def forget(self, signature: int) -> None:
         for key in [k for k in self.direct if k[0] == signature]:
             del self.direct[key]
+
+
+def compile_failed(what: str, instead: str, exc: Exception) -> None:
+    """The one warning a failed ``torch.compile`` of ``what`` gives: its first line, and what runs instead."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    warnings.warn(f"torch.compile of {what} failed, using {instead}: {first}", RuntimeWarning, stacklevel=3)
 
 
 def compile_regions(eager: dict[str, Callable], backend, on_failure: Callable[[], None]) -> dict[str, Region]:

@@ -122,7 +122,7 @@ def bench_engine(
     prefill_impl: Annotated[Impl, typer.Option("--prefill", help="fast (Feldspar's Mamba2 scan), ref "
                                               "(transformers') or both, interleaved")] = "fast",
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="also time the torch.compile'd decode "
-                                          "step (its compilation reported apart)")] = True,
+                                          "step and prefill scan (compilation reported apart)")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Prefill and decode tokens/s vs the machine's roofline and plain model.generate."""

@@ -53,7 +53,8 @@ def print_catalog(as_json: bool = False) -> None:
     choice = engine_choice()
     console.print(f"local engine on this machine: {choice['dtype']} ({choice['dtype_reason']}), "
                   f"weights {choice['quant']} ({choice['quant_reason']}), "
-                  f"compiled decode {choice['compile']} ({choice['compile_reason']}); {choice['kernels']}",
+                  f"compiled decode {choice['compile']} ({choice['compile_reason']}), compiled prefill scan "
+                  f"{choice['compile_prefill']}; {choice['kernels']}",
                   highlight=False)
 
 
@@ -70,7 +71,8 @@ def engine_choice() -> dict[str, str]:
     compiled, compile_reason = compile_choice(settings.compile, device)
     return {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
             "quant": quant, "quant_reason": quant_reason, "compile": "on" if compiled else "off",
-            "compile_reason": compile_reason, "kernels": kernel_choice(device)}
+            "compile_reason": compile_reason, "compile_prefill": "on" if compiled and settings.compile == "on" else "off",
+            "kernels": kernel_choice(device)}
 
 
 def _print_catalog_table(rows: list[dict[str, Any]]) -> None:

@@ -56,14 +56,15 @@ def test_bench_engine_table_without_baseline_on_a_moe_preset(capsys, monkeypatch
 
 
 def side_by_side_rows(capsys, monkeypatch, kind: str, length: str, decode_tokens: str, *extra: str) -> list[dict]:
-    """The ``kind`` rows of a tiny one-repeat `bench engine --json` run with ``extra`` flags."""
+    """The ``kind`` rows (comma-separated kinds: all of them) of a tiny one-repeat `bench engine
+    --json` run with ``extra`` flags."""
     args = ["bench", "engine", "--tiny", "--prefill-lengths", length, "--decode-tokens", decode_tokens,
             "--repeats", "1", "--no-baseline", "--quants", "none", *extra, "--json"]
     if "--compile" not in extra:
         args.append("--no-compile")
     result = run_cli(args, capsys, monkeypatch)
     assert result.code == 0, result.err
-    return [r for r in json.loads(result.out)["rows"] if r["kind"] == kind]
+    return [r for r in json.loads(result.out)["rows"] if r["kind"] in kind.split(",")]
 
 
 def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
@@ -72,10 +73,11 @@ def test_bench_engine_times_both_decode_steps_side_by_side(capsys, monkeypatch):
     assert decode[1]["vs_feldspar"] > 0
 
 
-def test_bench_engine_times_the_compiled_decode_step_beside_the_eager_one(capsys, monkeypatch):
-    decode = side_by_side_rows(capsys, monkeypatch, "decode", "16", "3", "--compile")
-    assert [(r["impl"], r["compiled"]) for r in decode] == [("feldspar", False), ("feldspar, compiled", True)]
-    assert decode[1]["compile_s"] > 0 and decode[1]["vs_feldspar"] > 0 and "compile_s" not in decode[0]
+def test_bench_engine_times_the_compiled_decode_step_and_scan_beside_the_eager_ones(capsys, monkeypatch):
+    rows = side_by_side_rows(capsys, monkeypatch, "decode,prefill", "16", "3", "--compile")
+    for kind in ([r for r in rows if r["kind"] == "decode"], [r for r in rows if r["kind"] == "prefill"]):
+        assert [(r["impl"], r["compiled"]) for r in kind] == [("feldspar", False), ("feldspar, compiled", True)]
+        assert kind[1]["compile_s"] > 0 and kind[1]["vs_feldspar"] > 0 and "compile_s" not in kind[0]
 
 
 def test_bench_engine_times_both_prefills_side_by_side(capsys, monkeypatch):

@@ -109,8 +109,11 @@ def test_models_says_what_the_local_engine_would_choose_and_why(monkeypatch):
     monkeypatch.setenv("FELDSPAR_COMPILE", "auto")
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     result = runner.invoke(app, ["models"], terminal_width=200)
-    assert "compiled decode off (auto: no C++ compiler (no-such-compiler-here) for torch.compile)" in \
-        " ".join(result.stdout.split())
+    assert "compiled decode off (auto: no C++ compiler (no-such-compiler-here) for torch.compile), compiled " \
+        "prefill scan off" in " ".join(result.stdout.split())
+    monkeypatch.setenv("FELDSPAR_COMPILE", "on")  # "on" compiles the prefill scan too
+    result = runner.invoke(app, ["models"], terminal_width=200)
+    assert "compiled decode on (as configured), compiled prefill scan on" in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize("given, meant", [(True, "on"), (False, "off"), ("true", "on"), ("0", "off"),

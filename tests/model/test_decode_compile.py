@@ -16,7 +16,7 @@ import warnings
 import pytest
 import torch
 
-from feldspar.model import decode_step
+from feldspar.model import decode_step, prefill_scan
 from feldspar.model.engine import Engine, EngineOptions
 from feldspar.model.errors import CheckpointError
 from feldspar.model.generation import Sampling, decode_tokens, new_state, prefill
@@ -32,6 +32,7 @@ def eager_after():
     torch._dynamo.reset()
     yield
     decode_step.set_compiled(False)
+    prefill_scan.set_compiled(False)
     torch._dynamo.reset()
 
 
@@ -77,11 +78,13 @@ def test_a_failed_compile_warns_once_and_decodes_eagerly(model) -> None:
 
 def test_engine_option_turns_compilation_on_and_names_why(tiny_checkpoint) -> None:
     engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", compile="on"))
-    assert decode_step.compiled()
+    assert decode_step.compiled() and prefill_scan.compiled()
     assert engine.model.feldspar_choice["compile"] == "on"
     assert engine.model.feldspar_choice["compile_reason"] == "as configured"
+    assert engine.model.feldspar_choice["compile_prefill"] == "on"
     engine = Engine.load(str(tiny_checkpoint), EngineOptions(device="cpu", dtype="float32", compile="off"))
     assert not decode_step.compiled() and engine.model.feldspar_choice["compile"] == "off"
+    assert not prefill_scan.compiled() and engine.model.feldspar_choice["compile_prefill"] == "off"
 
 
 def test_auto_compiles_on_cpu_only_with_a_cxx_compiler(monkeypatch) -> None:
