@@ -39,8 +39,9 @@ DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="where the
 DtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", help="weight dtype")]
 QuantOpt = Annotated[Optional[Quant], typer.Option("--quant", help="weight quantisation (auto: int8 on CPU)")]
 CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile",
-                                                    help="torch.compile the decode step (eager if it fails; default: "
-                                                         "setting compile, auto = on CPU with a C++ compiler)")]
+                                                    help="torch.compile the decode step and the prefill scan (eager "
+                                                         "if it fails; default: setting compile, auto = the step "
+                                                         "only, on CPU with a C++ compiler)")]
 
 
 def _params(settings, max_new_tokens, temperature, top_p, seed, no_reuse):
