@@ -18,8 +18,8 @@ matmuls over all heads at once; the whole chunks run as one batch and the remain
 shorter chunk, so nothing is padded and the op count per layer does not grow with the length
 (on a busy machine each op waits for its threads to be scheduled, so few large ops win).
 The depthwise causal conv is ``F.conv1d`` over the conv state plus the new columns only.
-``set_compiled`` runs the chunk scan ``torch.compile``d (shapes dynamic: one graph for every
-prompt length; the engine's ``compile`` setting turns it on with the compiled decode step).
+``set_compiled`` runs the chunk scan ``torch.compile``d (shapes dynamic: one set of graphs for
+every prompt length; ``Engine.load`` turns it on where the ``compile`` setting is ``on``).
 """
 
 from __future__ import annotations
