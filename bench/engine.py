@@ -240,23 +240,22 @@ def time_decode(model, cost: ModelCost, ids: list[int], prepared, ttft_s: float 
 
 
 @contextmanager
-def compiled_scan(enabled: bool):
-    """Prefill with the torch.compile'd chunk scan of model/prefill_scan.py (or the eager one), then eager."""
-    prefill_scan.set_compiled(enabled)
+def compiled_part(part, enabled: bool):
+    """Run with ``part`` (model/decode_step.py's regions or model/prefill_scan.py's chunk scan)
+    torch.compile'd (or eager), then eager."""
+    part.set_compiled(enabled)
     try:
         yield
     finally:
-        prefill_scan.set_compiled(False)
+        part.set_compiled(False)
 
 
-@contextmanager
 def compiled_step(enabled: bool):
-    """Decode with the torch.compile'd regions of model/decode_step.py (or the eager ones), then eager."""
-    decode_step.set_compiled(enabled)
-    try:
-        yield
-    finally:
-        decode_step.set_compiled(False)
+    return compiled_part(decode_step, enabled)
+
+
+def compiled_scan(enabled: bool):
+    return compiled_part(prefill_scan, enabled)
 
 
 def place(timing: Timing, machine: Machine) -> dict[str, Any]:

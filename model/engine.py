@@ -22,7 +22,7 @@ from feldspar.model import decode_step, prefill_scan, prompts
 from feldspar.model.detok import Detokenizer
 from feldspar.model.errors import ContextOverflowError, PromptError
 from feldspar.model.generation import Sampling, decode_tokens
-from feldspar.model.loader import Resolved, compile_choice, load_checkpoint
+from feldspar.model.loader import Resolved, compile_choice, compiles_scan, load_checkpoint
 from feldspar.model.results import GenerationResult, Stream
 from feldspar.model.state_source import FreshState, Progress, StateSource
 from feldspar.model.stop_flag import check_stop
@@ -78,7 +78,7 @@ class Engine:
         model, tokenizer, resolved = load_checkpoint(name, options.device, options.dtype, options.quant)
         enabled, why = compile_choice(options.compile, next(model.parameters()).device)
         decode_step.set_compiled(enabled)
-        scan = enabled and options.compile == "on"  # auto compiles the step only: see EngineOptions.compile
+        scan = compiles_scan(options.compile, enabled)
         prefill_scan.set_compiled(scan)
         model.feldspar_choice.update(compile="on" if enabled else "off", compile_reason=why,
                                      compile_prefill="on" if scan else "off")

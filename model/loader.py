@@ -89,6 +89,13 @@ def compile_choice(setting: str, device: torch.device) -> tuple[bool, str]:
     return True, "auto: CPU with a C++ compiler"
 
 
+def compiles_scan(setting: str, step_compiled: bool) -> bool:
+    """Whether the prefill scan is compiled too: only where ``setting`` is ``on`` (its ~20-40 s
+    first compile pays off in a long-running server, not in a one-shot command; ``auto`` is
+    the decode step only)."""
+    return step_compiled and setting == "on"
+
+
 def kernel_choice(device: torch.device) -> str:
     """The machine-dependent CPU kernels the engine uses here, in a few words (measured choices:
     model/onednn_linear.py, model/int4.py, model/int8_gemv.py, model/int4_gemv.py, model/attend_bf16.py,

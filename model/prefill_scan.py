@@ -33,7 +33,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from feldspar.model.step_regions import compile_failed
+from feldspar.model.step_regions import with_fallback
 
 CHUNK = 64  # scan chunk: measured fastest on the h-350m shape (docs/benchmarks.md)
 # Log-decays are clamped at this floor (a weight of exp(-40) = 4e-18 instead of anything
@@ -114,22 +114,13 @@ def set_compiled(enabled: bool, backend="inductor") -> None:
     the first prefill after this compiles (~20 s, a few with inductor's on-disk cache). A
     compilation that fails warns once and the eager scan carries on."""
     global _chunks
-    _chunks = _with_fallback(torch.compile(_full_chunks, dynamic=True, backend=backend)) if enabled else _full_chunks
+    _chunks = _full_chunks if not enabled else with_fallback(
+        torch.compile(_full_chunks, dynamic=True, backend=backend), _full_chunks, lambda: set_compiled(False),
+        "the prefill scan", "the eager scan")
 
 
 def compiled() -> bool:
     return _chunks is not _full_chunks
-
-
-def _with_fallback(compiled_fn):
-    def call(*args):
-        try:
-            return compiled_fn(*args)
-        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
-            set_compiled(False)
-            compile_failed("the prefill scan", "the eager scan", exc)
-            return _full_chunks(*args)
-    return call
 
 
 def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,

@@ -3,8 +3,9 @@
 Contract: ``compile_regions(eager, backend, on_failure)`` gives, for each eager region function
 of ``model.decode_step``, a ``Region``. Calling a Region runs its ``torch.compile``d function
 (inductor with ``compile_options`` by default); a compilation that fails warns once, calls
-``on_failure()`` and runs the eager function. Inside ``stepping(regions, signature, warm)``,
-which ``decode_step.step`` puts around every step:
+``on_failure()`` and runs the eager function (``with_fallback``, which the prefill scan uses
+too). Inside ``stepping(regions, signature, warm)``, which ``decode_step.step`` puts around
+every step:
 
 - a cold step (``warm`` False, dynamo checking every guard) records for each region, per model
   ``signature`` and argument structure (the lengths of tuple arguments, which ones are None),
@@ -63,10 +64,11 @@ class Region:
     entries learnt per (signature, structure)."""
 
     def __init__(self, name: str, fn: Callable, backend, options: dict | None, on_failure: Callable[[], None]):
-        self.name, self.eager, self.on_failure = name, fn, on_failure
+        self.name = name
         self.source = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
                                          fn.__closure__)
-        self.compiled = torch.compile(self.source, dynamic=False, backend=backend, options=options)
+        self.compiled = with_fallback(torch.compile(self.source, dynamic=False, backend=backend, options=options),
+                                      fn, on_failure, "the decode step", "the eager step")
         self.params = tuple(inspect.signature(fn).parameters)
         self.direct: dict[tuple, object] = {}
 
@@ -75,12 +77,7 @@ class Region:
             direct = self.direct.get((_now.signature, structure(args)))
             if direct is not None and direct is not AMBIGUOUS:
                 return direct(*args)
-        try:
-            out = self.compiled(*args)
-        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
-            self.on_failure()
-            compile_failed("the decode step", "the eager step", exc)
-            return self.eager(*args)
+        out = self.compiled(*args)
         if _now.signature is not None and not _now.warm:
             self.learn(args)
         return out
@@ -110,10 +107,19 @@ class Region:
             del self.direct[key]
 
 
-def compile_failed(what: str, instead: str, exc: Exception) -> None:
-    """The one warning a failed ``torch.compile`` of ``what`` gives: its first line, and what runs instead."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    warnings.warn(f"torch.compile of {what} failed, using {instead}: {first}", RuntimeWarning, stacklevel=3)
+def with_fallback(compiled_fn: Callable, eager: Callable, on_failure: Callable[[], None], what: str,
+                  instead: str) -> Callable:
+    """``compiled_fn``, or, on the call where it fails to compile, ``on_failure()`` (which puts the
+    eager code in charge for later calls), one warning naming ``what`` and ``instead``, and ``eager``."""
+    def call(*args):
+        try:
+            return compiled_fn(*args)
+        except Exception as exc:  # dynamo/inductor raise many classes (no compiler, unsupported op…)
+            on_failure()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            warnings.warn(f"torch.compile of {what} failed, using {instead}: {first}", RuntimeWarning, stacklevel=3)
+            return eager(*args)
+    return call
 
 
 def compile_regions(eager: dict[str, Callable], backend, on_failure: Callable[[], None]) -> dict[str, Region]:

@@ -62,7 +62,8 @@ def engine_choice() -> dict[str, str]:
     """The dtype, quantisation and compilation the local engine would load with under the current
     settings, and why."""
     from feldspar.cli.root import settings_from
-    from feldspar.model.loader import compile_choice, dtype_choice, kernel_choice, pick_device, quant_choice
+    from feldspar.model.loader import (compile_choice, compiles_scan, dtype_choice, kernel_choice, pick_device,
+                                       quant_choice)
 
     settings = settings_from()
     device = pick_device("cpu" if settings.device == "cpu" else "auto")
@@ -71,7 +72,8 @@ def engine_choice() -> dict[str, str]:
     compiled, compile_reason = compile_choice(settings.compile, device)
     return {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "dtype_reason": dtype_reason,
             "quant": quant, "quant_reason": quant_reason, "compile": "on" if compiled else "off",
-            "compile_reason": compile_reason, "compile_prefill": "on" if compiled and settings.compile == "on" else "off",
+            "compile_reason": compile_reason,
+            "compile_prefill": "on" if compiles_scan(settings.compile, compiled) else "off",
             "kernels": kernel_choice(device)}
 
 

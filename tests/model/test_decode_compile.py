@@ -27,13 +27,7 @@ PROMPT = list(range(7, 47))
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def eager_after():
-    torch._dynamo.reset()
-    yield
-    decode_step.set_compiled(False)
-    prefill_scan.set_compiled(False)
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("eager_after")  # tests/model/conftest.py
 
 
 @pytest.fixture

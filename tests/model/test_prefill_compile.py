@@ -20,12 +20,7 @@ from tests.model.test_decode_step import cache_tensors
 from tests.model.test_prefill_scan import IDS, sequential_scan
 
 
-@pytest.fixture(autouse=True)
-def eager_after():
-    torch._dynamo.reset()
-    yield
-    prefill_scan.set_compiled(False)
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("eager_after")  # tests/model/conftest.py
 
 
 def problem(length: int):

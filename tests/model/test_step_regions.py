@@ -21,12 +21,7 @@ from feldspar.model.loader import load_checkpoint
 PROMPT = list(range(5, 30))
 
 
-@pytest.fixture(autouse=True)
-def eager_after():
-    torch._dynamo.reset()
-    yield
-    decode_step.set_compiled(False)
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("eager_after")  # tests/model/conftest.py
 
 
 def greedy(model, steps: int) -> list[int]:
