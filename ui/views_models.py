@@ -28,11 +28,13 @@ def render_catalog(rows: list[dict[str, Any]], configured: str | None = None) ->
 
 
 def choice_line(choice: dict[str, Any]) -> str:
-    """``dtype bfloat16 (why) · weights int8 (why) · compiled decode on (why) · kernels``, from what is known."""
+    """``dtype bfloat16 (why) · weights int8 (why) · compiled decode on (why) · kernels · compiled
+    prefill scan off``, from what is known."""
     parts = [f"dtype {choice['dtype']} ({choice.get('dtype_reason', '')})" if "dtype" in choice else "",
              f"weights {choice['quant']} ({choice.get('quant_reason', '')})" if "quant" in choice else "",
              f"compiled decode {choice['compile']} ({choice.get('compile_reason', '')})" if "compile" in choice else "",
-             choice.get("kernels", "")]
+             choice.get("kernels", ""),
+             f"compiled prefill scan {choice['compile_prefill']}" if "compile_prefill" in choice else ""]
     return " · ".join(p for p in parts if p)
 
 
