@@ -17,9 +17,11 @@ states enter the output and each chunk's contribution enters the state through p
 matmuls over all heads at once; the whole chunks run as one batch and the remainder as one
 shorter chunk, so nothing is padded and the op count per layer does not grow with the length
 (on a busy machine each op waits for its threads to be scheduled, so few large ops win).
-The depthwise causal conv is ``F.conv1d`` over the conv state plus the new columns only.
-``set_compiled`` runs the chunk scan ``torch.compile``d (shapes dynamic: one set of graphs for
-every prompt length; ``Engine.load`` turns it on where the ``compile`` setting is ``on``).
+The depthwise causal conv runs token-major, on in_proj's rows as they come (no transposes),
+after the conv state's last ``kernel - 1`` columns; the cache keeps the new tokens' last columns.
+``set_compiled`` runs the chunk scan, the conv and the D skip + gated RMSNorm ``torch.compile``d
+(shapes dynamic: one set of graphs for every prompt length; ``Engine.load`` turns it on where
+the ``compile`` setting is ``on``).
 """
 
 from __future__ import annotations
@@ -53,20 +55,55 @@ def supports(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache, attenti
     batch, seq_len, _ = hidden_states.shape
     if cache is None or batch != 1 or seq_len < 2 or mixer.training or mixer.n_groups != 1:
         return False
+    if getattr(mixer, "activation", None) != "silu" or not hasattr(mixer.norm, "group_size"):
+        return False
     if hidden_states.device.type != "cpu" or getattr(cache, "offloading", False):
         return False
     return attention_mask is None or bool(attention_mask.all())
 
 
-def causal_conv(mixer: torch.nn.Module, full: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Depthwise causal conv + activation of the last ``seq_len`` columns of ``full`` [1, C, L]."""
+def conv_prefix(mixer: torch.nn.Module, conv_state: torch.Tensor | None) -> torch.Tensor:
+    """The ``kernel - 1`` columns before the new tokens, token-major [kernel-1, C] (zeros at the start).
+    A copy: the cache's conv state is overwritten in place by the update that follows."""
+    kernel, channels = mixer.conv_kernel_size, mixer.conv_dim
+    if conv_state is None:
+        return mixer.conv1d.weight.new_zeros(kernel - 1, channels)
+    return conv_state[0, :, conv_state.shape[-1] - (kernel - 1):].T.to(mixer.conv1d.weight.dtype).contiguous()
+
+
+def remember_conv(mixer: torch.nn.Module, cache, xbc: torch.Tensor) -> None:
+    """``cache.update_conv_state`` with the new columns [1, T, C]: only the last ``kernel`` of them
+    (all it keeps) unless the cache records the whole past."""
     kernel = mixer.conv_kernel_size
-    needed = seq_len + kernel - 1
-    if full.shape[-1] < needed:
-        full = F.pad(full, (needed - full.shape[-1], 0))
-    weight = mixer.conv1d.weight
-    out = F.conv1d(full[..., -needed:].to(weight.dtype), weight, mixer.conv1d.bias, groups=mixer.conv_dim)
-    return mixer.act(out)
+    layer = cache.layers[mixer.layer_idx]
+    tail = xbc if getattr(layer, "record_past", False) else xbc[:, -kernel:]
+    cache.update_conv_state(tail.transpose(1, 2), mixer.layer_idx, conv_kernel_size=kernel)
+
+
+def causal_conv(xbc: torch.Tensor, prefix: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv + SiLU, token-major: ``xbc`` [T, C] after ``prefix`` [K-1, C], ``weight``
+    [K, C] -> [T, C] contiguous in ``weight``'s dtype, summed in fp32 (as oneDNN's bf16 conv does).
+    One pass over the columns when compiled; no transposes either way."""
+    length, kernel, dtype = xbc.shape[0], weight.shape[0], weight.dtype
+    padded, weight = torch.cat([prefix, xbc.to(dtype)]).float(), weight.float()
+    out = padded[kernel - 1:] * weight[kernel - 1]
+    for k in range(kernel - 1):
+        out.addcmul_(padded[k:k + length], weight[k])
+    if bias is not None:
+        out.add_(bias.float())
+    return F.silu(out.to(dtype))
+
+
+def skip_gate_norm(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
+                   eps: float, group: int, dtype: torch.dtype) -> torch.Tensor:
+    """The D skip and the gated RMSNorm (per ``group`` channels, fp32) of transformers' mixer:
+    ``y``/``x`` [T, H, P] fp32, ``gate`` [T, H*P] -> [T, H*P] in ``dtype``."""
+    length = y.shape[0]
+    hidden = (y + x * D[:, None]).view(length, -1) * F.silu(gate.float())
+    grouped = hidden.view(length, -1, group)
+    grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
+    return (weight * grouped.view(length, -1)).to(dtype)
 
 
 def _decay(log_decay: torch.Tensor) -> torch.Tensor:
@@ -74,16 +111,17 @@ def _decay(log_decay: torch.Tensor) -> torch.Tensor:
     return log_decay.clamp(min=LOG_DECAY_FLOOR).exp_()
 
 
-def _full_chunks(xdt: torch.Tensor, dA: torch.Tensor, B: torch.Tensor, C: torch.Tensor, state: torch.Tensor,
-                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _full_chunks(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 state: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSD scan over ``T`` = a whole number of chunks, all chunks at once.
 
-    ``xdt`` [T, H, P] (x times dt), ``dA`` [T, H] (dt times A), ``B``/``C`` [T, N], ``state``
-    [N, H*P]. Returns ``y`` [T, H, P] and the final state [N, H*P].
+    ``x`` [T, H, P], ``dt`` [T, H], ``A`` [H], ``B``/``C`` [T, N], ``state`` [N, H*P].
+    Returns ``y`` [T, H, P] and the final state [N, H*P].
     """
-    T, H, P = xdt.shape
+    T, H, P = x.shape
     nc, N = T // chunk, B.shape[-1]
-    x = xdt.view(nc, chunk, H, P)
+    dA = dt * A
+    x = (x * dt[..., None]).view(nc, chunk, H, P)
     Bv, Cv = B.reshape(nc, chunk, N), C.reshape(nc, chunk, N)
     acum = dA.view(nc, chunk, H).transpose(1, 2).cumsum(-1)  # [nc, H, q]: log decay from chunk start
     above = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).triu_(1)
@@ -105,22 +143,25 @@ def _full_chunks(xdt: torch.Tensor, dA: torch.Tensor, B: torch.Tensor, C: torch.
     return outer.view(T, H, P), starts[nc].reshape(N, H * P)
 
 
-_chunks = _full_chunks  # what ssd_scan runs for its chunks: this, or it compiled (set_compiled)
+EAGER = {"chunks": _full_chunks, "conv": causal_conv, "norm": skip_gate_norm}
+_run = dict(EAGER)  # what mixer_forward runs: these, or them compiled (set_compiled)
 
 
 def set_compiled(enabled: bool, backend="inductor") -> None:
-    """Run the chunk scan ``torch.compile``d (process-wide) or eager. Its pointwise passes over
-    the score blocks fuse: 1.10-1.17x an fp32 h-350m prefill at 3-4K tokens (docs/benchmarks.md);
-    the first prefill after this compiles (~20 s, a few with inductor's on-disk cache). A
-    compilation that fails warns once and the eager scan carries on."""
-    global _chunks
-    _chunks = _full_chunks if not enabled else with_fallback(
-        torch.compile(_full_chunks, dynamic=True, backend=backend), _full_chunks, lambda: set_compiled(False),
-        "the prefill scan", "the eager scan")
+    """Run the chunk scan, the conv and the skip + gated norm ``torch.compile``d (process-wide) or
+    eager. Their pointwise passes fuse: 1.10-1.17x an fp32 h-350m prefill at 3-4K tokens
+    (docs/benchmarks.md); the first prefill after this compiles (~20 s, a few with inductor's
+    on-disk cache). A compilation that fails warns once and the eager code carries on."""
+    global _run
+    _run = dict(EAGER)
+    if enabled:
+        _run = {name: with_fallback(torch.compile(fn, dynamic=True, backend=backend), fn,
+                                    lambda: set_compiled(False), "the prefill scan", "the eager scan")
+                for name, fn in EAGER.items()}
 
 
 def compiled() -> bool:
-    return _chunks is not _full_chunks
+    return _run["chunks"] is not _full_chunks
 
 
 def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -135,7 +176,6 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     chunk = chunk or CHUNK
     T, H, P = x.shape
     N = B.shape[-1]
-    xdt, dA = x * dt[..., None], dt * A
     flat = state.permute(2, 0, 1).reshape(N, H * P)
     whole = T - T % chunk
     parts = [(0, whole, chunk)] if whole else []
@@ -143,7 +183,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
         parts.append((whole, T, T - whole))
     ys = []
     for t0, t1, q in parts:
-        y, flat = _chunks(xdt[t0:t1], dA[t0:t1], B[t0:t1], C[t0:t1], flat, q)
+        y, flat = _run["chunks"](x[t0:t1], dt[t0:t1], A, B[t0:t1], C[t0:t1], flat, q)
         ys.append(y)
     y = ys[0] if len(ys) == 1 else torch.cat(ys)
     return y, flat.view(N, H, P).permute(1, 2, 0).contiguous()
@@ -154,12 +194,14 @@ def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) ->
     _, seq_len, _ = hidden_states.shape
     dtype, layer = hidden_states.dtype, mixer.layer_idx
     previous = cache.get_recurrent_state(layer, state_idx=0)  # read before the conv update marks it
+    prefix = conv_prefix(mixer, cache.get_conv_state(layer, state_idx=0))
     gate, xbc, dt = mixer.in_proj(hidden_states).split(
         [mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
-    full = cache.update_conv_state(xbc.transpose(1, 2), layer, conv_kernel_size=mixer.conv_kernel_size)
-    # [T, conv_dim] token-major: one blocked transpose, so the scan's and the D skip's reads run along
-    # rows (strided, they made the D skip alone 3.4 % of an fp32 4K prefill; 1.05x the prefill)
-    xbc = causal_conv(mixer, full, seq_len).to(dtype)[0].T.contiguous()
+    remember_conv(mixer, cache, xbc)
+    # token-major [T, conv_dim] straight from in_proj's rows: the scan's and the D skip's reads run
+    # along rows (strided, they made the D skip alone 3.4 % of an fp32 4K prefill)
+    weight = mixer.conv1d.weight[:, 0].T.contiguous()  # [K, C]: rows along the channels
+    xbc = _run["conv"](xbc[0], prefix, weight, mixer.conv1d.bias).to(dtype)
     size = mixer.ssm_state_size
     x, B, C = xbc.split([mixer.intermediate_size, size, size], dim=-1)
     dt = F.softplus(dt[0] + mixer.dt_bias.to(dt.dtype))
@@ -173,8 +215,9 @@ def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) ->
     A = -torch.exp(mixer.A_log.float())
     y, final = ssd_scan(x, dt, A, B.float(), C.float(), start)
     cache.update_recurrent_state(final[None], layer_idx=layer)
-    y = y.add_(x * mixer.D.float()[:, None]).view(1, seq_len, -1)
-    return mixer.out_proj(mixer.norm(y, gate).to(dtype).contiguous())
+    norm = mixer.norm
+    y = _run["norm"](y, x, mixer.D.float(), gate[0], norm.weight, norm.variance_epsilon, norm.group_size, dtype)
+    return mixer.out_proj(y[None])
 
 
 class _Dispatch:
