@@ -3,7 +3,8 @@
 On the tiny hybrid kinds (MoE hybrid and dense hybrid, fp32 and bf16), prefills of odd
 lengths below and above the scan chunk, continuations from a prefilled state and prefills
 chunked across calls give the from-scratch logits, and leave every cache tensor (conv and
-SSM states, attention keys/values) equal to what the reference forward leaves. The scan alone
+SSM states, attention keys/values) equal to what the reference forward leaves, also for a
+cache recording its past (every conv column kept). The scan alone
 equals the plain token-by-token SSM recurrence. FELDSPAR_PREFILL=ref, ``model.generate``-style
 calls outside ``generation.forward`` and unsupported shapes run the reference.
 """
@@ -88,6 +89,26 @@ def test_continuation_and_chunked_prefill(request, monkeypatch, calls, fixture):
     assert_matches_scratch(model, IDS[:203], logits, "fast chunked prefill")
     assert_logits_close(logits, ref_logits, "fast vs reference chunked prefill")
     assert_states_equal(fast, ref)
+
+
+def test_a_cache_recording_its_past_keeps_every_conv_column(request, monkeypatch, calls):
+    """With ``activate_past_recording`` (kept for a later ``crop``) the conv state holds every
+    column, as the reference leaves it, not just the last ``kernel``."""
+    model = load(request, "tiny_base_checkpoint")
+    states = {}
+    for mode in ("ref", "fast"):
+        monkeypatch.setenv("FELDSPAR_PREFILL", mode)
+        state = new_state(model)
+        prefill(model, state, IDS[:40], 1000)
+        for layer in state.cache.layers:
+            if hasattr(layer, "activate_past_recording"):
+                layer.activate_past_recording()
+        states[mode] = (prefill(model, state, IDS[40:120], 1000), state)
+    assert calls["n"] > 0
+    conv = next(layer.conv_states[0] for layer in states["fast"][1].cache.layers if hasattr(layer, "conv_states"))
+    assert conv.shape[-1] == 4 + 80, f"the recorded conv state has {conv.shape[-1]} columns"
+    assert_logits_close(states["fast"][0], states["ref"][0], "fast vs reference, recording the past")
+    assert_states_equal(states["fast"][1], states["ref"][1])
 
 
 @pytest.mark.parametrize("fixture", HYBRIDS)
