@@ -35,6 +35,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from feldspar.model.step_kernels import skip_gated_norm
 from feldspar.model.step_regions import with_fallback
 
 CHUNK = 64  # scan chunk: measured fastest on the h-350m shape (docs/benchmarks.md)
@@ -96,14 +97,10 @@ def causal_conv(xbc: torch.Tensor, prefix: torch.Tensor, weight: torch.Tensor,
 
 
 def skip_gate_norm(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
-                   eps: float, group: int, dtype: torch.dtype) -> torch.Tensor:
-    """The D skip and the gated RMSNorm (per ``group`` channels, fp32) of transformers' mixer:
-    ``y``/``x`` [T, H, P] fp32, ``gate`` [T, H*P] -> [T, H*P] in ``dtype``."""
-    length = y.shape[0]
-    hidden = (y + x * D[:, None]).view(length, -1) * F.silu(gate.float())
-    grouped = hidden.view(length, -1, group)
-    grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
-    return (weight * grouped.view(length, -1)).to(dtype)
+                   eps: float, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """``skip_gated_norm`` times the norm's ``weight`` in fp32, then in ``dtype`` (as transformers'
+    prefill norms its fp32 ``y``): [T, H*P]."""
+    return (weight * skip_gated_norm(y, x, D, gate, groups, eps)).to(dtype)
 
 
 def _decay(log_decay: torch.Tensor) -> torch.Tensor:
@@ -153,11 +150,9 @@ def set_compiled(enabled: bool, backend="inductor") -> None:
     (docs/benchmarks.md); the first prefill after this compiles (~20 s, a few with inductor's
     on-disk cache). A compilation that fails warns once and the eager code carries on."""
     global _run
-    _run = dict(EAGER)
-    if enabled:
-        _run = {name: with_fallback(torch.compile(fn, dynamic=True, backend=backend), fn,
-                                    lambda: set_compiled(False), "the prefill scan", "the eager scan")
-                for name, fn in EAGER.items()}
+    _run = {name: with_fallback(torch.compile(fn, dynamic=True, backend=backend), fn,
+                                lambda: set_compiled(False), "the prefill scan", "the eager scan")
+            for name, fn in EAGER.items()} if enabled else dict(EAGER)
 
 
 def compiled() -> bool:
@@ -215,8 +210,8 @@ def mixer_forward(mixer: torch.nn.Module, hidden_states: torch.Tensor, cache) ->
     A = -torch.exp(mixer.A_log.float())
     y, final = ssd_scan(x, dt, A, B.float(), C.float(), start)
     cache.update_recurrent_state(final[None], layer_idx=layer)
-    norm = mixer.norm
-    y = _run["norm"](y, x, mixer.D.float(), gate[0], norm.weight, norm.variance_epsilon, norm.group_size, dtype)
+    norm, groups = mixer.norm, mixer.intermediate_size // mixer.norm.group_size
+    y = _run["norm"](y, x, mixer.D.float(), gate[0], norm.weight, norm.variance_epsilon, groups, dtype)
     return mixer.out_proj(y[None])
 
 

@@ -3,7 +3,8 @@
 Plain functions of tensors, no modules inside, following ``modeling_granitemoehybrid``'s
 single-token paths: Granite's RMSNorm, residual-plus-RMSNorm, and the Mamba2 update between
 its two projections (conv-state roll, depthwise conv, SiLU, dt softplus, the selective state
-update read out through the old state then done in one in-place pass, D skip, gated RMSNorm).
+update read out through the old state then done in one in-place pass, D skip, gated RMSNorm;
+the last two, ``skip_gated_norm``, are the prefill's too).
 ``torch.compile`` fuses them inside the decode step's regions; eager they are the reference
 maths. Knows torch only.
 """
@@ -60,7 +61,15 @@ def ssm_update(zxbcdt: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.
     y = dA.view(heads, 1) * torch.bmm(state, C).view(heads, head_dim)
     y = y + dtx.view(heads, head_dim) * torch.bmm(B.float(), C).view(heads, 1)
     state.mul_(dA).addcmul_(dtx, B)
-    y = y + x.view(heads, head_dim) * D[:, None]
-    y = y.view(1, -1) * F.silu(gate.float())
-    y = F.rms_norm(y.view(groups, -1), (inter // groups,), eps=eps).view(1, 1, -1)
-    return norm_w * y.to(dtype)
+    y = skip_gated_norm(y.view(1, heads, head_dim), x.view(1, heads, head_dim), D, gate.view(1, -1), groups, eps)
+    return norm_w * y.view(1, 1, -1).to(dtype)
+
+
+def skip_gated_norm(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, gate: torch.Tensor, groups: int,
+                    eps: float) -> torch.Tensor:
+    """The Mamba2 mixer's D skip then its gated RMSNorm over ``groups`` channel groups, in fp32,
+    before the norm's weight: ``y`` (fp32) and ``x`` [T, heads, head_dim], ``D`` [heads], ``gate``
+    [T, heads * head_dim] -> [T, heads * head_dim]. The decode step's and the prefill's."""
+    length = y.shape[0]
+    hidden = (y + x * D[:, None]).view(length, -1) * F.silu(gate.float())
+    return F.rms_norm(hidden.view(length, groups, -1), (hidden.shape[-1] // groups,), eps=eps).view(length, -1)
