@@ -1,4 +1,4 @@
-"""A faster Mamba2 mixer forward for prefill: the chunked SSD scan as a few batched matmuls per chunk.
+"""A faster Mamba2 mixer forward for prefill: the chunked SSD scan as matmuls over all heads.
 
 Contract: ``active(model)`` is a context manager; inside it, every Mamba2 mixer of a Granite 4.0
 model (``GraniteMoeHybridMambaLayer``) that is asked to consume more than one token on CPU with
@@ -12,14 +12,13 @@ B/C groups, no cache, one token, training, non-CPU devices) fall back to the ref
 
 The maths is the reference's (softplus + clamp of dt in the model dtype, scan in fp32, D skip,
 gated RMSNorm, out_proj), arranged differently: B and C are shared by all heads (one group),
-so the score block C·Bᵀ is computed once per chunk instead of once per head; the chunk-start
-states enter the output and each chunk's contribution enters the state through plain batched
-matmuls over all heads at once; the whole chunks run as one batch and the remainder as one
-shorter chunk, so nothing is padded and the op count per layer does not grow with the length
-(on a busy machine each op waits for its threads to be scheduled, so few large ops win).
+so the score block C·Bᵀ is computed once per chunk instead of once per head; everything that
+needs no state is computed for all whole chunks at once, then the state is carried through the
+chunks in order with two matmuls over all heads per chunk (model/ssd_chunks.py); the remainder
+runs as one shorter chunk, so nothing is padded.
 The depthwise causal conv runs token-major, on in_proj's rows as they come (no transposes),
 after the conv state's last ``kernel - 1`` columns; the cache keeps the new tokens' last columns.
-``set_compiled`` runs the chunk scan, the conv and the D skip + gated RMSNorm ``torch.compile``d
+``set_compiled`` runs the scan's stateless parts, the conv and the D skip + gated RMSNorm ``torch.compile``d
 (shapes dynamic: one set of graphs for every prompt length; ``Engine.load`` turns it on where
 the ``compile`` setting is ``on``).
 """
@@ -35,14 +34,11 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from feldspar.model import ssd_chunks
 from feldspar.model.step_kernels import skip_gated_norm
 from feldspar.model.step_regions import with_fallback
 
 CHUNK = 64  # scan chunk: measured fastest on the h-350m shape (docs/benchmarks.md)
-# Log-decays are clamped at this floor (a weight of exp(-40) = 4e-18 instead of anything
-# smaller, far under fp32's 6e-8 resolution): left alone, they underflow to denormal floats,
-# and arithmetic on denormals is tens of times slower on x86.
-LOG_DECAY_FLOOR = -40.0
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("feldspar_prefill_scan", default=False)
 
 
@@ -103,49 +99,12 @@ def skip_gate_norm(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, gate: torc
     return (weight * skip_gated_norm(y, x, D, gate, groups, eps)).to(dtype)
 
 
-def _decay(log_decay: torch.Tensor) -> torch.Tensor:
-    """exp of a log-decay (<= 0), floored at ``LOG_DECAY_FLOOR`` so it never underflows."""
-    return log_decay.clamp(min=LOG_DECAY_FLOOR).exp_()
-
-
-def _full_chunks(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                 state: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SSD scan over ``T`` = a whole number of chunks, all chunks at once.
-
-    ``x`` [T, H, P], ``dt`` [T, H], ``A`` [H], ``B``/``C`` [T, N], ``state`` [N, H*P].
-    Returns ``y`` [T, H, P] and the final state [N, H*P].
-    """
-    T, H, P = x.shape
-    nc, N = T // chunk, B.shape[-1]
-    dA = dt * A
-    x = (x * dt[..., None]).view(nc, chunk, H, P)
-    Bv, Cv = B.reshape(nc, chunk, N), C.reshape(nc, chunk, N)
-    acum = dA.view(nc, chunk, H).transpose(1, 2).cumsum(-1)  # [nc, H, q]: log decay from chunk start
-    above = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).triu_(1)
-    log_decay = (acum[..., :, None] - acum[..., None, :]).clamp_(min=LOG_DECAY_FLOOR)  # s -> l
-    scores = log_decay.masked_fill_(above, float("-inf")).exp_().mul_(torch.bmm(Cv, Bv.transpose(1, 2))[:, None])
-    inner = torch.matmul(scores, x.transpose(1, 2))  # [nc, H, q, P]
-    total = acum[..., -1]  # [nc, H]
-    weighted = x * _decay(total[..., None] - acum).transpose(1, 2)[..., None]  # [nc, q, H, P]
-    added = torch.bmm(Bv.transpose(1, 2), weighted.view(nc, chunk, H * P))  # [nc, N, H*P]
-    # Chunk-start states: start[c] = sum over z <= c of exp(total[z..c-1]) * (state, added...)[z].
-    ends = F.pad(total.cumsum(0), (0, 0, 1, 0))  # [nc+1, H]
-    between = (ends[:, None, :] - ends[None, :, :]).clamp_(min=LOG_DECAY_FLOOR)  # [c, z, H]
-    lower = torch.ones(nc + 1, nc + 1, dtype=torch.bool, device=x.device).tril_()
-    between = between.masked_fill_(~lower[..., None], float("-inf")).exp_()
-    states = torch.cat([state[None], added]).view(nc + 1, N, H, P)
-    starts = torch.einsum("czh,znhp->cnhp", between, states)  # [nc+1, N, H, P]
-    outer = torch.bmm(Cv, starts[:nc].reshape(nc, N, H * P)).view(nc, chunk, H, P)
-    outer.mul_(_decay(acum).transpose(1, 2)[..., None]).add_(inner.transpose(1, 2))
-    return outer.view(T, H, P), starts[nc].reshape(N, H * P)
-
-
-EAGER = {"chunks": _full_chunks, "conv": causal_conv, "norm": skip_gate_norm}
+EAGER = {"parts": ssd_chunks.chunk_parts, "conv": causal_conv, "norm": skip_gate_norm}
 _run = dict(EAGER)  # what mixer_forward runs: these, or them compiled (set_compiled)
 
 
 def set_compiled(enabled: bool, backend="inductor") -> None:
-    """Run the chunk scan, the conv and the skip + gated norm ``torch.compile``d (process-wide) or
+    """Run the scan's stateless parts, the conv and the skip + gated norm ``torch.compile``d (process-wide) or
     eager. Their pointwise passes fuse: 1.10-1.17x an fp32 h-350m prefill at 3-4K tokens
     (docs/benchmarks.md); the first prefill after this compiles (~20 s, a few with inductor's
     on-disk cache). A compilation that fails warns once and the eager code carries on."""
@@ -156,7 +115,7 @@ def set_compiled(enabled: bool, backend="inductor") -> None:
 
 
 def compiled() -> bool:
-    return _run["chunks"] is not _full_chunks
+    return _run["parts"] is not EAGER["parts"]
 
 
 def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -165,8 +124,8 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
 
     ``x`` [T, H, P], ``dt`` [T, H] (discretisation step, after softplus), ``A`` [H], ``B``/``C``
     [T, N], ``state`` [H, P, N] at the start. Returns ``y`` [T, H, P] (without the D skip)
-    and the state [H, P, N] (contiguous) after the last token. The whole chunks run as one batch, the
-    remainder (if any) as one shorter chunk after them: nothing is padded.
+    and the state [H, P, N] (contiguous) after the last token. The whole chunks run first
+    (model/ssd_chunks.py), the remainder (if any) as one shorter chunk after them: nothing is padded.
     """
     chunk = chunk or CHUNK
     T, H, P = x.shape
@@ -178,7 +137,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
         parts.append((whole, T, T - whole))
     ys = []
     for t0, t1, q in parts:
-        y, flat = _run["chunks"](x[t0:t1], dt[t0:t1], A, B[t0:t1], C[t0:t1], flat, q)
+        y, flat = ssd_chunks.scan_chunks(x[t0:t1], dt[t0:t1], A, B[t0:t1], C[t0:t1], flat, q, _run["parts"])
         ys.append(y)
     y = ys[0] if len(ys) == 1 else torch.cat(ys)
     return y, flat.view(N, H, P).permute(1, 2, 0).contiguous()

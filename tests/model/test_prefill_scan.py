@@ -1,7 +1,7 @@
 """The fast prefill mixer (model/prefill_scan.py) equals transformers' reference forward.
 
 On the tiny hybrid kinds (MoE hybrid and dense hybrid, fp32 and bf16), prefills of odd
-lengths below and above the scan chunk, continuations from a prefilled state and prefills
+lengths below and above the scan chunk (bf16: as close to the fp32 logits as the reference), continuations from a prefilled state and prefills
 chunked across calls give the from-scratch logits, and leave every cache tensor (conv and
 SSM states, attention keys/values) equal to what the reference forward leaves, also for a
 cache recording its past (every conv column kept). The scan alone
@@ -20,7 +20,7 @@ from feldspar.model import prefill_scan
 from feldspar.model.generation import ModelState, new_state, prefill
 from feldspar.model.loader import load_checkpoint
 from tests.model.test_decode_step import cache_tensors
-from tests.model.logit_reference import assert_logits_close, assert_matches_scratch
+from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference
 
 HYBRIDS = ["tiny_checkpoint", "tiny_base_checkpoint"]
 STATE_TOLERANCE = 1e-4
@@ -118,7 +118,11 @@ def test_bf16_matches_reference(request, monkeypatch, calls, fixture):
     ref_logits, ref = run(model, monkeypatch, "ref", pieces)
     logits, fast = run(model, monkeypatch, "fast", pieces)
     assert calls["n"] > 0
-    assert_logits_close(logits, ref_logits, "bf16 fast vs reference", tolerance=0.1)
+    # bf16 logits carry bf16's own rounding (~0.25 here, 2-4 ulps at these magnitudes), which any
+    # fp32 reordering shifts: the fast path must stay as close to the fp32 logits as the reference
+    fp32_logits, _ = run(load(request, fixture), monkeypatch, "ref", pieces)
+    bf16_error = logit_difference(ref_logits, fp32_logits)
+    assert_logits_close(logits, fp32_logits, "bf16 fast vs fp32 reference", tolerance=1.5 * bf16_error)
     assert_states_equal(fast, ref, tolerance=0.05)
     assert fast.cache.layers[0].recurrent_states[0].dtype == torch.float32
 
