@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from feldspar.bench.cuda import GpuConfig, run_gpu_bench, table
 from feldspar.cli.root import console
 
 from tests.app.cli_runner import assert_one_error_line, run_cli
 
+BF16_STEP = torch.finfo(torch.bfloat16).eps  # the spacing of bf16 numbers at 1.0
 TINY = dict(tiny=True, prefill_lengths=(48, 96), decode_tokens=4, repeats=1, chunk_size=32, quality_tokens=32)
 
 
@@ -25,9 +27,12 @@ def report():
 
 
 def test_every_variant_keeps_reuse_the_fused_step_and_a_reload_exact(report):
+    # reuse and recompute split the prompt into different prefill calls, so their fp32 sums differ
+    # in the last bits and a bf16 logit may round to its neighbour: two bf16 steps at the logit scale
+    # at most (a reuse that dropped the state is off by the whole scale, 18-19 on this model)
     assert [v["quant"] for v in report["variants"]] == ["none", "int8", "int4"]
     for variant in report["variants"]:
-        assert variant["reuse_max_logit_diff"] <= 1e-3 * variant["logit_scale"], variant["quant"]
+        assert variant["reuse_max_logit_diff"] <= 2 * BF16_STEP * variant["logit_scale"], variant["quant"]
         assert variant["fused_vs_forward_tokens"] == "32/32", variant["quant"]
     assert [v.get("reload_max_logit_diff") for v in report["variants"]] == [None, 0.0, 0.0]
 
