@@ -13,7 +13,7 @@ With ``a`` the cumulative log decay from a chunk's start (a_s = Σ_{t≤s} dt_t 
 as per-head [q, q] decay blocks, as the reference does); ``scan_chunks`` then carries the state
 through the chunks in order: per chunk two matmuls over all heads and two fused multiply-adds.
 Carrying the state chunk by chunk replaced an einsum over every pair of chunks whose operands
-had to be permuted head-major and back (1.4-1.8x the whole scan, docs/benchmarks.md).
+had to be permuted head-major and back (1.5-1.9x the scan alone, docs/benchmarks.md).
 Decay weights below e^{LOG_DECAY_FLOOR} are floored there (left alone they underflow to
 denormal floats, and arithmetic on denormals is tens of times slower on x86). Knows torch only.
 """
