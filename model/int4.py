@@ -14,7 +14,9 @@ than ``GRID_COST`` times (groups far from zero, which the grid must reach) is st
 ``torch._weight_int4pack_mm`` on its own tiles, where K is a multiple of ``CUDA_K_TILE``; a
 layer with another K keeps the CPU packing there and is dequantised per call). Checkpoints
 always hold the CPU packing (``portable_weight``; ``codes_by_kernel`` reads any layout back
-through the device's kernel), and ``to_device_layout`` repacks a loaded layer for CUDA. A bf16
+through the device's kernel) with its block of rows (``cpu_int4_block``: ATen packs in blocks of
+64 rows on AVX-512, 32 on AVX2), and ``to_device_layout`` repacks a loaded layer for this
+machine's blocks or for CUDA. A bf16
 one-row product (decode) goes to ``model.int4_gemv``'s kernel where it is ready (the same
 products, summed in another order). ATen's kernel is compute-bound, so from ``DEQUANT_ROWS``
 rows (a prefill chunk) a CPU layer dequantises its weight (``dequantize_int4_cpu``, reading
@@ -103,7 +105,7 @@ def on_bf16_grid(scales_zeros: torch.Tensor) -> bool:
 
 def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Codes [N, K] packed for ``device``: CUDA's tiles where its kernel takes K, else the CPU
-    packing (the portable one, which checkpoints hold), on ``device``."""
+    packing (which checkpoints hold, with its ``cpu_int4_block``), on ``device``."""
     if device.type == "cuda" and q.shape[1] % CUDA_K_TILE == 0:
         packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
         return torch._convert_weight_to_int4pack(packed.to(device), CUDA_INNER_K_TILES)
@@ -121,17 +123,22 @@ def codes_by_kernel(weight: torch.Tensor, group: int, out_features: int, in_feat
     return mm(eye, weight, group, scales_zeros).t().round().to(torch.int32)
 
 
-def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """The values 0..15 [N, K] (uint8) of a weight packed by ``_convert_weight_to_int4pack_for_cpu``:
-    blocks of 64 output rows store, per input column, rows j and j + 32 as the low and high
-    nibbles of byte j; the last N % 64 rows store rows 2j and 2j + 1 in byte j."""
-    flat, full = packed.reshape(-1), out_features // 64 * 64
+def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int,
+                    block: int | None = None) -> torch.Tensor:
+    """The values 0..15 [N, K] (uint8) of a weight packed by ``_convert_weight_to_int4pack_for_cpu``
+    in blocks of ``block`` output rows (default: this machine's, ``cpu_int4_block``): per input
+    column, byte j of a block stores rows j and j + block / 2 as its low and high nibbles; the
+    last N % block rows store rows 2j and 2j + 1 in byte j."""
+    block = block or cpu_int4_block()
+    if block is None:
+        raise ValueError("this torch packs int4 weights for the CPU in a layout Feldspar does not read")
+    flat, full, half = packed.reshape(-1), out_features // block * block, block // 2
     out = torch.empty(out_features, in_features, dtype=torch.uint8, device=packed.device)
     if full:
-        block = flat[: full * in_features // 2].view(full // 64, in_features, 32).transpose(1, 2)
-        halves = out[:full].view(full // 64, 2, 32, in_features)
-        torch.bitwise_and(block, 15, out=halves[:, 0])
-        torch.bitwise_right_shift(block, 4, out=halves[:, 1])
+        rows = flat[: full * in_features // 2].view(full // block, in_features, half).transpose(1, 2)
+        halves = out[:full].view(full // block, 2, half, in_features)
+        torch.bitwise_and(rows, 15, out=halves[:, 0])
+        torch.bitwise_right_shift(rows, 4, out=halves[:, 1])
     if out_features > full:
         tail = flat[full * in_features // 2:].view(in_features, (out_features - full) // 2)
         out[full:].copy_(torch.stack([tail & 15, tail >> 4], -1).view(in_features, -1).t())
@@ -139,14 +146,21 @@ def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int) -
 
 
 @functools.cache
-def cpu_int4_layout_known() -> bool:
-    """Whether this torch packs int4 for CPU as ``unpack_int4_cpu`` reads it (checked once, on a
-    shape with a full block and a tail); if not, int4 layers always use the int4 kernel."""
+def cpu_int4_block() -> int | None:
+    """Rows per block of this process's CPU int4 packing: ATen picks it by the instructions it
+    runs with (64 with AVX-512, 32 with AVX2), so a packed weight is only portable with its
+    block. Checked once, on a shape with full blocks and a tail; None for a layout
+    ``unpack_int4_cpu`` does not read (int4 layers then always use ATen's int4 kernel)."""
     q = torch.randint(0, 16, (112, 256), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
     try:
-        return bool((unpack_int4_cpu(torch._convert_weight_to_int4pack_for_cpu(q, 1), 112, 256) == q).all())
-    except (RuntimeError, ValueError):
-        return False
+        packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
+    except RuntimeError:
+        return None
+    return next((block for block in (64, 32) if bool((unpack_int4_cpu(packed, 112, 256, block) == q).all())), None)
+
+
+def cpu_int4_layout_known() -> bool:
+    return cpu_int4_block() is not None
 
 
 def dequantize_int4_cpu(packed: torch.Tensor, scales_zeros: torch.Tensor, group: int, out_features: int,
@@ -199,10 +213,16 @@ class Int4Linear(nn.Module):
         codes = codes_by_kernel(self.weight, self.group, self.out_features, self.in_features)
         return _pack_int4(codes, torch.device("cpu")).to(self.weight.device)
 
-    def to_device_layout(self) -> None:
-        """After loading a checkpoint (CPU packing) onto CUDA: repack for CUDA's kernel where it takes K."""
-        if self.weight.is_cuda and self.weight.dim() == 2 and self.in_features % CUDA_K_TILE == 0:
-            codes = unpack_int4_cpu(self.weight, self.out_features, self.in_features)
+    def to_device_layout(self, saved_block: int | None = None) -> None:
+        """After loading a checkpoint (the CPU packing of the machine that saved it, in blocks of
+        ``saved_block`` rows; None: this machine's): repack for this machine's CPU packing where the
+        blocks differ, and for CUDA's kernel where it takes K."""
+        if self.weight.dim() != 2:
+            return
+        block = saved_block or cpu_int4_block()
+        cuda_tiles = self.weight.is_cuda and self.in_features % CUDA_K_TILE == 0
+        if block is not None and (cuda_tiles or block != cpu_int4_block()):
+            codes = unpack_int4_cpu(self.weight, self.out_features, self.in_features, block)
             self.weight = _pack_int4(codes.to(torch.int32), self.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

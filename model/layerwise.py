@@ -137,7 +137,7 @@ def write_random(config, out: Path, seed: int, dtype: torch.dtype, tiny: bool, m
         release(piece)
     writer.finish(QUANT_INDEX if quantised else FULL_INDEX)
     if quantised:
-        spec = {"mode": mode, "group_size": group_size, "dtype": str(dtype).removeprefix("torch.")}
+        spec = quantization.checkpoint_spec(mode, group_size, str(dtype).removeprefix("torch."))
         (out / quantization.QUANT_FILE).write_text(json.dumps(spec), encoding="utf-8")
     return model
 

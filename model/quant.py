@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from feldspar.model import int4_gemv, int8_gemv
-from feldspar.model.int4 import Int4Linear, int4_group
+from feldspar.model.int4 import Int4Linear, cpu_int4_block, int4_group
 
 QUANTS = ("none", "int8", "int4")
 QUANT_FILE, WEIGHTS_FILE = "quant.json", "quantized.safetensors"
@@ -211,9 +211,17 @@ def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
         seen.setdefault(ptr, name)
     save_file(tensors, str(out / WEIGHTS_FILE))
     _keep_random_marker(model, out)
-    spec = {**model.feldspar_quant, "dtype": float_dtype(model)}
-    (out / QUANT_FILE).write_text(json.dumps(spec), encoding="utf-8")
+    spec = model.feldspar_quant
+    (out / QUANT_FILE).write_text(json.dumps(checkpoint_spec(spec["mode"], spec["group_size"], float_dtype(model))),
+                                  encoding="utf-8")
     return out
+
+
+def checkpoint_spec(mode: str, group_size: int, dtype: str) -> dict:
+    """What quant.json says: the mode, group size and float dtype, and for int4 the block of rows
+    of the CPU packing its weights are in (``int4.cpu_int4_block``, which depends on the CPU)."""
+    spec = {"mode": mode, "group_size": group_size, "dtype": dtype}
+    return {**spec, "int4_cpu_block": cpu_int4_block()} if mode == "int4" else spec
 
 
 def _keep_random_marker(model: nn.Module, out: Path) -> None:
@@ -252,7 +260,7 @@ def load_quantized(path: str | Path, device: torch.device) -> nn.Module:
     rebuild_nonpersistent(skeleton, device)
     for module in skeleton.modules():
         if isinstance(module, Int4Linear):
-            module.to_device_layout()
+            module.to_device_layout(spec.get("int4_cpu_block"))  # absent (older checkpoints): this machine's
     mark_quantized(skeleton, spec["mode"], spec["group_size"])
     return skeleton.eval()
 
