@@ -58,12 +58,17 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def quant_choice(quant: str, device: torch.device) -> tuple[str, str]:
-    """(none|int8|int4, why): ``auto`` is int8 on CPU (decode reads a quarter of fp32's
-    bytes through oneDNN's int8 matmul) and none on CUDA (bf16 is fast there)."""
-    from feldspar.model.quant import QUANTS
+    """(none|int8|int4, why): ``auto`` is int8 on CPUs with int8 dot products (decode reads a
+    quarter of fp32's bytes through oneDNN's int8 matmul), none on CPUs without them (int8
+    matmuls are slower than fp32 there) and none on CUDA (bf16 is fast there)."""
+    from feldspar.model.quant import QUANTS, int8_dot_flags
 
+    if quant == "auto" and device.type == "cpu":
+        dots = int8_dot_flags()
+        return ("int8", f"auto: int8 matmuls with {', '.join(dots)}") if dots else \
+            ("none", "auto: the CPU has no int8 dot products (no avx512_vnni/avx_vnni/amx_int8)")
     if quant == "auto":
-        return ("int8", "auto: CPU, int8 matmuls") if device.type == "cpu" else ("none", "auto: CUDA runs bf16")
+        return "none", "auto: CUDA runs bf16"
     if quant not in QUANTS:
         raise CheckpointError(f"unknown quantisation {quant!r}; choose one of {', '.join(QUANTS)} or auto")
     return quant, "as configured"

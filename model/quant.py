@@ -15,7 +15,8 @@ faster than a bf16 matmul in prefill; a one-row product (decode) goes to ``model
 kernel where it is ready, which gives ``_int_mm``'s integers at the memory's speed. Every row
 is computed on its own and the integer sums are exact, so a token's result does not depend
 on how many rows share its forward: chunked prefill, decode and a from-scratch forward agree, which state reuse relies on (its error
-against fp32 is in ``feldspar bench engine``'s quality rows). On CUDA an int8 weight is
+against fp32 is in ``feldspar bench engine``'s quality rows). Without int8 dot products
+(``int8_dot_flags``) ``_int_mm`` is slow, so there several rows multiply the same codes as fp32. On CUDA an int8 weight is
 dequantised into the matmul. The int4 kernel is fast with bf16 activations and slow with fp32
 ones, so ``loader`` runs quantised models in bf16 where the CPU has it; the int4 layers, their
 bf16-exact grid and their dequantised prefill are ``model.int4``'s.
@@ -37,9 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from feldspar.model import int4_gemv, int8_gemv
+from feldspar.model.cpu import cpu_flags
 from feldspar.model.int4 import Int4Linear, cpu_int4_block, int4_group
 
 QUANTS = ("none", "int8", "int4")
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+FLOAT_INT8_ROWS = 2  # from this many rows a CPU without int8 dot products multiplies int8 codes as fp32
 QUANT_FILE, WEIGHTS_FILE = "quant.json", "quantized.safetensors"
 INDEX_FILE = "quantized.safetensors.index.json"  # sharded: see model/layerwise.py
 
@@ -60,11 +64,25 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(xf / scales).to(torch.int8), scales
 
 
+def int8_dot_flags() -> list[str]:
+    """The CPU's int8 dot-product instructions, without which ATen's int8 matmuls are slow: on an
+    AVX2-only AMD EPYC ``torch._int_mm`` ran 5-6 GOP/s, against 164 GFLOP/s for the fp32 matmul
+    of the same integers (docs/models.md)."""
+    return [flag for flag in INT8_DOT_FLAGS if flag in cpu_flags()]
+
+
 def int8_dynamic_mm(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """``x @ (weight * scales)^T`` with ``x`` [M, K] quantised per row: int8 x int8 -> int32, scaled
-    back by row and channel, in x's dtype."""
+    back by row and channel, in x's dtype. Without int8 dot products (``int8_dot_flags``) several
+    rows multiply the same integers as fp32 (exact while a sum stays under 2^24, within fp32's
+    rounding beyond: the same result to ~1e-7)."""
     xq, row_scales = quantize_rows(x)
-    product = int8_gemv.gemv(xq, weight) if int8_gemv.READY and x.shape[0] == 1 else torch._int_mm(xq, weight.t())
+    if int8_gemv.READY and x.shape[0] == 1:
+        product = int8_gemv.gemv(xq, weight)
+    elif x.shape[0] >= FLOAT_INT8_ROWS and not int8_dot_flags():
+        product = F.linear(xq.float(), weight.float())
+    else:
+        product = torch._int_mm(xq, weight.t())
     return (product * (row_scales * scales.float())).to(x.dtype)
 
 

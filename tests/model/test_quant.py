@@ -18,8 +18,11 @@ from feldspar.model.packs import create_pack, load_pack
 from feldspar.model.int4 import (
     DEQUANT_ROWS, Int4Linear, cpu_int4_layout_known, dequantize_int4_cpu, int4_group, quantize_int4, unpack_int4_cpu,
 )
+from feldspar.model import quant as quant_module
+from feldspar.model.loader import quant_choice
 from feldspar.model.quant import (
-    Int8Linear, QuantExperts, int8_dynamic_mm, quant_name, quantize_int8, quantize_rows, save_quantized,
+    FLOAT_INT8_ROWS, Int8Linear, QuantExperts, int8_dot_flags, int8_dynamic_mm, quant_name, quantize_int8,
+    quantize_rows, save_quantized,
 )
 from tests.model.logit_reference import assert_logits_close, assert_matches_scratch, logit_difference, logits_from_scratch
 
@@ -162,7 +165,9 @@ def test_auto_dtype_and_quant_name_their_reason(tiny_checkpoint):
     model, _, _ = load_checkpoint(str(tiny_checkpoint), "cpu", "auto", "auto")
     choice = model.feldspar_choice
     native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    assert choice["quant"] == "int8" and choice["quant_reason"].startswith("auto: CPU")
+    dots = int8_dot_flags()
+    assert choice["quant"] == ("int8" if dots else "none")
+    assert choice["quant_reason"].startswith("auto: int8 matmuls with" if dots else "auto: the CPU has no int8 dot")
     assert choice["dtype"] == ("bfloat16" if native else "float32") and choice["dtype_reason"].startswith("auto: ")
 
 
@@ -177,6 +182,20 @@ def test_int8_rows_are_computed_on_their_own_and_close_to_float():
     assert (out - exact).abs().max() <= 0.02 * exact.abs().max()
     codes, row_scales = quantize_rows(x)
     assert codes.dtype == torch.int8 and codes.abs().max() == 127 and row_scales.shape == (37, 1)
+
+
+@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx_vnni"}])
+def test_without_int8_dot_products_auto_is_none_and_rows_multiply_the_same_integers(monkeypatch, flags):
+    # the other kind of CPU cannot run here: its flags can
+    monkeypatch.setattr(quant_module, "cpu_flags", lambda: frozenset(flags))
+    assert quant_choice("auto", torch.device("cpu"))[0] == ("int8" if "avx_vnni" in flags else "none")
+    torch.manual_seed(5)
+    x, weight = torch.randn(FLOAT_INT8_ROWS + 30, 768), torch.randn(40, 768)
+    q, scales = quantize_int8(weight)
+    codes, row_scales = quantize_rows(x)
+    exact = torch._int_mm(codes, q.t()) * (row_scales * scales)  # ATen's int8 x int8 -> int32
+    assert torch.equal(int8_dynamic_mm(x, q, scales), exact)
+    assert torch.equal(int8_dynamic_mm(x[:1], q, scales), exact[:1])
 
 
 @pytest.mark.parametrize("out_features", [64, 48, 176])  # whole 64-row blocks, a tail only, both
