@@ -1,4 +1,4 @@
-"""The one-row int8 matmul of a decode step: Feldspar's AVX-512 VNNI kernel, built on this machine.
+"""The one-row int8 matmul of a decode step: Feldspar's AVX-512 VNNI (or AVX2) kernel, built on this machine.
 
 Contract: ``prepare()`` makes ``torch.ops.feldspar.int8_gemv(x, w)`` (x int8 [1, K], w int8
 [N, K] -> int32 [1, N], exactly ``torch._int_mm(x, w.t())``) usable and sets ``READY``; it
@@ -10,9 +10,11 @@ decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspa
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
 registers its shape function so compiled decode regions can call it. The same library holds
 the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``) and the bf16
-decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). Where the CPU lacks
-AVX-512 VNNI, ``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays
-False (one warning line) and ``_int_mm`` does everything.
+decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). A CPU with AVX2 and
+no AVX-512 VNNI gets the same op alone from model/csrc/int8_gemv_avx2.cpp (bytes widened to
+16 bits, ``vpmaddwd``), built as its own library. Where the CPU has neither,
+``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays False (one warning
+line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
 AMD EPYC measured, where two threads read memory at ~30; a decode step is ~140 such products.
@@ -41,6 +43,9 @@ NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
 INSTRUCTIONS = frozenset({"avx512f", "avx512bw", "avx512_vnni"})  # what the kernel is compiled for
+AVX2_SOURCE = SOURCE.with_name("int8_gemv_avx2.cpp")  # the same op alone, for CPUs without the above
+AVX2_NAME, AVX2_FLAGS = "feldspar_int8_gemv_avx2", ["-O3", "-mavx2", "-fopenmp"]
+AVX2_INSTRUCTIONS = frozenset({"avx2"})
 STALE_LOCK_S = 600  # a build takes under a minute: a lock this old was left by a killed one
 READY = False
 
@@ -52,19 +57,24 @@ def enabled(env: str, instructions: frozenset[str]) -> bool:
 
 
 def wanted() -> bool:
-    """The CPU has the instructions and the user has not turned the kernel off."""
-    return enabled(ENV, INSTRUCTIONS)
+    """The CPU has the instructions of one of the kernels and the user has not turned it off."""
+    return enabled(ENV, INSTRUCTIONS) or enabled(ENV, AVX2_INSTRUCTIONS)
+
+
+def kernel() -> str:
+    """Which kernel this CPU gets: "AVX-512 VNNI", else "AVX2" (model/csrc/int8_gemv_avx2.cpp)."""
+    return "AVX-512 VNNI" if INSTRUCTIONS <= cpu_flags() else "AVX2"
 
 
 def describe() -> str:
     """What does this machine's one-row int8 products, in a few words (builds nothing)."""
-    if not INSTRUCTIONS <= cpu_flags():
-        return "int8 decode matmuls by ATen's _int_mm (no AVX-512 VNNI for Feldspar's kernel)"
+    if not (INSTRUCTIONS | AVX2_INSTRUCTIONS) & cpu_flags():
+        return "int8 decode matmuls by ATen's _int_mm (no AVX-512 VNNI or AVX2 for Feldspar's kernel)"
     if not wanted():
         return f"int8 decode matmuls by ATen's _int_mm (Feldspar's kernel turned off by {ENV})"
     if _loaded.cache_info().currsize and not READY:  # prepare() ran, and the build or check failed
         return "int8 decode matmuls by ATen's _int_mm (Feldspar's kernel failed to build here)"
-    return "int8 decode matmuls by Feldspar's AVX-512 VNNI kernel (built once per machine)"
+    return f"int8 decode matmuls by Feldspar's {kernel()} kernel (built once per machine)"
 
 
 def build_directory() -> Path:
@@ -112,8 +122,11 @@ def _build_and_load() -> None:
     clear_stale_lock(out)
     if not any(out.glob(f"{NAME}*.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
-    sources = [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)]
-    cpp_extension.load(NAME, sources, extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], build_directory=str(out),
+    if kernel() == "AVX2":  # the int8 op alone: the other kernels need AVX-512
+        name, sources, flags = AVX2_NAME, [str(AVX2_SOURCE)], AVX2_FLAGS
+    else:
+        name, sources, flags = NAME, [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)], FLAGS
+    cpp_extension.load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(out),
                        is_python_module=False, verbose=False)
 
 
@@ -149,7 +162,8 @@ def _register_fake() -> None:
         return x.new_empty((x.shape[0], scales_zeros.shape[1]))
 
     torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
-    torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
+    if kernel() != "AVX2":
+        torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
 
 
 def _check() -> None:

@@ -1,4 +1,4 @@
-"""The one-row int8 kernel: ready where the CPU has AVX-512 VNNI, exactly ``torch._int_mm``'s
+"""The one-row int8 kernel: ready where the CPU has AVX-512 VNNI or AVX2, exactly ``torch._int_mm``'s
 integers for every shape and value, used for decode rows only, and a clean fallback to
 ``_int_mm`` when turned off or when its build fails."""
 
@@ -19,13 +19,14 @@ from feldspar.model.cpu import cpu_flags
 from feldspar.model.quant import int8_dynamic_mm, quantize_int8
 
 VNNI = {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags()
+CAPABLE = VNNI or "avx2" in cpu_flags()  # the AVX-512 kernel, else the AVX2 one
 
 
 @pytest.fixture
 def ready(monkeypatch):
     monkeypatch.delenv(int8_gemv.ENV, raising=False)
-    assert int8_gemv.prepare() is VNNI
-    if not VNNI:  # nothing to run the kernel on: the fallback is what this CPU gets
+    assert int8_gemv.prepare() is CAPABLE
+    if not CAPABLE:  # nothing to run the kernel on: the fallback is what this CPU gets
         assert not int8_gemv.READY
         return False
     return True
@@ -39,7 +40,7 @@ def integer_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 @given(n=st.integers(1, 300), k=st.integers(1, 700), seed=st.integers(0, 2**31 - 1))
 def test_the_kernel_gives_the_exact_integer_product(n, k, seed):
     if not int8_gemv.prepare():
-        assert not VNNI
+        assert not CAPABLE
         return
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-128, 128, (1, k), dtype=torch.int8, generator=gen)
@@ -89,15 +90,16 @@ def test_turned_off_it_is_not_used(monkeypatch):
     assert int8_gemv.prepare() is False and int8_gemv.READY is False
     assert "by ATen's _int_mm" in int8_gemv.describe()
     monkeypatch.delenv(int8_gemv.ENV)
-    assert int8_gemv.prepare() is VNNI
-    assert ("Feldspar's AVX-512 VNNI kernel" if VNNI else "no AVX-512 VNNI") in int8_gemv.describe()
+    assert int8_gemv.prepare() is CAPABLE
+    expected = "Feldspar's AVX-512 VNNI kernel" if VNNI else "Feldspar's AVX2 kernel" if CAPABLE else "no AVX-512"
+    assert expected in int8_gemv.describe()
 
 
 FAILED_BUILD = """
 import warnings, torch
 from feldspar.model import int8_gemv
 from feldspar.model.quant import int8_dynamic_mm, quantize_int8
-int8_gemv.SOURCE = int8_gemv.Path({source!r})
+int8_gemv.SOURCE = int8_gemv.AVX2_SOURCE = int8_gemv.Path({source!r})
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     assert int8_gemv.prepare() is False and int8_gemv.READY is False
@@ -143,4 +145,4 @@ def test_every_way_of_loading_an_int8_model_gets_the_kernel_ready(tiny_checkpoin
     model, tokenizer, _ = load_checkpoint(str(tiny_checkpoint), "cpu", "float32", "int8")  # piece by piece
     save_quantized(model, tokenizer, tmp_path / "saved")
     load_checkpoint(str(tmp_path / "saved"), "cpu", "auto", "auto")  # a saved quantised checkpoint
-    assert len(prepared) == 2 and int8_gemv.READY is VNNI
+    assert len(prepared) == 2 and int8_gemv.READY is CAPABLE

@@ -1,0 +1,66 @@
+// feldspar::int8_gemv(x int8 [1, K], w int8 [N, K]) -> int32 [1, N] on CPUs with AVX2 and no
+// AVX-512 VNNI: the exact integer products x @ w^T that torch._int_mm gives (which runs at a few
+// GOP/s there), for the one-row matmuls of a decode step. Built alone, with -mavx2, where the
+// AVX-512 library (int8_gemv.cpp) cannot run.
+//
+// Each output is one dot product over a contiguous weight row, read once, front to back; threads
+// split the rows. Bytes are widened to 16 bits (vpmovsxbw) and multiplied in pairs into 32-bit
+// sums (vpmaddwd): every int8 value, -128 included, is exact, and a row's sum cannot overflow
+// for any K a model has (|x w| <= 2^14 per product).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+#include <immintrin.h>
+
+namespace {
+
+constexpr int64_t kPrefetch = 4096;  // as the AVX-512 kernel: past the 4 KB page the prefetchers stop at
+
+inline __m256i widen(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline int32_t horizontal_sum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* row = w + n * K;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
+      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(widen(x + k), widen(row + k)));
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(widen(x + k + 16), widen(row + k + 16)));
+    }
+    int32_t sum = horizontal_sum(_mm256_add_epi32(a0, a1));
+    for (; k < K; ++k) sum += static_cast<int32_t>(x[k]) * static_cast<int32_t>(row[k]);
+    y[n] = sum;
+  }
+}
+
+at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w) {
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == 1 && x.scalar_type() == at::kChar, "int8_gemv: x must be int8 [1, K]");
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1) && w.scalar_type() == at::kChar,
+              "int8_gemv: w must be int8 [N, K] with x's K");
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "int8_gemv: CPU tensors only");
+  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  const int64_t N = wc.size(0), K = wc.size(1);
+  at::Tensor y = at::empty({1, N}, x.options().dtype(at::kInt));
+  const int8_t* xp = xc.const_data_ptr<int8_t>();
+  const int8_t* wp = wc.const_data_ptr<int8_t>();
+  int32_t* yp = y.mutable_data_ptr<int32_t>();
+  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(K, 1));  // >= 64 KB of weight a task
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { dot_rows(xp, wp, K, yp, n0, n1); });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(feldspar, m) { m.def("int8_gemv(Tensor x, Tensor w) -> Tensor"); }
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv); }
