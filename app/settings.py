@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     device: Device = "auto"
     dtype: Dtype = "auto"
     quant: Quant = Field("none", description="weight quantisation of the local model "
-                                             "(auto: int8 on CPUs with int8 dot products, else none)")
+                                             "(auto: int8 on CPUs with int8 dot products or AVX2, else none)")
     compile: Compile = Field("auto", description="torch.compile the local engine's decode step: auto (on CPU "
                              "with a C++ compiler), on (also the prefill scan: ~20 s to compile on the first "
                              "prefill, then 1.1x each; for long-running servers) or off; one warning and the "

@@ -58,15 +58,15 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def quant_choice(quant: str, device: torch.device) -> tuple[str, str]:
-    """(none|int8|int4, why): ``auto`` is int8 on CPUs with int8 dot products (decode reads a
-    quarter of fp32's bytes through oneDNN's int8 matmul), none on CPUs without them (int8
-    matmuls are slower than fp32 there) and none on CUDA (bf16 is fast there)."""
+    """(none|int8|int4, why): ``auto`` is int8 on CPUs with int8 dot products or AVX2 (decode
+    reads a quarter of fp32's bytes, through Feldspar's one-row int8 kernels), none on CPUs with
+    neither (int8 matmuls are slower than fp32 there) and none on CUDA (bf16 is fast there)."""
     from feldspar.model.quant import QUANTS, int8_dot_flags
 
     if quant == "auto" and device.type == "cpu":
-        dots = int8_dot_flags()
-        return ("int8", f"auto: int8 matmuls with {', '.join(dots)}") if dots else \
-            ("none", "auto: the CPU has no int8 dot products (no avx512_vnni/avx_vnni/amx_int8)")
+        fast = int8_dot_flags() or [flag for flag in ("avx2",) if flag in cpu_flags()]
+        return ("int8", f"auto: int8 matmuls with {', '.join(fast)}") if fast else \
+            ("none", "auto: the CPU has no int8 dot products or AVX2")
     if quant == "auto":
         return "none", "auto: CUDA runs bf16"
     if quant not in QUANTS:

@@ -37,7 +37,7 @@ DocsOpt = Annotated[Optional[Path], typer.Option("--documents", help="JSON file:
 DocFilesOpt = Annotated[Optional[list[Path]], typer.Option("--doc", help="text file to pass as a document (repeatable)")]
 DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="where the model runs")]
 DtypeOpt = Annotated[Optional[Dtype], typer.Option("--dtype", help="weight dtype")]
-QuantOpt = Annotated[Optional[Quant], typer.Option("--quant", help="weight quantisation (auto: int8 where the CPU has int8 dot products)")]
+QuantOpt = Annotated[Optional[Quant], typer.Option("--quant", help="weight quantisation (auto: int8 on CPUs with VNNI or AVX2)")]
 CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile",
                                                     help="torch.compile the decode step and the prefill scan (eager "
                                                          "if it fails; default: setting compile, auto = the step "

@@ -18,6 +18,7 @@ from feldspar.model.packs import create_pack, load_pack
 from feldspar.model.int4 import (
     DEQUANT_ROWS, Int4Linear, cpu_int4_layout_known, dequantize_int4_cpu, int4_group, quantize_int4, unpack_int4_cpu,
 )
+from feldspar.model import loader as loader_module
 from feldspar.model import quant as quant_module
 from feldspar.model.loader import quant_choice
 from feldspar.model.quant import (
@@ -165,9 +166,9 @@ def test_auto_dtype_and_quant_name_their_reason(tiny_checkpoint):
     model, _, _ = load_checkpoint(str(tiny_checkpoint), "cpu", "auto", "auto")
     choice = model.feldspar_choice
     native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    dots = int8_dot_flags()
-    assert choice["quant"] == ("int8" if dots else "none")
-    assert choice["quant_reason"].startswith("auto: int8 matmuls with" if dots else "auto: the CPU has no int8 dot")
+    fast = int8_dot_flags() or "avx2" in cpu_flags()
+    assert choice["quant"] == ("int8" if fast else "none")
+    assert choice["quant_reason"].startswith("auto: int8 matmuls with" if fast else "auto: the CPU has no int8 dot")
     assert choice["dtype"] == ("bfloat16" if native else "float32") and choice["dtype_reason"].startswith("auto: ")
 
 
@@ -184,11 +185,12 @@ def test_int8_rows_are_computed_on_their_own_and_close_to_float():
     assert codes.dtype == torch.int8 and codes.abs().max() == 127 and row_scales.shape == (37, 1)
 
 
-@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx_vnni"}])
-def test_without_int8_dot_products_auto_is_none_and_rows_multiply_the_same_integers(monkeypatch, flags):
-    # the other kind of CPU cannot run here: its flags can
+@pytest.mark.parametrize("flags", [{"sse4_2"}, {"avx2"}, {"avx2", "avx_vnni"}])
+def test_without_int8_dot_products_rows_multiply_the_same_integers_and_auto_needs_avx2(monkeypatch, flags):
+    # the other kinds of CPU cannot run here: their flags can
     monkeypatch.setattr(quant_module, "cpu_flags", lambda: frozenset(flags))
-    assert quant_choice("auto", torch.device("cpu"))[0] == ("int8" if "avx_vnni" in flags else "none")
+    monkeypatch.setattr(loader_module, "cpu_flags", lambda: frozenset(flags))
+    assert quant_choice("auto", torch.device("cpu"))[0] == ("none" if flags == {"sse4_2"} else "int8")
     torch.manual_seed(5)
     x, weight = torch.randn(FLOAT_INT8_ROWS + 30, 768), torch.randn(40, 768)
     q, scales = quantize_int8(weight)
