@@ -6,9 +6,7 @@
 // own OpenMP pool). AVX-512 VNNI's vpdpbusd multiplies unsigned by signed bytes, so the row x
 // goes in as x + 128 (its bytes xor 0x80) and 128 * sum_k w[n, k], summed alongside by the same
 // instruction against ones, is taken off: every int8 value, -128 included, is exact.
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
+#include "int8_gemv_op.h"
 #include <torch/library.h>
 #include <immintrin.h>
 
@@ -48,23 +46,7 @@ void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n
   }
 }
 
-at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.dim() == 2 && x.size(0) == 1 && x.scalar_type() == at::kChar, "int8_gemv: x must be int8 [1, K]");
-  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1) && w.scalar_type() == at::kChar,
-              "int8_gemv: w must be int8 [N, K] with x's K");
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "int8_gemv: CPU tensors only");
-  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
-  const int64_t N = wc.size(0), K = wc.size(1);
-  at::Tensor y = at::empty({1, N}, x.options().dtype(at::kInt));
-  const int8_t* xp = xc.const_data_ptr<int8_t>();
-  const int8_t* wp = wc.const_data_ptr<int8_t>();
-  int32_t* yp = y.mutable_data_ptr<int32_t>();
-  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(K, 1));  // >= 64 KB of weight a task
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { dot_rows(xp, wp, K, yp, n0, n1); });
-  return y;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(feldspar, m) { m.def("int8_gemv(Tensor x, Tensor w) -> Tensor"); }
-TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv); }
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv_op<dot_rows>); }
