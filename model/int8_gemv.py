@@ -120,12 +120,12 @@ def _build_and_load() -> None:
     out = build_directory()
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(out)
-    if not any(out.glob(f"{NAME}*.so")):
-        print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
     if kernel() == "AVX2":  # the int8 op alone: the other kernels need AVX-512
         name, sources, flags = AVX2_NAME, [str(AVX2_SOURCE)], AVX2_FLAGS
     else:
         name, sources, flags = NAME, [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)], FLAGS
+    if not any(out.glob(f"{name}.so")):
+        print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
     cpp_extension.load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(out),
                        is_python_module=False, verbose=False)
 

@@ -61,10 +61,11 @@ def quant_choice(quant: str, device: torch.device) -> tuple[str, str]:
     """(none|int8|int4, why): ``auto`` is int8 on CPUs with int8 dot products or AVX2 (decode
     reads a quarter of fp32's bytes, through Feldspar's one-row int8 kernels), none on CPUs with
     neither (int8 matmuls are slower than fp32 there) and none on CUDA (bf16 is fast there)."""
+    from feldspar.model.int8_gemv import AVX2_INSTRUCTIONS
     from feldspar.model.quant import QUANTS, int8_dot_flags
 
     if quant == "auto" and device.type == "cpu":
-        fast = int8_dot_flags() or [flag for flag in ("avx2",) if flag in cpu_flags()]
+        fast = int8_dot_flags() or sorted(AVX2_INSTRUCTIONS & cpu_flags())  # the AVX2 int8 kernel's CPUs
         return ("int8", f"auto: int8 matmuls with {', '.join(fast)}") if fast else \
             ("none", "auto: the CPU has no int8 dot products or AVX2")
     if quant == "auto":
