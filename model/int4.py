@@ -16,9 +16,8 @@ layer with another K keeps the CPU packing there and is dequantised per call). C
 always hold the CPU packing (``portable_weight``; ``codes_by_kernel`` reads any layout back
 through the device's kernel) with its block of rows (``cpu_int4_block``: ATen packs in blocks of
 64 rows on AVX-512, 32 on AVX2), and ``to_device_layout`` repacks a loaded layer for this
-machine's blocks or for CUDA. A bf16
-one-row product (decode) goes to ``model.int4_gemv``'s kernel where it is ready (the same
-products, summed in another order). ATen's kernel is compute-bound, so from ``DEQUANT_ROWS``
+machine's blocks or for CUDA. A one-row product (decode) goes to ``model.int4_gemv``'s kernel
+for its dtype where one is ready (bf16 or fp32: the same products, summed in another order). ATen's kernel is compute-bound, so from ``DEQUANT_ROWS``
 rows (a prefill chunk) a CPU layer dequantises its weight (``dequantize_int4_cpu``, reading
 ATen's CPU packing, checked once per process) into one matmul: fp32 (1.3x the kernel at 256 rows, 1.85x at
 1,024 on an Intel Xeon), or, on CPUs where bf16 matmuls are the fast ones (``DEQUANT_BF16``: AMD
@@ -228,14 +227,14 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         scales_zeros = self.scales_zeros.to(x.dtype)
+        if rows.shape[0] == 1 and x.device.type == "cpu" and int4_gemv.takes(rows, self.out_features, self.group):
+            return self._finish(int4_gemv.gemv(rows, self.weight, scales_zeros, self.group), x)
         if x.device.type == "cuda" and self.weight.dim() == 4:  # pragma: no cover - no GPU here
             out = torch._weight_int4pack_mm(rows, self.weight, self.group, scales_zeros)
         elif x.device.type == "cuda":  # pragma: no cover - a K CUDA's kernel does not take
             weight = dequantize_int4_cpu(self.weight, self.scales_zeros, self.group, self.out_features,
                                          self.in_features)
             out = F.linear(rows, weight.to(x.dtype))
-        elif rows.shape[0] == 1 and int4_gemv.READY and x.dtype == torch.bfloat16:
-            out = int4_gemv.gemv(rows, self.weight, scales_zeros, self.group)
         elif rows.shape[0] >= DEQUANT_ROWS and cpu_int4_layout_known():
             bf16 = x.dtype == torch.bfloat16 and DEQUANT_BF16 and on_bf16_grid(self.scales_zeros)
             weight = dequantize_int4_cpu(self.weight, self.scales_zeros, self.group, self.out_features,
@@ -243,6 +242,9 @@ class Int4Linear(nn.Module):
             out = F.linear(rows, weight) if bf16 else F.linear(rows.float(), weight).to(x.dtype)
         else:
             out = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group, scales_zeros)
+        return self._finish(out, x)
+
+    def _finish(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -9,10 +9,11 @@ decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspa
 ~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
 registers its shape function so compiled decode regions can call it. The same library holds
-the one-row int4 kernel (model/csrc/int4_gemv.cpp, driven by ``model.int4_gemv``) and the bf16
-decode attention (model/csrc/attend_bf16.cpp, ``model.attend_bf16``). A CPU with AVX2 and
-no AVX-512 VNNI gets the same op alone from model/csrc/int8_gemv_avx2.cpp (bytes widened to
-16 bits, ``vpmaddwd``), built as its own library. Where the CPU has neither,
+the one-row int4 kernels (model/csrc/int4_gemv.cpp and int4_gemv_avx2.cpp, driven by
+``model.int4_gemv``) and the bf16 decode attention (model/csrc/attend_bf16.cpp,
+``model.attend_bf16``). A CPU with AVX2 and no AVX-512 VNNI gets the same op from
+model/csrc/int8_gemv_avx2.cpp (``vpmaddubsw`` on |w| and x with w's sign), with the AVX2 int4
+kernel, built as their own library. Where the CPU has neither,
 ``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays False (one warning
 line) and ``_int_mm`` does everything.
 
@@ -38,6 +39,7 @@ from feldspar.model.cpu import cpu_flags
 
 SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
 INT4_SOURCE = SOURCE.with_name("int4_gemv.cpp")  # its own CPU features by function attributes
+INT4_AVX2_SOURCE = SOURCE.with_name("int4_gemv_avx2.cpp")  # likewise; in both libraries
 ATTEND_SOURCE = SOURCE.with_name("attend_bf16.cpp")  # likewise
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
@@ -121,9 +123,9 @@ def _build_and_load() -> None:
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(out)
     if kernel() == "AVX2":  # the int8 op alone: the other kernels need AVX-512
-        name, sources, flags = AVX2_NAME, [str(AVX2_SOURCE)], AVX2_FLAGS
+        name, sources, flags = AVX2_NAME, [str(AVX2_SOURCE), str(INT4_AVX2_SOURCE)], AVX2_FLAGS
     else:
-        name, sources, flags = NAME, [str(SOURCE), str(INT4_SOURCE), str(ATTEND_SOURCE)], FLAGS
+        name, sources, flags = NAME, [str(SOURCE), str(INT4_SOURCE), str(INT4_AVX2_SOURCE), str(ATTEND_SOURCE)], FLAGS
     if not any(out.glob(f"{name}.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
     cpp_extension.load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(out),
@@ -161,20 +163,28 @@ def _register_fake() -> None:
     def int4_gemv_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
         return x.new_empty((x.shape[0], scales_zeros.shape[1]))
 
+    def int4_gemv_f32_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, group: int,
+                            block: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], scales_zeros.shape[1]))
+
     torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
+    torch.library.register_fake("feldspar::int4_gemv_f32", int4_gemv_f32_shape)
     if kernel() != "AVX2":
         torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
 
 
 def _check() -> None:
-    """Exact against the integer matmul, -128 and a K that is no multiple of 64 included."""
+    """Exact against the integer matmul, -128 and a K that is no multiple of 64 included, for x
+    with and without -128 (the AVX2 kernel takes another path without)."""
     gen = torch.Generator().manual_seed(0)
     for n, k in ((70, 200), (33, 768)):
-        x = torch.randint(-128, 128, (1, k), dtype=torch.int8, generator=gen)
         w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
-        x[0, 0], w[0, 0] = -128, -128
-        if not torch.equal(torch.ops.feldspar.int8_gemv(x, w), x.int() @ w.int().t()):
-            raise RuntimeError("int8_gemv disagrees with the integer matmul")
+        w[0, 0] = -128
+        for low in (-128, -127):
+            x = torch.randint(low, 128, (1, k), dtype=torch.int8, generator=gen)
+            x[0, 0] = low
+            if not torch.equal(torch.ops.feldspar.int8_gemv(x, w), x.int() @ w.int().t()):
+                raise RuntimeError("int8_gemv disagrees with the integer matmul")
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,8 @@ def test_the_kernel_gives_the_exact_integer_product(n, k, seed):
     x[0, seed % k] = -128  # the byte the unsigned trick has to get right
     w[seed % n, 0] = -128
     assert torch.equal(int8_gemv.gemv(x, w), integer_product(x, w))
+    x = x.clamp(min=-127)  # as quantised activations are: the AVX2 kernel's sign trick takes these
+    assert torch.equal(int8_gemv.gemv(x, w), integer_product(x, w))
 
 
 def test_extreme_rows_and_strided_weights_are_exact(ready):
@@ -58,6 +60,9 @@ def test_extreme_rows_and_strided_weights_are_exact(ready):
     w = torch.full((3, k), -128, dtype=torch.int8)
     w[1], w[2] = 127, torch.arange(k) % 256 - 128
     assert torch.equal(int8_gemv.gemv(x, w), integer_product(x, w))
+    for value in (-127, 127):  # |w| = 128 against |x| = 127: pairs of 2 * 128 * 127, just inside int16
+        assert torch.equal(int8_gemv.gemv(torch.full((1, k), value, dtype=torch.int8), w),
+                           integer_product(torch.full((1, k), value, dtype=torch.int8), w))
     wide = torch.randint(-128, 128, (40, 2 * k), dtype=torch.int8)
     strided = wide[:, ::2]  # not contiguous: the op copies, the answer stays exact
     assert torch.equal(int8_gemv.gemv(x, strided), torch._int_mm(x, strided.t().contiguous()))
