@@ -10,7 +10,7 @@ dtype, ``gemv`` returns x @ W^T [1, N] as ``torch._weight_int4pack_mm_for_cpu`` 
   one rounding to bf16, up to the order of the sums (``vdpbf16ps`` on codes turned into bf16);
 - **fp32** x (model/csrc/int4_gemv_avx2.cpp; AVX2, so every AVX-512 CPU too): fp32 products
   and sums, in another order (the codes of 32 bytes read as eight 32-bit lanes, each nibble
-  masked out, converted and multiplied in by ``vfmadd``; no byte shuffles), for either of ATen's
+  masked in place, converted and multiplied in by ``vfmadd``; no byte shuffles), for either of ATen's
   CPU packings (``BLOCK``: 32 rows with AVX2, 64 with AVX-512).
 
 ``int4.Int4Linear`` sends its one-row products there when ``takes``, everything else to ATen's

@@ -8,7 +8,7 @@
 // AVX-512) store, per input column k, block / 2 bytes whose low and high nibbles are rows j and
 // j + block / 2; the last N % block rows store rows 2j and 2j + 1 in byte j.
 // Per group, sum_k x_k w_k = scale * sum_k x_k q_k + (zero - 8 * scale) * sum_k x_k. 32 bytes of
-// codes are read as eight 32-bit lanes; nibble j of every lane (a shift and a mask) is converted
+// codes are read as eight 32-bit lanes; nibble j of every lane (masked in place) is converted
 // to fp32 and multiplied into accumulator j by the lanes' x, so no byte shuffles are needed:
 // for blocks of 64 the 32 bytes are one column (x broadcast), for blocks of 32 two columns (x_k
 // in lanes 0-3, x_k+1 in 4-7, the halves added at the end of a group). Threads split the blocks
@@ -38,26 +38,49 @@ struct Problem {
   float* y;              // [N]
 };
 
-// acc[j] += float(nibble j of each 32-bit lane of v) * xs
+// acc[j] += float(nibble j of each 32-bit lane of v, left in place: q * 16^j) * xs. Masking the
+// nibble where it is saves the shift; the products are exact multiples of x * q by powers of two,
+// undone at the end of a group (``unscale``). The top nibble is shifted down: as a signed int it
+// would turn negative.
 FELDSPAR_AVX2 inline void multiply_nibbles(__m256i v, __m256 xs, __m256* acc) {
-  const __m256i nibble = _mm256_set1_epi32(0x0f);
-  acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, nibble)), xs, acc[0]);
-  acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 4), nibble)), xs, acc[1]);
-  acc[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8), nibble)), xs, acc[2]);
-  acc[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 12), nibble)), xs, acc[3]);
-  acc[4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 16), nibble)), xs, acc[4]);
-  acc[5] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 20), nibble)), xs, acc[5]);
-  acc[6] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 24), nibble)), xs, acc[6]);
+  for (int j = 0; j < 7; ++j)
+    acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(0xf << (4 * j)))), xs, acc[j]);
   acc[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v, 28)), xs, acc[7]);
 }
 
+constexpr float unscale[8] = {1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 0x1p-16f, 0x1p-20f, 0x1p-24f, 1.0f};
+
+FELDSPAR_AVX2 inline __m256 in_order(__m256 v) {  // undoes shuffle_ps's lane interleave
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
+}
+
+// scale and zero - 8 * scale of 8 rows, from their interleaved (scale, zero) pairs
+FELDSPAR_AVX2 inline void scales_and_offsets(const float* pairs, __m256& scale, __m256& offset) {
+  const __m256 a = _mm256_loadu_ps(pairs), b = _mm256_loadu_ps(pairs + 8);
+  scale = in_order(_mm256_shuffle_ps(a, b, 0x88));
+  offset = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), scale, in_order(_mm256_shuffle_ps(a, b, 0xDD)));
+}
+
+// Four vectors whose lane i holds row 4i + m (vector m; lanes 4-7: rows 16 + 4(i - 4) + m) as
+// rows 0-7, 8-15, 16-23, 24-31.
+FELDSPAR_AVX2 inline void transpose_rows(const __m256* a, __m256* rows) {
+  const __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  rows[0] = _mm256_permute2f128_ps(u0, u1, 0x20), rows[1] = _mm256_permute2f128_ps(u2, u3, 0x20);
+  rows[2] = _mm256_permute2f128_ps(u0, u1, 0x31), rows[3] = _mm256_permute2f128_ps(u2, u3, 0x31);
+}
+
+FELDSPAR_AVX2 inline __m128 fold(__m256 v) { return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); }
+
 // The rows of block b, group by group: acc[j] lane i holds byte 4i + j / 2 of the 32 bytes, its
-// low nibble for even j and high for odd; row sums go to `rows` (block entries), scaled per group.
+// low nibble for even j and high for odd (blocks of 32: lanes 4-7 are column k + 1, folded onto
+// 0-3); a transpose puts them in row order to be scaled per group into `rows`.
 FELDSPAR_AVX2 void block_rows(const Problem& p, int64_t b) {
   const int64_t half = p.block / 2;  // bytes per column
   const uint8_t* block = p.w + b * half * p.K;
-  float rows[64] = {};
-  alignas(32) float lanes[8][8];
+  alignas(32) float rows[64] = {};
   for (int64_t g = 0; g < p.K / p.G; ++g) {
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
@@ -67,18 +90,24 @@ FELDSPAR_AVX2 void block_rows(const Problem& p, int64_t b) {
       const __m256 xs = half == 32 ? _mm256_broadcast_ss(p.x + k) : _mm256_loadu_ps(p.xpairs + 4 * k);
       multiply_nibbles(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)), xs, acc);
     }
-    for (int j = 0; j < 8; ++j) _mm256_store_ps(lanes[j], acc[j]);
-    const float xsum = p.xsum[g];
-    const float* sz = p.sz + 2 * (g * p.N + b * p.block);
-    for (int j = 0; j < 8; ++j)
-      for (int i = 0; i < 8; ++i) {
-        const int64_t byte = 4 * i + j / 2;
-        if (half == 16 && byte >= 16) break;  // lanes 4-7 are column k + 1: added to lanes 0-3
-        const float sum = half == 16 ? lanes[j][i] + lanes[j][i + 4] : lanes[j][i];
-        const int64_t row = byte + (j % 2) * half;
-        const float scale = sz[2 * row], zero = sz[2 * row + 1];
-        rows[row] += scale * sum + (zero - 8.0f * scale) * xsum;
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_mul_ps(acc[j], _mm256_set1_ps(unscale[j]));
+    __m256 sets[2][4];  // by nibble (blocks of 64) or, for blocks of 32, one set of both nibbles
+    for (int m = 0; m < 4; ++m) {
+      if (half == 32) sets[0][m] = acc[2 * m], sets[1][m] = acc[2 * m + 1];
+      else sets[0][m] = _mm256_set_m128(fold(acc[2 * m + 1]), fold(acc[2 * m]));
+    }
+    const __m256 xsum = _mm256_set1_ps(p.xsum[g]);
+    for (int set = 0; set < (half == 32 ? 2 : 1); ++set) {
+      __m256 ordered[4];
+      transpose_rows(sets[set], ordered);
+      for (int r = 0; r < 4; ++r) {
+        const int64_t row = 32 * set + 8 * r;
+        __m256 scale, offset;
+        scales_and_offsets(p.sz + 2 * (g * p.N + b * p.block + row), scale, offset);
+        _mm256_store_ps(rows + row, _mm256_fmadd_ps(scale, ordered[r],
+                                                    _mm256_fmadd_ps(offset, xsum, _mm256_load_ps(rows + row))));
       }
+    }
   }
   std::copy(rows, rows + p.block, p.y + b * p.block);
 }
