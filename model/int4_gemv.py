@@ -1,7 +1,7 @@
 """The one-row int4 matmuls of a decode step: Feldspar's two CPU kernels, built on this machine.
 
 Contract: ``prepare()`` builds and checks the kernels this CPU can run and returns whether any
-is ready; ``takes(x, out_features)`` says whether ``gemv(x, w, scales_zeros, group)`` does a
+is ready; ``takes(x, out_features, group)`` says whether ``gemv(x, w, scales_zeros, group)`` does a
 one-row product with activations of ``x``'s dtype here. For w an [N, K] weight packed by
 ``torch._convert_weight_to_int4pack_for_cpu`` and ``scales_zeros`` [K / group, N, 2] in x's
 dtype, ``gemv`` returns x @ W^T [1, N] as ``torch._weight_int4pack_mm_for_cpu`` computes it:
