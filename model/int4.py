@@ -28,14 +28,16 @@ result does not depend on how many rows share its forward beyond summation order
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from feldspar.model import int4_gemv
 from feldspar.model.cpu import cpu_flags, cpu_vendor
+from feldspar.model.int4_packing import cpu_int4_block, cpu_int4_layout_known, unpack_int4_cpu
+
+__all__ = ["Int4Linear", "cpu_int4_block", "cpu_int4_layout_known", "dequantize_int4_cpu", "int4_group",
+           "quantize_int4", "unpack_int4_cpu"]
 
 CUDA_INNER_K_TILES = 8  # torch._convert_weight_to_int4pack: [N / 8, K / (tiles * 16), 32, tiles / 2] int32
 CUDA_K_TILE = CUDA_INNER_K_TILES * 16  # CUDA's kernel takes K in multiples of this; other layers stay portable
@@ -120,46 +122,6 @@ def codes_by_kernel(weight: torch.Tensor, group: int, out_features: int, in_feat
     scales_zeros[..., 1] = 8
     mm = torch._weight_int4pack_mm if weight.is_cuda else torch._weight_int4pack_mm_for_cpu
     return mm(eye, weight, group, scales_zeros).t().round().to(torch.int32)
-
-
-def unpack_int4_cpu(packed: torch.Tensor, out_features: int, in_features: int,
-                    block: int | None = None) -> torch.Tensor:
-    """The values 0..15 [N, K] (uint8) of a weight packed by ``_convert_weight_to_int4pack_for_cpu``
-    in blocks of ``block`` output rows (default: this machine's, ``cpu_int4_block``): per input
-    column, byte j of a block stores rows j and j + block / 2 as its low and high nibbles; the
-    last N % block rows store rows 2j and 2j + 1 in byte j."""
-    block = block or cpu_int4_block()
-    if block is None:
-        raise ValueError("this torch packs int4 weights for the CPU in a layout Feldspar does not read")
-    flat, full, half = packed.reshape(-1), out_features // block * block, block // 2
-    out = torch.empty(out_features, in_features, dtype=torch.uint8, device=packed.device)
-    if full:
-        rows = flat[: full * in_features // 2].view(full // block, in_features, half).transpose(1, 2)
-        halves = out[:full].view(full // block, 2, half, in_features)
-        torch.bitwise_and(rows, 15, out=halves[:, 0])
-        torch.bitwise_right_shift(rows, 4, out=halves[:, 1])
-    if out_features > full:
-        tail = flat[full * in_features // 2:].view(in_features, (out_features - full) // 2)
-        out[full:].copy_(torch.stack([tail & 15, tail >> 4], -1).view(in_features, -1).t())
-    return out
-
-
-@functools.cache
-def cpu_int4_block() -> int | None:
-    """Rows per block of this process's CPU int4 packing: ATen picks it by the instructions it
-    runs with (64 with AVX-512, 32 with AVX2), so a packed weight is only portable with its
-    block. Checked once, on a shape with full blocks and a tail; None for a layout
-    ``unpack_int4_cpu`` does not read (int4 layers then always use ATen's int4 kernel)."""
-    q = torch.randint(0, 16, (112, 256), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
-    try:
-        packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
-    except RuntimeError:
-        return None
-    return next((block for block in (64, 32) if bool((unpack_int4_cpu(packed, 112, 256, block) == q).all())), None)
-
-
-def cpu_int4_layout_known() -> bool:
-    return cpu_int4_block() is not None
 
 
 def dequantize_int4_cpu(packed: torch.Tensor, scales_zeros: torch.Tensor, group: int, out_features: int,

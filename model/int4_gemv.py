@@ -32,6 +32,7 @@ import torch
 
 from feldspar.model import int8_gemv
 from feldspar.model.cpu import cpu_flags
+from feldspar.model.int4_packing import cpu_int4_block
 
 ENV = "FELDSPAR_INT4_GEMV"
 INSTRUCTIONS = {  # what each kernel is compiled for, by the activations' dtype
@@ -41,7 +42,7 @@ INSTRUCTIONS = {  # what each kernel is compiled for, by the activations' dtype
 KERNEL = {torch.bfloat16: "AVX-512 BF16", torch.float32: "AVX2 fp32"}
 ROWS_PER = 16  # both kernels take N in multiples of this
 READY: frozenset[torch.dtype] = frozenset()  # the activations' dtypes a ready kernel takes
-BLOCK = 32  # rows per block of this machine's CPU int4 packing (int4.cpu_int4_block), set by prepare
+BLOCK = 32  # rows per block of this machine's CPU int4 packing (``cpu_int4_block``), set by prepare
 _checked: dict[torch.dtype, bool] = {}
 
 
@@ -76,8 +77,6 @@ def describe() -> str:
 def prepare() -> bool:
     """Build (once per machine, with the int8 kernel), load and check the kernels; True if any is ready."""
     global READY, BLOCK
-    from feldspar.model.int4 import cpu_int4_block  # int4 drives this module; the block is its finding
-
     BLOCK = cpu_int4_block() or 0
     built = bool(wanted()) and BLOCK in (32, 64) and int8_gemv.prepare()
     READY = frozenset(d for d in wanted() if built and _passes_check(d))

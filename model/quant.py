@@ -237,7 +237,7 @@ def save_quantized(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
 
 def checkpoint_spec(mode: str, group_size: int, dtype: str) -> dict:
     """What quant.json says: the mode, group size and float dtype, and for int4 the block of rows
-    of the CPU packing its weights are in (``int4.cpu_int4_block``, which depends on the CPU)."""
+    of the CPU packing its weights are in (``int4_packing.cpu_int4_block``, which depends on the CPU)."""
     spec = {"mode": mode, "group_size": group_size, "dtype": dtype}
     return {**spec, "int4_cpu_block": cpu_int4_block()} if mode == "int4" else spec
 
