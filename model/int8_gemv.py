@@ -160,15 +160,11 @@ def _register_fake() -> None:
     def int8_gemv_shape(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.int32)
 
-    def int4_gemv_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
-        return x.new_empty((x.shape[0], scales_zeros.shape[1]))
-
-    def int4_gemv_f32_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, group: int,
-                            block: int) -> torch.Tensor:
-        return x.new_empty((x.shape[0], scales_zeros.shape[1]))
+    def int4_gemv_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, *_: int) -> torch.Tensor:
+        return x.new_empty((x.shape[0], scales_zeros.shape[1]))  # both int4 ops: (group) or (group, block)
 
     torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
-    torch.library.register_fake("feldspar::int4_gemv_f32", int4_gemv_f32_shape)
+    torch.library.register_fake("feldspar::int4_gemv_f32", int4_gemv_shape)
     if kernel() != "AVX2":
         torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
 

@@ -12,6 +12,8 @@
 #include <torch/library.h>
 #include <immintrin.h>
 
+#include <cstring>
+
 namespace {
 
 constexpr int64_t kPrefetch = 4096;  // as the AVX-512 kernel: past the 4 KB page the prefetchers stop at
@@ -27,40 +29,30 @@ inline int32_t horizontal_sum(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// Rows by widening: exact for every int8 value, -128 included.
-void dot_rows_widened(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* row = w + n * K;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
-      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(widen(x + k), widen(row + k)));
-      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(widen(x + k + 16), widen(row + k + 16)));
-    }
-    int32_t sum = horizontal_sum(_mm256_add_epi32(a0, a1));
-    for (; k < K; ++k) sum += static_cast<int32_t>(x[k]) * static_cast<int32_t>(row[k]);
-    y[n] = sum;
-  }
+// The int32 sums of 32 products x[0..32) * w[0..32), by widening: exact for every int8 value.
+inline __m256i widened(const int8_t* x, const int8_t* w) {
+  return _mm256_add_epi32(_mm256_madd_epi16(widen(x), widen(w)), _mm256_madd_epi16(widen(x + 16), widen(w + 16)));
 }
 
-// Rows for x without -128 (every x that quant.quantize_rows makes): vpmaddubsw takes |w| as
+// The same for x without -128 (every x that quant.quantize_rows makes): vpmaddubsw takes |w| as
 // unsigned bytes and x with w's sign (vpsignb), 32 products a load with no widening; a pair's
 // sum is at most 2 * 128 * 127 < 2^15, so nothing saturates, and vpmaddwd by ones widens it.
-void dot_rows_signed(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
-  const __m256i ones = _mm256_set1_epi16(1);
+inline __m256i signed_bytes(const int8_t* x, const int8_t* w) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), _mm256_set1_epi16(1));
+}
+
+template <__m256i (*Products)(const int8_t*, const int8_t*)>
+void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* row = w + n * K;
     __m256i a0 = _mm256_setzero_si256(), a1 = a0;
     int64_t k = 0;
     for (; k + 64 <= K; k += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(row + k + kPrefetch), _MM_HINT_T0);
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
-      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k + 32));
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k + 32));
-      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w0), _mm256_sign_epi8(x0, w0)), ones));
-      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w1), _mm256_sign_epi8(x1, w1)), ones));
+      a0 = _mm256_add_epi32(a0, Products(x + k, row + k));
+      a1 = _mm256_add_epi32(a1, Products(x + k + 32, row + k + 32));
     }
     int32_t sum = horizontal_sum(_mm256_add_epi32(a0, a1));
     for (; k < K; ++k) sum += static_cast<int32_t>(x[k]) * static_cast<int32_t>(row[k]);
@@ -68,14 +60,14 @@ void dot_rows_signed(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, in
   }
 }
 
-// The row kernel for this x: the faster one unless x holds -128.
-void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n0, int64_t n1) {
-  bool has_min = false;
-  for (int64_t k = 0; k < K && !has_min; ++k) has_min = x[k] == -128;
-  (has_min ? dot_rows_widened : dot_rows_signed)(x, w, K, y, n0, n1);
+// The op: the sign trick unless x holds -128 (looked for once a call).
+at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w) {
+  const at::Tensor xc = x.contiguous();
+  const bool has_min = xc.scalar_type() == at::kChar && std::memchr(xc.const_data_ptr<int8_t>(), 0x80, xc.numel());
+  return has_min ? int8_gemv_op<dot_rows<widened>>(xc, w) : int8_gemv_op<dot_rows<signed_bytes>>(xc, w);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(feldspar, m) { m.def("int8_gemv(Tensor x, Tensor w) -> Tensor"); }
-TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv_op<dot_rows>); }
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv); }
