@@ -85,7 +85,7 @@ def prepare() -> bool:
 
 def takes(x: torch.Tensor, out_features: int, group: int) -> bool:
     """Whether a ready kernel does this one-row product (x [.., K] of its dtype, N a multiple of 16)."""
-    return x.dtype in READY and out_features % ROWS_PER == 0 and group % 2 == 0
+    return x.dtype in READY and out_features % ROWS_PER == 0 and group % 4 == 0
 
 
 def _passes_check(dtype: torch.dtype) -> bool:

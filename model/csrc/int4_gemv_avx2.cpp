@@ -76,22 +76,28 @@ FELDSPAR_AVX2 inline __m128 fold(__m256 v) { return _mm_add_ps(_mm256_castps256_
 
 // The rows of block b, group by group: acc[j] lane i holds byte 4i + j / 2 of the 32 bytes, its
 // low nibble for even j and high for odd (blocks of 32: lanes 4-7 are column k + 1, folded onto
-// 0-3); a transpose puts them in row order to be scaled per group into `rows`.
-FELDSPAR_AVX2 void block_rows(const Problem& p, int64_t b) {
-  const int64_t half = p.block / 2;  // bytes per column
+// 0-3); a transpose puts them in row order to be scaled per group into `rows`. HALF, the bytes
+// per column, is a constant so the loop over a group's columns is a cache line (two loads and
+// one prefetch) an iteration with nothing left to compute.
+template <int64_t HALF>
+FELDSPAR_AVX2 void block_rows_t(const Problem& p, int64_t b) {
+  constexpr int64_t half = HALF, step = 32 / HALF;  // bytes per column; columns per 32 bytes
   const uint8_t* block = p.w + b * half * p.K;
   alignas(32) float rows[64] = {};
   for (int64_t g = 0; g < p.K / p.G; ++g) {
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
-    for (int64_t k = g * p.G; k < (g + 1) * p.G; k += 32 / half) {  // 32 bytes: one column or two
-      const uint8_t* at = block + k * half;
+    const uint8_t* at = block + g * p.G * half;
+    const float* xg = half == 32 ? p.x + g * p.G : p.xpairs + 4 * g * p.G;
+    for (int64_t k = 0; k < p.G; k += 2 * step, at += 64) {  // a cache line: 64 bytes
       _mm_prefetch(reinterpret_cast<const char*>(at + kPrefetch), _MM_HINT_T0);
-      const __m256 xs = half == 32 ? _mm256_broadcast_ss(p.x + k) : _mm256_loadu_ps(p.xpairs + 4 * k);
-      multiply_nibbles(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)), xs, acc);
+      const __m256 x0 = half == 32 ? _mm256_broadcast_ss(xg + k) : _mm256_loadu_ps(xg + 4 * k);
+      multiply_nibbles(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)), x0, acc);
+      const __m256 x1 = half == 32 ? _mm256_broadcast_ss(xg + k + 1) : _mm256_loadu_ps(xg + 4 * k + 8);
+      multiply_nibbles(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32)), x1, acc);
     }
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_mul_ps(acc[j], _mm256_set1_ps(unscale[j]));
-    __m256 sets[2][4];  // by nibble (blocks of 64) or, for blocks of 32, one set of both nibbles
+    __m256 sets[2][4];
     for (int m = 0; m < 4; ++m) {
       if (half == 32) sets[0][m] = acc[2 * m], sets[1][m] = acc[2 * m + 1];
       else sets[0][m] = _mm256_set_m128(fold(acc[2 * m + 1]), fold(acc[2 * m]));
@@ -110,6 +116,10 @@ FELDSPAR_AVX2 void block_rows(const Problem& p, int64_t b) {
     }
   }
   std::copy(rows, rows + p.block, p.y + b * p.block);
+}
+
+FELDSPAR_AVX2 void block_rows(const Problem& p, int64_t b) {  // block: 64 or 32 rows
+  p.block == 64 ? block_rows_t<32>(p, b) : block_rows_t<16>(p, b);
 }
 
 // Rows full + 16 * chunk .. + 16 of the last N % block (a multiple of 16): byte j of a column
@@ -142,7 +152,7 @@ at::Tensor int4_gemv_f32(const at::Tensor& x, const at::Tensor& w, const at::Ten
                          int64_t block) {
   TORCH_CHECK(x.dim() == 2 && x.size(0) == 1 && x.scalar_type() == at::kFloat, "int4_gemv_f32: x must be fp32 [1, K]");
   const int64_t K = x.size(1);
-  TORCH_CHECK(group > 0 && group % 2 == 0 && K % group == 0, "int4_gemv_f32: group must be even and divide K");
+  TORCH_CHECK(group > 0 && group % 4 == 0 && K % group == 0, "int4_gemv_f32: group must be a multiple of 4 and divide K");
   TORCH_CHECK(scales_zeros.dim() == 3 && scales_zeros.size(0) == K / group && scales_zeros.size(2) == 2 &&
               scales_zeros.scalar_type() == at::kFloat, "int4_gemv_f32: scales_zeros must be fp32 [K / group, N, 2]");
   const int64_t N = scales_zeros.size(1);

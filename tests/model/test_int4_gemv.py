@@ -105,7 +105,7 @@ def test_bad_inputs_are_one_clear_error(ready):
             int4_gemv.gemv(x, layer.weight[:10], layer.scales_zeros, 64)
     if torch.float32 in ready:
         layer, x = layer_and_row(64, 128, 64, 0, torch.float32)
-        with pytest.raises(RuntimeError, match="group must be even and divide K"):
+        with pytest.raises(RuntimeError, match="group must be a multiple of 4 and divide K"):
             int4_gemv.gemv(x, layer.weight, layer.scales_zeros, 48)
         with pytest.raises(RuntimeError, match="block must be 32 or 64 rows"):
             int4_gemv.gemv(x, layer.weight, layer.scales_zeros, 64, block=48)
