@@ -16,14 +16,15 @@ layer with another K keeps the CPU packing there and is dequantised per call). C
 always hold the CPU packing (``portable_weight``; ``codes_by_kernel`` reads any layout back
 through the device's kernel) with its block of rows (``cpu_int4_block``: ATen packs in blocks of
 64 rows on AVX-512, 32 on AVX2), and ``to_device_layout`` repacks a loaded layer for this
-machine's blocks or for CUDA. A one-row product (decode) goes to ``model.int4_gemv``'s kernel
-for its dtype where one is ready (bf16 or fp32: the same products, summed in another order).
-ATen's kernel is compute-bound, so from ``DEQUANT_ROWS`` rows (a prefill chunk) a CPU layer dequantises its weight (``dequantize_int4_cpu``, reading
-ATen's CPU packing, checked once per process) into one matmul: fp32 (1.3x the kernel at 256 rows, 1.85x at
-1,024 on an Intel Xeon), or, on CPUs where bf16 matmuls are the fast ones (``DEQUANT_BF16``: AMD
-with avx512_bf16, 2.0-2.4x the fp32 matmul at 512 rows of h-350m's shapes), bf16 when the
-activations are bf16 and the layer is on the grid: the same weight values either way, so a token's
-result does not depend on how many rows share its forward beyond summation order. Knows torch only.
+machine's blocks or for CUDA. A one-row product (decode) goes to ``model.int4_gemv``'s kernel for
+its dtype where one is ready (bf16 or fp32: the same products, summed in another order). ATen's
+kernel is compute-bound, so from ``DEQUANT_ROWS`` rows (a prefill chunk) a CPU layer dequantises
+its weight (``dequantize_int4_cpu``, reading ATen's CPU packing, checked once per process) into one
+matmul: fp32 (1.3x the kernel at 256 rows, 1.85x at 1,024 on an Intel Xeon), or, on CPUs where bf16
+matmuls are the fast ones (``DEQUANT_BF16``: AMD with avx512_bf16, 2.0-2.4x the fp32 matmul at 512
+rows of h-350m's shapes), bf16 when the activations are bf16 and the layer is on the grid: the same
+weight values either way, so a token's result does not depend on how many rows share its forward
+beyond summation order. Knows torch only.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def prepare() -> bool:
 
 
 def takes(x: torch.Tensor, out_features: int, group: int) -> bool:
-    """Whether a ready kernel does this one-row product (x [.., K] of its dtype, N a multiple of 16)."""
+    """Whether a ready kernel does this one-row product (x [.., K] of its dtype, N a multiple of
+    16, the group a multiple of 4)."""
     return x.dtype in READY and out_features % ROWS_PER == 0 and group % 4 == 0
 
 

@@ -97,7 +97,7 @@ FELDSPAR_AVX2 void block_rows_t(const Problem& p, int64_t b) {
       multiply_nibbles(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + 32)), x1, acc);
     }
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_mul_ps(acc[j], _mm256_set1_ps(unscale[j]));
-    __m256 sets[2][4];
+    __m256 sets[2][4];  // by nibble (blocks of 64) or, for blocks of 32, one set of both nibbles
     for (int m = 0; m < 4; ++m) {
       if (half == 32) sets[0][m] = acc[2 * m], sets[1][m] = acc[2 * m + 1];
       else sets[0][m] = _mm256_set_m128(fold(acc[2 * m + 1]), fold(acc[2 * m]));
