@@ -245,11 +245,10 @@ class GrammarConstraint:
     def pick(self, logits: torch.Tensor, sampling: Any, generator: torch.Generator | None = None) -> int:
         """The token ``sample`` picks from the masked logits. Greedy: the unmasked argmax when the
         grammar allows it (the masked argmax is then the same token), so no mask is applied."""
-        from feldspar.model.generation import sample
+        from feldspar.model.generation import greedy, sample
 
         if sampling.temperature <= 0 and not self.short:
-            values = _cpu_values(logits)
-            token = int(np.argmax(values) if values is not None else torch.argmax(logits))
+            token = greedy(logits)
             if self.allows(token):
                 return token
         return sample(self.mask(logits), sampling, generator)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -52,13 +53,10 @@ def supports(model: torch.nn.Module, cache, position: int) -> bool:
         return False
     if getattr(cache, "offloading", False) or len(cache.layers) != model.config.num_hidden_layers:
         return False
-    for layer, cached in zip(model.model.layers, cache.layers):
-        if layer.mamba is not None:
-            if not cached.has_previous_state.get(0) or cached.record_past:
-                return False
-        elif not isinstance(cached, DynamicLayer) or not cached.is_initialized:
-            return False
-    return True
+    plan, cached = _plan(model), cache.layers
+    if any(not cached[i].has_previous_state.get(0) or cached[i].record_past for i in plan.mamba):
+        return False
+    return all(isinstance(cached[i], DynamicLayer) and cached[i].is_initialized for i in plan.attention)
 
 
 # ---- layers (regions: what set_compiled compiles, one graph shared by same-shaped layers) --
@@ -144,7 +142,7 @@ _regions = dict(EAGER)
 _warm: set[int] = set()  # signatures whose compiled regions have run with every guard checked
 _signature_ids: dict[tuple, int] = {}  # each distinct signature once, as a small int (hashed per step)
 _signatures: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
-_plans: "weakref.WeakKeyDictionary[torch.nn.Module, list[tuple[int, int]]]" = weakref.WeakKeyDictionary()
+_plans: "weakref.WeakKeyDictionary[torch.nn.Module, _Plan]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # the compiler's stance is process-wide: one compiled step at a time
 
 
@@ -275,14 +273,14 @@ def signature(model: torch.nn.Module) -> int:
     return known
 
 
-def _canonical(cache, layers) -> None:
+def _canonical(cache, model: torch.nn.Module) -> None:
     """Make every Mamba state contiguous (a state from an older prefill or pack may be strided),
     so the compiled regions always see the strides they were compiled for."""
-    for layer, cached in zip(layers, cache.layers):
-        if layer.mamba is not None:
-            for states in (cached.conv_states, cached.recurrent_states):
-                if not states[0].is_contiguous():
-                    states[0] = states[0].contiguous()
+    cached = cache.layers
+    for i in _plan(model).mamba:
+        for states in (cached[i].conv_states, cached[i].recurrent_states):
+            if not states[0].is_contiguous():
+                states[0] = states[0].contiguous()
 
 
 @torch.inference_mode()
@@ -298,7 +296,7 @@ def step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.T
     if not compiled():
         return _step(model, cache, token_id, position)
     with _lock:
-        _canonical(cache, model.model.layers)
+        _canonical(cache, model)
         key = signature(model)
         if key not in _warm:
             with step_regions.stepping(_regions.values(), key, warm=False):
@@ -317,17 +315,43 @@ BMM_ATTENTION_BF16 = cpu_vendor() == "AuthenticAMD"
 RUN = 4  # Mamba layers per compiled run: ~10 % faster decode than 1, at ~3x the first compile
 
 
-def _plan(model: torch.nn.Module) -> list[tuple[int, int]]:
-    """[start, stop) spans over the model's layers: runs of up to ``RUN`` consecutive Mamba
-    layers without routed experts (one ``mamba_run`` call each), every other layer on its own
-    (computed once per model)."""
+@dataclass(frozen=True)
+class _Span:
+    """Layers [start, stop) of one region call, with the norms that follow each of them."""
+    start: int
+    stop: int
+    layers: tuple
+    next_ws: tuple
+    next_eps: tuple
+    next_norm: torch.nn.Module  # the norm after the last layer
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A model's step, computed once: its spans and which layers are Mamba or attention."""
+    spans: tuple[_Span, ...]
+    mamba: tuple[int, ...]
+    attention: tuple[int, ...]
+
+
+def _plan(model: torch.nn.Module) -> _Plan:
+    """The model's plan (computed once per model; ``set_compiled`` forgets every plan): runs of
+    up to ``RUN`` consecutive Mamba layers without routed experts (one ``mamba_run`` call
+    each), every other layer on its own, the modules looked up once rather than every token."""
     known = _plans.get(model)
     if known is None:
-        known = _plans[model] = _spans(model.model.layers)
+        layers = model.model.layers
+        norms = [layer.input_layernorm for layer in layers[1:]] + [model.model.norm]
+        spans = tuple(_Span(start, stop, tuple(layers[start:stop]), tuple(n.weight for n in norms[start:stop]),
+                            tuple(n.variance_epsilon for n in norms[start:stop]), norms[stop - 1])
+                      for start, stop in _spans(layers))
+        mamba = tuple(i for i, layer in enumerate(layers) if layer.mamba is not None)
+        known = _plans[model] = _Plan(spans, mamba, tuple(i for i in range(len(layers)) if i not in mamba))
     return known
 
 
 def _spans(layers) -> list[tuple[int, int]]:
+    """[start, stop) over ``layers``: Mamba runs of up to ``RUN`` layers, every other layer alone."""
     spans: list[list[int]] = []
     open_run = False
     for index, layer in enumerate(layers):
@@ -348,17 +372,15 @@ def _step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.
     rope = None
     if body.rotary_emb is not None:
         rope = body.rotary_emb(h, torch.tensor([[position]], dtype=torch.long, device=device))
-    layers = body.layers
-    first = layers[0].input_layernorm
+    first = body.layers[0].input_layernorm
     x = rms_norm(h, first.weight, first.variance_epsilon)
-    norms = [layer.input_layernorm for layer in layers[1:]] + [body.norm]
-    for start, stop in _plan(model):
-        if stop > start + 1:
-            run = range(start, stop)
+    cached = cache.layers
+    for span in _plan(model).spans:
+        if len(span.layers) > 1:
+            run = range(span.start, span.stop)
             h, x = _regions["mamba_run"](
-                tuple(layers[i] for i in run), tuple(cache.layers[i].conv_states[0] for i in run),
-                tuple(cache.layers[i].recurrent_states[0] for i in run), h, x,
-                tuple(norms[i].weight for i in run), tuple(norms[i].variance_epsilon for i in run))
+                span.layers, tuple(cached[i].conv_states[0] for i in run),
+                tuple(cached[i].recurrent_states[0] for i in run), h, x, span.next_ws, span.next_eps)
         else:
-            h, x = layer_step(layers[start], cache.layers[start], h, x, rope, norms[start])
+            h, x = layer_step(span.layers[0], cached[span.start], h, x, rope, span.next_norm)
     return _regions["head"](model.lm_head, x, model.config.logits_scaling)

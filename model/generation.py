@@ -160,10 +160,19 @@ def make_generator(sampling: Sampling, device: torch.device | str) -> torch.Gene
     return torch.Generator(device=device).manual_seed(sampling.seed)
 
 
+def greedy(logits: torch.Tensor) -> int:
+    """The argmax of 1-D logits, as ``torch.argmax`` picks it (the first of ties; a NaN counts as
+    the largest): numpy's vectorised argmax for fp32/fp64 on the CPU (11 vs 200 us at a 100K
+    vocabulary, AMD EPYC: 1 % of an int4 token), ATen's elsewhere."""
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
+        return int(logits.detach().numpy().argmax())
+    return int(torch.argmax(logits))
+
+
 def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
     """Pick a token id from 1-D logits: argmax, or temperature + nucleus sampling."""
     if sampling.temperature <= 0:
-        return int(torch.argmax(logits))
+        return greedy(logits)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)

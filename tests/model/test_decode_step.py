@@ -159,3 +159,19 @@ def test_attention_of_one_token_matches_the_fused_kernel_either_way(monkeypatch,
     got = decode_step.attend(q.bfloat16(), keys.bfloat16(), values.bfloat16(), 0.25)
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
     assert (got.float() - want).abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("breaks", ["mamba records its past", "an attention layer is empty"])
+def test_step_does_not_apply_to_a_cache_it_cannot_advance(request, breaks) -> None:
+    model = load(request, "tiny_checkpoint")
+    state = new_state(model)
+    prefill(model, state, PROMPT, chunk_size=16)
+    assert decode_step.supports(model, state.cache, state.length)
+    kind = "conv_states" if breaks.startswith("mamba") else "keys"
+    layer = next(cached for cached in state.cache.layers if hasattr(cached, kind)
+                 and (kind == "keys") != hasattr(cached, "conv_states"))
+    if kind == "conv_states":
+        layer.record_past = True
+    else:
+        layer.is_initialized = False
+    assert not decode_step.supports(model, state.cache, state.length)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from feldspar.model.engine import Engine, EngineOptions, GenerationParams
 from feldspar.model.errors import ContextOverflowError, PromptError
-from feldspar.model.generation import chunk_ends, new_state, prefill
+from feldspar.model.generation import chunk_ends, greedy, new_state, prefill
 from feldspar.model.prompts import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_prompt
 
 from tests.model.logit_reference import assert_logits_close, logits_from_scratch
@@ -77,6 +78,26 @@ def test_chunked_prefill_equals_one_shot(engine):
         logits = prefill(engine.model, state, ids, chunk_size=chunk)
         assert state.length == len(ids)
         assert_logits_close(logits, expected, f"prefill in chunks of {chunk}")
+
+
+@pytest.mark.parametrize("values", [
+    [1.0, 3.0, 3.0, 2.0],  # ties: the first
+    [1.0, float("nan"), 5.0, float("nan")],  # a NaN counts as the largest
+    [float("-inf"), float("-inf")],
+    [-2.0, -1.0, -3.0],
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_greedy_picks_what_torch_argmax_picks(values, dtype):
+    logits = torch.tensor(values, dtype=dtype)
+    assert greedy(logits) == int(torch.argmax(logits))
+    strided = torch.stack([logits, torch.zeros_like(logits)], dim=1)[:, 0]  # a view with a stride of 2
+    assert greedy(strided) == int(torch.argmax(strided))
+
+
+def test_greedy_over_a_vocabulary_matches_torch_argmax():
+    logits = torch.randn(100352, generator=torch.Generator().manual_seed(3))
+    logits[77_777] = logits.max() + 1
+    assert greedy(logits) == int(torch.argmax(logits)) == 77_777
 
 
 def test_chunk_plan_covers_the_prompt_and_stops_at_requested_positions():
