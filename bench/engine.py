@@ -30,7 +30,7 @@ import torch
 from feldspar.bench import roofline
 from feldspar.bench.roofline import Machine, ModelCost
 from feldspar.model import decode_step, prefill_scan
-from feldspar.model.generation import ModelState, chunk_ends, decode_one, new_state, prefill
+from feldspar.model.generation import ModelState, chunk_ends, decode_one, greedy, new_state, prefill
 from feldspar.model.loader import quiet_cpu_kernel_advice
 
 Log = Callable[[str], None]
@@ -146,7 +146,7 @@ def feldspar_decode(model, state: ModelState, logits: torch.Tensor, steps: int) 
     """Greedy decode of ``steps`` tokens from a copy of ``state`` (one forward each)."""
     state = ModelState(cache=copy.deepcopy(state.cache), length=state.length)
     for _ in range(steps):
-        logits = decode_one(model, state, int(torch.argmax(logits)))
+        logits = decode_one(model, state, greedy(logits))
 
 
 @torch.inference_mode()
