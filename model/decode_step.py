@@ -21,7 +21,7 @@ every span of the same shape, which removes most of the per-op dispatch that dom
 batch-1 step on CPU; a float layer's one-row matmul in them is inductor's own streaming
 multiply-and-sum rather than a BLAS GEMV call, and once a model's step is warm the regions
 run without dynamo's per-call cache lookup (both in ``model.step_regions``). The attention over the
-growing cache itself (``append_kv``, ``attend``) and the routed experts' choice stay eager. A
+growing cache itself (``append_kv``, ``attend_cache``) and the routed experts' choice stay eager. A
 compilation that fails prints one warning and the eager regions carry on. Knows nothing of
 tokens, prompts or sampling.
 """
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply_rotary_pos_emb
 
-from feldspar.model import attend_bf16, step_regions
+from feldspar.model import attend, step_regions
 from feldspar.model.cpu import cpu_vendor
 from feldspar.model.quant import QuantExperts
 from feldspar.model.step_kernels import residual_norm, rms_norm, ssm_update
@@ -200,26 +200,28 @@ def attention_step(attn: torch.nn.Module, cached, x: torch.Tensor, rope) -> torc
     ``o_proj``); ``x`` is [1, 1, hidden]."""
     q, k, v = _regions["attention_in"](attn, x, rope)
     keys, values = append_kv(cached, k, v)
-    return attend(q, keys, values, attn.scaling)
+    return attend_cache(q, keys, values, attn.scaling)
 
 
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
+def attend_cache(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
     """One query token [1, heads, 1, head_dim] over the cache (grouped-query heads share a KV head).
 
-    In fp32 two batched matmuls per KV head (the query heads of a group as rows, the softmax
-    in fp32) read the cache at memory speed: 3x the fused CPU attention kernel at 8K tokens.
-    In bf16 the fused kernel is the faster one on an Intel Xeon; on an AMD EPYC it is 4x slower
-    than the matmuls (``BMM_ATTENTION_BF16``), which there run faster on an fp32 copy of the
-    cache than in bf16 (bf16 batched matmuls of a length that grows every token: 2.0 vs 0.48 ms
-    per layer at 1K); where ``model.attend_bf16``'s kernel is ready it does those sums on the
-    bf16 cache itself (1.9-2.3x the matmuls at 1-16K cached tokens, caches out of the CPU cache)."""
+    In fp32 Feldspar's AVX2 kernel (``model.attend``) reads each cached key and value once for
+    the query heads of its group: 1.1-1.4 vs 2.1-2.3 ms a token at 1K cached tokens for the two
+    batched matmuls per KV head it replaces (the query heads of a group as rows, the softmax in
+    fp32), which are 3x the fused CPU attention kernel at 8K tokens and do it where the kernel is
+    not ready. In bf16 the fused kernel is the faster one on an Intel Xeon; on an AMD EPYC it is
+    4x slower than the matmuls (``BMM_ATTENTION_BF16``), which there run faster on an fp32 copy of
+    the cache than in bf16 (bf16 batched matmuls of a length that grows every token: 2.0 vs 0.48 ms
+    per layer at 1K); where the bf16 kernel is ready it does those sums on the bf16 cache itself
+    (1.9-2.3x the matmuls at 1-16K cached tokens, caches out of the CPU cache)."""
     by_matmuls = q.dtype == torch.float32 or (BMM_ATTENTION_BF16 and q.dtype == torch.bfloat16 and q.is_cpu)
     if not by_matmuls:
         return F.scaled_dot_product_attention(q, keys, values, scale=scale,
                                               enable_gqa=keys.shape[1] != q.shape[1])
-    if q.dtype == torch.bfloat16 and attend_bf16.ready():  # the same sums without the fp32 copies
-        return attend_bf16.attend(q, keys, values, scale)
-    return attend_bf16.reference(q, keys, values, scale)
+    if attend.fits(q, keys) and attend.ready(q.dtype):
+        return attend.attend(q, keys, values, scale)
+    return attend.reference(q, keys, values, scale)
 
 
 def experts_step(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

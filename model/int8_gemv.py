@@ -10,10 +10,10 @@ decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspa
 killed build left is cleared after ten minutes), checks the op against integer matmuls, and
 registers its shape function so compiled decode regions can call it. The same library holds
 the one-row int4 kernels (model/csrc/int4_gemv.cpp and int4_gemv_avx2.cpp, driven by
-``model.int4_gemv``) and the bf16 decode attention (model/csrc/attend_bf16.cpp,
-``model.attend_bf16``). A CPU with AVX2 and no AVX-512 VNNI gets the same op from
+``model.int4_gemv``) and the decode attention kernels (model/csrc/attend_f32.cpp and
+attend_bf16.cpp, ``model.attend``). A CPU with AVX2 and no AVX-512 VNNI gets the same op from
 model/csrc/int8_gemv_avx2.cpp (``vpmaddubsw`` on |w| and x with w's sign), with the AVX2 int4
-kernel, built as their own library. Where the CPU has neither,
+kernel and the fp32 attention, built as their own library. Where the CPU has neither,
 ``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays False (one warning
 line) and ``_int_mm`` does everything.
 
@@ -41,6 +41,7 @@ SOURCE = Path(__file__).parent / "csrc" / "int8_gemv.cpp"
 INT4_SOURCE = SOURCE.with_name("int4_gemv.cpp")  # its own CPU features by function attributes
 INT4_AVX2_SOURCE = SOURCE.with_name("int4_gemv_avx2.cpp")  # likewise; in both libraries
 ATTEND_SOURCE = SOURCE.with_name("attend_bf16.cpp")  # likewise
+ATTEND_F32_SOURCE = SOURCE.with_name("attend_f32.cpp")  # likewise; in both libraries
 NAME = "feldspar_int8_gemv"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fopenmp"]
 ENV = "FELDSPAR_INT8_GEMV"
@@ -122,10 +123,12 @@ def _build_and_load() -> None:
     out = build_directory()
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_lock(out)
-    if kernel() == "AVX2":  # the int8 op alone: the other kernels need AVX-512
-        name, sources, flags = AVX2_NAME, [str(AVX2_SOURCE), str(INT4_AVX2_SOURCE)], AVX2_FLAGS
+    if kernel() == "AVX2":  # without the kernels that need AVX-512
+        name, flags = AVX2_NAME, AVX2_FLAGS
+        sources = [str(AVX2_SOURCE), str(INT4_AVX2_SOURCE), str(ATTEND_F32_SOURCE)]
     else:
-        name, sources, flags = NAME, [str(SOURCE), str(INT4_SOURCE), str(INT4_AVX2_SOURCE), str(ATTEND_SOURCE)], FLAGS
+        name, flags = NAME, FLAGS
+        sources = [str(SOURCE), str(INT4_SOURCE), str(INT4_AVX2_SOURCE), str(ATTEND_SOURCE), str(ATTEND_F32_SOURCE)]
     if not any(out.glob(f"{name}.so")):
         print("feldspar: building the int8 decode kernel for this CPU (once, ~40 s)", file=sys.stderr, flush=True)
     cpp_extension.load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(out),

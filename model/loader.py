@@ -104,19 +104,20 @@ def compiles_scan(setting: str, step_compiled: bool) -> bool:
 
 def kernel_choice(device: torch.device) -> str:
     """The machine-dependent CPU kernels the engine uses here, in a few words (measured choices:
-    model/onednn_linear.py, model/int4.py, model/int8_gemv.py, model/int4_gemv.py, model/attend_bf16.py,
+    model/onednn_linear.py, model/int4.py, model/int8_gemv.py, model/int4_gemv.py, model/attend.py,
     model/decode_step.py;
     docs/benchmarks.md)."""
     if device.type != "cpu":
         return "CUDA kernels"
-    from feldspar.model import attend_bf16, decode_step, int4, int4_gemv, int8_gemv, onednn_linear
+    from feldspar.model import attend, decode_step, int4, int4_gemv, int8_gemv, onednn_linear
 
     return "; ".join([
         f"fp32 prefill matmuls by {'oneDNN (AMD CPU, where MKL is slower)' if onednn_linear.in_use() else 'MKL'}",
         f"int4 prefill matmuls in {'bf16' if int4.DEQUANT_BF16 else 'fp32'}",
         int8_gemv.describe(),
         int4_gemv.describe(),
-        f"bf16 decode attention by {attend_bf16.describe() if decode_step.BMM_ATTENTION_BF16 else 'the fused kernel'}"])
+        f"fp32 decode attention by {attend.describe(torch.float32)}",
+        f"bf16 decode attention by {attend.describe(torch.bfloat16) if decode_step.BMM_ATTENTION_BF16 else 'the fused kernel'}"])
 
 
 def _not_found(resolved: Resolved, detail: str) -> ModelNotFoundError:

@@ -155,8 +155,8 @@ def test_attention_of_one_token_matches_the_fused_kernel_either_way(monkeypatch,
     room = torch.randn(2, 2, 50, 16)
     keys, values = room[0:1, :, :40], room[1:2, :, :40]
     want = torch.nn.functional.scaled_dot_product_attention(q, keys, values, scale=0.25, enable_gqa=True)
-    torch.testing.assert_close(decode_step.attend(q, keys, values, 0.25), want, rtol=1e-5, atol=1e-5)
-    got = decode_step.attend(q.bfloat16(), keys.bfloat16(), values.bfloat16(), 0.25)
+    torch.testing.assert_close(decode_step.attend_cache(q, keys, values, 0.25), want, rtol=1e-5, atol=1e-5)
+    got = decode_step.attend_cache(q.bfloat16(), keys.bfloat16(), values.bfloat16(), 0.25)
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
     assert (got.float() - want).abs().max() < 2e-2
 
