@@ -1,21 +1,23 @@
 """The one-row int8 matmul of a decode step: Feldspar's AVX-512 VNNI (or AVX2) kernel, built on this machine.
 
 Contract: ``prepare()`` makes ``torch.ops.feldspar.int8_gemv(x, w)`` (x int8 [1, K], w int8
-[N, K] -> int32 [1, N], exactly ``torch._int_mm(x, w.t())``) usable and sets ``READY``; it
-returns whether it is. ``quant.int8_dynamic_mm`` sends one-row products there when ``READY``
-and everything else to ``torch._int_mm``. ``prepare`` builds model/csrc/int8_gemv.cpp once
-per machine and torch version with torch's extension builder (g++, which inductor's compiled
-decode needs too, and the locked ``ninja``) into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default
-~/.cache/torch_extensions/feldspar), says so on stderr while it builds (~40 s; a lock file a
-killed build left is cleared after ten minutes), checks the op against integer matmuls, and
-registers its shape function so compiled decode regions can call it. The same library holds
-the one-row int4 kernels (model/csrc/int4_gemv.cpp and int4_gemv_avx2.cpp, driven by
-``model.int4_gemv``) and the decode attention kernels (model/csrc/attend_f32.cpp and
-attend_bf16.cpp, ``model.attend``). A CPU with AVX2 and no AVX-512 VNNI gets the same op from
-model/csrc/int8_gemv_avx2.cpp (``vpmaddubsw`` on |w| and x with w's sign), with the AVX2 int4
-kernel and the fp32 attention, built as their own library. Where the CPU has neither,
-``FELDSPAR_INT8_GEMV=off``, or the build or the check fails, ``READY`` stays False (one warning
-line) and ``_int_mm`` does everything.
+[N, K] -> int32 [1, N], exactly ``torch._int_mm(x, w.t())``) and its fp32 form
+``int8_gemv_f32(x, w, scales)`` (x fp32 [1, K] quantised per row inside, as ``quantize_rows``
+does, scaled back by row and channel -> fp32 [1, N]: ``quant.int8_dynamic_mm``'s whole product
+in one call) usable and sets ``READY``; it returns whether it is. ``quant.int8_dynamic_mm``
+sends one-row products there when ``READY`` and everything else to ``torch._int_mm``.
+``prepare`` builds model/csrc/int8_gemv.cpp once per machine and torch version with torch's
+extension builder (g++, which inductor's compiled decode needs too, and the locked ``ninja``)
+into ``$TORCH_EXTENSIONS_DIR/feldspar`` (default ~/.cache/torch_extensions/feldspar), says so on
+stderr while it builds (~40 s; a lock file a killed build left is cleared after ten minutes),
+checks the op against integer matmuls, and registers its shape function so compiled decode
+regions can call it. The same library holds the one-row int4 kernels (model/csrc/int4_gemv.cpp
+and int4_gemv_avx2.cpp, driven by ``model.int4_gemv``) and the decode attention kernels
+(model/csrc/attend_f32.cpp and attend_bf16.cpp, ``model.attend``). A CPU with AVX2 and no
+AVX-512 VNNI gets the same op from model/csrc/int8_gemv_avx2.cpp (``vpmaddubsw`` on |w| and x
+with w's sign), with the AVX2 int4 kernel and the fp32 attention, built as their own library.
+Where the CPU has neither, ``FELDSPAR_INT8_GEMV=off``, or the build or the check fails,
+``READY`` stays False (one warning line) and ``_int_mm`` does everything.
 
 Why: ATen's ``_int_mm`` (oneDNN) streams a one-row product's weights at 15-20 GB/s on the
 AMD EPYC measured, where two threads read memory at ~30; a decode step is ~140 such products.
@@ -166,7 +168,11 @@ def _register_fake() -> None:
     def int4_gemv_shape(x: torch.Tensor, w: torch.Tensor, scales_zeros: torch.Tensor, *_: int) -> torch.Tensor:
         return x.new_empty((x.shape[0], scales_zeros.shape[1]))  # both int4 ops: (group) or (group, block)
 
+    def int8_gemv_f32_shape(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        return x.new_empty((x.shape[0], w.shape[0]))
+
     torch.library.register_fake("feldspar::int8_gemv", int8_gemv_shape)
+    torch.library.register_fake("feldspar::int8_gemv_f32", int8_gemv_f32_shape)
     torch.library.register_fake("feldspar::int4_gemv_f32", int4_gemv_shape)
     if kernel() != "AVX2":
         torch.library.register_fake("feldspar::int4_gemv", int4_gemv_shape)
@@ -184,8 +190,25 @@ def _check() -> None:
             x[0, 0] = low
             if not torch.equal(torch.ops.feldspar.int8_gemv(x, w), x.int() @ w.int().t()):
                 raise RuntimeError("int8_gemv disagrees with the integer matmul")
+        xf, scales = torch.randn(1, k, generator=gen), torch.rand(n, generator=gen) + 0.5
+        codes, row_scale = quantize_rows(xf)
+        if not torch.equal(torch.ops.feldspar.int8_gemv_f32(xf, w, scales),
+                           (codes.int() @ w.int().t()) * (row_scale * scales)):
+            raise RuntimeError("int8_gemv_f32 disagrees with quantize_rows and the integer matmul")
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``torch._int_mm(x, weight.t())`` for one row ``x`` [1, K] by the kernel (``READY`` only)."""
     return torch.ops.feldspar.int8_gemv(x, weight)
+
+
+def gemv_f32(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """One fp32 row ``x`` [1, K] quantised, times ``weight``, scaled back (``READY`` only)."""
+    return torch.ops.feldspar.int8_gemv_f32(x, weight, scales)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 of activations: (int8 [M, K], fp32 scales [M, 1]); the kernels' way too."""
+    xf = x.float()
+    scales = xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(xf / scales).to(torch.int8), scales

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from feldspar.model import int4_gemv, int8_gemv
+from feldspar.model.int8_gemv import quantize_rows
 from feldspar.model.cpu import cpu_flags
 from feldspar.model.int4 import Int4Linear, cpu_int4_block, int4_group
 
@@ -57,13 +58,6 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8 of activations: (int8 [M, K], fp32 scales [M, 1])."""
-    xf = x.float()
-    scales = xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / 127
-    return torch.round(xf / scales).to(torch.int8), scales
-
-
 def int8_dot_flags() -> list[str]:
     """The CPU's int8 dot-product instructions, without which ATen's int8 matmuls are slow: on an
     AVX2-only AMD EPYC ``torch._int_mm`` ran 5-6 GOP/s, against 164 GFLOP/s for the fp32 matmul
@@ -76,6 +70,8 @@ def int8_dynamic_mm(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor)
     back by row and channel, in x's dtype. Without int8 dot products (``int8_dot_flags``) several
     rows multiply the same integers as fp32 (exact while a sum stays under 2^24, within fp32's
     rounding beyond: the same result to ~1e-7)."""
+    if int8_gemv.READY and x.shape[0] == 1 and x.dtype == torch.float32 and scales.dtype == torch.float32:
+        return int8_gemv.gemv_f32(x, weight, scales)  # all of this in one call
     xq, row_scales = quantize_rows(x)
     if int8_gemv.READY and x.shape[0] == 1:
         product = int8_gemv.gemv(xq, weight)

@@ -48,5 +48,11 @@ void dot_rows(const int8_t* x, const int8_t* w, int64_t K, int32_t* y, int64_t n
 
 }  // namespace
 
-TORCH_LIBRARY(feldspar, m) { m.def("int8_gemv(Tensor x, Tensor w) -> Tensor"); }
-TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv_op<dot_rows>); }
+TORCH_LIBRARY(feldspar, m) {
+  m.def("int8_gemv(Tensor x, Tensor w) -> Tensor");
+  m.def("int8_gemv_f32(Tensor x, Tensor w, Tensor scales) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) {
+  m.impl("int8_gemv", &int8_gemv_op<dot_rows>);
+  m.impl("int8_gemv_f32", &int8_gemv_f32_op<dot_rows>);
+}

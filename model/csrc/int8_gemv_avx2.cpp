@@ -69,5 +69,11 @@ at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w) {
 
 }  // namespace
 
-TORCH_LIBRARY(feldspar, m) { m.def("int8_gemv(Tensor x, Tensor w) -> Tensor"); }
-TORCH_LIBRARY_IMPL(feldspar, CPU, m) { m.impl("int8_gemv", &int8_gemv); }
+TORCH_LIBRARY(feldspar, m) {
+  m.def("int8_gemv(Tensor x, Tensor w) -> Tensor");
+  m.def("int8_gemv_f32(Tensor x, Tensor w, Tensor scales) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(feldspar, CPU, m) {
+  m.impl("int8_gemv", &int8_gemv);
+  m.impl("int8_gemv_f32", &int8_gemv_f32_op<dot_rows<signed_bytes>>);  // quantised codes have no -128
+}

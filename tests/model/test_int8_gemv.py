@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from feldspar.model import int8_gemv
 from feldspar.model.cpu import cpu_flags
-from feldspar.model.quant import int8_dynamic_mm, quantize_int8
+from feldspar.model.quant import int8_dynamic_mm, quantize_int8, quantize_rows
 
 VNNI = {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags()
 CAPABLE = VNNI or "avx2" in cpu_flags()  # the AVX-512 kernel, else the AVX2 one
@@ -83,11 +83,54 @@ def test_decode_rows_use_the_kernel_and_agree_with_the_rows_of_a_prefill(ready, 
     q, scales = quantize_int8(weight)
     prefill_rows = int8_dynamic_mm(x, q, scales)  # _int_mm, many rows
     calls = []
-    real = int8_gemv.gemv
-    monkeypatch.setattr(int8_gemv, "gemv", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = int8_gemv.gemv_f32
+    monkeypatch.setattr(int8_gemv, "gemv_f32", lambda *a: calls.append(a[0].shape) or real(*a))
     one_by_one = torch.cat([int8_dynamic_mm(x[i:i + 1], q, scales) for i in range(19)])
     assert torch.equal(one_by_one, prefill_rows)  # bit for bit: decode after prefill is exact reuse
     assert calls == ([(1, 200)] * 19 if ready else [])
+
+
+def test_bf16_decode_rows_quantise_outside_and_use_the_integer_kernel(ready, monkeypatch):
+    torch.manual_seed(6)
+    x, weight = torch.randn(3, 96).bfloat16(), torch.randn(40, 96).bfloat16()
+    q, scales = quantize_int8(weight)
+    calls = []
+    real = int8_gemv.gemv
+    monkeypatch.setattr(int8_gemv, "gemv", lambda *a: calls.append(a[0].dtype) or real(*a))
+    rows = torch.cat([int8_dynamic_mm(x[i:i + 1], q, scales.bfloat16()) for i in range(3)])
+    assert rows.dtype == torch.bfloat16 and torch.equal(rows, int8_dynamic_mm(x, q, scales.bfloat16()))
+    assert calls == ([torch.int8] * 3 if ready else [])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), k=st.integers(1, 700), seed=st.integers(0, 2**31 - 1), tiny=st.booleans())
+def test_the_fp32_op_is_the_quantised_product_bit_for_bit(n, k, seed, tiny):
+    """int8_gemv_f32 = quantize_rows, the integer product and the two scales, exactly (any K,
+    a row of zeros or of tiny numbers included)."""
+    if not int8_gemv.prepare():
+        assert not CAPABLE
+        return
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, k, generator=gen) * (1e-30 if tiny else 3.0)
+    if seed % 7 == 0:
+        x.zero_()
+    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+    scales = torch.rand(n, generator=gen) + 1e-3
+    codes, row_scale = quantize_rows(x)
+    expected = integer_product(codes, w) * (row_scale * scales)
+    assert torch.equal(int8_gemv.gemv_f32(x, w, scales), expected)
+
+
+def test_the_fp32_op_refuses_bad_inputs_in_one_clear_error(ready):
+    if not ready:
+        return
+    w = torch.zeros(4, 8, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="x must be fp32 \\[1, K\\]"):
+        int8_gemv.gemv_f32(torch.zeros(1, 8).bfloat16(), w, torch.ones(4))
+    with pytest.raises(RuntimeError, match="w must be int8 \\[N, K\\]"):
+        int8_gemv.gemv_f32(torch.zeros(1, 9), w, torch.ones(4))
+    with pytest.raises(RuntimeError, match="scales must be fp32 \\[N\\]"):
+        int8_gemv.gemv_f32(torch.zeros(1, 8), w, torch.ones(3))
 
 
 def test_turned_off_it_is_not_used(monkeypatch):
