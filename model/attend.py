@@ -11,7 +11,8 @@ fp32 batched matmuls, up to the order of the sums (and, for bf16, one rounding).
 - fp32 (``torch.ops.feldspar.attend_f32``, model/csrc/attend_f32.cpp): AVX2 and FMA, D a
   multiple of 8. Why: the matmuls' shapes (one row per query head) read the cache at a fraction
   of the memory's speed; reading each key and value once for a group's heads measured 1.1-1.4
-  vs 2.1-2.3 ms a token at 1K cached tokens, 2.1 vs 4.1 ms at 4K (int4 h-350m, AMD EPYC).
+  vs 2.1-2.3 ms a token at 1K cached tokens, 2.1 vs 4.1 ms at 4K (int4 h-350m, AMD EPYC,
+  profiled).
 - bf16 (``torch.ops.feldspar.attend_bf16``, model/csrc/attend_bf16.cpp): AVX-512 BF16. Why:
   the matmuls need fp32 copies of the cache (10 bytes per cached number instead of 2); on an
   AMD EPYC the fused ATen kernel is slower still (``decode_step.BMM_ATTENTION_BF16``).
