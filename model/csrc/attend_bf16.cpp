@@ -7,10 +7,7 @@
 // it) as long as each token's D numbers are contiguous. Reads the cache once, in bf16, where
 // converting it to fp32 first would write and read it twice more. Threads split the KV heads.
 // Compiled for AVX-512 BF16 by function attributes only; the caller checks the CPU.
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/_softmax.h>
-#include <ATen/ops/empty.h>
+#include "attend_op.h"
 #include <torch/library.h>
 #include <immintrin.h>
 
@@ -20,7 +17,6 @@
 
 namespace {
 
-constexpr int64_t kMaxD = 256;
 constexpr int64_t kAhead = 32;  // tokens ahead to prefetch (the hardware prefetchers stop at pages)
 
 inline __mmask32 words(int64_t left) { return left >= 32 ? ~0U : ((1U << left) - 1); }
@@ -70,36 +66,8 @@ FELDSPAR_BF16 void head_values(const float* p, int64_t rep, const uint16_t* v, i
 }
 
 at::Tensor attend_bf16(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, double scale) {
-  TORCH_CHECK(q.dim() == 4 && q.size(0) == 1 && q.size(2) == 1 && q.scalar_type() == at::kBFloat16,
-              "attend_bf16: q must be bf16 [1, H, 1, D]");
-  TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.sizes() == values.sizes() &&
-              keys.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16,
-              "attend_bf16: keys and values must be bf16 [1, KV, n, D] of one shape");
-  const int64_t H = q.size(1), D = q.size(3), KV = keys.size(1), n = keys.size(2);
-  TORCH_CHECK(keys.size(3) == D && D <= kMaxD && n > 0 && H % KV == 0, "attend_bf16: shapes do not agree");
-  TORCH_CHECK(keys.stride(3) == 1 && values.stride(3) == 1, "attend_bf16: each token's numbers must be contiguous");
-  TORCH_CHECK(q.device().is_cpu() && keys.device().is_cpu() && values.device().is_cpu(), "attend_bf16: CPU only");
-  const at::Tensor qc = q.contiguous();
-  const int64_t rep = H / KV;
-  at::Tensor scores = at::empty({H, n}, q.options().dtype(at::kFloat));
-  const uint16_t* qp = reinterpret_cast<const uint16_t*>(qc.const_data_ptr<at::BFloat16>());
-  const uint16_t* kp = reinterpret_cast<const uint16_t*>(keys.const_data_ptr<at::BFloat16>());
-  const uint16_t* vp = reinterpret_cast<const uint16_t*>(values.const_data_ptr<at::BFloat16>());
-  float* sp = scores.mutable_data_ptr<float>();
-  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      head_scores(qp + g * rep * D, rep, kp + g * keys.stride(1), n, keys.stride(2), D, static_cast<float>(scale),
-                  sp + g * rep * n);
-  });
-  const at::Tensor p = at::_softmax(scores, -1, false);
-  const float* pp = p.const_data_ptr<float>();
-  at::Tensor out = at::empty({1, H, 1, D}, q.options());
-  uint16_t* op = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<at::BFloat16>());
-  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      head_values(pp + g * rep * n, rep, vp + g * values.stride(1), n, values.stride(2), D, op + g * rep * D);
-  });
-  return out;
+  return attend_op<uint16_t>(q, keys, values, scale, AttendKind{"attend_bf16", "bf16", at::kBFloat16, 1},
+                             head_scores, head_values);
 }
 
 }  // namespace

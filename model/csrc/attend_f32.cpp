@@ -8,19 +8,16 @@
 // and heads (the decode step's cache with room behind it) as long as each token's D numbers are
 // contiguous. Threads split the KV heads. Compiled for AVX2 and FMA by function attributes only;
 // the caller checks the CPU.
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/_softmax.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
+#include "attend_op.h"
 #include <torch/library.h>
 #include <immintrin.h>
+
+#include <algorithm>
 
 #define FELDSPAR_AVX2 __attribute__((target("avx2,fma")))
 
 namespace {
 
-constexpr int64_t kMaxD = 256;
 constexpr int64_t kAhead = 16;  // tokens ahead to prefetch (the hardware prefetchers stop at pages)
 
 // The four sums of a, b, c, d's lanes, in that order.
@@ -64,9 +61,10 @@ FELDSPAR_AVX2 void head_scores(const float* q, int64_t rep, const float* k, int6
   }
 }
 
-// out[r, :] = sum_t p[r, t] * v_t for the ``rep`` rows of one KV head (``out`` starts at zero).
+// out[r, :] = sum_t p[r, t] * v_t for the ``rep`` rows of one KV head.
 FELDSPAR_AVX2 void head_values(const float* p, int64_t rep, const float* v, int64_t n, int64_t tstride, int64_t D,
                                float* out) {
+  std::fill(out, out + rep * D, 0.0f);
   for (int64_t t = 0; t < n; ++t) {
     const float* value = v + t * tstride;
     prefetch_row(value + kAhead * tstride, D);
@@ -81,37 +79,8 @@ FELDSPAR_AVX2 void head_values(const float* p, int64_t rep, const float* v, int6
 }
 
 at::Tensor attend_f32(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, double scale) {
-  TORCH_CHECK(q.dim() == 4 && q.size(0) == 1 && q.size(2) == 1 && q.scalar_type() == at::kFloat,
-              "attend_f32: q must be fp32 [1, H, 1, D]");
-  TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && keys.sizes() == values.sizes() &&
-              keys.scalar_type() == at::kFloat && values.scalar_type() == at::kFloat,
-              "attend_f32: keys and values must be fp32 [1, KV, n, D] of one shape");
-  const int64_t H = q.size(1), D = q.size(3), KV = keys.size(1), n = keys.size(2);
-  TORCH_CHECK(keys.size(3) == D && D % 8 == 0 && D <= kMaxD && n > 0 && H % KV == 0,
-              "attend_f32: shapes do not agree (D must be a multiple of 8, at most 256)");
-  TORCH_CHECK(keys.stride(3) == 1 && values.stride(3) == 1, "attend_f32: each token's numbers must be contiguous");
-  TORCH_CHECK(q.device().is_cpu() && keys.device().is_cpu() && values.device().is_cpu(), "attend_f32: CPU only");
-  const at::Tensor qc = q.contiguous();
-  const int64_t rep = H / KV;
-  at::Tensor scores = at::empty({H, n}, q.options());
-  const float* qp = qc.const_data_ptr<float>();
-  const float* kp = keys.const_data_ptr<float>();
-  const float* vp = values.const_data_ptr<float>();
-  float* sp = scores.mutable_data_ptr<float>();
-  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      head_scores(qp + g * rep * D, rep, kp + g * keys.stride(1), n, keys.stride(2), D, static_cast<float>(scale),
-                  sp + g * rep * n);
-  });
-  const at::Tensor p = at::_softmax(scores, -1, false);
-  const float* pp = p.const_data_ptr<float>();
-  at::Tensor out = at::zeros({1, H, 1, D}, q.options());
-  float* op = out.mutable_data_ptr<float>();
-  at::parallel_for(0, KV, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g)
-      head_values(pp + g * rep * n, rep, vp + g * values.stride(1), n, values.stride(2), D, op + g * rep * D);
-  });
-  return out;
+  return attend_op<float>(q, keys, values, scale, AttendKind{"attend_f32", "fp32", at::kFloat, 8}, head_scores,
+                          head_values);
 }
 
 }  // namespace
