@@ -242,11 +242,11 @@ def experts_step(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.view_as(x)
 
 
-def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor, rope,
-               next_norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_step(layer: torch.nn.Module, cached, h: torch.Tensor, x: torch.Tensor, rope, next_w: torch.Tensor,
+               next_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoder layer for one token: ``x`` is this layer's normed input; returns the new
-    residual ``h`` and its norm by ``next_norm`` (the next layer's input norm, or the final one)."""
-    next_w, next_eps = next_norm.weight, next_norm.variance_epsilon
+    residual ``h`` and its norm by ``next_w``, ``next_eps`` (the next layer's input norm, or the
+    final one)."""
     if layer.mamba is not None:
         states = (cached.conv_states[0], cached.recurrent_states[0])
         if not layer.has_experts:
@@ -325,7 +325,6 @@ class _Span:
     layers: tuple
     next_ws: tuple
     next_eps: tuple
-    next_norm: torch.nn.Module  # the norm after the last layer
 
 
 @dataclass(frozen=True)
@@ -345,7 +344,7 @@ def _plan(model: torch.nn.Module) -> _Plan:
         layers = model.model.layers
         norms = [layer.input_layernorm for layer in layers[1:]] + [model.model.norm]
         spans = tuple(_Span(start, stop, tuple(layers[start:stop]), tuple(n.weight for n in norms[start:stop]),
-                            tuple(n.variance_epsilon for n in norms[start:stop]), norms[stop - 1])
+                            tuple(n.variance_epsilon for n in norms[start:stop]))
                       for start, stop in _spans(layers))
         mamba = tuple(i for i, layer in enumerate(layers) if layer.mamba is not None)
         known = _plans[model] = _Plan(spans, mamba, tuple(i for i in range(len(layers)) if i not in mamba))
@@ -384,5 +383,5 @@ def _step(model: torch.nn.Module, cache, token_id: int, position: int) -> torch.
                 span.layers, tuple(cached[i].conv_states[0] for i in run),
                 tuple(cached[i].recurrent_states[0] for i in run), h, x, span.next_ws, span.next_eps)
         else:
-            h, x = layer_step(span.layers[0], cached[span.start], h, x, rope, span.next_norm)
+            h, x = layer_step(span.layers[0], cached[span.start], h, x, rope, span.next_ws[0], span.next_eps[0])
     return _regions["head"](model.lm_head, x, model.config.logits_scaling)

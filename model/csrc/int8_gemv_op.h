@@ -13,16 +13,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 using DotRowsFn = void (*)(const int8_t*, const int8_t*, int64_t, int32_t*, int64_t, int64_t);
 
-template <DotRowsFn DotRows>
-void int8_rows(const int8_t* xp, const at::Tensor& wc, int32_t* yp) {
+// Rows [n0, n1) of the products into yp, then done(n0, n1), on each thread's share of the rows.
+template <DotRowsFn DotRows, typename Done>
+void int8_rows(const int8_t* xp, const at::Tensor& wc, int32_t* yp, Done done) {
   const int64_t N = wc.size(0), K = wc.size(1);
   const int8_t* wp = wc.const_data_ptr<int8_t>();
   const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(K, 1));  // >= 64 KB of weight a task
-  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { DotRows(xp, wp, K, yp, n0, n1); });
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    DotRows(xp, wp, K, yp, n0, n1);
+    done(n0, n1);
+  });
 }
 
 inline void check_weight(const at::Tensor& x, const at::Tensor& w, const char* op) {
@@ -37,7 +42,7 @@ at::Tensor int8_gemv_op(const at::Tensor& x, const at::Tensor& w) {
   check_weight(x, w, "int8_gemv");
   const at::Tensor xc = x.contiguous(), wc = w.contiguous();
   at::Tensor y = at::empty({1, wc.size(0)}, x.options().dtype(at::kInt));
-  int8_rows<DotRows>(xc.const_data_ptr<int8_t>(), wc, y.mutable_data_ptr<int32_t>());
+  int8_rows<DotRows>(xc.const_data_ptr<int8_t>(), wc, y.mutable_data_ptr<int32_t>(), [](int64_t, int64_t) {});
   return y;
 }
 
@@ -74,11 +79,12 @@ at::Tensor int8_gemv_f32_op(const at::Tensor& x, const at::Tensor& w, const at::
   const int64_t N = wc.size(0), K = wc.size(1);
   std::vector<int8_t> codes(K);
   const float row_scale = quantize_row(xc.const_data_ptr<float>(), K, codes.data());
-  std::vector<int32_t> products(N);
-  int8_rows<DotRows>(codes.data(), wc, products.data());
+  const std::unique_ptr<int32_t[]> products(new int32_t[N]);  // every row written before it is read
   at::Tensor y = at::empty({1, N}, x.options());
   float* yp = y.mutable_data_ptr<float>();
   const float* sp = sc.const_data_ptr<float>();
-  for (int64_t n = 0; n < N; ++n) yp[n] = static_cast<float>(products[n]) * (row_scale * sp[n]);
+  int8_rows<DotRows>(codes.data(), wc, products.get(), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) yp[n] = static_cast<float>(products[n]) * (row_scale * sp[n]);
+  });
   return y;
 }
